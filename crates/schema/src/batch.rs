@@ -1,0 +1,501 @@
+//! One row per DNS transaction, and a builder turning thousands of rows into a `RecordBatch`.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Int64Builder, ListBuilder, StringBuilder,
+    StringDictionaryBuilder, StructBuilder, TimestampNanosecondBuilder, UInt8Builder,
+    UInt16Builder, UInt32Builder, UInt64Builder,
+};
+use arrow_array::types::Int32Type;
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::ArrowError;
+
+use crate::schema;
+
+/// One question of a DNS message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Question {
+    pub name: String,
+    pub qtype: u16,
+    pub qclass: u16,
+}
+
+/// One answer-section record of a DNS response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub name: String,
+    /// Record type mnemonic (`A`, `CNAME`, `TYPE65534`, ...).
+    pub rtype: String,
+    pub ttl: u32,
+    /// Presentation-format rdata.
+    pub data: String,
+}
+
+/// One row of a segment. Field meanings follow the column of the same name ([`crate::col`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Transaction {
+    pub ts: i64,
+    pub query_ts: Option<i64>,
+    pub response_ts: Option<i64>,
+    pub latency_ns: Option<i64>,
+    pub status: &'static str,
+    pub hostname: Arc<str>,
+    pub boot_id: Option<Arc<str>>,
+    pub pid: Option<u32>,
+    pub tid: Option<u32>,
+    pub ppid: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub comm: Option<String>,
+    pub exe: Option<Arc<str>>,
+    pub cmdline: Option<Arc<str>>,
+    pub cgroup_id: Option<u64>,
+    pub cgroup_path: Option<Arc<str>>,
+    pub container_id: Option<Arc<str>>,
+    pub netns: Option<u32>,
+    pub transport: &'static str,
+    pub ip_version: u8,
+    pub client_ip: String,
+    pub client_port: u16,
+    pub server_ip: String,
+    pub server_port: u16,
+    pub dns_id: Option<u16>,
+    pub opcode: Option<u8>,
+    pub rcode: Option<u16>,
+    pub rcode_name: Option<String>,
+    pub aa: Option<bool>,
+    pub tc: Option<bool>,
+    pub rd: Option<bool>,
+    pub ra: Option<bool>,
+    pub ad: Option<bool>,
+    pub cd: Option<bool>,
+    pub qname: Option<String>,
+    pub qtype: Option<u16>,
+    pub qtype_name: Option<String>,
+    pub qclass: Option<u16>,
+    pub questions: Option<Vec<Question>>,
+    pub qdcount: Option<u16>,
+    pub ancount: Option<u16>,
+    pub nscount: Option<u16>,
+    pub arcount: Option<u16>,
+    pub registered_domain: Option<String>,
+    pub answers: Option<Vec<Answer>>,
+    pub answer_ips: Option<Vec<String>>,
+    pub edns_udp_size: Option<u16>,
+    pub edns_version: Option<u8>,
+    pub edns_do: Option<bool>,
+    pub edns_ecs: Option<String>,
+    pub edns_cookie: Option<bool>,
+    pub ede_code: Option<u16>,
+    pub ede_text: Option<String>,
+    pub query_size: Option<u32>,
+    pub response_size: Option<u32>,
+    pub query_raw: Option<Vec<u8>>,
+    pub response_raw: Option<Vec<u8>>,
+    pub parse_error: Option<String>,
+}
+
+type Dict = StringDictionaryBuilder<Int32Type>;
+
+/// Accumulates [`Transaction`]s column by column; [`finish`](Self::finish) yields a batch with
+/// [`crate::schema`] and resets the builder for the next batch.
+pub struct TransactionBatchBuilder {
+    rows: usize,
+    ts: TimestampNanosecondBuilder,
+    query_ts: TimestampNanosecondBuilder,
+    response_ts: TimestampNanosecondBuilder,
+    latency_ns: Int64Builder,
+    status: Dict,
+    hostname: Dict,
+    boot_id: Dict,
+    pid: UInt32Builder,
+    tid: UInt32Builder,
+    ppid: UInt32Builder,
+    uid: UInt32Builder,
+    gid: UInt32Builder,
+    comm: Dict,
+    exe: Dict,
+    cmdline: Dict,
+    cgroup_id: UInt64Builder,
+    cgroup_path: Dict,
+    container_id: Dict,
+    netns: UInt32Builder,
+    transport: Dict,
+    ip_version: UInt8Builder,
+    client_ip: Dict,
+    client_port: UInt16Builder,
+    server_ip: Dict,
+    server_port: UInt16Builder,
+    dns_id: UInt16Builder,
+    opcode: UInt8Builder,
+    rcode: UInt16Builder,
+    rcode_name: Dict,
+    aa: BooleanBuilder,
+    tc: BooleanBuilder,
+    rd: BooleanBuilder,
+    ra: BooleanBuilder,
+    ad: BooleanBuilder,
+    cd: BooleanBuilder,
+    qname: StringBuilder,
+    qtype: UInt16Builder,
+    qtype_name: Dict,
+    qclass: UInt16Builder,
+    questions: ListBuilder<StructBuilder>,
+    qdcount: UInt16Builder,
+    ancount: UInt16Builder,
+    nscount: UInt16Builder,
+    arcount: UInt16Builder,
+    registered_domain: StringBuilder,
+    answers: ListBuilder<StructBuilder>,
+    answer_ips: ListBuilder<StringBuilder>,
+    edns_udp_size: UInt16Builder,
+    edns_version: UInt8Builder,
+    edns_do: BooleanBuilder,
+    edns_ecs: StringBuilder,
+    edns_cookie: BooleanBuilder,
+    ede_code: UInt16Builder,
+    ede_text: StringBuilder,
+    query_size: UInt32Builder,
+    response_size: UInt32Builder,
+    query_raw: BinaryBuilder,
+    response_raw: BinaryBuilder,
+    parse_error: StringBuilder,
+}
+
+impl Default for TransactionBatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn list_builder_for(column: &str) -> ListBuilder<StructBuilder> {
+    let field = schema()
+        .field_with_name(column)
+        .expect("column exists in the schema")
+        .clone();
+    let arrow_schema::DataType::List(item) = field.data_type() else {
+        unreachable!("{column} is a list column")
+    };
+    let arrow_schema::DataType::Struct(fields) = item.data_type() else {
+        unreachable!("{column} is a list of structs")
+    };
+    ListBuilder::new(StructBuilder::from_fields(fields.clone(), 0)).with_field(item.clone())
+}
+
+fn opt_dict(b: &mut Dict, v: Option<&str>) {
+    match v {
+        Some(s) => b.append_value(s),
+        None => b.append_null(),
+    }
+}
+
+impl TransactionBatchBuilder {
+    pub fn new() -> Self {
+        Self {
+            rows: 0,
+            ts: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            query_ts: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            response_ts: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            latency_ns: Int64Builder::new(),
+            status: Dict::new(),
+            hostname: Dict::new(),
+            boot_id: Dict::new(),
+            pid: UInt32Builder::new(),
+            tid: UInt32Builder::new(),
+            ppid: UInt32Builder::new(),
+            uid: UInt32Builder::new(),
+            gid: UInt32Builder::new(),
+            comm: Dict::new(),
+            exe: Dict::new(),
+            cmdline: Dict::new(),
+            cgroup_id: UInt64Builder::new(),
+            cgroup_path: Dict::new(),
+            container_id: Dict::new(),
+            netns: UInt32Builder::new(),
+            transport: Dict::new(),
+            ip_version: UInt8Builder::new(),
+            client_ip: Dict::new(),
+            client_port: UInt16Builder::new(),
+            server_ip: Dict::new(),
+            server_port: UInt16Builder::new(),
+            dns_id: UInt16Builder::new(),
+            opcode: UInt8Builder::new(),
+            rcode: UInt16Builder::new(),
+            rcode_name: Dict::new(),
+            aa: BooleanBuilder::new(),
+            tc: BooleanBuilder::new(),
+            rd: BooleanBuilder::new(),
+            ra: BooleanBuilder::new(),
+            ad: BooleanBuilder::new(),
+            cd: BooleanBuilder::new(),
+            qname: StringBuilder::new(),
+            qtype: UInt16Builder::new(),
+            qtype_name: Dict::new(),
+            qclass: UInt16Builder::new(),
+            questions: list_builder_for(crate::col::QUESTIONS),
+            qdcount: UInt16Builder::new(),
+            ancount: UInt16Builder::new(),
+            nscount: UInt16Builder::new(),
+            arcount: UInt16Builder::new(),
+            registered_domain: StringBuilder::new(),
+            answers: list_builder_for(crate::col::ANSWERS),
+            answer_ips: ListBuilder::new(StringBuilder::new()),
+            edns_udp_size: UInt16Builder::new(),
+            edns_version: UInt8Builder::new(),
+            edns_do: BooleanBuilder::new(),
+            edns_ecs: StringBuilder::new(),
+            edns_cookie: BooleanBuilder::new(),
+            ede_code: UInt16Builder::new(),
+            ede_text: StringBuilder::new(),
+            query_size: UInt32Builder::new(),
+            response_size: UInt32Builder::new(),
+            query_raw: BinaryBuilder::new(),
+            response_raw: BinaryBuilder::new(),
+            parse_error: StringBuilder::new(),
+        }
+    }
+
+    /// Rows appended since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn append(&mut self, t: &Transaction) {
+        self.rows += 1;
+        self.ts.append_value(t.ts);
+        self.query_ts.append_option(t.query_ts);
+        self.response_ts.append_option(t.response_ts);
+        self.latency_ns.append_option(t.latency_ns);
+        self.status.append_value(t.status);
+        self.hostname.append_value(&*t.hostname);
+        opt_dict(&mut self.boot_id, t.boot_id.as_deref());
+        self.pid.append_option(t.pid);
+        self.tid.append_option(t.tid);
+        self.ppid.append_option(t.ppid);
+        self.uid.append_option(t.uid);
+        self.gid.append_option(t.gid);
+        opt_dict(&mut self.comm, t.comm.as_deref());
+        opt_dict(&mut self.exe, t.exe.as_deref());
+        opt_dict(&mut self.cmdline, t.cmdline.as_deref());
+        self.cgroup_id.append_option(t.cgroup_id);
+        opt_dict(&mut self.cgroup_path, t.cgroup_path.as_deref());
+        opt_dict(&mut self.container_id, t.container_id.as_deref());
+        self.netns.append_option(t.netns);
+        self.transport.append_value(t.transport);
+        self.ip_version.append_value(t.ip_version);
+        self.client_ip.append_value(&t.client_ip);
+        self.client_port.append_value(t.client_port);
+        self.server_ip.append_value(&t.server_ip);
+        self.server_port.append_value(t.server_port);
+        self.dns_id.append_option(t.dns_id);
+        self.opcode.append_option(t.opcode);
+        self.rcode.append_option(t.rcode);
+        opt_dict(&mut self.rcode_name, t.rcode_name.as_deref());
+        self.aa.append_option(t.aa);
+        self.tc.append_option(t.tc);
+        self.rd.append_option(t.rd);
+        self.ra.append_option(t.ra);
+        self.ad.append_option(t.ad);
+        self.cd.append_option(t.cd);
+        self.qname.append_option(t.qname.as_deref());
+        self.qtype.append_option(t.qtype);
+        opt_dict(&mut self.qtype_name, t.qtype_name.as_deref());
+        self.qclass.append_option(t.qclass);
+        match &t.questions {
+            Some(qs) => {
+                let s = self.questions.values();
+                for q in qs {
+                    field_str(s, 0).append_value(&q.name);
+                    field_u16(s, 1).append_value(q.qtype);
+                    field_u16(s, 2).append_value(q.qclass);
+                    s.append(true);
+                }
+                self.questions.append(true);
+            }
+            None => self.questions.append(false),
+        }
+        self.qdcount.append_option(t.qdcount);
+        self.ancount.append_option(t.ancount);
+        self.nscount.append_option(t.nscount);
+        self.arcount.append_option(t.arcount);
+        self.registered_domain
+            .append_option(t.registered_domain.as_deref());
+        match &t.answers {
+            Some(answers) => {
+                let s = self.answers.values();
+                for a in answers {
+                    field_str(s, 0).append_value(&a.name);
+                    s.field_builder::<Dict>(1)
+                        .expect("answers.type is a dictionary")
+                        .append_value(&a.rtype);
+                    s.field_builder::<UInt32Builder>(2)
+                        .expect("answers.ttl is u32")
+                        .append_value(a.ttl);
+                    field_str(s, 3).append_value(&a.data);
+                    s.append(true);
+                }
+                self.answers.append(true);
+            }
+            None => self.answers.append(false),
+        }
+        match &t.answer_ips {
+            Some(ips) => {
+                for ip in ips {
+                    self.answer_ips.values().append_value(ip);
+                }
+                self.answer_ips.append(true);
+            }
+            None => self.answer_ips.append(false),
+        }
+        self.edns_udp_size.append_option(t.edns_udp_size);
+        self.edns_version.append_option(t.edns_version);
+        self.edns_do.append_option(t.edns_do);
+        self.edns_ecs.append_option(t.edns_ecs.as_deref());
+        self.edns_cookie.append_option(t.edns_cookie);
+        self.ede_code.append_option(t.ede_code);
+        self.ede_text.append_option(t.ede_text.as_deref());
+        self.query_size.append_option(t.query_size);
+        self.response_size.append_option(t.response_size);
+        self.query_raw.append_option(t.query_raw.as_deref());
+        self.response_raw.append_option(t.response_raw.as_deref());
+        self.parse_error.append_option(t.parse_error.as_deref());
+    }
+
+    /// Builds the batch and resets the builder.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        self.rows = 0;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.ts.finish()),
+            Arc::new(self.query_ts.finish()),
+            Arc::new(self.response_ts.finish()),
+            Arc::new(self.latency_ns.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.hostname.finish()),
+            Arc::new(self.boot_id.finish()),
+            Arc::new(self.pid.finish()),
+            Arc::new(self.tid.finish()),
+            Arc::new(self.ppid.finish()),
+            Arc::new(self.uid.finish()),
+            Arc::new(self.gid.finish()),
+            Arc::new(self.comm.finish()),
+            Arc::new(self.exe.finish()),
+            Arc::new(self.cmdline.finish()),
+            Arc::new(self.cgroup_id.finish()),
+            Arc::new(self.cgroup_path.finish()),
+            Arc::new(self.container_id.finish()),
+            Arc::new(self.netns.finish()),
+            Arc::new(self.transport.finish()),
+            Arc::new(self.ip_version.finish()),
+            Arc::new(self.client_ip.finish()),
+            Arc::new(self.client_port.finish()),
+            Arc::new(self.server_ip.finish()),
+            Arc::new(self.server_port.finish()),
+            Arc::new(self.dns_id.finish()),
+            Arc::new(self.opcode.finish()),
+            Arc::new(self.rcode.finish()),
+            Arc::new(self.rcode_name.finish()),
+            Arc::new(self.aa.finish()),
+            Arc::new(self.tc.finish()),
+            Arc::new(self.rd.finish()),
+            Arc::new(self.ra.finish()),
+            Arc::new(self.ad.finish()),
+            Arc::new(self.cd.finish()),
+            Arc::new(self.qname.finish()),
+            Arc::new(self.qtype.finish()),
+            Arc::new(self.qtype_name.finish()),
+            Arc::new(self.qclass.finish()),
+            Arc::new(self.questions.finish()),
+            Arc::new(self.qdcount.finish()),
+            Arc::new(self.ancount.finish()),
+            Arc::new(self.nscount.finish()),
+            Arc::new(self.arcount.finish()),
+            Arc::new(self.registered_domain.finish()),
+            Arc::new(self.answers.finish()),
+            Arc::new(self.answer_ips.finish()),
+            Arc::new(self.edns_udp_size.finish()),
+            Arc::new(self.edns_version.finish()),
+            Arc::new(self.edns_do.finish()),
+            Arc::new(self.edns_ecs.finish()),
+            Arc::new(self.edns_cookie.finish()),
+            Arc::new(self.ede_code.finish()),
+            Arc::new(self.ede_text.finish()),
+            Arc::new(self.query_size.finish()),
+            Arc::new(self.response_size.finish()),
+            Arc::new(self.query_raw.finish()),
+            Arc::new(self.response_raw.finish()),
+            Arc::new(self.parse_error.finish()),
+        ];
+        RecordBatch::try_new(schema(), columns)
+    }
+}
+
+fn field_str(s: &mut StructBuilder, i: usize) -> &mut StringBuilder {
+    s.field_builder::<StringBuilder>(i)
+        .expect("struct field is a string builder")
+}
+
+fn field_u16(s: &mut StructBuilder, i: usize) -> &mut UInt16Builder {
+    s.field_builder::<UInt16Builder>(i)
+        .expect("struct field is a u16 builder")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array;
+
+    fn row(i: i64) -> Transaction {
+        Transaction {
+            ts: i,
+            status: crate::status::ANSWERED,
+            hostname: "h".into(),
+            transport: "udp",
+            ip_version: 4,
+            client_ip: "127.0.0.1".into(),
+            server_ip: "127.0.0.1".into(),
+            server_port: 53,
+            qname: Some("example.com".into()),
+            questions: Some(vec![Question {
+                name: "example.com".into(),
+                qtype: 1,
+                qclass: 1,
+            }]),
+            answers: Some(vec![Answer {
+                name: "example.com".into(),
+                rtype: "A".into(),
+                ttl: 60,
+                data: "192.0.2.1".into(),
+            }]),
+            answer_ips: Some(vec!["192.0.2.1".into()]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn builds_batches_matching_schema() {
+        let mut b = TransactionBatchBuilder::new();
+        b.append(&row(1));
+        b.append(&Transaction {
+            answers: None,
+            answer_ips: None,
+            questions: None,
+            ..row(2)
+        });
+        assert_eq!(b.len(), 2);
+        let batch = b.finish().expect("batch");
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.schema(), schema());
+        let answers = batch.column_by_name(crate::col::ANSWERS).expect("answers");
+        assert!(answers.is_valid(0));
+        assert!(answers.is_null(1));
+        assert!(b.is_empty());
+        // The builder is reusable after finish.
+        b.append(&row(3));
+        assert_eq!(b.finish().expect("batch").num_rows(), 1);
+    }
+}

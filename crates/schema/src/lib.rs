@@ -1,0 +1,273 @@
+//! The one definition of what a dnsledger segment holds.
+//!
+//! Both the recorder (which writes segments) and `dnsql` (which reads them) take column names,
+//! the Arrow schema, the Parquet key-value metadata keys and [`SCHEMA_VERSION`] from here.
+//! This crate does no I/O.
+//!
+//! Compatibility rule: new columns are added as nullable at the end of the schema and do not
+//! change [`SCHEMA_VERSION`]; renaming, retyping or removing a column bumps it, and readers
+//! refuse versions newer than they know with a clear message.
+
+mod batch;
+
+pub use batch::{Answer, Question, Transaction, TransactionBatchBuilder};
+
+use std::sync::{Arc, LazyLock};
+
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+/// Version of the segment schema, stored in every segment under [`meta::SCHEMA_VERSION`].
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Column names. Later tools (dnsql recipes, tests, users' SQL) depend on these spellings.
+pub mod col {
+    pub const TS: &str = "ts";
+    pub const QUERY_TS: &str = "query_ts";
+    pub const RESPONSE_TS: &str = "response_ts";
+    pub const LATENCY_NS: &str = "latency_ns";
+    pub const STATUS: &str = "status";
+    pub const HOSTNAME: &str = "hostname";
+    pub const BOOT_ID: &str = "boot_id";
+    pub const PID: &str = "pid";
+    pub const TID: &str = "tid";
+    pub const PPID: &str = "ppid";
+    pub const UID: &str = "uid";
+    pub const GID: &str = "gid";
+    pub const COMM: &str = "comm";
+    pub const EXE: &str = "exe";
+    pub const CMDLINE: &str = "cmdline";
+    pub const CGROUP_ID: &str = "cgroup_id";
+    pub const CGROUP_PATH: &str = "cgroup_path";
+    pub const CONTAINER_ID: &str = "container_id";
+    pub const NETNS: &str = "netns";
+    pub const TRANSPORT: &str = "transport";
+    pub const IP_VERSION: &str = "ip_version";
+    pub const CLIENT_IP: &str = "client_ip";
+    pub const CLIENT_PORT: &str = "client_port";
+    pub const SERVER_IP: &str = "server_ip";
+    pub const SERVER_PORT: &str = "server_port";
+    pub const DNS_ID: &str = "dns_id";
+    pub const OPCODE: &str = "opcode";
+    pub const RCODE: &str = "rcode";
+    pub const RCODE_NAME: &str = "rcode_name";
+    pub const AA: &str = "aa";
+    pub const TC: &str = "tc";
+    pub const RD: &str = "rd";
+    pub const RA: &str = "ra";
+    pub const AD: &str = "ad";
+    pub const CD: &str = "cd";
+    pub const QNAME: &str = "qname";
+    pub const QTYPE: &str = "qtype";
+    pub const QTYPE_NAME: &str = "qtype_name";
+    pub const QCLASS: &str = "qclass";
+    pub const QUESTIONS: &str = "questions";
+    pub const QDCOUNT: &str = "qdcount";
+    pub const ANCOUNT: &str = "ancount";
+    pub const NSCOUNT: &str = "nscount";
+    pub const ARCOUNT: &str = "arcount";
+    pub const REGISTERED_DOMAIN: &str = "registered_domain";
+    pub const ANSWERS: &str = "answers";
+    pub const ANSWER_IPS: &str = "answer_ips";
+    pub const EDNS_UDP_SIZE: &str = "edns_udp_size";
+    pub const EDNS_VERSION: &str = "edns_version";
+    pub const EDNS_DO: &str = "edns_do";
+    pub const EDNS_ECS: &str = "edns_ecs";
+    pub const EDNS_COOKIE: &str = "edns_cookie";
+    pub const EDE_CODE: &str = "ede_code";
+    pub const EDE_TEXT: &str = "ede_text";
+    pub const QUERY_SIZE: &str = "query_size";
+    pub const RESPONSE_SIZE: &str = "response_size";
+    pub const QUERY_RAW: &str = "query_raw";
+    pub const RESPONSE_RAW: &str = "response_raw";
+    pub const PARSE_ERROR: &str = "parse_error";
+}
+
+/// Values of the `status` column.
+pub mod status {
+    pub const ANSWERED: &str = "answered";
+    pub const UNANSWERED: &str = "unanswered";
+    pub const UNSOLICITED: &str = "unsolicited";
+}
+
+/// Parquet key-value metadata keys written into every sealed segment.
+pub mod meta {
+    pub const SCHEMA_VERSION: &str = "dnsledger.schema_version";
+    pub const HOST: &str = "dnsledger.host";
+    pub const BOOT_ID: &str = "dnsledger.boot_id";
+    pub const KERNEL: &str = "dnsledger.kernel";
+    pub const RECORDER_VERSION: &str = "dnsledger.recorder_version";
+    /// `bpf` for live capture, `import` for `dnsledger import`.
+    pub const SOURCE: &str = "dnsledger.source";
+    /// Smallest and largest `ts` in the segment, RFC 3339 with nanoseconds, UTC.
+    pub const TS_MIN: &str = "dnsledger.ts_min";
+    pub const TS_MAX: &str = "dnsledger.ts_max";
+    /// Rows (transactions) in the segment.
+    pub const TRANSACTIONS: &str = "dnsledger.transactions";
+    /// Events lost in the kernel (ring buffer full, copy failures) while the segment was open.
+    pub const DROPPED_KERNEL: &str = "dnsledger.dropped_kernel";
+    /// Events lost in user space (channel full) while the segment was open.
+    pub const DROPPED_USER: &str = "dnsledger.dropped_user";
+}
+
+/// Name of the Hive partition keys under `segments/`. None equals a column name.
+pub mod partition {
+    pub const HOST: &str = "host";
+    pub const DATE: &str = "date";
+    pub const HOUR: &str = "hour";
+}
+
+/// Columns whose Parquet column chunks carry bloom filters.
+pub const BLOOM_FILTER_COLUMNS: &[&str] = &[col::QNAME, col::REGISTERED_DOMAIN];
+
+/// Dictionary-encoded (low-cardinality) string type.
+pub fn dict_utf8() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// UTC nanosecond timestamp type used by every time column.
+pub fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// Fields of one element of the `answers` list.
+pub fn answer_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("type", dict_utf8(), false),
+        Field::new("ttl", DataType::UInt32, false),
+        Field::new("data", DataType::Utf8, false),
+    ])
+}
+
+/// Fields of one element of the `questions` list.
+pub fn question_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("type", DataType::UInt16, false),
+        Field::new("class", DataType::UInt16, false),
+    ])
+}
+
+fn list_of(fields: Fields) -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
+}
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use DataType::*;
+    let f = |name: &str, dt: DataType, nullable: bool| Field::new(name, dt, nullable);
+    Arc::new(Schema::new(vec![
+        f(col::TS, ts_type(), false),
+        f(col::QUERY_TS, ts_type(), true),
+        f(col::RESPONSE_TS, ts_type(), true),
+        f(col::LATENCY_NS, Int64, true),
+        f(col::STATUS, dict_utf8(), false),
+        f(col::HOSTNAME, dict_utf8(), false),
+        f(col::BOOT_ID, dict_utf8(), true),
+        f(col::PID, UInt32, true),
+        f(col::TID, UInt32, true),
+        f(col::PPID, UInt32, true),
+        f(col::UID, UInt32, true),
+        f(col::GID, UInt32, true),
+        f(col::COMM, dict_utf8(), true),
+        f(col::EXE, dict_utf8(), true),
+        f(col::CMDLINE, dict_utf8(), true),
+        f(col::CGROUP_ID, UInt64, true),
+        f(col::CGROUP_PATH, dict_utf8(), true),
+        f(col::CONTAINER_ID, dict_utf8(), true),
+        f(col::NETNS, UInt32, true),
+        f(col::TRANSPORT, dict_utf8(), false),
+        f(col::IP_VERSION, UInt8, false),
+        f(col::CLIENT_IP, dict_utf8(), false),
+        f(col::CLIENT_PORT, UInt16, false),
+        f(col::SERVER_IP, dict_utf8(), false),
+        f(col::SERVER_PORT, UInt16, false),
+        f(col::DNS_ID, UInt16, true),
+        f(col::OPCODE, UInt8, true),
+        f(col::RCODE, UInt16, true),
+        f(col::RCODE_NAME, dict_utf8(), true),
+        f(col::AA, Boolean, true),
+        f(col::TC, Boolean, true),
+        f(col::RD, Boolean, true),
+        f(col::RA, Boolean, true),
+        f(col::AD, Boolean, true),
+        f(col::CD, Boolean, true),
+        f(col::QNAME, Utf8, true),
+        f(col::QTYPE, UInt16, true),
+        f(col::QTYPE_NAME, dict_utf8(), true),
+        f(col::QCLASS, UInt16, true),
+        f(col::QUESTIONS, list_of(question_fields()), true),
+        f(col::QDCOUNT, UInt16, true),
+        f(col::ANCOUNT, UInt16, true),
+        f(col::NSCOUNT, UInt16, true),
+        f(col::ARCOUNT, UInt16, true),
+        f(col::REGISTERED_DOMAIN, Utf8, true),
+        f(col::ANSWERS, list_of(answer_fields()), true),
+        f(
+            col::ANSWER_IPS,
+            List(Arc::new(Field::new("item", Utf8, true))),
+            true,
+        ),
+        f(col::EDNS_UDP_SIZE, UInt16, true),
+        f(col::EDNS_VERSION, UInt8, true),
+        f(col::EDNS_DO, Boolean, true),
+        f(col::EDNS_ECS, Utf8, true),
+        f(col::EDNS_COOKIE, Boolean, true),
+        f(col::EDE_CODE, UInt16, true),
+        f(col::EDE_TEXT, Utf8, true),
+        f(col::QUERY_SIZE, UInt32, true),
+        f(col::RESPONSE_SIZE, UInt32, true),
+        f(col::QUERY_RAW, Binary, true),
+        f(col::RESPONSE_RAW, Binary, true),
+        f(col::PARSE_ERROR, Utf8, true),
+    ]))
+});
+
+/// The Arrow schema of a segment (without file metadata).
+pub fn schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+/// A stable, human-readable rendering of the schema, one column per line; pinned by a golden
+/// test so that any change to the schema is a deliberate one.
+pub fn describe() -> String {
+    let mut out = format!("schema_version {SCHEMA_VERSION}\n");
+    for field in schema().fields() {
+        out.push_str(&format!(
+            "{} {} {}\n",
+            field.name(),
+            field.data_type(),
+            if field.is_nullable() { "null" } else { "not null" }
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_schema() {
+        let golden = include_str!("../golden/schema.txt");
+        let now = describe();
+        assert_eq!(
+            now, golden,
+            "the segment schema changed; if deliberate, update crates/schema/golden/schema.txt \
+             (and SCHEMA_VERSION if the change is incompatible)"
+        );
+    }
+
+    #[test]
+    fn partition_keys_are_not_columns() {
+        for key in [partition::HOST, partition::DATE, partition::HOUR] {
+            assert!(schema().field_with_name(key).is_err(), "{key} is a column");
+        }
+    }
+
+    #[test]
+    fn bloom_columns_exist() {
+        for c in BLOOM_FILTER_COLUMNS {
+            assert!(schema().field_with_name(c).is_ok());
+        }
+    }
+}
