@@ -248,8 +248,12 @@ mod tests {
 
     #[test]
     fn golden_schema() {
-        let golden = include_str!("../golden/schema.txt");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/golden/schema.txt");
         let now = describe();
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(path, &now).expect("write golden file");
+        }
+        let golden = std::fs::read_to_string(path).expect("read golden file");
         assert_eq!(
             now, golden,
             "the segment schema changed; if deliberate, update crates/schema/golden/schema.txt \
