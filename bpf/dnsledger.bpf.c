@@ -1,0 +1,448 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+/*
+ * dnsledger capture programs.
+ *
+ * Built only from program types that load on kernels without fentry/kprobes:
+ *  - cgroup sock_addr hooks (connect/sendmsg/recvmsg, v4 and v6) remember the process that
+ *    uses a DNS socket, in socket storage;
+ *  - cgroup_skb egress/ingress copy the L3 packet of DNS traffic into the ring buffer, with the
+ *    socket owner (on ingress the current task is NOT the receiver, e.g. on loopback it is
+ *    the sender: the owner always comes from socket storage there);
+ *  - tp_btf sched_process_exec/exit report exe, argv and exits so that user space knows
+ *    processes that are gone by the time it looks.
+ * The programs only observe: cgroup_skb programs always return 1 (pass), sock_addr hooks 1
+ * (allow). DNS is parsed in user space, never here.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "dnsledger.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+/* IPv6 extension headers (uapi defines, not in vmlinux.h). */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_DEST 60
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+
+/* Configuration, written by user space before load. Ports in host byte order. */
+const volatile __u16 dns_ports[MAX_PORTS] = {};
+const volatile __u32 n_ports = 0;
+/* Bytes of the L3 packet to copy at most (headers + DNS payload cap). */
+const volatile __u32 max_copy = 4096 + 128;
+/* The recorder's own process: never recorded. */
+const volatile __u32 self_tgid = 0;
+
+/* Largest copy the programs can make; user space refuses a larger --max-payload. */
+#define COPY_LIMIT 65664
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_owner);
+} sk_owner SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Zero-initialised globals make libbpf-cargo emit these types into the skeleton. */
+struct packet_event _packet_event = {};
+struct exec_event _exec_event = {};
+struct exit_event _exit_event = {};
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline bool is_dns_port(__u16 port)
+{
+	for (int i = 0; i < MAX_PORTS; i++) {
+		if (i >= n_ports)
+			break;
+		if (dns_ports[i] == port)
+			return true;
+	}
+	return false;
+}
+
+struct l4 {
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u32 payload_len;
+};
+
+/* Finds the UDP/TCP ports of an L3 packet. Returns 0 on success. */
+static __always_inline int parse_l4(struct __sk_buff *skb, struct l4 *out)
+{
+	__u32 off = 0;
+	__u8 proto = 0;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return -1;
+		/* A non-first fragment has no L4 header. */
+		if (ip.frag_off & bpf_htons(0x1fff))
+			return -1;
+		off = ip.ihl * 4;
+		proto = ip.protocol;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return -1;
+		off = sizeof(ip6);
+		proto = ip6.nexthdr;
+		for (int i = 0; i < 6; i++) {
+			struct ipv6_opt_hdr opt;
+
+			if (proto == NEXTHDR_HOP || proto == NEXTHDR_ROUTING ||
+			    proto == NEXTHDR_DEST) {
+				if (bpf_skb_load_bytes(skb, off, &opt, sizeof(opt)))
+					return -1;
+				proto = opt.nexthdr;
+				off += (opt.hdrlen + 1) * 8;
+			} else if (proto == NEXTHDR_FRAGMENT) {
+				struct frag_hdr fh;
+
+				if (bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)))
+					return -1;
+				if (fh.frag_off & bpf_htons(0xfff8))
+					return -1;
+				proto = fh.nexthdr;
+				off += sizeof(fh);
+			} else if (proto == IPPROTO_AH) {
+				if (bpf_skb_load_bytes(skb, off, &opt, sizeof(opt)))
+					return -1;
+				proto = opt.nexthdr;
+				off += (opt.hdrlen + 2) * 4;
+			} else {
+				break;
+			}
+		}
+	} else {
+		return -1;
+	}
+
+	if (proto == IPPROTO_UDP_) {
+		struct udphdr udp;
+
+		if (bpf_skb_load_bytes(skb, off, &udp, sizeof(udp)))
+			return -1;
+		out->sport = bpf_ntohs(udp.source);
+		out->dport = bpf_ntohs(udp.dest);
+		out->tcp_flags = 0;
+		off += sizeof(udp);
+	} else if (proto == IPPROTO_TCP_) {
+		__u8 hdr[14];
+
+		if (bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)))
+			return -1;
+		out->sport = (hdr[0] << 8) | hdr[1];
+		out->dport = (hdr[2] << 8) | hdr[3];
+		out->tcp_flags = hdr[13];
+		off += (hdr[12] >> 4) * 4;
+	} else {
+		return -1;
+	}
+	out->proto = proto;
+	out->payload_len = skb->len > off ? skb->len - off : 0;
+	return 0;
+}
+
+static __always_inline void owner_from_current(struct sock_owner *o)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	o->pid = pid_tgid >> 32;
+	o->tid = (__u32)pid_tgid;
+	o->uid = (__u32)uid_gid;
+	o->gid = uid_gid >> 32;
+	o->cgroup_id = bpf_get_current_cgroup_id();
+	o->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+/* Emits one packet event of at most TIER bytes of packet data. */
+#define EMIT_TIER(TIER)                                                                    \
+	if (len <= (TIER)) {                                                               \
+		struct packet_event *e =                                                   \
+			bpf_ringbuf_reserve(&events, sizeof(struct packet_event) + (TIER), 0); \
+		if (!e) {                                                                  \
+			count(CNT_PKT_RB_FULL);                                            \
+			return;                                                            \
+		}                                                                          \
+		e->kind = EVENT_PACKET;                                                    \
+		e->version = DNSLEDGER_EVENT_VERSION;                                      \
+		e->direction = dir;                                                        \
+		e->owner_source = src;                                                     \
+		e->cap_len = len;                                                          \
+		e->wire_len = skb->len;                                                    \
+		e->_pad = 0;                                                               \
+		e->ts_boot_ns = ts;                                                        \
+		e->sock_cookie = cookie;                                                   \
+		e->owner = *owner;                                                         \
+		if (len == 0 || bpf_skb_load_bytes(skb, 0, (void *)(e + 1), len)) {        \
+			count(CNT_LOAD_BYTES);                                             \
+			bpf_ringbuf_discard(e, 0);                                         \
+			return;                                                            \
+		}                                                                          \
+		bpf_ringbuf_submit(e, 0);                                                  \
+		count(CNT_PKT_SENT);                                                       \
+		return;                                                                    \
+	}
+
+static __always_inline void emit_packet(struct __sk_buff *skb, __u8 dir, __u8 src,
+					struct sock_owner *owner)
+{
+	__u64 ts = bpf_ktime_get_boot_ns();
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	__u32 len = skb->len;
+
+	if (len > max_copy)
+		len = max_copy;
+	if (len > COPY_LIMIT)
+		len = COPY_LIMIT;
+
+	EMIT_TIER(512)
+	EMIT_TIER(1600)
+	EMIT_TIER(4352)
+	EMIT_TIER(16512)
+	EMIT_TIER(COPY_LIMIT)
+}
+
+static __always_inline void handle_skb(struct __sk_buff *skb, __u8 dir)
+{
+	struct l4 l4 = {};
+	struct sock_owner owner = {};
+	struct sock_owner *stored = NULL;
+	struct bpf_sock *sk;
+	bool sport_dns, dport_dns;
+	__u8 src = OWNER_NONE;
+
+	if (parse_l4(skb, &l4))
+		return;
+	sport_dns = is_dns_port(l4.sport);
+	dport_dns = is_dns_port(l4.dport);
+	/*
+	 * Record the client side of a conversation: what a local process sends to a DNS port
+	 * and what it receives from one. A local server's side (egress from / ingress to a DNS
+	 * port only) is the same traffic seen again and is skipped. When both ports are DNS
+	 * ports (mDNS 5353 <-> 5353) both sides are kept.
+	 */
+	if (dir == DIR_EGRESS ? !dport_dns : !sport_dns)
+		return;
+	/* Pure TCP ACKs carry nothing user space needs. */
+	if (l4.proto == IPPROTO_TCP_ && l4.payload_len == 0 &&
+	    !(l4.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST)))
+		return;
+
+	sk = skb->sk;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (sk)
+		stored = bpf_sk_storage_get(&sk_owner, sk, 0, 0);
+
+	if (dir == DIR_EGRESS) {
+		__u32 cur = bpf_get_current_pid_tgid() >> 32;
+
+		/*
+		 * UDP is sent in the sender's context. TCP data may leave from softirq
+		 * (retransmits, ACK-clocked sends), where the current task is unrelated:
+		 * there the socket's recorded owner wins.
+		 */
+		if (cur != 0 && (l4.proto == IPPROTO_UDP_ || !stored || stored->pid == cur)) {
+			owner_from_current(&owner);
+			src = OWNER_CURRENT;
+			if (sk) {
+				if (!stored)
+					stored = bpf_sk_storage_get(&sk_owner, sk, 0,
+								    BPF_SK_STORAGE_GET_F_CREATE);
+				if (stored)
+					*stored = owner;
+				else
+					count(CNT_STORAGE);
+			}
+		} else if (stored) {
+			owner = *stored;
+			src = OWNER_SOCKET;
+		}
+	} else if (stored) {
+		owner = *stored;
+		src = OWNER_SOCKET;
+	}
+	if (src == OWNER_NONE) {
+		owner.uid = bpf_get_socket_uid(skb);
+		owner.cgroup_id = bpf_skb_cgroup_id(skb);
+	}
+	if (self_tgid && owner.pid == self_tgid)
+		return;
+	emit_packet(skb, dir, src, &owner);
+}
+
+SEC("cgroup_skb/egress")
+int dns_egress(struct __sk_buff *skb)
+{
+	handle_skb(skb, DIR_EGRESS);
+	return 1;
+}
+
+SEC("cgroup_skb/ingress")
+int dns_ingress(struct __sk_buff *skb)
+{
+	handle_skb(skb, DIR_INGRESS);
+	return 1;
+}
+
+/* Remembers the process using a socket that talks to a DNS port. */
+static __always_inline void note_owner(struct bpf_sock_addr *ctx)
+{
+	struct sock_owner *stored;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk || !is_dns_port(bpf_ntohs(ctx->user_port)))
+		return;
+	stored = bpf_sk_storage_get(&sk_owner, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!stored) {
+		count(CNT_STORAGE);
+		return;
+	}
+	owner_from_current(stored);
+}
+
+SEC("cgroup/connect4")
+int dns_connect4(struct bpf_sock_addr *ctx)
+{
+	note_owner(ctx);
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int dns_connect6(struct bpf_sock_addr *ctx)
+{
+	note_owner(ctx);
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int dns_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	note_owner(ctx);
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int dns_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	note_owner(ctx);
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int dns_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	note_owner(ctx);
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int dns_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	note_owner(ctx);
+	return 1;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(dns_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct exec_event *e;
+	struct mm_struct *mm;
+	unsigned long arg_start, arg_end, len;
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	long n;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_EXEC_RB_FULL);
+		return 0;
+	}
+	e->kind = EVENT_EXEC;
+	e->version = DNSLEDGER_EVENT_VERSION;
+	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->pid = p->tgid;
+	e->ppid = p->real_parent->tgid;
+	e->uid = (__u32)uid_gid;
+	e->gid = uid_gid >> 32;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->netns = BPF_CORE_READ(p, nsproxy, net_ns, ns.inum);
+	e->_pad = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+
+	n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
+	e->filename_len = n > 0 ? n - 1 : 0;
+
+	mm = p->mm;
+	arg_start = BPF_CORE_READ(mm, arg_start);
+	arg_end = BPF_CORE_READ(mm, arg_end);
+	len = arg_end > arg_start ? arg_end - arg_start : 0;
+	if (len > EXEC_ARGS_LEN)
+		len = EXEC_ARGS_LEN;
+	if (len && bpf_probe_read_user(e->args, len, (void *)arg_start) == 0)
+		e->args_len = len;
+	else
+		e->args_len = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(dns_exit, struct task_struct *p)
+{
+	struct exit_event *e;
+
+	/* Only the end of a whole process matters, not of each thread. */
+	if (p->pid != p->tgid)
+		return 0;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_EXIT_RB_FULL);
+		return 0;
+	}
+	e->kind = EVENT_EXIT;
+	e->version = DNSLEDGER_EVENT_VERSION;
+	e->_pad0 = 0;
+	e->pid = p->tgid;
+	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Structures shared between the BPF programs and user space. Rust takes them from the
+ * libbpf-cargo skeleton (`types` module); a Rust test asserts their sizes.
+ * Every event starts with `kind` and `version`.
+ */
+#ifndef DNSLEDGER_H
+#define DNSLEDGER_H
+
+#define DNSLEDGER_EVENT_VERSION 1
+
+enum event_kind {
+	EVENT_PACKET = 1,
+	EVENT_EXEC = 2,
+	EVENT_EXIT = 3,
+};
+
+enum direction {
+	DIR_EGRESS = 1,
+	DIR_INGRESS = 2,
+};
+
+/* Where the owner fields of a packet event come from. */
+enum owner_source {
+	OWNER_NONE = 0,
+	/* The task running the program (the sender, on egress in process context). */
+	OWNER_CURRENT = 1,
+	/* Socket storage written by a sock_addr hook or an earlier egress packet. */
+	OWNER_SOCKET = 2,
+};
+
+/* Drop and error counters, indexes into the per-CPU `counters` map. */
+enum counter {
+	CNT_PKT_RB_FULL = 0,   /* packet event lost: ring buffer full */
+	CNT_EXEC_RB_FULL = 1,  /* exec event lost: ring buffer full */
+	CNT_EXIT_RB_FULL = 2,  /* exit event lost: ring buffer full */
+	CNT_LOAD_BYTES = 3,    /* bpf_skb_load_bytes failed: packet lost */
+	CNT_STORAGE = 4,       /* socket storage could not be created */
+	CNT_PKT_SENT = 5,      /* packet events emitted (not a drop) */
+	CNT_MAX = 6,
+};
+
+#define MAX_PORTS 16
+#define COMM_LEN 16
+#define EXEC_FILENAME_LEN 256
+#define EXEC_ARGS_LEN 4096
+
+/* Owner of a socket, kept in socket storage. */
+struct sock_owner {
+	__u32 pid;
+	__u32 tid;
+	__u32 uid;
+	__u32 gid;
+	__u64 cgroup_id;
+	__u32 netns;
+	__u32 _pad;
+	char comm[COMM_LEN];
+};
+
+/* Header of a packet event; `cap_len` bytes of the L3 packet follow. */
+struct packet_event {
+	__u8 kind;
+	__u8 version;
+	__u8 direction;
+	__u8 owner_source;
+	__u32 cap_len;
+	__u32 wire_len;
+	__u32 _pad;
+	__u64 ts_boot_ns;
+	__u64 sock_cookie;
+	struct sock_owner owner;
+};
+
+struct exec_event {
+	__u8 kind;
+	__u8 version;
+	__u16 filename_len;
+	__u32 args_len;
+	__u64 ts_boot_ns;
+	__u32 pid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u64 cgroup_id;
+	__u32 netns;
+	__u32 _pad;
+	char comm[COMM_LEN];
+	char filename[EXEC_FILENAME_LEN];
+	char args[EXEC_ARGS_LEN];
+};
+
+struct exit_event {
+	__u8 kind;
+	__u8 version;
+	__u16 _pad0;
+	__u32 pid;
+	__u64 ts_boot_ns;
+};
+
+#endif

@@ -1,0 +1,484 @@
+//! The one module that touches libbpf-rs: open, configure, load, attach, poll.
+//!
+//! Programs are attached with BPF links to the cgroup v2 root. Links are multi-attach (other
+//! tools' cgroup programs keep running) and are owned by this process only: nothing is pinned,
+//! so every program is detached when the recorder exits, however it exits.
+
+pub mod events;
+pub mod skel;
+
+use std::fs::File;
+use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, PrintLevel, RingBufferBuilder};
+
+use skel::{DnsledgerSkel, DnsledgerSkelBuilder, OpenDnsledgerSkel};
+
+/// Largest number of L3 bytes the programs can copy (`COPY_LIMIT` in the C code).
+pub const COPY_LIMIT: u32 = 65664;
+/// Room reserved for IP and TCP/UDP headers in front of the DNS payload cap.
+pub const HEADER_ROOM: u32 = 128;
+/// At most this many DNS ports (`MAX_PORTS` in the C code).
+pub const MAX_PORTS: usize = 16;
+
+/// Counters kept by the programs in the per-CPU `counters` map (index = `enum counter`).
+pub const COUNTER_NAMES: [&str; 6] = [
+    "packet_ringbuf_full",
+    "exec_ringbuf_full",
+    "exit_ringbuf_full",
+    "packet_copy_failed",
+    "socket_storage_failed",
+    "packets_sent",
+];
+const CNT_PKT_SENT: usize = 5;
+
+/// Programs attached to the cgroup v2 root.
+const CGROUP_PROGRAMS: [&str; 8] = [
+    "dns_egress",
+    "dns_ingress",
+    "dns_connect4",
+    "dns_connect6",
+    "dns_sendmsg4",
+    "dns_sendmsg6",
+    "dns_recvmsg4",
+    "dns_recvmsg6",
+];
+/// Programs attached to tracepoints.
+const TRACE_PROGRAMS: [&str; 2] = ["dns_exec", "dns_exit"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error(
+        "recording needs root (or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN)\n\
+         hint: run `sudo dnsledger record`"
+    )]
+    NotPrivileged,
+    #[error(
+        "no cgroup v2 hierarchy is mounted (none in /proc/self/mountinfo)\n\
+         hint: mount one with `mount -t cgroup2 none /sys/fs/cgroup` or boot with \
+         systemd.unified_cgroup_hierarchy=1"
+    )]
+    NoCgroup2,
+    #[error(
+        "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing)\n\
+         hint: use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    NoBtf,
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open cgroup {path}: {source}")]
+    CgroupOpen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the BPF object: {0}")]
+    Open(libbpf_rs::Error),
+    #[error("cannot load the BPF programs: {0}\nhint: run `dnsledger check` to see which program the kernel refuses")]
+    Load(libbpf_rs::Error),
+    #[error("cannot attach BPF program `{program}`: {source}")]
+    Attach {
+        program: &'static str,
+        source: libbpf_rs::Error,
+    },
+    #[error("BPF program `{0}` is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("cannot set up the ring buffer: {0}")]
+    RingBuffer(libbpf_rs::Error),
+    #[error("polling the ring buffer failed: {0}")]
+    Poll(libbpf_rs::Error),
+    #[error("too many DNS ports: {0} (at most {MAX_PORTS})")]
+    TooManyPorts(usize),
+}
+
+/// What the programs are told before they are loaded.
+#[derive(Clone, Debug)]
+pub struct BpfConfig {
+    /// DNS ports (1..=16 of them).
+    pub ports: Vec<u16>,
+    /// Bytes of DNS payload to copy at most.
+    pub max_payload: u32,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Process never to record (the recorder itself).
+    pub self_tgid: u32,
+}
+
+/// In-kernel counters, summed over CPUs, as last read.
+#[derive(Debug, Default)]
+pub struct KernelCounters {
+    pub values: [AtomicU64; 6],
+}
+
+impl KernelCounters {
+    /// Events lost in the kernel (every counter but `packets_sent`).
+    pub fn dropped(&self) -> u64 {
+        self.values
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != CNT_PKT_SENT)
+            .map(|(_, v)| v.load(Ordering::Relaxed))
+            .sum()
+    }
+    pub fn get(&self, i: usize) -> u64 {
+        self.values[i].load(Ordering::Relaxed)
+    }
+}
+
+/// Finds the mount point of the cgroup v2 hierarchy in a mountinfo text.
+pub fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // Fields: id parent maj:min root mountpoint options [optional...] - fstype source superopts
+        let (pre, post) = line.split_once(" - ")?;
+        let fstype = post.split_whitespace().next()?;
+        if fstype != "cgroup2" {
+            return None;
+        }
+        let mount_point = pre.split_whitespace().nth(4)?;
+        Some(PathBuf::from(unescape_mountinfo(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cgroup v2 mount point of this machine.
+pub fn cgroup2_root() -> Result<PathBuf, BpfError> {
+    let path = Path::new("/proc/self/mountinfo");
+    let text = std::fs::read_to_string(path).map_err(|source| BpfError::Io {
+        path: path.into(),
+        source,
+    })?;
+    cgroup2_mount_in(&text).ok_or(BpfError::NoCgroup2)
+}
+
+/// Effective capabilities of this process (bit mask from /proc/self/status).
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// True if this process may load and attach the programs.
+pub fn privileged() -> bool {
+    const CAP_NET_ADMIN: u64 = 12;
+    const CAP_SYS_ADMIN: u64 = 21;
+    const CAP_PERFMON: u64 = 38;
+    const CAP_BPF: u64 = 39;
+    let caps = effective_caps();
+    let has = |c: u64| caps & (1 << c) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON) && has(CAP_NET_ADMIN))
+}
+
+/// Checks what recording needs before anything is loaded, naming the first thing missing.
+pub fn preflight() -> Result<PathBuf, BpfError> {
+    if !privileged() {
+        return Err(BpfError::NotPrivileged);
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(BpfError::NoBtf);
+    }
+    cgroup2_root()
+}
+
+/// Routes libbpf's own messages through `tracing`.
+pub fn route_libbpf_log() {
+    fn print(level: PrintLevel, msg: String) {
+        let msg = msg.trim_end();
+        match level {
+            PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
+            PrintLevel::Info => tracing::info!(target: "libbpf", "{msg}"),
+            PrintLevel::Debug => tracing::debug!(target: "libbpf", "{msg}"),
+        }
+    }
+    libbpf_rs::set_print(Some((PrintLevel::Debug, print)));
+}
+
+fn configure(open: &mut OpenDnsledgerSkel<'_>, cfg: &BpfConfig) -> Result<(), BpfError> {
+    if cfg.ports.len() > MAX_PORTS {
+        return Err(BpfError::TooManyPorts(cfg.ports.len()));
+    }
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or(BpfError::MissingProgram(".rodata"))?;
+    rodata.dns_ports = [0; MAX_PORTS];
+    rodata.dns_ports[..cfg.ports.len()].copy_from_slice(&cfg.ports);
+    rodata.n_ports = cfg.ports.len() as u32;
+    rodata.max_copy = cfg.max_payload.saturating_add(HEADER_ROOM).min(COPY_LIMIT);
+    rodata.self_tgid = cfg.self_tgid;
+    open.maps
+        .events
+        .set_max_entries(cfg.ring_bytes)
+        .map_err(BpfError::Open)?;
+    Ok(())
+}
+
+fn attach_all(skel: &DnsledgerSkel<'_>, cgroup: &File) -> Result<Vec<Link>, BpfError> {
+    let mut links = Vec::new();
+    for name in CGROUP_PROGRAMS {
+        let prog = program(skel, name)?;
+        let link = prog
+            .attach_cgroup(cgroup.as_raw_fd())
+            .map_err(|source| BpfError::Attach {
+                program: name,
+                source,
+            })?;
+        links.push(link);
+    }
+    for name in TRACE_PROGRAMS {
+        let prog = program(skel, name)?;
+        let link = prog.attach().map_err(|source| BpfError::Attach {
+            program: name,
+            source,
+        })?;
+        links.push(link);
+    }
+    Ok(links)
+}
+
+fn program<'a>(
+    skel: &'a DnsledgerSkel<'_>,
+    name: &'static str,
+) -> Result<&'a libbpf_rs::ProgramMut<'a>, BpfError> {
+    let p = &skel.progs;
+    Ok(match name {
+        "dns_egress" => &p.dns_egress,
+        "dns_ingress" => &p.dns_ingress,
+        "dns_connect4" => &p.dns_connect4,
+        "dns_connect6" => &p.dns_connect6,
+        "dns_sendmsg4" => &p.dns_sendmsg4,
+        "dns_sendmsg6" => &p.dns_sendmsg6,
+        "dns_recvmsg4" => &p.dns_recvmsg4,
+        "dns_recvmsg6" => &p.dns_recvmsg6,
+        "dns_exec" => &p.dns_exec,
+        "dns_exit" => &p.dns_exit,
+        other => return Err(BpfError::MissingProgram(other)),
+    })
+}
+
+fn open_cgroup(path: &Path) -> Result<File, BpfError> {
+    File::open(path).map_err(|source| BpfError::CgroupOpen {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Reads the per-CPU counters, summed over CPUs.
+fn read_counters(skel: &DnsledgerSkel<'_>, out: &KernelCounters) {
+    for (i, slot) in out.values.iter().enumerate() {
+        let key = (i as u32).to_ne_bytes();
+        if let Ok(Some(per_cpu)) = skel.maps.counters.lookup_percpu(&key, MapFlags::ANY) {
+            let sum = per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                .map(u64::from_ne_bytes)
+                .sum();
+            slot.store(sum, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Loads and attaches every program, calls `ready` once capturing, then hands each ring
+/// buffer record to `on_event` until `stop` is set. `on_idle` runs after every poll round
+/// (at least every 100 ms). Everything is detached when this returns.
+pub fn capture(
+    cfg: &BpfConfig,
+    cgroup_root: &Path,
+    stop: &AtomicBool,
+    counters: &KernelCounters,
+    ready: impl FnOnce(),
+    mut on_event: impl FnMut(&[u8]),
+    mut on_idle: impl FnMut(),
+) -> Result<(), BpfError> {
+    let mut storage = MaybeUninit::uninit();
+    let mut open = DnsledgerSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(BpfError::Open)?;
+    configure(&mut open, cfg)?;
+    let skel = open.load().map_err(BpfError::Load)?;
+    let cgroup = open_cgroup(cgroup_root)?;
+    let _links = attach_all(&skel, &cgroup)?;
+
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&skel.maps.events, |data: &[u8]| {
+            on_event(data);
+            0
+        })
+        .map_err(BpfError::RingBuffer)?;
+    let ring = builder.build().map_err(BpfError::RingBuffer)?;
+    ready();
+    let mut last_counters = Instant::now() - Duration::from_secs(1);
+    while !stop.load(Ordering::Relaxed) {
+        match ring.poll(Duration::from_millis(100)) {
+            Ok(()) => {}
+            // A signal interrupted the poll: look at `stop` again.
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
+            Err(e) => return Err(BpfError::Poll(e)),
+        }
+        if last_counters.elapsed() >= Duration::from_millis(500) {
+            read_counters(&skel, counters);
+            last_counters = Instant::now();
+        }
+        on_idle();
+    }
+    // Drain what is already in the ring, then read the final counters.
+    let _ = ring.consume();
+    read_counters(&skel, counters);
+    on_idle();
+    Ok(())
+}
+
+/// One line of `dnsledger check`.
+#[derive(Debug)]
+pub struct Probe {
+    pub what: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Probes everything recording needs: privileges, BTF, cgroup v2, the ring buffer and each
+/// program (loaded alone, then attached and detached at once).
+pub fn check(cfg: &BpfConfig) -> Vec<Probe> {
+    let mut probes = Vec::new();
+    let mut push = |what: &str, ok: bool, detail: String| {
+        probes.push(Probe {
+            what: what.to_string(),
+            ok,
+            detail,
+        })
+    };
+    let privileged = privileged();
+    push(
+        "privileges",
+        privileged,
+        if privileged {
+            "root or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN".into()
+        } else {
+            "missing: run as root or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN".into()
+        },
+    );
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    push(
+        "btf",
+        btf,
+        if btf {
+            "/sys/kernel/btf/vmlinux".into()
+        } else {
+            "missing /sys/kernel/btf/vmlinux: needs CONFIG_DEBUG_INFO_BTF=y".into()
+        },
+    );
+    let root = cgroup2_root();
+    match &root {
+        Ok(p) => push("cgroup2", true, format!("mounted at {}", p.display())),
+        Err(e) => push("cgroup2", false, e.to_string()),
+    }
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    push("kernel", true, kernel.trim().to_string());
+    if !privileged {
+        return probes;
+    }
+    // The ring buffer and socket storage maps are created by any load.
+    for name in CGROUP_PROGRAMS.iter().chain(TRACE_PROGRAMS.iter()) {
+        let (ok, detail) = match probe_program(cfg, name, root.as_ref().ok()) {
+            Ok(d) => (true, d),
+            Err(e) => (false, e.to_string()),
+        };
+        push(&format!("program {name}"), ok, detail);
+    }
+    probes
+}
+
+fn probe_program(
+    cfg: &BpfConfig,
+    name: &'static str,
+    cgroup_root: Option<&PathBuf>,
+) -> Result<String, BpfError> {
+    let mut storage = MaybeUninit::uninit();
+    let mut open = DnsledgerSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(BpfError::Open)?;
+    configure(&mut open, cfg)?;
+    for mut prog in open.open_object_mut().progs_mut() {
+        let keep = prog.name() == name;
+        prog.set_autoload(keep);
+    }
+    let skel = open.load().map_err(BpfError::Load)?;
+    let prog = program(&skel, name)?;
+    let kind = format!("{:?}", prog.prog_type());
+    if CGROUP_PROGRAMS.contains(&name) {
+        let root = cgroup_root.ok_or(BpfError::NoCgroup2)?;
+        let cgroup = open_cgroup(root)?;
+        let _link = prog
+            .attach_cgroup(cgroup.as_raw_fd())
+            .map_err(|source| BpfError::Attach {
+                program: name,
+                source,
+            })?;
+    } else {
+        let _link = prog.attach().map_err(|source| BpfError::Attach {
+            program: name,
+            source,
+        })?;
+    }
+    Ok(format!("{kind}: loads and attaches"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_mount() {
+        let text = "25 1 0:23 / /sys rw - sysfs sysfs rw\n\
+                    41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount_in(text),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let escaped = "41 31 0:38 / /mnt/my\\040cg rw shared:5 - cgroup2 none rw\n";
+        assert_eq!(cgroup2_mount_in(escaped), Some(PathBuf::from("/mnt/my cg")));
+        assert_eq!(cgroup2_mount_in("25 1 0:23 / /sys rw - sysfs sysfs rw\n"), None);
+    }
+
+    #[test]
+    fn shared_struct_sizes() {
+        use std::mem::size_of;
+        // Sizes of the C structs in bpf/dnsledger.h (x86_64 / BPF ABI).
+        assert_eq!(size_of::<skel::types::sock_owner>(), 48);
+        assert_eq!(size_of::<skel::types::packet_event>(), 80);
+        assert_eq!(size_of::<skel::types::exec_event>(), 4416);
+        assert_eq!(size_of::<skel::types::exit_event>(), 16);
+    }
+}
