@@ -4,3 +4,4 @@
 
 pub mod event;
 pub mod bpf;
+pub mod procs;
