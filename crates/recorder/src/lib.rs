@@ -5,3 +5,4 @@
 pub mod event;
 pub mod bpf;
 pub mod procs;
+pub mod config;
