@@ -1,1 +1,500 @@
-fn main(){}
+//! `dnsledger`: records every DNS transaction on this host, with the process that made it,
+//! into sealed zstd Parquet segments.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 usage error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use tracing::{debug, error, info, warn};
+
+use dnsledger::bpf::events::{self, Clock, Event};
+use dnsledger::bpf::{self, BpfConfig, KernelCounters};
+use dnsledger::config::{self, FileConfig, Settings};
+use dnsledger::pair::NoAttribution;
+use dnsledger::pcap::PcapSource;
+use dnsledger::pipeline::{HostFacts, LiveAttribution, Pipeline};
+use dnsledger::procs::ProcessTable;
+
+/// A DNS flight recorder: which process asked for which name, when, and what it got back.
+#[derive(Debug, Parser)]
+#[command(name = "dnsledger", version, propagate_version = true)]
+struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Capture DNS with eBPF until SIGINT/SIGTERM, writing segments under the data directory.
+    ///
+    /// Needs root (or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN), a kernel with BTF
+    /// and a cgroup v2 hierarchy. Logs "recording" once every program is attached.
+    Record(RecordArgs),
+    /// Feed pcap/pcapng files through the same decode -> pair -> segment pipeline.
+    ///
+    /// Process columns stay empty. Needs no privileges.
+    Import(ImportArgs),
+    /// Probe the kernel for everything recording needs; exit 0 only if recording can work.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Data directory: sealed segments go to <DIR>/segments, in-progress files elsewhere.
+    /// [default: /var/lib/dnsledger]
+    #[arg(long, env = "DNSLEDGER_DATA", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// DNS ports to watch, comma-separated, at most 16. [default: 53 (record), 53,5353,5355 (import)]
+    #[arg(long, value_name = "PORTS", value_parser = config::parse_ports)]
+    ports: Option<Vec<u16>>,
+    /// Seal a segment once it reaches this size (e.g. 128MiB). [default: 128MiB]
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
+    rotate_size: Option<u64>,
+    /// Seal a segment once it is this old (e.g. 5m, 30s). [default: 5m]
+    #[arg(long, value_name = "AGE", value_parser = config::parse_duration)]
+    rotate_age: Option<Duration>,
+    /// Bytes of each DNS message to keep at most (12..65535); longer ones are kept cut short
+    /// with their original length. [default: 4096]
+    #[arg(long, value_name = "BYTES", value_parser = config::parse_max_payload)]
+    max_payload: Option<u32>,
+    /// A query with no response after this long is written as `unanswered`. [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pair_timeout: Option<Duration>,
+    /// Do not store the raw DNS messages (query_raw/response_raw columns stay empty).
+    #[arg(long)]
+    no_raw: bool,
+    /// TOML file with the same keys as the long flags (data-dir, ports, rotate-size, ...).
+    /// Flags and environment override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RecordArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Kernel ring buffer size (rounded up to a power of two, 1MiB..1GiB). [default: 32MiB]
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_ring_size)]
+    ring_size: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Host name to store in the rows and the segment path. [default: this host's name]
+    #[arg(long, value_name = "NAME")]
+    host: Option<String>,
+    /// Capture files (pcap or pcapng).
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// DNS ports to configure the probe programs with.
+    #[arg(long, value_name = "PORTS", value_parser = config::parse_ports)]
+    ports: Option<Vec<u16>>,
+}
+
+fn settings(common: &Common, default_ports: &[u16]) -> anyhow::Result<Settings> {
+    let mut s = Settings::defaults(default_ports);
+    if let Some(path) = &common.config {
+        let file = FileConfig::load(path)?;
+        s.apply_file(path, file)?;
+    }
+    if let Some(d) = &common.data_dir {
+        s.data_dir = d.clone();
+    }
+    if let Some(p) = &common.ports {
+        s.ports = p.clone();
+    }
+    if let Some(v) = common.rotate_size {
+        s.rotate_size = v;
+    }
+    if let Some(v) = common.rotate_age {
+        s.rotate_age = v;
+    }
+    if let Some(v) = common.max_payload {
+        s.max_payload = v;
+    }
+    if let Some(v) = common.pair_timeout {
+        s.pair_timeout = v;
+    }
+    if common.no_raw {
+        s.keep_raw = false;
+    }
+    Ok(s)
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        Command::Record(args) => record(args),
+        Command::Import(args) => import(args),
+        Command::Check(args) => check(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // The first line names the failure, later lines its causes and hints.
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
+}
+
+/// A batch of ring-buffer records, concatenated; `ends[i]` is the end offset of record i.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let r = &self.buf[start..end];
+            start = end;
+            r
+        })
+    }
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+}
+
+const BATCH_RECORDS: usize = 4096;
+const BATCH_BYTES: usize = 4 << 20;
+const CHANNEL_BATCHES: usize = 64;
+const TICK: Duration = Duration::from_millis(200);
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    let mut s = settings(&args.common, config::DEFAULT_PORTS)?;
+    if let Some(r) = args.ring_size {
+        s.ring_size = r;
+    }
+    let cgroup_root = bpf::preflight()?;
+    bpf::route_libbpf_log();
+    ensure_data_dir(&s.data_dir)?;
+    let host = HostFacts::detect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
+    }
+    let attr = LiveAttribution {
+        table: ProcessTable::new("/proc", Some(cgroup_root.clone())),
+        now_ns: 0,
+    };
+    let pipeline = Pipeline::new(&s, &host, "bpf", attr)?;
+
+    let counters = Arc::new(KernelCounters::default());
+    let user_drops = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
+    let (free_tx, free_rx) = mpsc::channel::<Batch>();
+    let worker = {
+        let counters = Arc::clone(&counters);
+        let user_drops = Arc::clone(&user_drops);
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("dnsledger-writer".into())
+            .spawn(move || {
+                let r = writer_loop(pipeline, rx, free_tx, &counters, &user_drops);
+                if r.is_err() {
+                    // Nothing can be written: stop capturing too.
+                    stop.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+            .context("cannot start the writer thread")?
+    };
+
+    let cfg = BpfConfig {
+        ports: s.ports.clone(),
+        max_payload: s.max_payload,
+        ring_bytes: s.ring_size,
+        self_tgid: std::process::id(),
+    };
+    let send = |batch: &mut Batch, tx: &SyncSender<Batch>| {
+        if batch.ends.is_empty() {
+            return;
+        }
+        let next = free_rx.try_recv().unwrap_or_default();
+        let full = std::mem::replace(batch, next);
+        let n = full.ends.len() as u64;
+        match tx.try_send(full) {
+            Ok(()) => {}
+            Err(TrySendError::Full(mut b)) | Err(TrySendError::Disconnected(mut b)) => {
+                user_drops.fetch_add(n, Ordering::Relaxed);
+                b.clear();
+                *batch = b;
+            }
+        }
+    };
+    let batch_cell = std::cell::RefCell::new(Batch::default());
+    let captured = bpf::capture(
+        &cfg,
+        &cgroup_root,
+        &stop,
+        &counters,
+        || {
+            info!(
+                cgroup = %cgroup_root.display(),
+                ports = ?s.ports,
+                data_dir = %s.data_dir.display(),
+                "recording: all programs attached, capturing DNS"
+            )
+        },
+        |record: &[u8]| {
+            let mut b = batch_cell.borrow_mut();
+            b.buf.extend_from_slice(record);
+            let end = b.buf.len();
+            b.ends.push(end);
+            if b.ends.len() >= BATCH_RECORDS || b.buf.len() >= BATCH_BYTES {
+                send(&mut b, &tx);
+            }
+        },
+        || send(&mut batch_cell.borrow_mut(), &tx),
+    );
+    drop(tx);
+    let written = worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    captured?;
+    let (transactions, segments) = written?;
+    info!(
+        transactions,
+        segments,
+        dropped_kernel = counters.dropped(),
+        dropped_user = user_drops.load(Ordering::Relaxed),
+        "stopped; every segment is sealed"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn writer_loop(
+    mut pipeline: Pipeline<LiveAttribution>,
+    rx: Receiver<Batch>,
+    free: mpsc::Sender<Batch>,
+    counters: &KernelCounters,
+    user_drops: &AtomicU64,
+) -> anyhow::Result<(u64, usize)> {
+    let mut clock = Clock::now();
+    let mut clock_set = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut last_summary = Instant::now();
+    let mut bad_events = 0u64;
+    loop {
+        match rx.recv_timeout(TICK) {
+            Ok(mut batch) => {
+                for record in batch.records() {
+                    match events::parse(record, &clock) {
+                        Ok(Event::Packet(pkt)) => {
+                            pipeline.attr_mut().now_ns = pkt.ts_ns;
+                            pipeline.packet(&pkt);
+                        }
+                        Ok(Event::Exec(e)) => pipeline.attr_mut().table.exec(&e),
+                        Ok(Event::Exit { pid, ts_ns }) => pipeline.attr_mut().table.exit(pid, ts_ns),
+                        Err(e) => {
+                            bad_events += 1;
+                            debug!("skipping ring buffer record: {e}");
+                        }
+                    }
+                }
+                batch.clear();
+                let _ = free.send(batch);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            if clock_set.elapsed() >= SUMMARY_EVERY {
+                clock = Clock::now();
+                clock_set = Instant::now();
+            }
+            pipeline.set_drop_totals(counters.dropped(), user_drops.load(Ordering::Relaxed));
+            pipeline.tick(clock.to_utc(boot_now()))?;
+        }
+        if last_summary.elapsed() >= SUMMARY_EVERY {
+            last_summary = Instant::now();
+            let st = pipeline.stats();
+            info!(
+                transactions = st.transactions,
+                messages = st.messages,
+                packets = st.packets,
+                dropped_kernel = counters.dropped(),
+                dropped_user = user_drops.load(Ordering::Relaxed),
+                bad_events,
+                segments = pipeline.sealed().len(),
+                processes = pipeline.attr_mut().table.len(),
+                "summary"
+            );
+        }
+    }
+    pipeline.set_drop_totals(counters.dropped(), user_drops.load(Ordering::Relaxed));
+    let (stats, sealed) = pipeline.finish()?;
+    Ok((stats.transactions, sealed.len()))
+}
+
+fn boot_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes into it.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let s = settings(&args.common, config::DEFAULT_IMPORT_PORTS)?;
+    ensure_data_dir(&s.data_dir)?;
+    let mut host = HostFacts::detect();
+    if let Some(h) = args.host {
+        host.hostname = h;
+        host.boot_id = None;
+    }
+    let mut pipeline = Pipeline::new(&s, &host, "import", NoAttribution)?;
+    let mut failed = Vec::new();
+    for file in &args.files {
+        let mut source = match PcapSource::open(file) {
+            Ok(src) => src,
+            Err(e) => {
+                error!("{e}");
+                failed.push(file.clone());
+                continue;
+            }
+        };
+        let mut count = 0u64;
+        let mut tick_error = None;
+        let result = source.for_each(|pkt| {
+            pipeline.packet(pkt);
+            count += 1;
+            if count % 1024 == 0 && tick_error.is_none() {
+                if let Err(e) = pipeline.tick(pkt.ts_ns) {
+                    tick_error = Some(e);
+                }
+            }
+        });
+        if let Some(e) = tick_error {
+            return Err(e).context("cannot write segments");
+        }
+        match result {
+            Ok(stats) => info!(file = %file.display(), packets = count, ?stats, "imported"),
+            Err(e) => {
+                // What was readable is kept; the file is named and the run fails at the end.
+                warn!("{e}");
+                failed.push(file.clone());
+            }
+        }
+    }
+    let (stats, sealed) = pipeline.finish().context("cannot seal segments")?;
+    info!(
+        packets = stats.packets,
+        messages = stats.messages,
+        transactions = stats.transactions,
+        segments = sealed.len(),
+        "import done"
+    );
+    for path in &sealed {
+        println!("{}", path.display());
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} file(s) could not be read completely: {}",
+            failed.len(),
+            failed
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    bpf::route_libbpf_log();
+    let cfg = BpfConfig {
+        ports: args.ports.unwrap_or_else(|| config::DEFAULT_PORTS.to_vec()),
+        max_payload: config::DEFAULT_MAX_PAYLOAD,
+        ring_bytes: 1 << 20,
+        self_tgid: std::process::id(),
+    };
+    let probes = bpf::check(&cfg);
+    let width = probes.iter().map(|p| p.what.len()).max().unwrap_or(0);
+    let mut all_ok = true;
+    for p in &probes {
+        all_ok &= p.ok;
+        println!(
+            "{:<width$}  {}  {}",
+            p.what,
+            if p.ok { "ok  " } else { "FAIL" },
+            p.detail
+        );
+    }
+    if all_ok {
+        println!("recording can work on this machine");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("recording cannot work: see FAIL lines above");
+        Ok(ExitCode::from(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

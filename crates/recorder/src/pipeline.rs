@@ -1,0 +1,186 @@
+//! The one pipeline both sources feed: packets -> messages -> transactions -> segments.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dnsledger_schema::Transaction;
+
+use crate::config::Settings;
+use crate::decode::{Decoder, PortSet};
+use crate::event::{DnsMessage, KernelOwner, RawPacket};
+use crate::pair::{Attributor, PairConfig, Pairer, ProcessAttrs};
+use crate::procs::ProcessTable;
+use crate::segment::{SegmentConfig, SegmentError, SegmentWriter};
+
+/// TCP streams and fragment buffers idle this long are flushed.
+const DECODER_IDLE_NS: i64 = 30_000_000_000;
+/// Rows are held back this long past "now" so that packets delivered slightly out of order
+/// (per-CPU ring buffer producers, pcap timestamps) still land in `ts` order.
+const REORDER_SLACK_NS: i64 = 2_000_000_000;
+
+/// Facts about the machine stored in every row and segment.
+#[derive(Clone, Debug)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub boot_id: Option<String>,
+    pub kernel: String,
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+impl HostFacts {
+    pub fn detect() -> Self {
+        Self {
+            hostname: read_trimmed("/proc/sys/kernel/hostname").unwrap_or_else(|| "localhost".into()),
+            boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
+            kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
+        }
+    }
+}
+
+/// Attribution for live capture: the process table, asked at the time of the packet.
+pub struct LiveAttribution {
+    pub table: ProcessTable,
+    /// Time of the packet being decoded (UTC ns).
+    pub now_ns: i64,
+}
+
+impl Attributor for LiveAttribution {
+    fn attrs(&mut self, owner: &KernelOwner) -> ProcessAttrs {
+        let info = self.table.lookup(owner, self.now_ns);
+        ProcessAttrs {
+            ppid: info.ppid,
+            exe: info.exe,
+            cmdline: info.cmdline,
+            cgroup_path: info.cgroup_path,
+            container_id: info.container_id,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PipelineStats {
+    pub packets: u64,
+    pub messages: u64,
+    pub transactions: u64,
+}
+
+pub struct Pipeline<A: Attributor> {
+    decoder: Decoder,
+    pairer: Pairer,
+    writer: SegmentWriter,
+    attr: A,
+    msgs: Vec<DnsMessage>,
+    rows: Vec<Transaction>,
+    stats: PipelineStats,
+    sealed: Vec<PathBuf>,
+}
+
+impl<A: Attributor> Pipeline<A> {
+    pub fn new(
+        settings: &Settings,
+        host: &HostFacts,
+        source: &'static str,
+        attr: A,
+    ) -> Result<Self, anyhow::Error> {
+        let ports = PortSet::new(&settings.ports)?;
+        let writer = SegmentWriter::open(SegmentConfig {
+            data_dir: settings.data_dir.clone(),
+            host: host.hostname.clone(),
+            boot_id: host.boot_id.clone(),
+            kernel: host.kernel.clone(),
+            source,
+            rotate_size: settings.rotate_size,
+            rotate_age: settings.rotate_age,
+            batch_rows: 8192,
+        })?;
+        let pairer = Pairer::new(PairConfig {
+            timeout_ns: settings.pair_timeout.as_nanos().min(i64::MAX as u128) as i64,
+            keep_raw: settings.keep_raw,
+            hostname: Arc::from(host.hostname.as_str()),
+            boot_id: host.boot_id.as_deref().map(Arc::from),
+        });
+        Ok(Self {
+            decoder: Decoder::new(ports),
+            pairer,
+            writer,
+            attr,
+            msgs: Vec::with_capacity(64),
+            rows: Vec::with_capacity(1024),
+            stats: PipelineStats::default(),
+            sealed: Vec::new(),
+        })
+    }
+
+    pub fn attr_mut(&mut self) -> &mut A {
+        &mut self.attr
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.stats
+    }
+
+    /// Segments sealed so far.
+    pub fn sealed(&self) -> &[PathBuf] {
+        &self.sealed
+    }
+
+    fn pair_messages(&mut self) {
+        self.stats.messages += self.msgs.len() as u64;
+        for msg in self.msgs.drain(..) {
+            self.pairer.push(msg, &mut self.attr, &mut self.rows);
+        }
+        self.flush_rows();
+    }
+
+    fn flush_rows(&mut self) {
+        self.stats.transactions += self.rows.len() as u64;
+        self.writer.push(self.rows.drain(..));
+    }
+
+    pub fn packet(&mut self, pkt: &RawPacket<'_>) {
+        self.stats.packets += 1;
+        self.decoder.push(pkt, &mut self.msgs);
+        if !self.msgs.is_empty() {
+            self.pair_messages();
+        }
+    }
+
+    pub fn set_drop_totals(&mut self, kernel: u64, user: u64) {
+        self.writer.set_drop_totals(kernel, user);
+    }
+
+    /// Expires stale state as of `now_ns` (UTC ns) and writes rows that can no longer be
+    /// preceded by another.
+    pub fn tick(&mut self, now_ns: i64) -> Result<(), SegmentError> {
+        self.decoder.expire(now_ns, DECODER_IDLE_NS, &mut self.msgs);
+        self.pair_messages();
+        self.pairer.expire(now_ns, &mut self.rows);
+        self.flush_rows();
+        let horizon = now_ns.saturating_sub(REORDER_SLACK_NS);
+        let watermark = self
+            .pairer
+            .low_watermark()
+            .map_or(horizon, |w| w.min(horizon));
+        let sealed = self.writer.advance(Some(watermark), Instant::now())?;
+        self.sealed.extend(sealed);
+        Ok(())
+    }
+
+    /// Flushes everything (pending queries become `unanswered`) and seals the last segment.
+    pub fn finish(mut self) -> Result<(PipelineStats, Vec<PathBuf>), SegmentError> {
+        self.decoder.finish(&mut self.msgs);
+        self.pair_messages();
+        self.pairer.flush(&mut self.rows);
+        self.flush_rows();
+        let sealed = self.writer.close()?;
+        self.sealed.extend(sealed);
+        Ok((self.stats, self.sealed))
+    }
+}
