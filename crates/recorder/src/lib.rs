@@ -3,3 +3,4 @@
 //! Everything after the capture source is pure and unit-tested; only [`bpf`] touches libbpf-rs.
 
 pub mod event;
+pub mod segment;
