@@ -2,7 +2,8 @@
 //!
 //! Everything after the capture source is pure and unit-tested; only [`bpf`] touches libbpf-rs.
 
-pub mod event;
 pub mod bpf;
-pub mod procs;
 pub mod config;
+pub mod event;
+pub mod procs;
+pub mod segment;

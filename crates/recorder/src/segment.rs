@@ -1,0 +1,1375 @@
+//! Rotating, self-describing zstd Parquet segments.
+//!
+//! [`SegmentWriter`] buffers [`Transaction`]s, writes those older than a watermark in `ts` order
+//! into the open segment, and seals segments by size, age, an out-of-order row, or
+//! [`close`](SegmentWriter::close).
+//!
+//! ```text
+//! <data_dir>/inprogress/<name>.parquet.inprogress              open segment (never read)
+//! <data_dir>/segments/host=<h>/date=YYYY-MM-DD/hour=HH/<name>.parquet   sealed segments
+//! ```
+//!
+//! Sealing writes the footer, fsyncs the file, sets mode 0640, renames it into its partition
+//! directory and fsyncs that directory, so a reader of `segments/` only ever sees whole files.
+//! Date and hour come from the segment's smallest `ts` (UTC). Names start with that timestamp, so
+//! they sort by time, and carry host, run id and a sequence number, so they are unique across
+//! hosts, restarts and writers. An in-progress file maps to exactly one sealed name, which keeps
+//! recovery of leftovers idempotent.
+//!
+//! Every segment holds rows ordered by `ts`. A row older than the last row of the open segment
+//! seals that segment and starts a new one, so files may overlap in time but are each sorted
+//! (declared as a Parquet sorting column, too).
+
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow_schema::ArrowError;
+use dnsledger_schema::{
+    BLOOM_FILTER_COLUMNS, SCHEMA_VERSION, Transaction, TransactionBatchBuilder, col, meta,
+    partition, schema,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+/// Directory under `data_dir` holding sealed segments (the table root readers list).
+pub const SEGMENTS_DIR: &str = "segments";
+/// Directory under `data_dir` holding the open segment; outside the table root on purpose.
+pub const INPROGRESS_DIR: &str = "inprogress";
+/// Extension of a sealed segment.
+pub const SEGMENT_EXT: &str = "parquet";
+/// Extension of an in-progress segment (`<name>.parquet.inprogress`).
+pub const INPROGRESS_EXT: &str = "parquet.inprogress";
+
+/// Rows per Parquet row group.
+pub const MAX_ROW_GROUP_ROWS: usize = 128 * 1024;
+/// zstd level of every column chunk. Parquet does not store it: readers report level 1.
+pub const ZSTD_LEVEL: i32 = 3;
+/// Target false-positive rate of the bloom filters on [`BLOOM_FILTER_COLUMNS`].
+pub const BLOOM_FILTER_FPP: f64 = 0.01;
+
+const DIR_MODE: u32 = 0o750;
+const SEALED_FILE_MODE: u32 = 0o640;
+const INPROGRESS_FILE_MODE: u32 = 0o600;
+
+/// Where and how segments are written.
+#[derive(Clone, Debug)]
+pub struct SegmentConfig {
+    /// Root of the recorder's data; `segments/` and `inprogress/` are created below it.
+    pub data_dir: PathBuf,
+    /// Host name: the `host=` partition value (escaped, see [`partition_dir`]) and metadata.
+    pub host: String,
+    /// `/proc/sys/kernel/random/boot_id`; the metadata key is omitted when unknown.
+    pub boot_id: Option<String>,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// `bpf` for live capture, `import` for imported captures.
+    pub source: &'static str,
+    /// Seal the open segment once its written plus buffered encoded size reaches this many bytes.
+    pub rotate_size: u64,
+    /// Seal the open segment once it has been open this long.
+    pub rotate_age: Duration,
+    /// Rows per `RecordBatch` handed to the Parquet writer; at least 1.
+    pub batch_rows: usize,
+}
+
+/// Counters over the writer's lifetime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentStats {
+    /// Rows written into segments (sealed or still open).
+    pub rows_written: u64,
+    /// Rows pushed but not yet written (at or above the last watermark).
+    pub rows_buffered: u64,
+    /// Segments sealed (renamed under `segments/`).
+    pub segments_sealed: u64,
+    /// Total size of the sealed segments.
+    pub bytes_sealed: u64,
+}
+
+/// Errors of the segment writer; each names the file or directory involved.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("invalid segment configuration: {0}")]
+    Config(String),
+    #[error("cannot create directory {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot sync directory {}: {source}", path.display())]
+    SyncDir { path: PathBuf, source: io::Error },
+    #[error("cannot create in-progress segment {}: {source}", path.display())]
+    CreateFile { path: PathBuf, source: io::Error },
+    #[error("cannot build a record batch for segment {}: {source}", path.display())]
+    Batch { path: PathBuf, source: ArrowError },
+    #[error("cannot write segment {}: {source}", path.display())]
+    Parquet { path: PathBuf, source: ParquetError },
+    #[error("cannot seal segment {} ({step}): {source}", path.display())]
+    Seal {
+        path: PathBuf,
+        step: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot remove empty in-progress segment {}: {source}", path.display())]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+/// Writes [`Transaction`]s into rotating Parquet segments. See the [module docs](self).
+///
+/// Time for age-based rotation is the monotonic [`Instant`] passed to
+/// [`advance`](Self::advance): a segment's age is measured from the `now` of the call that wrote
+/// its first row. Tests drive it with synthetic instants; the recorder passes `Instant::now()`.
+///
+/// After an error the open segment is abandoned: its in-progress file stays in `inprogress/`
+/// for recovery or inspection, rows not yet handed to it go back to the buffer, and the next
+/// row opens a new segment.
+pub struct SegmentWriter {
+    cfg: SegmentConfig,
+    props: WriterProperties,
+    segments_dir: PathBuf,
+    inprogress_dir: PathBuf,
+    host_escaped: String,
+    run_id: String,
+    next_seq: u64,
+    buffer: Vec<Transaction>,
+    open: Option<OpenSegment>,
+    drops_total: (u64, u64),
+    drops_accounted: (u64, u64),
+    stats: SegmentStats,
+}
+
+struct OpenSegment {
+    name: String,
+    path: PathBuf,
+    writer: ArrowWriter<File>,
+    builder: TransactionBatchBuilder,
+    opened_at: Instant,
+    ts_min: i64,
+    ts_max: i64,
+    rows: u64,
+}
+
+impl OpenSegment {
+    /// Encoded bytes written plus the estimated size of the buffered row group.
+    fn size(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
+    fn write_pending(&mut self) -> Result<(), SegmentError> {
+        if self.builder.is_empty() {
+            return Ok(());
+        }
+        let batch = self
+            .builder
+            .finish()
+            .map_err(|source| SegmentError::Batch {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.writer
+            .write(&batch)
+            .map_err(|source| SegmentError::Parquet {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+impl SegmentWriter {
+    /// Validates `cfg` and creates `<data_dir>/segments` and `<data_dir>/inprogress` (mode 0750,
+    /// including a missing `data_dir`). Opens no segment file yet.
+    pub fn open(cfg: SegmentConfig) -> Result<Self, SegmentError> {
+        if cfg.host.is_empty() {
+            return Err(SegmentError::Config("host name is empty".into()));
+        }
+        if cfg.batch_rows == 0 {
+            return Err(SegmentError::Config("batch_rows must be at least 1".into()));
+        }
+        let props = writer_properties()?;
+        let segments_dir = cfg.data_dir.join(SEGMENTS_DIR);
+        let inprogress_dir = cfg.data_dir.join(INPROGRESS_DIR);
+        create_dirs(&segments_dir)?;
+        create_dirs(&inprogress_dir)?;
+        warn_leftovers(&inprogress_dir);
+        Ok(Self {
+            host_escaped: escape_component(&cfg.host),
+            run_id: run_id(),
+            cfg,
+            props,
+            segments_dir,
+            inprogress_dir,
+            next_seq: 0,
+            buffer: Vec::new(),
+            open: None,
+            drops_total: (0, 0),
+            drops_accounted: (0, 0),
+            stats: SegmentStats::default(),
+        })
+    }
+
+    /// Buffers rows, in any order. Nothing is written until [`advance`](Self::advance) or
+    /// [`close`](Self::close).
+    pub fn push(&mut self, rows: impl IntoIterator<Item = Transaction>) {
+        self.buffer.extend(rows);
+    }
+
+    /// Writes the buffered rows with `ts < watermark` (every buffered row for `None`), sorted by
+    /// `ts`, into the open segment, rotating by size, age and order as needed. A segment due by
+    /// age is sealed even when no row is ready. Returns the paths sealed by this call.
+    ///
+    /// On error, segments sealed earlier in the same call are in place (and counted in
+    /// [`stats`](Self::stats)) although their paths are not returned.
+    pub fn advance(
+        &mut self,
+        watermark: Option<i64>,
+        now: Instant,
+    ) -> Result<Vec<PathBuf>, SegmentError> {
+        let mut sealed = Vec::new();
+        self.seal_if_due(now, &mut sealed)?;
+        let ready = match watermark {
+            None => std::mem::take(&mut self.buffer),
+            Some(w) => {
+                let (ready, keep) = std::mem::take(&mut self.buffer)
+                    .into_iter()
+                    .partition(|r| r.ts < w);
+                self.buffer = keep;
+                ready
+            }
+        };
+        self.write_rows(ready, now, &mut sealed)?;
+        self.write_pending()?;
+        self.seal_if_due(now, &mut sealed)?;
+        Ok(sealed)
+    }
+
+    /// Sets the capture's cumulative drop counters (kernel, user space). Each sealed segment
+    /// stores the increase since the previous seal (drops while no segment was open count
+    /// towards the next one), so the per-segment values add up to the totals.
+    pub fn set_drop_totals(&mut self, kernel: u64, user: u64) {
+        self.drops_total = (kernel, user);
+    }
+
+    /// Writes every buffered row and seals the open segment. Returns the paths sealed.
+    pub fn close(mut self) -> Result<Vec<PathBuf>, SegmentError> {
+        let mut sealed = self.advance(None, Instant::now())?;
+        self.seal_open(&mut sealed)?;
+        let (k, u) = self.pending_drops();
+        if k > 0 || u > 0 {
+            tracing::warn!(
+                dropped_kernel = k,
+                dropped_user = u,
+                "events dropped after the last sealed segment are not recorded in any segment"
+            );
+        }
+        Ok(sealed)
+    }
+
+    pub fn stats(&self) -> SegmentStats {
+        SegmentStats {
+            rows_buffered: self.buffer.len() as u64,
+            ..self.stats
+        }
+    }
+
+    fn due(&self, s: &OpenSegment, now: Instant) -> bool {
+        s.size() >= self.cfg.rotate_size
+            || now.saturating_duration_since(s.opened_at) >= self.cfg.rotate_age
+    }
+
+    fn pending_drops(&self) -> (u64, u64) {
+        (
+            self.drops_total.0.saturating_sub(self.drops_accounted.0),
+            self.drops_total.1.saturating_sub(self.drops_accounted.1),
+        )
+    }
+
+    fn seal_if_due(&mut self, now: Instant, sealed: &mut Vec<PathBuf>) -> Result<(), SegmentError> {
+        if self.open.as_ref().is_some_and(|s| self.due(s, now)) {
+            self.seal_open(sealed)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the open segment's pending rows to its Parquet writer.
+    fn write_pending(&mut self) -> Result<(), SegmentError> {
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        let result = open.write_pending();
+        if let Err(e) = &result {
+            self.abandon(e);
+        }
+        result
+    }
+
+    fn write_rows(
+        &mut self,
+        mut rows: Vec<Transaction>,
+        now: Instant,
+        sealed: &mut Vec<PathBuf>,
+    ) -> Result<(), SegmentError> {
+        rows.sort_by_key(|r| r.ts);
+        let batch_rows = self.cfg.batch_rows;
+        let mut rows = rows.into_iter();
+        while let Some(row) = rows.next() {
+            let open = match self.segment_for(row.ts, now, sealed) {
+                Ok(open) => open,
+                Err(e) => {
+                    // Not yet in any segment: back to the buffer for a later attempt.
+                    self.buffer.push(row);
+                    self.buffer.extend(rows);
+                    return Err(e);
+                }
+            };
+            open.builder.append(&row);
+            open.ts_max = row.ts;
+            open.rows += 1;
+            let full = open.builder.len() >= batch_rows;
+            self.stats.rows_written += 1;
+            if full {
+                let result = self
+                    .write_pending()
+                    .and_then(|()| self.seal_if_due(now, sealed));
+                if let Err(e) = result {
+                    self.buffer.extend(rows);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The segment that takes a row with this `ts` next: the open one unless the row is older
+    /// than its last row (then it is sealed first), or a new one.
+    fn segment_for(
+        &mut self,
+        ts: i64,
+        now: Instant,
+        sealed: &mut Vec<PathBuf>,
+    ) -> Result<&mut OpenSegment, SegmentError> {
+        if self.open.as_ref().is_some_and(|s| ts < s.ts_max) {
+            self.seal_open(sealed)?;
+        }
+        let open = match self.open.take() {
+            Some(open) => open,
+            None => self.new_segment(ts, now)?,
+        };
+        Ok(self.open.insert(open))
+    }
+
+    fn new_segment(&mut self, first_ts: i64, now: Instant) -> Result<OpenSegment, SegmentError> {
+        let name = format!(
+            "{}-{}-{}-{:06}",
+            format_compact_ns(first_ts),
+            self.host_escaped,
+            self.run_id,
+            self.next_seq
+        );
+        self.next_seq += 1;
+        let path = self.inprogress_dir.join(format!("{name}.{INPROGRESS_EXT}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(INPROGRESS_FILE_MODE)
+            .open(&path)
+            .map_err(|source| SegmentError::CreateFile {
+                path: path.clone(),
+                source,
+            })?;
+        let writer = match ArrowWriter::try_new(file, schema(), Some(self.props.clone())) {
+            Ok(w) => w,
+            Err(source) => {
+                // Nothing was written to it yet; a leftover would only be an empty file.
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove unused segment file");
+                }
+                return Err(SegmentError::Parquet { path, source });
+            }
+        };
+        tracing::debug!(path = %path.display(), "opened segment");
+        Ok(OpenSegment {
+            name,
+            path,
+            writer,
+            builder: TransactionBatchBuilder::new(),
+            opened_at: now,
+            ts_min: first_ts,
+            ts_max: first_ts,
+            rows: 0,
+        })
+    }
+
+    /// Drops the open segment after a failure, leaving its file for recovery.
+    fn abandon(&mut self, error: &SegmentError) {
+        if let Some(s) = self.open.take() {
+            tracing::warn!(
+                path = %s.path.display(),
+                rows = s.rows,
+                %error,
+                "abandoned segment after a write failure; its in-progress file is left in place"
+            );
+        }
+    }
+
+    /// Seals the open segment, if any, pushing its final path onto `sealed`.
+    fn seal_open(&mut self, sealed: &mut Vec<PathBuf>) -> Result<(), SegmentError> {
+        let Some(mut s) = self.open.take() else {
+            return Ok(());
+        };
+        if s.rows == 0 {
+            drop(s.writer);
+            return fs::remove_file(&s.path).map_err(|source| SegmentError::Remove {
+                path: s.path,
+                source,
+            });
+        }
+        let (dropped_kernel, dropped_user) = self.pending_drops();
+        let result = self.seal(&mut s, dropped_kernel, dropped_user);
+        match result {
+            Ok((path, bytes)) => {
+                self.drops_accounted = self.drops_total;
+                self.stats.segments_sealed += 1;
+                self.stats.bytes_sealed += bytes;
+                tracing::info!(path = %path.display(), rows = s.rows, bytes, "sealed segment");
+                sealed.push(path);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(
+                    path = %s.path.display(),
+                    rows = s.rows,
+                    error = %e,
+                    "could not seal segment; its in-progress file is left in place"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn seal(
+        &self,
+        s: &mut OpenSegment,
+        dropped_kernel: u64,
+        dropped_user: u64,
+    ) -> Result<(PathBuf, u64), SegmentError> {
+        s.write_pending()?;
+        let kv = [
+            (meta::SCHEMA_VERSION, Some(SCHEMA_VERSION.to_string())),
+            (meta::HOST, Some(self.cfg.host.clone())),
+            (meta::BOOT_ID, self.cfg.boot_id.clone()),
+            (meta::KERNEL, Some(self.cfg.kernel.clone())),
+            (
+                meta::RECORDER_VERSION,
+                Some(env!("CARGO_PKG_VERSION").to_string()),
+            ),
+            (meta::SOURCE, Some(self.cfg.source.to_string())),
+            (meta::TS_MIN, Some(format_rfc3339_ns(s.ts_min))),
+            (meta::TS_MAX, Some(format_rfc3339_ns(s.ts_max))),
+            (meta::TRANSACTIONS, Some(s.rows.to_string())),
+            (meta::DROPPED_KERNEL, Some(dropped_kernel.to_string())),
+            (meta::DROPPED_USER, Some(dropped_user.to_string())),
+        ];
+        for (key, value) in kv {
+            if let Some(value) = value {
+                s.writer
+                    .append_key_value_metadata(KeyValue::new(key.to_string(), value));
+            }
+        }
+        s.writer.finish().map_err(|source| SegmentError::Parquet {
+            path: s.path.clone(),
+            source,
+        })?;
+        let bytes = s.writer.bytes_written() as u64;
+        let seal_err = |step: &'static str| {
+            let path = s.path.clone();
+            move |source| SegmentError::Seal { path, step, source }
+        };
+        let file = s.writer.inner();
+        file.sync_all().map_err(seal_err("fsync"))?;
+        file.set_permissions(Permissions::from_mode(SEALED_FILE_MODE))
+            .map_err(seal_err("chmod"))?;
+
+        let target_dir = self
+            .segments_dir
+            .join(partition_dir(&self.cfg.host, s.ts_min));
+        create_dirs(&target_dir)?;
+        let target = target_dir.join(format!("{}.{SEGMENT_EXT}", s.name));
+        fs::rename(&s.path, &target).map_err(seal_err("rename"))?;
+        sync_dir(&target_dir)?;
+        sync_dir(&self.inprogress_dir)?;
+        Ok((target, bytes))
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        if let Some(s) = &self.open {
+            tracing::warn!(
+                path = %s.path.display(),
+                rows = s.rows,
+                "segment writer dropped without close; the open segment is left unsealed"
+            );
+        }
+        if !self.buffer.is_empty() {
+            tracing::warn!(
+                rows = self.buffer.len(),
+                "segment writer dropped without close; buffered rows are lost"
+            );
+        }
+    }
+}
+
+/// Parquet writer properties shared by every segment.
+fn writer_properties() -> Result<WriterProperties, SegmentError> {
+    let level = ZstdLevel::try_new(ZSTD_LEVEL)
+        .map_err(|e| SegmentError::Config(format!("zstd level {ZSTD_LEVEL}: {e}")))?;
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_dictionary_enabled(true)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]));
+    for c in BLOOM_FILTER_COLUMNS {
+        let path = ColumnPath::from(*c);
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path, BLOOM_FILTER_FPP);
+    }
+    // Raw DNS messages rarely repeat: a dictionary would only cost memory and a fallback.
+    for c in [col::QUERY_RAW, col::RESPONSE_RAW] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    Ok(builder.build())
+}
+
+/// `<pid>`-qualified start time in ns, unique within the process even for writers opened in
+/// the same nanosecond.
+fn run_id() -> String {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let prev = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last.saturating_add(1)))
+        })
+        .unwrap_or(now);
+    let ns = now.max(prev.saturating_add(1));
+    format!("{ns:016x}p{}", std::process::id())
+}
+
+fn warn_leftovers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let leftovers = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(&format!(".{INPROGRESS_EXT}"))
+        })
+        .count();
+    if leftovers > 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            leftovers,
+            "in-progress segments from an earlier run are left in place"
+        );
+    }
+}
+
+/// Creates `dir` and any missing ancestors with mode 0750 (regardless of umask), fsyncing the
+/// parent of every directory created.
+fn create_dirs(dir: &Path) -> Result<(), SegmentError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dirs(parent)?;
+    }
+    let create_err = |source| SegmentError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    match DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => {
+            fs::set_permissions(dir, Permissions::from_mode(DIR_MODE)).map_err(create_err)?;
+            sync_dir(parent.unwrap_or(Path::new(".")))
+        }
+        // Lost a race with another creator: fine if it is a directory now.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(create_err(e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SegmentError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| SegmentError::SyncDir {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Escapes `s` for use as one path component: bytes outside `[A-Za-z0-9._-]` become `%XX`.
+fn escape_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Partition directory of a segment, relative to `segments/`:
+/// `host=<host>/date=YYYY-MM-DD/hour=HH`, from `ts_ns` in UTC. Bytes of `host` outside
+/// `[A-Za-z0-9._-]` are escaped as `%XX`.
+pub fn partition_dir(host: &str, ts_ns: i64) -> PathBuf {
+    let c = Civil::from_ns(ts_ns);
+    PathBuf::from(format!("{}={}", partition::HOST, escape_component(host)))
+        .join(format!(
+            "{}={:04}-{:02}-{:02}",
+            partition::DATE,
+            c.year,
+            c.month,
+            c.day
+        ))
+        .join(format!("{}={:02}", partition::HOUR, c.hour))
+}
+
+/// Formats nanoseconds since the Unix epoch as RFC 3339 UTC with nine fractional digits,
+/// e.g. `2023-11-14T22:13:20.123456789Z`.
+pub fn format_rfc3339_ns(ns: i64) -> String {
+    let c = Civil::from_ns(ns);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.nanos
+    )
+}
+
+/// Compact, file-name-safe form used at the start of segment names: `20231114T221320.123456789Z`.
+fn format_compact_ns(ns: i64) -> String {
+    let c = Civil::from_ns(ns);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:09}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.nanos
+    )
+}
+
+/// A UTC civil time. Hand-written (Howard Hinnant's `civil_from_days`) rather than pulling in a
+/// date crate for the one conversion the recorder needs; `i64` nanoseconds span the years
+/// 1677..=2262, so years always have four digits.
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    nanos: u32,
+}
+
+impl Civil {
+    fn from_ns(ns: i64) -> Self {
+        const NS_PER_SEC: i64 = 1_000_000_000;
+        const SECS_PER_DAY: i64 = 86_400;
+        let secs = ns.div_euclid(NS_PER_SEC);
+        let nanos = ns.rem_euclid(NS_PER_SEC) as u32;
+        let days = secs.div_euclid(SECS_PER_DAY);
+        let sod = secs.rem_euclid(SECS_PER_DAY) as u32;
+        let (year, month, day) = civil_from_days(days);
+        Self {
+            year,
+            month,
+            day,
+            hour: sod / 3600,
+            minute: sod / 60 % 60,
+            second: sod % 60,
+            nanos,
+        }
+    }
+}
+
+/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic Gregorian.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..=365, from March 1
+    let mp = (5 * doy + 2) / 153; // 0..=11, March = 0
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampNanosecondType;
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+    use parquet::basic::Encoding;
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+
+    const T0: i64 = 1_700_000_000_000_000_000; // 2023-11-14T22:13:20Z
+
+    fn row(ts: i64, qname: &str) -> Transaction {
+        Transaction {
+            ts,
+            query_ts: Some(ts),
+            status: dnsledger_schema::status::UNANSWERED,
+            hostname: Arc::from("h1"),
+            transport: "udp",
+            ip_version: 4,
+            client_ip: "192.0.2.1".into(),
+            client_port: 40000,
+            server_ip: "192.0.2.53".into(),
+            server_port: 53,
+            qname: Some(qname.to_string()),
+            registered_domain: Some("example.com".into()),
+            query_raw: Some(ts.to_le_bytes().to_vec()),
+            ..Default::default()
+        }
+    }
+
+    fn rows(ts: impl IntoIterator<Item = i64>) -> Vec<Transaction> {
+        ts.into_iter()
+            .map(|t| row(t, &format!("n{}.example.com", t - T0)))
+            .collect()
+    }
+
+    fn config(dir: &Path) -> SegmentConfig {
+        SegmentConfig {
+            data_dir: dir.join("data"),
+            host: "h1".into(),
+            boot_id: Some("b00t".into()),
+            kernel: "6.18.0-test".into(),
+            source: "bpf",
+            rotate_size: 128 << 20,
+            rotate_age: Duration::from_secs(300),
+            batch_rows: 64,
+        }
+    }
+
+    /// Every regular file below `dir`, sorted.
+    fn files_under(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("read_dir") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    struct Segment {
+        ts: Vec<i64>,
+        kv: HashMap<String, String>,
+        metadata: Arc<ParquetMetaData>,
+        builder: ParquetRecordBatchReaderBuilder<File>,
+    }
+
+    fn read(path: &Path) -> Segment {
+        let file = File::open(path).expect("open segment");
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            file,
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+        )
+        .expect("parquet reader");
+        let metadata = builder.metadata().clone();
+        let kv = metadata
+            .file_metadata()
+            .key_value_metadata()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
+            .collect();
+        let file = File::open(path).expect("open segment");
+        let mut ts = Vec::new();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("reader")
+            .build()
+            .expect("reader")
+        {
+            let batch = batch.expect("batch");
+            assert_eq!(batch.schema().fields(), schema().fields());
+            let col = batch.column_by_name(col::TS).expect("ts column");
+            ts.extend(col.as_primitive::<TimestampNanosecondType>().values());
+        }
+        Segment {
+            ts,
+            kv,
+            metadata,
+            builder,
+        }
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+    }
+
+    fn column_index(md: &ParquetMetaData, name: &str) -> usize {
+        md.file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.path().string() == name)
+            .expect("column in parquet schema")
+    }
+
+    #[test]
+    fn formats_rfc3339_with_nanoseconds() {
+        assert_eq!(format_rfc3339_ns(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            format_rfc3339_ns(T0 + 123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+        assert_eq!(format_rfc3339_ns(-1), "1969-12-31T23:59:59.999999999Z");
+        // Leap day and the day after.
+        assert_eq!(
+            format_rfc3339_ns(951_782_400 * 1_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            format_rfc3339_ns(951_868_800 * 1_000_000_000),
+            "2000-03-01T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            format_rfc3339_ns(4_107_542_399 * 1_000_000_000),
+            "2100-02-28T23:59:59.000000000Z"
+        );
+        assert_eq!(
+            format_rfc3339_ns(i64::MIN),
+            "1677-09-21T00:12:43.145224192Z"
+        );
+        assert_eq!(
+            format_rfc3339_ns(i64::MAX),
+            "2262-04-11T23:47:16.854775807Z"
+        );
+        assert_eq!(format_compact_ns(T0 + 5), "20231114T221320.000000005Z");
+    }
+
+    #[test]
+    fn writer_properties_follow_the_segment_policy() {
+        let props = writer_properties().expect("properties");
+        let path = |c: &str| ColumnPath::from(c);
+        assert_eq!(props.max_row_group_row_count(), Some(MAX_ROW_GROUP_ROWS));
+        assert!(matches!(
+            props.compression(&path(col::QNAME)),
+            Compression::ZSTD(_)
+        ));
+        assert_eq!(
+            props.statistics_enabled(&path(col::TS)),
+            EnabledStatistics::Page
+        );
+        assert!(!props.offset_index_disabled());
+        assert!(props.dictionary_enabled(&path(col::QNAME)));
+        assert!(!props.dictionary_enabled(&path(col::QUERY_RAW)));
+        assert!(!props.dictionary_enabled(&path(col::RESPONSE_RAW)));
+        for c in BLOOM_FILTER_COLUMNS {
+            let bloom = props
+                .bloom_filter_properties(&path(c))
+                .expect("bloom filter enabled");
+            assert_eq!(bloom.fpp(), BLOOM_FILTER_FPP);
+            // Sized for a full row group before folding.
+            assert_eq!(bloom.ndv(), MAX_ROW_GROUP_ROWS as u64);
+        }
+        assert!(props.bloom_filter_properties(&path(col::COMM)).is_none());
+    }
+
+    #[test]
+    fn partition_dir_escapes_host() {
+        assert_eq!(
+            partition_dir("web-1.example_x", T0),
+            PathBuf::from("host=web-1.example_x/date=2023-11-14/hour=22")
+        );
+        assert_eq!(
+            partition_dir("a/b c%é", 0),
+            PathBuf::from("host=a%2Fb%20c%25%C3%A9/date=1970-01-01/hour=00")
+        );
+    }
+
+    #[test]
+    fn writes_sorted_self_describing_segment() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(tmp.path());
+        let data = cfg.data_dir.clone();
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        // Same timestamps in reverse order across two pushes: one advance sorts them.
+        let n = 1000;
+        w.push(rows((0..n / 2).rev().map(|i| T0 + i * 1_000)));
+        w.push(rows((n / 2..n).rev().map(|i| T0 + i * 1_000)));
+        assert!(w.advance(None, Instant::now()).expect("advance").is_empty());
+        let stats = w.stats();
+        assert_eq!(stats.rows_written, n as u64);
+        assert_eq!(stats.segments_sealed, 0);
+        let sealed = w.close().expect("close");
+        assert_eq!(sealed.len(), 1);
+        let path = &sealed[0];
+
+        // Placement, name, modes; nothing else anywhere.
+        let expected_dir = data.join("segments/host=h1/date=2023-11-14/hour=22");
+        assert_eq!(path.parent(), Some(expected_dir.as_path()));
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+        assert!(name.starts_with("20231114T221320.000000000Z-h1-"), "{name}");
+        assert!(name.ends_with("-000000.parquet"), "{name}");
+        assert_eq!(files_under(&data.join("segments")), sealed);
+        assert!(files_under(&data.join("inprogress")).is_empty());
+        assert_eq!(mode(path), 0o640);
+        for d in [
+            data.clone(),
+            data.join("segments"),
+            data.join("inprogress"),
+            data.join("segments/host=h1"),
+            data.join("segments/host=h1/date=2023-11-14"),
+            expected_dir,
+        ] {
+            assert_eq!(mode(&d), 0o750, "{}", d.display());
+        }
+
+        let seg = read(path);
+        let want: Vec<i64> = (0..n).map(|i| T0 + i * 1_000).collect();
+        assert_eq!(seg.ts, want);
+
+        let kv = &seg.kv;
+        let get = |k: &str| kv.get(k).map(String::as_str);
+        assert_eq!(get(meta::SCHEMA_VERSION), Some("1"));
+        assert_eq!(get(meta::HOST), Some("h1"));
+        assert_eq!(get(meta::BOOT_ID), Some("b00t"));
+        assert_eq!(get(meta::KERNEL), Some("6.18.0-test"));
+        assert_eq!(get(meta::RECORDER_VERSION), Some(env!("CARGO_PKG_VERSION")));
+        assert_eq!(get(meta::SOURCE), Some("bpf"));
+        assert_eq!(get(meta::TS_MIN), Some("2023-11-14T22:13:20.000000000Z"));
+        assert_eq!(get(meta::TS_MAX), Some("2023-11-14T22:13:20.000999000Z"));
+        assert_eq!(get(meta::TRANSACTIONS), Some("1000"));
+        assert_eq!(get(meta::DROPPED_KERNEL), Some("0"));
+        assert_eq!(get(meta::DROPPED_USER), Some("0"));
+
+        let md = &seg.metadata;
+        assert_eq!(md.num_row_groups(), 1);
+        let rg = md.row_group(0);
+        assert_eq!(rg.num_rows(), n);
+        for c in rg.columns() {
+            assert!(
+                matches!(c.compression(), Compression::ZSTD(_)),
+                "{}: {:?}",
+                c.column_path(),
+                c.compression()
+            );
+        }
+        assert_eq!(
+            rg.sorting_columns().map(Vec::as_slice),
+            Some(
+                &[SortingColumn {
+                    column_idx: 0,
+                    descending: false,
+                    nulls_first: false
+                }][..]
+            )
+        );
+        let is_dict =
+            |e: &Encoding| matches!(e, Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY);
+        let qname = column_index(md, col::QNAME);
+        assert!(rg.column(qname).encodings().any(|e| is_dict(&e)));
+        for raw in [col::QUERY_RAW, col::RESPONSE_RAW] {
+            let c = rg.column(column_index(md, raw));
+            assert!(
+                !c.encodings().any(|e| is_dict(&e)),
+                "{raw} is dictionary-encoded"
+            );
+        }
+
+        // Page index: both the offset index and the column index are present.
+        let offsets = md.offset_index().expect("offset index");
+        assert!(!offsets[0][0].page_locations().is_empty());
+        assert!(md.column_index().is_some());
+
+        // Bloom filters on the configured columns and on nothing else.
+        for c in BLOOM_FILTER_COLUMNS {
+            let i = column_index(md, c);
+            assert!(
+                rg.column(i).bloom_filter_offset().is_some(),
+                "{c} has no bloom filter"
+            );
+        }
+        assert!(
+            rg.column(column_index(md, col::COMM))
+                .bloom_filter_offset()
+                .is_none()
+        );
+        let sbbf = seg
+            .builder
+            .get_row_group_column_bloom_filter(0, qname)
+            .expect("read bloom filter")
+            .expect("qname bloom filter");
+        assert!(sbbf.check("n7000.example.com"));
+        assert!(sbbf.check("n999000.example.com"));
+        assert!(!sbbf.check("absent-zq81.invalid"));
+    }
+
+    #[test]
+    fn watermark_holds_back_newer_rows() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(tmp.path());
+        let data = cfg.data_dir.clone();
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        let now = Instant::now();
+        // No rows: no in-progress file.
+        assert!(w.advance(None, now).expect("advance").is_empty());
+        assert!(files_under(&data.join("inprogress")).is_empty());
+
+        w.push(rows((0..10).rev().map(|i| T0 + i)));
+        assert!(w.advance(Some(T0 + 4), now).expect("advance").is_empty());
+        let s = w.stats();
+        assert_eq!((s.rows_written, s.rows_buffered), (4, 6));
+        let inprogress = files_under(&data.join("inprogress"));
+        assert_eq!(inprogress.len(), 1);
+        let name = inprogress[0]
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name");
+        assert!(name.ends_with(".parquet.inprogress"), "{name}");
+        assert!(files_under(&data.join("segments")).is_empty());
+
+        let sealed = w.close().expect("close");
+        assert_eq!(sealed.len(), 1);
+        assert_eq!(
+            read(&sealed[0]).ts,
+            (0..10).map(|i| T0 + i).collect::<Vec<_>>()
+        );
+        assert!(files_under(&data.join("inprogress")).is_empty());
+    }
+
+    #[test]
+    fn rotates_by_size() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = SegmentConfig {
+            rotate_size: 1,
+            batch_rows: 10,
+            ..config(tmp.path())
+        };
+        let data = cfg.data_dir.clone();
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        w.push(rows((0..50).map(|i| T0 + i)));
+        let mut sealed = w.advance(None, Instant::now()).expect("advance");
+        assert_eq!(sealed.len(), 5);
+        sealed.extend(w.close().expect("close"));
+        assert_eq!(sealed.len(), 5);
+
+        let mut all = Vec::new();
+        for (i, p) in sealed.iter().enumerate() {
+            let seg = read(p);
+            assert_eq!(seg.ts.len(), 10);
+            assert_eq!(
+                seg.kv.get(meta::TRANSACTIONS).map(String::as_str),
+                Some("10")
+            );
+            let name = p.file_name().and_then(|n| n.to_str()).expect("name");
+            assert!(name.ends_with(&format!("-{i:06}.parquet")), "{name}");
+            all.extend(seg.ts);
+        }
+        assert_eq!(all, (0..50).map(|i| T0 + i).collect::<Vec<_>>());
+        // File names sort in time order.
+        let mut by_name = sealed.clone();
+        by_name.sort();
+        assert_eq!(by_name, sealed);
+        assert_eq!(files_under(&data.join("segments")), by_name);
+    }
+
+    fn total_len(sealed: &[PathBuf]) -> u64 {
+        sealed
+            .iter()
+            .map(|p| fs::metadata(p).expect("metadata").len())
+            .sum()
+    }
+
+    #[test]
+    fn stats_count_sealed_bytes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = SegmentConfig {
+            rotate_size: 1,
+            batch_rows: 7,
+            ..config(tmp.path())
+        };
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        w.push(rows((0..20).map(|i| T0 + i)));
+        let sealed = w.advance(None, Instant::now()).expect("advance");
+        let s = w.stats();
+        assert_eq!(s.segments_sealed, sealed.len() as u64);
+        assert!(s.bytes_sealed > 0);
+        assert_eq!(s.bytes_sealed, total_len(&sealed));
+        assert_eq!(s.rows_written, 20);
+        let rest = w.close().expect("close");
+        assert_eq!(sealed.len() + rest.len(), 3);
+    }
+
+    #[test]
+    fn rotates_by_age() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = SegmentConfig {
+            rotate_age: Duration::from_secs(60),
+            ..config(tmp.path())
+        };
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        let t = Instant::now();
+        w.push(rows([T0, T0 + 1]));
+        assert!(w.advance(None, t).expect("advance").is_empty());
+        w.push(rows([T0 + 2]));
+        assert!(
+            w.advance(None, t + Duration::from_secs(30))
+                .expect("advance")
+                .is_empty()
+        );
+        // Due by age: sealed even though no row is ready.
+        let first = w
+            .advance(None, t + Duration::from_secs(61))
+            .expect("advance");
+        assert_eq!(first.len(), 1);
+        assert_eq!(read(&first[0]).ts, vec![T0, T0 + 1, T0 + 2]);
+        // The next segment's age starts at its first row.
+        w.push(rows([T0 + 3]));
+        assert!(
+            w.advance(None, t + Duration::from_secs(200))
+                .expect("advance")
+                .is_empty()
+        );
+        assert!(
+            w.advance(None, t + Duration::from_secs(259))
+                .expect("advance")
+                .is_empty()
+        );
+        let second = w
+            .advance(None, t + Duration::from_secs(260))
+            .expect("advance");
+        assert_eq!(second.len(), 1);
+        assert_eq!(read(&second[0]).ts, vec![T0 + 3]);
+        assert!(w.close().expect("close").is_empty());
+    }
+
+    #[test]
+    fn older_row_starts_new_segment() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(tmp.path());
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        let now = Instant::now();
+        w.push(rows((100..110).map(|i| T0 + i)));
+        assert!(w.advance(None, now).expect("advance").is_empty());
+        // Equal to the last ts keeps the segment; older seals it first.
+        w.push(rows([T0 + 109]));
+        assert!(w.advance(None, now).expect("advance").is_empty());
+        w.push(rows([T0 + 50, T0 + 200]));
+        let first = w.advance(None, now).expect("advance");
+        assert_eq!(first.len(), 1);
+        let mut want: Vec<i64> = (100..110).map(|i| T0 + i).collect();
+        want.push(T0 + 109);
+        assert_eq!(read(&first[0]).ts, want);
+        let second = w.close().expect("close");
+        assert_eq!(second.len(), 1);
+        let seg = read(&second[0]);
+        assert_eq!(seg.ts, vec![T0 + 50, T0 + 200]);
+        assert_eq!(
+            seg.kv.get(meta::TS_MIN).map(String::as_str),
+            Some("2023-11-14T22:13:20.000000050Z")
+        );
+        assert_ne!(first[0], second[0]);
+    }
+
+    #[test]
+    fn empty_writer_leaves_no_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(tmp.path());
+        let data = cfg.data_dir.clone();
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        w.push(rows([T0 + 10]));
+        // Everything is at or above the watermark: nothing is written, no file is opened.
+        assert!(
+            w.advance(Some(T0), Instant::now())
+                .expect("advance")
+                .is_empty()
+        );
+        assert!(files_under(&data.join("inprogress")).is_empty());
+        drop(w);
+
+        let w = SegmentWriter::open(config(tmp.path())).expect("open");
+        assert!(w.close().expect("close").is_empty());
+        assert!(files_under(&data.join("segments")).is_empty());
+        assert!(files_under(&data.join("inprogress")).is_empty());
+    }
+
+    #[test]
+    fn each_segment_records_its_drop_delta() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = SegmentConfig {
+            boot_id: None,
+            source: "import",
+            ..config(tmp.path())
+        };
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        let t = Instant::now();
+        w.set_drop_totals(5, 1);
+        w.push(rows([T0]));
+        w.advance(None, t).expect("advance");
+        w.set_drop_totals(9, 3);
+        let first = w
+            .advance(None, t + Duration::from_secs(300))
+            .expect("advance");
+        assert_eq!(first.len(), 1);
+        w.set_drop_totals(12, 3);
+        w.push(rows([T0 + 1]));
+        w.advance(None, t + Duration::from_secs(301))
+            .expect("advance");
+        w.set_drop_totals(20, 3);
+        let second = w.close().expect("close");
+        assert_eq!(second.len(), 1);
+
+        let a = read(&first[0]).kv;
+        assert_eq!(a.get(meta::DROPPED_KERNEL).map(String::as_str), Some("9"));
+        assert_eq!(a.get(meta::DROPPED_USER).map(String::as_str), Some("3"));
+        assert_eq!(a.get(meta::SOURCE).map(String::as_str), Some("import"));
+        assert!(!a.contains_key(meta::BOOT_ID));
+        let b = read(&second[0]).kv;
+        assert_eq!(b.get(meta::DROPPED_KERNEL).map(String::as_str), Some("11"));
+        assert_eq!(b.get(meta::DROPPED_USER).map(String::as_str), Some("0"));
+    }
+
+    #[test]
+    fn names_are_unique_across_writers() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut sealed = Vec::new();
+        for _ in 0..3 {
+            let mut w = SegmentWriter::open(config(tmp.path())).expect("open");
+            w.push(rows([T0]));
+            sealed.extend(w.close().expect("close"));
+        }
+        let mut names: Vec<_> = sealed.iter().filter_map(|p| p.file_name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 3);
+        let data = config(tmp.path()).data_dir;
+        assert_eq!(files_under(&data.join("segments")).len(), 3);
+    }
+
+    #[test]
+    fn escapes_host_in_partition_and_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = SegmentConfig {
+            host: "a/b".into(),
+            ..config(tmp.path())
+        };
+        let data = cfg.data_dir.clone();
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        w.push(rows([T0]));
+        let sealed = w.close().expect("close");
+        assert_eq!(sealed.len(), 1);
+        let rel = sealed[0]
+            .strip_prefix(data.join("segments"))
+            .expect("under segments");
+        let rel = rel.to_str().expect("utf-8");
+        assert!(
+            rel.starts_with("host=a%2Fb/date=2023-11-14/hour=22/20231114T221320.000000000Z-a%2Fb-"),
+            "{rel}"
+        );
+        assert_eq!(
+            read(&sealed[0]).kv.get(meta::HOST).map(String::as_str),
+            Some("a/b")
+        );
+    }
+
+    #[test]
+    fn unwritten_rows_return_to_the_buffer_on_error() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(tmp.path());
+        let data = cfg.data_dir.clone();
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        fs::remove_dir(data.join("inprogress")).expect("remove inprogress");
+        w.push(rows((0..5).map(|i| T0 + i)));
+        let err = w
+            .advance(None, Instant::now())
+            .expect_err("advance must fail");
+        assert!(matches!(err, SegmentError::CreateFile { .. }), "{err:?}");
+        assert!(err.to_string().contains("inprogress"), "{err}");
+        assert_eq!((w.stats().rows_written, w.stats().rows_buffered), (0, 5));
+
+        fs::create_dir(data.join("inprogress")).expect("recreate inprogress");
+        let sealed = w.close().expect("close");
+        assert_eq!(
+            read(&sealed[0]).ts,
+            (0..5).map(|i| T0 + i).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn failed_seal_leaves_a_complete_inprogress_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(tmp.path());
+        let data = cfg.data_dir.clone();
+        let blocker = data.join("segments/host=h1");
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        fs::write(&blocker, b"in the way").expect("write blocker");
+        w.push(rows([T0, T0 + 1]));
+        let err = w.close().expect_err("close must fail");
+        assert!(matches!(err, SegmentError::CreateDir { .. }), "{err:?}");
+        assert!(err.to_string().contains("host=h1"), "{err}");
+
+        let left = files_under(&data.join("inprogress"));
+        assert_eq!(left.len(), 1);
+        let seg = read(&left[0]);
+        assert_eq!(seg.ts, vec![T0, T0 + 1]);
+        assert_eq!(
+            seg.kv.get(meta::TRANSACTIONS).map(String::as_str),
+            Some("2")
+        );
+        assert_eq!(files_under(&data.join("segments")), vec![blocker]);
+    }
+
+    #[test]
+    fn open_errors_name_the_directory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let blocker = tmp.path().join("data");
+        fs::write(&blocker, b"not a directory").expect("write");
+        let err = SegmentWriter::open(config(tmp.path()))
+            .err()
+            .expect("open must fail");
+        let msg = err.to_string();
+        assert!(matches!(err, SegmentError::CreateDir { .. }), "{err:?}");
+        assert!(msg.contains(&blocker.display().to_string()), "{msg}");
+
+        let bad =
+            |cfg: SegmentConfig| matches!(SegmentWriter::open(cfg), Err(SegmentError::Config(_)));
+        assert!(bad(SegmentConfig {
+            host: String::new(),
+            ..config(tmp.path())
+        }));
+        assert!(bad(SegmentConfig {
+            batch_rows: 0,
+            ..config(tmp.path())
+        }));
+    }
+}
