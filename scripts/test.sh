@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: packages, format, lints, every test (BPF tests included,
+# as root), and a check that no BPF test was skipped or left out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup-debian.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: the test suite loads real BPF programs and must run as root" >&2
+  echo "hint: sudo $0" >&2
+  exit 1
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# --test-threads: BPF tests serialise on a lock anyway; two threads keep the rest moving.
+cargo test --workspace -- --test-threads 2 2>&1 | tee "$log"
+
+# Every BPF test (named bpf_*) that exists must have run and passed: none skipped, none ignored.
+expected=$(cargo test -p dnsledger-recorder --test integration -- --list 2>/dev/null | grep -c '^bpf_.*: test$' || true)
+passed=$(grep -cE '^test bpf_[a-z0-9_]+ \.\.\. ok$' "$log" || true)
+if [ "$expected" -eq 0 ] || [ "$passed" -ne "$expected" ]; then
+  echo "error: $passed of $expected BPF tests passed; BPF tests must all run" >&2
+  exit 1
+fi
+if grep -qE '^test bpf_.* \.\.\. ignored' "$log"; then
+  echo "error: a BPF test was ignored" >&2
+  exit 1
+fi
+echo "all tests passed, including $passed BPF tests"
