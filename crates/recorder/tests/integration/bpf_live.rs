@@ -1,0 +1,374 @@
+//! Live capture with real BPF programs, real DNS servers and real clients on loopback.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// What the test expects of the row(s) of one client's name.
+#[derive(Debug, Clone)]
+struct Expect {
+    pid: u32,
+    comm: &'static str,
+    transport: &'static str,
+    ip_version: u8,
+    rcode: &'static str,
+    /// The client was started directly by this test (so its parent is the test process).
+    child_of_test: bool,
+}
+
+fn dig(args: &[&str]) -> Command {
+    let mut c = Command::new("dig");
+    c.args(["+tries=1", "+time=5"]).args(args);
+    c
+}
+
+#[test]
+fn bpf_programs_load_and_attach() {
+    let _g = bpf_lock();
+    let out = Command::new(DNSLEDGER)
+        .arg("check")
+        .output()
+        .expect("run dnsledger check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for program in [
+        "dns_egress",
+        "dns_ingress",
+        "dns_connect4",
+        "dns_connect6",
+        "dns_sendmsg4",
+        "dns_sendmsg6",
+        "dns_recvmsg4",
+        "dns_recvmsg6",
+        "dns_exec",
+        "dns_exit",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("program {program} ")))
+            .unwrap_or_else(|| panic!("no line for {program}:\n{stdout}"));
+        assert!(line.contains(" ok "), "{line}");
+        assert!(line.contains("loads and attaches"), "{line}");
+    }
+    assert!(stdout.contains("recording can work"), "{stdout}");
+}
+
+#[test]
+fn bpf_end_to_end_dnsmasq_clients() {
+    let _g = bpf_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Dnsmasq::start(dir.path());
+    let data = dir.path().join("data");
+    let rec = Recorder::start(&data, &["--ports", "53"]);
+
+    let mut expect: HashMap<String, Expect> = HashMap::new();
+    let me = std::process::id();
+    let mut add = |name: &str, e: Expect| {
+        expect.insert(name.to_string(), e);
+    };
+
+    let (pid, out) = run_client(&mut dig(&["@127.0.0.1", "u1.a.test"]));
+    assert!(out.contains("192.0.2.1"), "{out}");
+    add("u1.a.test", Expect { pid, comm: "dig", transport: "udp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+
+    let (pid, _) = run_client(&mut dig(&["+tcp", "@127.0.0.1", "t1.a.test"]));
+    add("t1.a.test", Expect { pid, comm: "dig", transport: "tcp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+
+    let (pid, out) = run_client(
+        Command::new("kdig")
+            .args(["@127.0.0.1", "+tcp", "+keepopen", "k1.a.test", "k2.a.test", "k3.a.test"]),
+    );
+    assert_eq!(out.matches("ANSWER SECTION").count(), 3, "{out}");
+    for n in ["k1.a.test", "k2.a.test", "k3.a.test"] {
+        add(n, Expect { pid, comm: "kdig", transport: "tcp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+    }
+
+    let (pid, _) = run_client(Command::new("drill").args(["d1.a.test", "@127.0.0.1"]));
+    add("d1.a.test", Expect { pid, comm: "drill", transport: "udp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+
+    // glibc's resolver through getent, with a private resolv.conf in a mount namespace.
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions attempts:1 timeout:5\n").expect("resolv.conf");
+    let script = format!(
+        "mount --bind {} /etc/resolv.conf && exec getent hosts g1.a.test",
+        resolv.display()
+    );
+    let (pid, out) = run_client(Command::new("unshare").args(["-m", "sh", "-c", &script]));
+    assert!(out.contains("g1.a.test"), "{out}");
+    add("g1.a.test", Expect { pid, comm: "getent", transport: "udp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+
+    let (pid, out) = run_client(&mut dig(&["@::1", "v6.a.test", "AAAA"]));
+    assert!(out.contains("2001:db8::1"), "{out}");
+    add("v6.a.test", Expect { pid, comm: "dig", transport: "udp", ip_version: 6, rcode: "NOERROR", child_of_test: true });
+
+    // A process that exits the moment its answer arrives.
+    let py = "import socket, struct, os, sys\n\
+              name = sys.argv[1]\n\
+              q = struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0)\n\
+              q += b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\x00'\n\
+              q += struct.pack('>HH', 1, 1)\n\
+              s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+              s.settimeout(5)\n\
+              s.sendto(q, ('127.0.0.1', 53))\n\
+              s.recv(4096)\n\
+              os._exit(0)\n";
+    let (pid, _) = run_client(Command::new(python()).args(["-c", py, "p1.a.test"]));
+    add("p1.a.test", Expect { pid, comm: "python3", transport: "udp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+
+    let (pid, out) = run_client(&mut dig(&["@127.0.0.1", "n1.nx.test"]));
+    assert!(out.contains("NXDOMAIN"), "{out}");
+    add("n1.nx.test", Expect { pid, comm: "dig", transport: "udp", ip_version: 4, rcode: "NXDOMAIN", child_of_test: true });
+
+    let (pid, out) = run_client(&mut dig(&["@127.0.0.1", "r1.refused.test"]));
+    assert!(out.contains("REFUSED"), "{out}");
+    add("r1.refused.test", Expect { pid, comm: "dig", transport: "udp", ip_version: 4, rcode: "REFUSED", child_of_test: true });
+
+    // 200 short-lived dig processes, 8 at a time.
+    let names: Vec<String> = (0..200).map(|i| format!("s{i}.a.test")).collect();
+    for chunk in names.chunks(8) {
+        let children: Vec<_> = chunk
+            .iter()
+            .map(|n| {
+                let child = dig(&["+short", "@127.0.0.1", n])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn dig");
+                (n.clone(), child)
+            })
+            .collect();
+        for (n, mut child) in children {
+            let pid = child.id();
+            let status = wait_child(&mut child, Duration::from_secs(30));
+            assert!(status.success(), "dig {n}: {status}");
+            add(&n, Expect { pid, comm: "dig", transport: "udp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+        }
+    }
+
+    let logs = rec.stop();
+    let logged = server.queries();
+    let rows: Vec<Row> = all_rows(&data)
+        .into_iter()
+        .filter(|r| r.server_port == 53 && (r.server_ip == "127.0.0.1" || r.server_ip == "::1"))
+        .filter(|r| r.qname.as_deref().is_some_and(|q| q.ends_with(".test")))
+        .collect();
+
+    // Exactly one answered row per query the server logged, and nothing else for these names.
+    let mut logged_count: HashMap<(String, String), usize> = HashMap::new();
+    for (qtype, name) in &logged {
+        *logged_count.entry((qtype.clone(), name.clone())).or_default() += 1;
+    }
+    let mut row_count: HashMap<(String, String), usize> = HashMap::new();
+    for r in &rows {
+        assert_eq!(r.status, "answered", "row not answered: {r:?}\nrecorder log:\n{}", logs.join("\n"));
+        *row_count
+            .entry((r.qtype_name.clone().unwrap_or_default(), r.qname.clone().unwrap_or_default()))
+            .or_default() += 1;
+    }
+    let missing: Vec<_> = logged_count
+        .iter()
+        .filter(|(k, n)| row_count.get(*k) != Some(n))
+        .map(|(k, n)| format!("{k:?}: server logged {n}, rows {:?}", row_count.get(k)))
+        .collect();
+    assert!(missing.is_empty(), "mismatches:\n{}\nrecorder log:\n{}", missing.join("\n"), logs.join("\n"));
+    assert_eq!(rows.len(), logged.len(), "rows for names the server never logged");
+    assert!(logged.len() >= 211, "server logged only {} queries", logged.len());
+
+    let my_netns = std::fs::metadata("/proc/self/ns/net").expect("netns").ino() as u32;
+    for r in &rows {
+        let name = r.qname.as_deref().unwrap_or_default();
+        let e = expect
+            .get(name)
+            .unwrap_or_else(|| panic!("row for a name no client asked: {r:?}"));
+        assert_eq!(r.pid, Some(e.pid), "pid of {name}: {r:?}");
+        assert_eq!(r.comm.as_deref(), Some(e.comm), "comm of {name}: {r:?}");
+        assert_eq!(r.transport, e.transport, "transport of {name}");
+        assert_eq!(r.ip_version, e.ip_version, "ip version of {name}");
+        assert_eq!(r.rcode_name.as_deref(), Some(e.rcode), "rcode of {name}: {r:?}");
+        assert!(r.tid.is_some() && r.uid == Some(0), "tid/uid of {name}: {r:?}");
+        if e.child_of_test && e.comm != "getent" {
+            assert_eq!(r.ppid, Some(me), "ppid of {name}: {r:?}");
+        }
+        let exe = r.exe.as_deref().unwrap_or_default();
+        assert!(exe.contains(e.comm), "exe of {name}: {r:?}");
+        let cmdline = r.cmdline.as_deref().unwrap_or_default();
+        assert!(
+            cmdline.contains(name) || e.comm == "kdig",
+            "cmdline of {name}: {r:?}"
+        );
+        assert!(r.cgroup_id.is_some() && r.cgroup_path.is_some(), "cgroup of {name}: {r:?}");
+        assert_eq!(r.netns, Some(my_netns), "netns of {name}");
+        if r.qtype_name.as_deref() == Some("A") && e.rcode == "NOERROR" {
+            assert_eq!(r.answer_ips, vec!["192.0.2.1".to_string()], "answers of {name}");
+        }
+        if r.qtype_name.as_deref() == Some("AAAA") && e.rcode == "NOERROR" {
+            assert_eq!(r.answer_ips, vec!["2001:db8::1".to_string()], "answers of {name}");
+        }
+        assert!(r.query_raw.is_some() && r.response_raw.is_some(), "raw of {name}");
+        assert!(r.parse_error.is_none(), "parse error for {name}: {r:?}");
+    }
+    // dnsmasq explains its REFUSED with an extended DNS error.
+    let refused = rows.iter().find(|r| r.qname.as_deref() == Some("r1.refused.test")).expect("refused row");
+    assert!(refused.ede_code.is_some(), "{refused:?}");
+}
+
+/// A UDP and a TCP socket that connect()ed to the server before the recorder started.
+#[test]
+fn bpf_socket_connected_before_start_is_attributed() {
+    let _g = bpf_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _server = Dnsmasq::start(dir.path());
+    let py = "import socket, struct, sys\n\
+              def q(name, tcp):\n\
+              \x20   m = struct.pack('>HHHHHH', 0x1111, 0x0100, 1, 0, 0, 0)\n\
+              \x20   m += b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\x00'\n\
+              \x20   m += struct.pack('>HH', 1, 1)\n\
+              \x20   return struct.pack('>H', len(m)) + m if tcp else m\n\
+              u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.connect(('127.0.0.1', 53)); u.settimeout(5)\n\
+              t = socket.create_connection(('127.0.0.1', 53), timeout=5)\n\
+              print('ready', flush=True)\n\
+              sys.stdin.readline()\n\
+              u.send(q('pre-udp.a.test', False)); u.recv(4096)\n\
+              t.sendall(q('pre-tcp.a.test', True)); t.recv(4096)\n\
+              print('done', flush=True)\n\
+              sys.stdin.readline()\n";
+    let mut client = Command::new(python())
+        .args(["-c", py])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python client");
+    let pid = client.id();
+    let mut stdin = client.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("ready line");
+    assert_eq!(line.trim(), "ready");
+
+    let data = dir.path().join("data");
+    let rec = Recorder::start(&data, &[]);
+    writeln!(stdin, "go").expect("go");
+    line.clear();
+    stdout.read_line(&mut line).expect("done line");
+    assert_eq!(line.trim(), "done");
+    let logs = rec.stop();
+    writeln!(stdin, "exit").expect("exit");
+    drop(stdin);
+    wait_child(&mut client, Duration::from_secs(10));
+
+    let rows = all_rows(&data);
+    for (name, transport) in [("pre-udp.a.test", "udp"), ("pre-tcp.a.test", "tcp")] {
+        let matching: Vec<_> = rows.iter().filter(|r| r.qname.as_deref() == Some(name)).collect();
+        assert_eq!(matching.len(), 1, "{name}: {matching:?}\n{}", logs.join("\n"));
+        let r = matching[0];
+        assert_eq!(r.status, "answered", "{r:?}");
+        assert_eq!(r.transport, transport);
+        assert_eq!(r.pid, Some(pid), "{r:?}");
+        assert_eq!(r.comm.as_deref(), Some("python3"), "{r:?}");
+        // Started before the recorder: exe and cmdline come from /proc.
+        assert!(r.exe.as_deref().is_some_and(|e| e.contains("python3")), "{r:?}");
+    }
+}
+
+/// Queries nobody answers become `unanswered`; answers nobody asked for, `unsolicited`.
+#[test]
+fn bpf_unanswered_and_unsolicited() {
+    let _g = bpf_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let rec = Recorder::start(&data, &["--ports", "5301", "--pair-timeout", "1s"]);
+    let py = "import socket, struct, time\n\
+              def msg(name, flags):\n\
+              \x20   m = struct.pack('>HHHHHH', 0x2222, flags, 1, 0, 0, 0)\n\
+              \x20   m += b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\x00'\n\
+              \x20   return m + struct.pack('>HH', 1, 1)\n\
+              silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); silent.bind(('127.0.0.1', 5301))\n\
+              c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.bind(('127.0.0.1', 0))\n\
+              c.sendto(msg('nobody.answers.test', 0x0100), ('127.0.0.1', 5301))\n\
+              silent.recv(4096)\n\
+              silent.sendto(msg('nobody.asked.test', 0x8180), c.getsockname())\n\
+              c.recv(4096)\n\
+              time.sleep(2.5)\n";
+    run_client(Command::new(python()).args(["-c", py]));
+    rec.stop();
+    let rows = all_rows(&data);
+    let by_name = |n: &str| -> Vec<&Row> { rows.iter().filter(|r| r.qname.as_deref() == Some(n)).collect() };
+    let unanswered = by_name("nobody.answers.test");
+    assert_eq!(unanswered.len(), 1, "{rows:?}");
+    assert_eq!(unanswered[0].status, "unanswered");
+    assert!(unanswered[0].query_raw.is_some() && unanswered[0].response_raw.is_none());
+    assert_eq!(unanswered[0].comm.as_deref(), Some("python3"));
+    let unsolicited = by_name("nobody.asked.test");
+    assert_eq!(unsolicited.len(), 1, "{rows:?}");
+    assert_eq!(unsolicited[0].status, "unsolicited");
+    assert!(unsolicited[0].response_raw.is_some() && unsolicited[0].query_raw.is_none());
+}
+
+#[test]
+fn bpf_rotation_seals_several_segments() {
+    let _g = bpf_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _server = Dnsmasq::start(dir.path());
+    let data = dir.path().join("data");
+    let rec = Recorder::start(&data, &["--rotate-age", "2s"]);
+    let start = std::time::Instant::now();
+    let mut sent = 0;
+    while start.elapsed() < Duration::from_secs(7) {
+        run_client(&mut dig(&["+short", "@127.0.0.1", &format!("rot{sent}.a.test")]));
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rec.stop();
+    let files = segment_files(&data);
+    assert!(files.len() >= 3, "only {} segments: {files:?}", files.len());
+    let mut total = 0;
+    for f in &files {
+        assert_eq!(f.extension().and_then(|e| e.to_str()), Some("parquet"), "stray file {f:?}");
+        let (batches, meta) = read_segment(f);
+        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert!(n > 0, "empty segment {f:?}");
+        assert_eq!(meta.get("dnsledger.transactions").map(String::as_str), Some(n.to_string().as_str()), "{f:?}");
+        for key in ["dnsledger.dropped_kernel", "dnsledger.dropped_user", "dnsledger.schema_version", "dnsledger.ts_min", "dnsledger.ts_max"] {
+            assert!(meta.contains_key(key), "{key} missing in {f:?}");
+        }
+        let ts: Vec<i64> = rows(&batches).iter().map(|r| r.ts).collect();
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "rows out of order in {f:?}");
+        total += rows(&batches)
+            .iter()
+            .filter(|r| r.qname.as_deref().is_some_and(|q| q.starts_with("rot")))
+            .count();
+    }
+    assert_eq!(total, sent, "every query in exactly one segment");
+    // Nothing in progress is left under segments/ (only .parquet files were found above).
+}
+
+#[test]
+fn bpf_sigkill_leaves_no_programs() {
+    let _g = bpf_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(&dir.path().join("data"), &[]);
+    let ours = || -> Vec<u64> {
+        let out = Command::new("bpftool")
+            .args(["prog", "show"])
+            .output()
+            .expect("bpftool prog show");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(" name dns_"))
+            .filter_map(|l| l.split(':').next()?.trim().parse().ok())
+            .collect()
+    };
+    let while_running = ours();
+    assert!(while_running.len() >= 10, "programs while recording: {while_running:?}");
+    let mut rec = rec;
+    signal(rec.pid(), libc::SIGKILL);
+    wait_child(&mut rec.child, Duration::from_secs(10));
+    wait_for("the kernel to release the programs", Duration::from_secs(20), || {
+        let left = ours();
+        while_running.iter().all(|id| !left.contains(id))
+    });
+}
