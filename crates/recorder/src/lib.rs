@@ -2,6 +2,7 @@
 //!
 //! Everything after the capture source is pure and unit-tested; only [`bpf`] touches libbpf-rs.
 
+pub mod dns;
 pub mod event;
 pub mod bpf;
 pub mod procs;
