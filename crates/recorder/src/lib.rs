@@ -2,8 +2,9 @@
 //!
 //! Everything after the capture source is pure and unit-tested; only [`bpf`] touches libbpf-rs.
 
+pub mod bpf;
+pub mod config;
 pub mod dns;
 pub mod event;
-pub mod bpf;
+pub mod pair;
 pub mod procs;
-pub mod config;
