@@ -4,6 +4,8 @@
 
 pub mod bpf;
 pub mod config;
+pub mod dns;
 pub mod event;
+pub mod pair;
 pub mod procs;
 pub mod segment;
