@@ -190,7 +190,9 @@ static __always_inline void owner_from_current(struct sock_owner *o)
 	o->gid = uid_gid >> 32;
 	o->cgroup_id = bpf_get_current_cgroup_id();
 	o->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
-	bpf_get_current_comm(o->comm, sizeof(o->comm));
+	/* The process's name (its main thread's comm), not the name of the sending thread. */
+	if (BPF_CORE_READ_STR_INTO(&o->comm, task, group_leader, comm) < 0)
+		bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
 
 /* Emits one packet event of at most TIER bytes of packet data. */
@@ -212,7 +214,12 @@ static __always_inline void owner_from_current(struct sock_owner *o)
 		e->ts_boot_ns = ts;                                                        \
 		e->sock_cookie = cookie;                                                   \
 		e->owner = *owner;                                                         \
-		if (len == 0 || bpf_skb_load_bytes(skb, 0, (void *)(e + 1), len)) {        \
+		/* Re-check the bound on a fresh register: clang may otherwise test */     \
+		/* a copy and leave the verifier without a range for the length. */        \
+		__u64 n = len;                                                             \
+		barrier_var(n);                                                            \
+		if (n < 1 || n > (TIER) ||                                                 \
+		    bpf_skb_load_bytes(skb, 0, (void *)(e + 1), n)) {                      \
 			count(CNT_LOAD_BYTES);                                             \
 			bpf_ringbuf_discard(e, 0);                                         \
 			return;                                                            \
@@ -227,7 +234,7 @@ static __always_inline void emit_packet(struct __sk_buff *skb, __u8 dir, __u8 sr
 {
 	__u64 ts = bpf_ktime_get_boot_ns();
 	__u64 cookie = bpf_get_socket_cookie(skb);
-	__u32 len = skb->len;
+	__u64 len = skb->len;
 
 	if (len > max_copy)
 		len = max_copy;

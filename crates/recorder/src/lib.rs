@@ -4,8 +4,11 @@
 
 pub mod bpf;
 pub mod config;
+pub mod decode;
 pub mod dns;
 pub mod event;
 pub mod pair;
+pub mod pcap;
+pub mod pipeline;
 pub mod procs;
 pub mod segment;

@@ -51,6 +51,14 @@ enum Command {
     Check(CheckArgs),
 }
 
+/// A comma-separated port list as one value (clap would treat a `Vec` as many values).
+#[derive(Clone, Debug)]
+struct PortList(Vec<u16>);
+
+fn parse_port_list(s: &str) -> Result<PortList, String> {
+    config::parse_ports(s).map(PortList)
+}
+
 #[derive(Debug, Args)]
 struct Common {
     /// Data directory: sealed segments go to <DIR>/segments, in-progress files elsewhere.
@@ -58,8 +66,8 @@ struct Common {
     #[arg(long, env = "DNSLEDGER_DATA", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// DNS ports to watch, comma-separated, at most 16. [default: 53 (record), 53,5353,5355 (import)]
-    #[arg(long, value_name = "PORTS", value_parser = config::parse_ports)]
-    ports: Option<Vec<u16>>,
+    #[arg(long, value_name = "PORTS", value_parser = parse_port_list)]
+    ports: Option<PortList>,
     /// Seal a segment once it reaches this size (e.g. 128MiB). [default: 128MiB]
     #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
     rotate_size: Option<u64>,
@@ -106,8 +114,8 @@ struct ImportArgs {
 #[derive(Debug, Args)]
 struct CheckArgs {
     /// DNS ports to configure the probe programs with.
-    #[arg(long, value_name = "PORTS", value_parser = config::parse_ports)]
-    ports: Option<Vec<u16>>,
+    #[arg(long, value_name = "PORTS", value_parser = parse_port_list)]
+    ports: Option<PortList>,
 }
 
 fn settings(common: &Common, default_ports: &[u16]) -> anyhow::Result<Settings> {
@@ -120,7 +128,7 @@ fn settings(common: &Common, default_ports: &[u16]) -> anyhow::Result<Settings> 
         s.data_dir = d.clone();
     }
     if let Some(p) = &common.ports {
-        s.ports = p.clone();
+        s.ports = p.0.clone();
     }
     if let Some(v) = common.rotate_size {
         s.rotate_size = v;
@@ -152,6 +160,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -462,7 +471,9 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     bpf::route_libbpf_log();
     let cfg = BpfConfig {
-        ports: args.ports.unwrap_or_else(|| config::DEFAULT_PORTS.to_vec()),
+        ports: args
+            .ports
+            .map_or_else(|| config::DEFAULT_PORTS.to_vec(), |p| p.0),
         max_payload: config::DEFAULT_MAX_PAYLOAD,
         ring_bytes: 1 << 20,
         self_tgid: std::process::id(),

@@ -1,1 +1,5 @@
+//! The recorder's one integration-test binary (one binary keeps link time down).
+//! Tests named `bpf_*` load real BPF programs: they need root and are never skipped.
 
+mod bpf_live;
+mod common;
