@@ -218,6 +218,8 @@ impl Batch {
 
 const BATCH_RECORDS: usize = 4096;
 const BATCH_BYTES: usize = 4 << 20;
+/// Events held in user space while the writer is behind, before they are dropped.
+const BATCH_MAX_PENDING: usize = 256 << 20;
 const CHANNEL_BATCHES: usize = 64;
 const TICK: Duration = Duration::from_millis(200);
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
@@ -269,19 +271,21 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         ring_bytes: s.ring_size,
         self_tgid: std::process::id(),
     };
+    // Hands the batch to the writer. When the writer is behind (channel full) the batch keeps
+    // growing here instead; only past BATCH_MAX_PENDING bytes are its events dropped, and
+    // counted, so that the ring buffer keeps draining and the kernel never waits.
     let send = |batch: &mut Batch, tx: &SyncSender<Batch>| {
         if batch.ends.is_empty() {
             return;
         }
-        let next = free_rx.try_recv().unwrap_or_default();
-        let full = std::mem::replace(batch, next);
-        let n = full.ends.len() as u64;
-        match tx.try_send(full) {
-            Ok(()) => {}
-            Err(TrySendError::Full(mut b)) | Err(TrySendError::Disconnected(mut b)) => {
-                user_drops.fetch_add(n, Ordering::Relaxed);
-                b.clear();
+        match tx.try_send(std::mem::take(batch)) {
+            Ok(()) => *batch = free_rx.try_recv().unwrap_or_default(),
+            Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
                 *batch = b;
+                if batch.buf.len() >= BATCH_MAX_PENDING {
+                    user_drops.fetch_add(batch.ends.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                }
             }
         }
     };
@@ -310,6 +314,11 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         },
         || send(&mut batch_cell.borrow_mut(), &tx),
     );
+    // Whatever the writer could not take yet goes now, waiting for it: nothing is left behind.
+    let last = batch_cell.into_inner();
+    if !last.ends.is_empty() && tx.send(last).is_err() {
+        warn!("the writer stopped before the last events could be handed over");
+    }
     drop(tx);
     let written = worker
         .join()

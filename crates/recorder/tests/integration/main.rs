@@ -2,4 +2,5 @@
 //! Tests named `bpf_*` load real BPF programs: they need root and are never skipped.
 
 mod bpf_live;
+mod bpf_replay;
 mod common;
