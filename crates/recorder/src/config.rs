@@ -195,7 +195,9 @@ pub fn parse_max_payload(s: &str) -> Result<u32, String> {
 pub fn parse_ring_size(s: &str) -> Result<u32, String> {
     let v = parse_size(s)?;
     if !(1 << 20..=1 << 30).contains(&v) {
-        return Err(format!("`{s}` is out of range: the ring buffer is 1MiB to 1GiB"));
+        return Err(format!(
+            "`{s}` is out of range: the ring buffer is 1MiB to 1GiB"
+        ));
     }
     Ok(v.next_power_of_two() as u32)
 }
@@ -223,13 +225,21 @@ mod tests {
         assert!(parse_ports("0").is_err());
         assert!(parse_ports("70000").unwrap_err().contains("`70000`"));
         let many: Vec<String> = (1..=17).map(|p| p.to_string()).collect();
-        assert!(parse_ports(&many.join(",")).unwrap_err().contains("17 ports"));
+        assert!(
+            parse_ports(&many.join(","))
+                .unwrap_err()
+                .contains("17 ports")
+        );
     }
 
     #[test]
     fn payload_and_ring() {
         assert_eq!(parse_max_payload("4096"), Ok(4096));
-        assert!(parse_max_payload("64KiB").unwrap_err().contains("out of range"));
+        assert!(
+            parse_max_payload("64KiB")
+                .unwrap_err()
+                .contains("out of range")
+        );
         assert!(parse_max_payload("4").is_err());
         assert_eq!(parse_ring_size("3MiB"), Ok(4 << 20));
         assert!(parse_ring_size("4KiB").is_err());
@@ -258,7 +268,10 @@ mod tests {
             .apply_file(&path, FileConfig::load(&path).expect("load"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("rotate-size") && err.contains("`big`"), "{err}");
+        assert!(
+            err.contains("rotate-size") && err.contains("`big`"),
+            "{err}"
+        );
 
         std::fs::write(&path, "colour = 1\n").expect("write");
         let err = FileConfig::load(&path).unwrap_err().to_string();

@@ -236,7 +236,8 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install signal handler")?;
     }
     let attr = LiveAttribution {
         table: ProcessTable::new("/proc", Some(cgroup_root.clone())),
@@ -357,7 +358,9 @@ fn writer_loop(
                             pipeline.packet(&pkt);
                         }
                         Ok(Event::Exec(e)) => pipeline.attr_mut().table.exec(&e),
-                        Ok(Event::Exit { pid, ts_ns }) => pipeline.attr_mut().table.exit(pid, ts_ns),
+                        Ok(Event::Exit { pid, ts_ns }) => {
+                            pipeline.attr_mut().table.exit(pid, ts_ns)
+                        }
                         Err(e) => {
                             bad_events += 1;
                             debug!("skipping ring buffer record: {e}");
@@ -434,10 +437,11 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         let result = source.for_each(|pkt| {
             pipeline.packet(pkt);
             count += 1;
-            if count % 1024 == 0 && tick_error.is_none() {
-                if let Err(e) = pipeline.tick(pkt.ts_ns) {
-                    tick_error = Some(e);
-                }
+            if count.is_multiple_of(1024)
+                && tick_error.is_none()
+                && let Err(e) = pipeline.tick(pkt.ts_ns)
+            {
+                tick_error = Some(e);
             }
         });
         if let Some(e) = tick_error {

@@ -37,7 +37,8 @@ fn read_trimmed(path: &str) -> Option<String> {
 impl HostFacts {
     pub fn detect() -> Self {
         Self {
-            hostname: read_trimmed("/proc/sys/kernel/hostname").unwrap_or_else(|| "localhost".into()),
+            hostname: read_trimmed("/proc/sys/kernel/hostname")
+                .unwrap_or_else(|| "localhost".into()),
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
             kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
         }

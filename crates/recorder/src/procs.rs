@@ -163,11 +163,13 @@ fn read_proc(proc_root: &Path, pid: u32) -> Proc {
     let exe = std::fs::read_link(dir.join("exe"))
         .ok()
         .map(|p| Arc::from(p.to_string_lossy().as_ref()));
-    let ppid = std::fs::read_to_string(dir.join("status")).ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("PPid:"))
-            .and_then(|v| v.trim().parse().ok())
-    });
+    let ppid = std::fs::read_to_string(dir.join("status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        });
     let netns = std::fs::metadata(dir.join("ns/net"))
         .ok()
         .map(|m| m.ino() as u32);
@@ -304,7 +306,10 @@ mod tests {
             container_id("/machine.slice/machine-web\\x2d1.scope").as_deref(),
             Some("web-1")
         );
-        assert_eq!(container_id("/user.slice/user-0.slice/session-3.scope"), None);
+        assert_eq!(
+            container_id("/user.slice/user-0.slice/session-3.scope"),
+            None
+        );
         assert_eq!(container_id("/"), None);
         // 65 hex digits is not an id.
         assert_eq!(container_id(&format!("/docker/{ID}a")), None);

@@ -236,7 +236,11 @@ pub fn describe() -> String {
             "{} {} {}\n",
             field.name(),
             field.data_type(),
-            if field.is_nullable() { "null" } else { "not null" }
+            if field.is_nullable() {
+                "null"
+            } else {
+                "not null"
+            }
         ));
     }
     out

@@ -81,7 +81,9 @@ pub enum BpfError {
     },
     #[error("cannot open the BPF object: {0}")]
     Open(libbpf_rs::Error),
-    #[error("cannot load the BPF programs: {0}\nhint: run `dnsledger check` to see which program the kernel refuses")]
+    #[error(
+        "cannot load the BPF programs: {0}\nhint: run `dnsledger check` to see which program the kernel refuses"
+    )]
     Load(libbpf_rs::Error),
     #[error("cannot attach BPF program `{program}`: {source}")]
     Attach {
@@ -469,7 +471,10 @@ mod tests {
         );
         let escaped = "41 31 0:38 / /mnt/my\\040cg rw shared:5 - cgroup2 none rw\n";
         assert_eq!(cgroup2_mount_in(escaped), Some(PathBuf::from("/mnt/my cg")));
-        assert_eq!(cgroup2_mount_in("25 1 0:23 / /sys rw - sysfs sysfs rw\n"), None);
+        assert_eq!(
+            cgroup2_mount_in("25 1 0:23 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
     }
 
     #[test]

@@ -34,7 +34,11 @@ fn bpf_programs_load_and_attach() {
         .output()
         .expect("run dnsledger check");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for program in [
         "dns_egress",
         "dns_ingress",
@@ -73,37 +77,105 @@ fn bpf_end_to_end_dnsmasq_clients() {
 
     let (pid, out) = run_client(&mut dig(&["@127.0.0.1", "u1.a.test"]));
     assert!(out.contains("192.0.2.1"), "{out}");
-    add("u1.a.test", Expect { pid, comm: "dig", transport: "udp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+    add(
+        "u1.a.test",
+        Expect {
+            pid,
+            comm: "dig",
+            transport: "udp",
+            ip_version: 4,
+            rcode: "NOERROR",
+            child_of_test: true,
+        },
+    );
 
     let (pid, _) = run_client(&mut dig(&["+tcp", "@127.0.0.1", "t1.a.test"]));
-    add("t1.a.test", Expect { pid, comm: "dig", transport: "tcp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
-
-    let (pid, out) = run_client(
-        Command::new("kdig")
-            .args(["@127.0.0.1", "+tcp", "+keepopen", "k1.a.test", "k2.a.test", "k3.a.test"]),
+    add(
+        "t1.a.test",
+        Expect {
+            pid,
+            comm: "dig",
+            transport: "tcp",
+            ip_version: 4,
+            rcode: "NOERROR",
+            child_of_test: true,
+        },
     );
+
+    let (pid, out) = run_client(Command::new("kdig").args([
+        "@127.0.0.1",
+        "+tcp",
+        "+keepopen",
+        "k1.a.test",
+        "k2.a.test",
+        "k3.a.test",
+    ]));
     assert_eq!(out.matches("ANSWER SECTION").count(), 3, "{out}");
     for n in ["k1.a.test", "k2.a.test", "k3.a.test"] {
-        add(n, Expect { pid, comm: "kdig", transport: "tcp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+        add(
+            n,
+            Expect {
+                pid,
+                comm: "kdig",
+                transport: "tcp",
+                ip_version: 4,
+                rcode: "NOERROR",
+                child_of_test: true,
+            },
+        );
     }
 
     let (pid, _) = run_client(Command::new("drill").args(["d1.a.test", "@127.0.0.1"]));
-    add("d1.a.test", Expect { pid, comm: "drill", transport: "udp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+    add(
+        "d1.a.test",
+        Expect {
+            pid,
+            comm: "drill",
+            transport: "udp",
+            ip_version: 4,
+            rcode: "NOERROR",
+            child_of_test: true,
+        },
+    );
 
     // glibc's resolver through getent, with a private resolv.conf in a mount namespace.
     let resolv = dir.path().join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions attempts:1 timeout:5\n").expect("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.1\noptions attempts:1 timeout:5\n",
+    )
+    .expect("resolv.conf");
     let script = format!(
         "mount --bind {} /etc/resolv.conf && exec getent hosts g1.a.test",
         resolv.display()
     );
     let (pid, out) = run_client(Command::new("unshare").args(["-m", "sh", "-c", &script]));
     assert!(out.contains("g1.a.test"), "{out}");
-    add("g1.a.test", Expect { pid, comm: "getent", transport: "udp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+    add(
+        "g1.a.test",
+        Expect {
+            pid,
+            comm: "getent",
+            transport: "udp",
+            ip_version: 4,
+            rcode: "NOERROR",
+            child_of_test: true,
+        },
+    );
 
     let (pid, out) = run_client(&mut dig(&["@::1", "v6.a.test", "AAAA"]));
     assert!(out.contains("2001:db8::1"), "{out}");
-    add("v6.a.test", Expect { pid, comm: "dig", transport: "udp", ip_version: 6, rcode: "NOERROR", child_of_test: true });
+    add(
+        "v6.a.test",
+        Expect {
+            pid,
+            comm: "dig",
+            transport: "udp",
+            ip_version: 6,
+            rcode: "NOERROR",
+            child_of_test: true,
+        },
+    );
 
     // A process that exits the moment its answer arrives.
     let py = "import socket, struct, os, sys\n\
@@ -117,15 +189,45 @@ fn bpf_end_to_end_dnsmasq_clients() {
               s.recv(4096)\n\
               os._exit(0)\n";
     let (pid, _) = run_client(Command::new(python()).args(["-c", py, "p1.a.test"]));
-    add("p1.a.test", Expect { pid, comm: "python3", transport: "udp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+    add(
+        "p1.a.test",
+        Expect {
+            pid,
+            comm: "python3",
+            transport: "udp",
+            ip_version: 4,
+            rcode: "NOERROR",
+            child_of_test: true,
+        },
+    );
 
     let (pid, out) = run_client(&mut dig(&["@127.0.0.1", "n1.nx.test"]));
     assert!(out.contains("NXDOMAIN"), "{out}");
-    add("n1.nx.test", Expect { pid, comm: "dig", transport: "udp", ip_version: 4, rcode: "NXDOMAIN", child_of_test: true });
+    add(
+        "n1.nx.test",
+        Expect {
+            pid,
+            comm: "dig",
+            transport: "udp",
+            ip_version: 4,
+            rcode: "NXDOMAIN",
+            child_of_test: true,
+        },
+    );
 
     let (pid, out) = run_client(&mut dig(&["@127.0.0.1", "r1.refused.test"]));
     assert!(out.contains("REFUSED"), "{out}");
-    add("r1.refused.test", Expect { pid, comm: "dig", transport: "udp", ip_version: 4, rcode: "REFUSED", child_of_test: true });
+    add(
+        "r1.refused.test",
+        Expect {
+            pid,
+            comm: "dig",
+            transport: "udp",
+            ip_version: 4,
+            rcode: "REFUSED",
+            child_of_test: true,
+        },
+    );
 
     // 200 short-lived dig processes, 8 at a time.
     let names: Vec<String> = (0..200).map(|i| format!("s{i}.a.test")).collect();
@@ -145,7 +247,17 @@ fn bpf_end_to_end_dnsmasq_clients() {
             let pid = child.id();
             let status = wait_child(&mut child, Duration::from_secs(30));
             assert!(status.success(), "dig {n}: {status}");
-            add(&n, Expect { pid, comm: "dig", transport: "udp", ip_version: 4, rcode: "NOERROR", child_of_test: true });
+            add(
+                &n,
+                Expect {
+                    pid,
+                    comm: "dig",
+                    transport: "udp",
+                    ip_version: 4,
+                    rcode: "NOERROR",
+                    child_of_test: true,
+                },
+            );
         }
     }
 
@@ -160,13 +272,23 @@ fn bpf_end_to_end_dnsmasq_clients() {
     // Exactly one answered row per query the server logged, and nothing else for these names.
     let mut logged_count: HashMap<(String, String), usize> = HashMap::new();
     for (qtype, name) in &logged {
-        *logged_count.entry((qtype.clone(), name.clone())).or_default() += 1;
+        *logged_count
+            .entry((qtype.clone(), name.clone()))
+            .or_default() += 1;
     }
     let mut row_count: HashMap<(String, String), usize> = HashMap::new();
     for r in &rows {
-        assert_eq!(r.status, "answered", "row not answered: {r:?}\nrecorder log:\n{}", logs.join("\n"));
+        assert_eq!(
+            r.status,
+            "answered",
+            "row not answered: {r:?}\nrecorder log:\n{}",
+            logs.join("\n")
+        );
         *row_count
-            .entry((r.qtype_name.clone().unwrap_or_default(), r.qname.clone().unwrap_or_default()))
+            .entry((
+                r.qtype_name.clone().unwrap_or_default(),
+                r.qname.clone().unwrap_or_default(),
+            ))
             .or_default() += 1;
     }
     let missing: Vec<_> = logged_count
@@ -174,9 +296,22 @@ fn bpf_end_to_end_dnsmasq_clients() {
         .filter(|(k, n)| row_count.get(*k) != Some(n))
         .map(|(k, n)| format!("{k:?}: server logged {n}, rows {:?}", row_count.get(k)))
         .collect();
-    assert!(missing.is_empty(), "mismatches:\n{}\nrecorder log:\n{}", missing.join("\n"), logs.join("\n"));
-    assert_eq!(rows.len(), logged.len(), "rows for names the server never logged");
-    assert!(logged.len() >= 211, "server logged only {} queries", logged.len());
+    assert!(
+        missing.is_empty(),
+        "mismatches:\n{}\nrecorder log:\n{}",
+        missing.join("\n"),
+        logs.join("\n")
+    );
+    assert_eq!(
+        rows.len(),
+        logged.len(),
+        "rows for names the server never logged"
+    );
+    assert!(
+        logged.len() >= 211,
+        "server logged only {} queries",
+        logged.len()
+    );
 
     let my_netns = std::fs::metadata("/proc/self/ns/net").expect("netns").ino() as u32;
     for r in &rows {
@@ -188,8 +323,15 @@ fn bpf_end_to_end_dnsmasq_clients() {
         assert_eq!(r.comm.as_deref(), Some(e.comm), "comm of {name}: {r:?}");
         assert_eq!(r.transport, e.transport, "transport of {name}");
         assert_eq!(r.ip_version, e.ip_version, "ip version of {name}");
-        assert_eq!(r.rcode_name.as_deref(), Some(e.rcode), "rcode of {name}: {r:?}");
-        assert!(r.tid.is_some() && r.uid == Some(0), "tid/uid of {name}: {r:?}");
+        assert_eq!(
+            r.rcode_name.as_deref(),
+            Some(e.rcode),
+            "rcode of {name}: {r:?}"
+        );
+        assert!(
+            r.tid.is_some() && r.uid == Some(0),
+            "tid/uid of {name}: {r:?}"
+        );
         if e.child_of_test && e.comm != "getent" {
             assert_eq!(r.ppid, Some(me), "ppid of {name}: {r:?}");
         }
@@ -200,19 +342,45 @@ fn bpf_end_to_end_dnsmasq_clients() {
             cmdline.contains(name) || e.comm == "kdig",
             "cmdline of {name}: {r:?}"
         );
-        assert!(r.cgroup_id.is_some() && r.cgroup_path.is_some(), "cgroup of {name}: {r:?}");
+        assert!(
+            r.cgroup_id.is_some() && r.cgroup_path.is_some(),
+            "cgroup of {name}: {r:?}"
+        );
         assert_eq!(r.netns, Some(my_netns), "netns of {name}");
         if r.qtype_name.as_deref() == Some("A") && e.rcode == "NOERROR" {
-            assert_eq!(r.answer_ips, vec!["192.0.2.1".to_string()], "answers of {name}");
+            assert_eq!(
+                r.answer_ips,
+                vec!["192.0.2.1".to_string()],
+                "answers of {name}"
+            );
         }
         if r.qtype_name.as_deref() == Some("AAAA") && e.rcode == "NOERROR" {
-            assert_eq!(r.answer_ips, vec!["2001:db8::1".to_string()], "answers of {name}");
+            assert_eq!(
+                r.answer_ips,
+                vec!["2001:db8::1".to_string()],
+                "answers of {name}"
+            );
         }
-        assert!(r.query_raw.is_some() && r.response_raw.is_some(), "raw of {name}");
+        let (q, a) = (r.query_raw.as_ref(), r.response_raw.as_ref());
+        assert_eq!(
+            q.map(|b| b.len() as u32),
+            r.query_size,
+            "query raw/size of {name}"
+        );
+        assert_eq!(
+            a.map(|b| b.len() as u32),
+            r.response_size,
+            "response raw/size of {name}"
+        );
+        assert!(q.is_some() && a.is_some(), "raw of {name}");
+        assert_eq!(r.client_ip, r.server_ip, "loopback client of {name}");
         assert!(r.parse_error.is_none(), "parse error for {name}: {r:?}");
     }
     // dnsmasq explains its REFUSED with an extended DNS error.
-    let refused = rows.iter().find(|r| r.qname.as_deref() == Some("r1.refused.test")).expect("refused row");
+    let refused = rows
+        .iter()
+        .find(|r| r.qname.as_deref() == Some("r1.refused.test"))
+        .expect("refused row");
     assert!(refused.ede_code.is_some(), "{refused:?}");
 }
 
@@ -262,15 +430,26 @@ fn bpf_socket_connected_before_start_is_attributed() {
 
     let rows = all_rows(&data);
     for (name, transport) in [("pre-udp.a.test", "udp"), ("pre-tcp.a.test", "tcp")] {
-        let matching: Vec<_> = rows.iter().filter(|r| r.qname.as_deref() == Some(name)).collect();
-        assert_eq!(matching.len(), 1, "{name}: {matching:?}\n{}", logs.join("\n"));
+        let matching: Vec<_> = rows
+            .iter()
+            .filter(|r| r.qname.as_deref() == Some(name))
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "{name}: {matching:?}\n{}",
+            logs.join("\n")
+        );
         let r = matching[0];
         assert_eq!(r.status, "answered", "{r:?}");
         assert_eq!(r.transport, transport);
         assert_eq!(r.pid, Some(pid), "{r:?}");
         assert_eq!(r.comm.as_deref(), Some("python3"), "{r:?}");
         // Started before the recorder: exe and cmdline come from /proc.
-        assert!(r.exe.as_deref().is_some_and(|e| e.contains("python3")), "{r:?}");
+        assert!(
+            r.exe.as_deref().is_some_and(|e| e.contains("python3")),
+            "{r:?}"
+        );
     }
 }
 
@@ -296,7 +475,11 @@ fn bpf_unanswered_and_unsolicited() {
     run_client(Command::new(python()).args(["-c", py]));
     rec.stop();
     let rows = all_rows(&data);
-    let by_name = |n: &str| -> Vec<&Row> { rows.iter().filter(|r| r.qname.as_deref() == Some(n)).collect() };
+    let by_name = |n: &str| -> Vec<&Row> {
+        rows.iter()
+            .filter(|r| r.qname.as_deref() == Some(n))
+            .collect()
+    };
     let unanswered = by_name("nobody.answers.test");
     assert_eq!(unanswered.len(), 1, "{rows:?}");
     assert_eq!(unanswered[0].status, "unanswered");
@@ -318,7 +501,11 @@ fn bpf_rotation_seals_several_segments() {
     let start = std::time::Instant::now();
     let mut sent = 0;
     while start.elapsed() < Duration::from_secs(7) {
-        run_client(&mut dig(&["+short", "@127.0.0.1", &format!("rot{sent}.a.test")]));
+        run_client(&mut dig(&[
+            "+short",
+            "@127.0.0.1",
+            &format!("rot{sent}.a.test"),
+        ]));
         sent += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -327,16 +514,33 @@ fn bpf_rotation_seals_several_segments() {
     assert!(files.len() >= 3, "only {} segments: {files:?}", files.len());
     let mut total = 0;
     for f in &files {
-        assert_eq!(f.extension().and_then(|e| e.to_str()), Some("parquet"), "stray file {f:?}");
+        assert_eq!(
+            f.extension().and_then(|e| e.to_str()),
+            Some("parquet"),
+            "stray file {f:?}"
+        );
         let (batches, meta) = read_segment(f);
         let n: usize = batches.iter().map(|b| b.num_rows()).sum();
         assert!(n > 0, "empty segment {f:?}");
-        assert_eq!(meta.get("dnsledger.transactions").map(String::as_str), Some(n.to_string().as_str()), "{f:?}");
-        for key in ["dnsledger.dropped_kernel", "dnsledger.dropped_user", "dnsledger.schema_version", "dnsledger.ts_min", "dnsledger.ts_max"] {
+        assert_eq!(
+            meta.get("dnsledger.transactions").map(String::as_str),
+            Some(n.to_string().as_str()),
+            "{f:?}"
+        );
+        for key in [
+            "dnsledger.dropped_kernel",
+            "dnsledger.dropped_user",
+            "dnsledger.schema_version",
+            "dnsledger.ts_min",
+            "dnsledger.ts_max",
+        ] {
             assert!(meta.contains_key(key), "{key} missing in {f:?}");
         }
         let ts: Vec<i64> = rows(&batches).iter().map(|r| r.ts).collect();
-        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "rows out of order in {f:?}");
+        assert!(
+            ts.windows(2).all(|w| w[0] <= w[1]),
+            "rows out of order in {f:?}"
+        );
         total += rows(&batches)
             .iter()
             .filter(|r| r.qname.as_deref().is_some_and(|q| q.starts_with("rot")))
@@ -363,12 +567,19 @@ fn bpf_sigkill_leaves_no_programs() {
             .collect()
     };
     let while_running = ours();
-    assert!(while_running.len() >= 10, "programs while recording: {while_running:?}");
+    assert!(
+        while_running.len() >= 10,
+        "programs while recording: {while_running:?}"
+    );
     let mut rec = rec;
     signal(rec.pid(), libc::SIGKILL);
     wait_child(&mut rec.child, Duration::from_secs(10));
-    wait_for("the kernel to release the programs", Duration::from_secs(20), || {
-        let left = ours();
-        while_running.iter().all(|id| !left.contains(id))
-    });
+    wait_for(
+        "the kernel to release the programs",
+        Duration::from_secs(20),
+        || {
+            let left = ours();
+            while_running.iter().all(|id| !left.contains(id))
+        },
+    );
 }

@@ -21,7 +21,10 @@ pub fn capture_files() -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
+        for e in std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .flatten()
+        {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
@@ -31,7 +34,11 @@ pub fn capture_files() -> Vec<PathBuf> {
         }
     }
     out.sort();
-    assert!(out.len() >= 20, "testdata/pcap holds only {} captures", out.len());
+    assert!(
+        out.len() >= 20,
+        "testdata/pcap holds only {} captures",
+        out.len()
+    );
     out
 }
 
@@ -63,7 +70,9 @@ fn conversations(file: &Path) -> Vec<(Transport, Vec<DnsMessage>)> {
 
 fn replay_udp(responder: &UdpSocket, msgs: &[DnsMessage]) {
     let client = UdpSocket::bind("127.0.0.1:0").expect("bind client");
-    client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let client_addr = client.local_addr().expect("addr");
     let server_addr: SocketAddr = ([127, 0, 0, 1], REPLAY_PORT).into();
     let mut buf = vec![0u8; 70_000];
@@ -73,7 +82,9 @@ fn replay_udp(responder: &UdpSocket, msgs: &[DnsMessage]) {
             let (n, _) = responder.recv_from(&mut buf).expect("responder receives");
             assert_eq!(n, m.bytes.len());
         } else {
-            responder.send_to(&m.bytes, client_addr).expect("send response");
+            responder
+                .send_to(&m.bytes, client_addr)
+                .expect("send response");
             let n = client.recv(&mut buf).expect("client receives");
             assert_eq!(n, m.bytes.len());
         }
@@ -84,7 +95,8 @@ fn replay_tcp(listener: &TcpListener, msgs: &[DnsMessage]) {
     let mut client = TcpStream::connect(("127.0.0.1", REPLAY_PORT)).expect("connect");
     let (mut server, _) = listener.accept().expect("accept");
     for s in [&client, &server] {
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         s.set_nodelay(true).expect("nodelay");
     }
     // Consecutive messages in one direction go out in one write: several DNS messages per
@@ -119,13 +131,18 @@ fn bpf_replay_public_captures() {
     for file in capture_files() {
         for (transport, msgs) in conversations(&file) {
             for m in &msgs {
-                let set = if m.from_client { &mut sent_queries } else { &mut sent_responses };
+                let set = if m.from_client {
+                    &mut sent_queries
+                } else {
+                    &mut sent_responses
+                };
                 *set.entry(m.bytes.clone()).or_default() += 1;
             }
             replays.push((file.clone(), transport, msgs));
         }
     }
-    let total: usize = sent_queries.values().sum::<usize>() + sent_responses.values().sum::<usize>();
+    let total: usize =
+        sent_queries.values().sum::<usize>() + sent_responses.values().sum::<usize>();
     assert!(total > 1000, "only {total} messages in testdata");
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -133,10 +150,19 @@ fn bpf_replay_public_captures() {
     let port = REPLAY_PORT.to_string();
     let rec = Recorder::start(
         &data,
-        &["--ports", &port, "--max-payload", "65535", "--pair-timeout", "2s"],
+        &[
+            "--ports",
+            &port,
+            "--max-payload",
+            "65535",
+            "--pair-timeout",
+            "2s",
+        ],
     );
     let responder = UdpSocket::bind(("127.0.0.1", REPLAY_PORT)).expect("bind responder");
-    responder.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    responder
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let listener = TcpListener::bind(("127.0.0.1", REPLAY_PORT)).expect("listen");
     for (file, transport, msgs) in &replays {
         match transport {
@@ -146,7 +172,11 @@ fn bpf_replay_public_captures() {
         let _ = file;
     }
     let logs = rec.stop();
-    assert!(!logs.iter().any(|l| l.contains("panicked")), "{}", logs.join("\n"));
+    assert!(
+        !logs.iter().any(|l| l.contains("panicked")),
+        "{}",
+        logs.join("\n")
+    );
 
     let rows: Vec<Row> = all_rows(&data)
         .into_iter()
@@ -180,14 +210,25 @@ fn bpf_replay_public_captures() {
             missing.is_empty(),
             "{} {what} mismatches:\n{}\nrecorder log:\n{log}",
             missing.len(),
-            missing.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+            missing
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     };
     diff(&sent_queries, &got_queries, "query");
     diff(&sent_responses, &got_responses, "response");
     // Nothing recorded that was not sent.
-    assert_eq!(got_queries.values().sum::<usize>(), sent_queries.values().sum::<usize>());
-    assert_eq!(got_responses.values().sum::<usize>(), sent_responses.values().sum::<usize>());
+    assert_eq!(
+        got_queries.values().sum::<usize>(),
+        sent_queries.values().sum::<usize>()
+    );
+    assert_eq!(
+        got_responses.values().sum::<usize>(),
+        sent_responses.values().sum::<usize>()
+    );
 
     // Malformed captures are rows with a parse error, not gaps.
     let errors = rows.iter().filter(|r| r.parse_error.is_some()).count();

@@ -34,7 +34,10 @@ pub fn bpf_lock() -> MutexGuard<'static, ()> {
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -64,7 +67,6 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> ExitStatus {
 /// A running `dnsledger record`.
 pub struct Recorder {
     pub child: Child,
-    pub data_dir: PathBuf,
     log: mpsc::Receiver<String>,
     pub stderr: Vec<String>,
 }
@@ -94,7 +96,6 @@ impl Recorder {
         });
         let mut rec = Recorder {
             child,
-            data_dir: data_dir.to_path_buf(),
             log: rx,
             stderr: Vec::new(),
         };
@@ -110,7 +111,10 @@ impl Recorder {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("recorder exited before recording:\n{}", rec.stderr.join("\n"))
+                    panic!(
+                        "recorder exited before recording:\n{}",
+                        rec.stderr.join("\n")
+                    )
                 }
             }
             if let Some(status) = rec.child.try_wait().expect("try_wait") {
@@ -333,7 +337,10 @@ fn string_at(a: &dyn arrow_array::Array, i: usize) -> Option<String> {
     }
 }
 
-fn prim<T: arrow_array::ArrowPrimitiveType>(a: &dyn arrow_array::Array, i: usize) -> Option<T::Native> {
+fn prim<T: arrow_array::ArrowPrimitiveType>(
+    a: &dyn arrow_array::Array,
+    i: usize,
+) -> Option<T::Native> {
     use arrow_array::cast::AsArray;
     (!a.is_null(i)).then(|| a.as_primitive::<T>().value(i))
 }
