@@ -3,4 +3,5 @@
 
 mod bpf_live;
 mod bpf_replay;
+mod cli;
 mod common;

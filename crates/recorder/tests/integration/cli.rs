@@ -1,0 +1,100 @@
+//! The command line: clear errors for bad input, without privileges or BPF.
+
+use std::process::Command;
+
+use crate::common::DNSLEDGER;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(DNSLEDGER)
+        .args(args)
+        .output()
+        .expect("run dnsledger");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flag_values_are_named() {
+    for (flag, value) in [
+        ("--rotate-size", "12XB"),
+        ("--rotate-age", "soon"),
+        ("--ports", "53,dns"),
+        ("--max-payload", "70000"),
+        ("--pair-timeout", "0s"),
+    ] {
+        let (code, _, err) = run(&["record", flag, value]);
+        assert_eq!(code, 2, "{flag} {value}: {err}");
+        assert!(
+            err.contains(value),
+            "{flag} {value}: error does not name the value: {err}"
+        );
+        assert!(
+            err.contains(flag),
+            "{flag} {value}: error does not name the flag: {err}"
+        );
+    }
+}
+
+#[test]
+fn bad_config_file_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "rotate-age = \"later\"\n").expect("write");
+    let data = dir.path().join("data");
+    let (code, _, err) = run(&[
+        "import",
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        "/nonexistent.pcap",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("rotate-age") && err.contains("later"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unprivileged_record_fails_with_cause_and_remedy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(DNSLEDGER)
+        .args(["record", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("needs root"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing is created before the check"
+    );
+}
+
+#[test]
+fn import_of_a_missing_file_names_it_and_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (code, _, err) = run(&[
+        "import",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        "/nonexistent/capture.pcap",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/nonexistent/capture.pcap"), "{err}");
+}
