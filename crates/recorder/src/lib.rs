@@ -2,4 +2,6 @@
 //!
 //! Everything after the capture source is pure and unit-tested; only [`bpf`] touches libbpf-rs.
 
+pub mod decode;
 pub mod event;
+pub mod pcap;
