@@ -159,8 +159,7 @@ impl Default for DecoderLimits {
     }
 }
 
-/// Counters of a [`Decoder`]. Every packet lands in exactly one of the "dropped" counters or
-/// reaches UDP/TCP processing.
+/// Counters of a [`Decoder`], cumulative since it was created.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DecodeStats {
     /// Packets pushed.
