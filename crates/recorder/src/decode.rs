@@ -15,9 +15,14 @@
 //! * **TCP**: per connection and direction, the byte stream is rebuilt from sequence numbers
 //!   (duplicates dropped, out-of-order segments held back until the gap before them fills), the
 //!   2-byte length prefixes are stripped, and each message is emitted once complete, stamped
-//!   with the time of the segment that completed it. Data lost from the capture (a gap that
-//!   never fills, or a segment cut by the capture cap) turns the message it hits into a partial
-//!   message with `capture_error`, and framing resumes at the next segment boundary.
+//!   with the time of the packet that completed it (for held-back segments: the packet that
+//!   filled the gap, i.e. when the stream became readable). Data lost from the capture (a gap
+//!   that never fills, or a segment cut by the capture cap) turns the message it hits into a
+//!   partial message with `capture_error`. If the message's length is known the framing
+//!   survives the gap; otherwise it resumes at the next segment that starts with a plausible
+//!   length prefix and DNS header.
+//! * Packets whose IP length field is 0 (TSO/GSO and BIG TCP packets from the kernel, IPv6
+//!   jumbograms) take their length from [`RawPacket::wire_len`].
 //!
 //! Partial state is flushed, never silently dropped, by FIN/RST, [`Decoder::expire`],
 //! [`Decoder::finish`] and eviction when a memory limit ([`DecoderLimits`]) is reached.
@@ -2452,6 +2457,33 @@ mod tests {
             (s.packets, s.not_dns, s.other_protocol, s.not_ip),
             (5, 1, 1, 1)
         );
+    }
+
+    #[test]
+    fn zero_ip_length_uses_wire_len() {
+        // A GSO/GRO skb as the kernel hands it over: IPv4 total length 0, many messages.
+        let mut rig = Rig::new();
+        rig.handshake();
+        let msgs: Vec<Vec<u8>> = (0..400).map(|i| dns(i, true, "gso.example")).collect();
+        let stream: Vec<u8> = msgs.iter().flat_map(|m| framed(m)).collect();
+        assert!(stream.len() > 10_000);
+        let mut pkt = ipv4(
+            SERVER,
+            CLIENT,
+            PROTO_TCP,
+            &tcp(53, CPORT, 5001, ACK | PSH, &stream),
+        );
+        pkt[2..4].copy_from_slice(&[0, 0]);
+        rig.push(&pkt);
+        let out = rig.take();
+        assert_eq!(out.len(), 400);
+        assert!(out.iter().zip(&msgs).all(|(m, b)| &m.bytes == b));
+        // IPv6 payload length 0 (jumbogram / BIG TCP): same.
+        let q = dns(1, false, "jumbo.example");
+        let mut pkt = ipv6_raw(PROTO_UDP, &udp(CPORT, 53, &q));
+        pkt[4..6].copy_from_slice(&[0, 0]);
+        rig.push(&pkt);
+        assert_eq!(rig.take()[0].bytes, q);
     }
 
     #[test]
