@@ -142,6 +142,11 @@ pub struct SegmentWriter {
     stats: SegmentStats,
 }
 
+/// Hours since the epoch (UTC) of a timestamp: the partition a row belongs to.
+fn hour_of(ts_ns: i64) -> i64 {
+    ts_ns.div_euclid(3_600_000_000_000)
+}
+
 struct OpenSegment {
     name: String,
     path: PathBuf,
@@ -351,7 +356,13 @@ impl SegmentWriter {
         now: Instant,
         sealed: &mut Vec<PathBuf>,
     ) -> Result<&mut OpenSegment, SegmentError> {
-        if self.open.as_ref().is_some_and(|s| ts < s.ts_max) {
+        // A segment holds rows in `ts` order and of one hour only, so that its
+        // date=/hour= partition is true of every row and partition pruning is exact.
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|s| ts < s.ts_max || hour_of(ts) != hour_of(s.ts_min))
+        {
             self.seal_open(sealed)?;
         }
         let open = match self.open.take() {
@@ -1199,6 +1210,26 @@ mod tests {
             Some("2023-11-14T22:13:20.000000050Z")
         );
         assert_ne!(first[0], second[0]);
+    }
+
+    #[test]
+    fn a_segment_never_spans_two_hours() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(tmp.path());
+        let mut w = SegmentWriter::open(cfg).expect("open");
+        let hour = 3_600_000_000_000;
+        // T0 is 22:13:20; the third row is in the next hour, the fourth a year later.
+        w.push(rows([T0, T0 + 1, T0 + hour, T0 + 365 * 24 * hour]));
+        let sealed = w.close().expect("close");
+        assert_eq!(sealed.len(), 3, "{sealed:?}");
+        let dirs: Vec<String> = sealed
+            .iter()
+            .map(|p| p.parent().expect("dir").to_string_lossy().into_owned())
+            .collect();
+        assert!(dirs[0].ends_with("date=2023-11-14/hour=22"), "{dirs:?}");
+        assert!(dirs[1].ends_with("date=2023-11-14/hour=23"), "{dirs:?}");
+        assert!(dirs[2].ends_with("date=2024-11-13/hour=22"), "{dirs:?}");
+        assert_eq!(read(&sealed[0]).ts, vec![T0, T0 + 1]);
     }
 
     #[test]
