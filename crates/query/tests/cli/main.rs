@@ -1,0 +1,1 @@
+//! dnsql end to end.
