@@ -227,7 +227,10 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -361,7 +364,7 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
     let progress = Arc::new(ScanProgress::default());
     let dnsql = session::context(files, &scope, problems, progress.clone())
         .await
-        .map_err(|e| anyhow!(e))?;
+        .map_err(|e| anyhow!("{e}"))?;
     let ticker = show_progress(g).then(|| spawn_progress(pb, progress));
     let result = run_sql(&dnsql, &sql, g.limit, &mut out).await;
     if let Some(t) = ticker {
@@ -412,10 +415,7 @@ fn read_sql(args: &SqlArgs) -> Result<String, Failure> {
     Ok(sql)
 }
 
-fn find_segments(
-    g: &Global,
-    problems: &Problems,
-) -> Result<Vec<source::SegmentFile>, Failure> {
+fn find_segments(g: &Global, problems: &Problems) -> Result<Vec<source::SegmentFile>, Failure> {
     let found = source::discover(&g.data).map_err(|e| {
         Failure::Runtime(
             anyhow!(e),
@@ -444,7 +444,12 @@ fn find_segments(
     Ok(found.files)
 }
 
-async fn run_sql(dnsql: &Dnsql, sql: &str, limit: Option<usize>, out: &mut Output) -> Result<(), Failure> {
+async fn run_sql(
+    dnsql: &Dnsql,
+    sql: &str,
+    limit: Option<usize>,
+    out: &mut Output,
+) -> Result<(), Failure> {
     let mut open = |schema: SchemaRef| out.sink(schema);
     match dnsql.run_sql(sql, limit, &mut open).await {
         Ok(()) => Ok(()),
@@ -453,8 +458,9 @@ async fn run_sql(dnsql: &Dnsql, sql: &str, limit: Option<usize>, out: &mut Outpu
             anyhow!(e).context("cannot write the result"),
             None,
         )),
-        Err(RunError::Sql { err, hint }) => Err(Failure::Runtime(anyhow!(err), hint)),
-        Err(e @ RunError::CutShort { .. }) => Err(Failure::Runtime(anyhow!(e), None)),
+        // DataFusion's message already carries its context: print it once, not its chain.
+        Err(RunError::Sql { err, hint }) => Err(Failure::Runtime(anyhow!("{err}"), hint)),
+        Err(e @ RunError::CutShort { .. }) => Err(Failure::Runtime(anyhow!("{e}"), None)),
     }
 }
 
@@ -531,7 +537,10 @@ impl Output {
                     Some(f) => f.try_clone()?,
                     None => {
                         let f = File::create(path).map_err(|e| {
-                            io::Error::new(e.kind(), format!("cannot create `{}`: {e}", path.display()))
+                            io::Error::new(
+                                e.kind(),
+                                format!("cannot create `{}`: {e}", path.display()),
+                            )
                         })?;
                         self.file = Some(f.try_clone()?);
                         f
@@ -551,7 +560,10 @@ impl Output {
         match result {
             Ok(()) => Ok(()),
             Err(e) if e.is_broken_pipe() => Ok(()),
-            Err(e) => Err(Failure::Runtime(anyhow!(e).context("cannot write the result"), None)),
+            Err(e) => Err(Failure::Runtime(
+                anyhow!(e).context("cannot write the result"),
+                None,
+            )),
         }
     }
 }
@@ -638,7 +650,10 @@ mod tests {
     #[test]
     fn type_names() {
         assert_eq!(type_name(&dnsledger_schema::dict_utf8()), "string");
-        assert_eq!(type_name(&dnsledger_schema::ts_type()), "timestamp(ns, UTC)");
+        assert_eq!(
+            type_name(&dnsledger_schema::ts_type()),
+            "timestamp(ns, UTC)"
+        );
         let answers = dnsledger_schema::schema();
         let answers = answers.field_with_name("answers").unwrap();
         assert_eq!(

@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -76,16 +77,7 @@ pub enum OutputError {
 impl OutputError {
     /// The reader went away (`dnsql … | head`): not an error for a CLI.
     pub fn is_broken_pipe(&self) -> bool {
-        let io = match self {
-            OutputError::Io(e) => Some(e),
-            OutputError::Arrow(ArrowError::IoError(_, e)) => Some(e),
-            OutputError::Arrow(ArrowError::ExternalError(e)) => e.downcast_ref::<io::Error>(),
-            OutputError::Parquet(parquet::errors::ParquetError::External(e)) => {
-                e.downcast_ref::<io::Error>()
-            }
-            _ => None,
-        };
-        io.is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+        matches!(self, OutputError::Io(e) if e.kind() == io::ErrorKind::BrokenPipe)
     }
 }
 
@@ -105,7 +97,81 @@ pub struct TableOptions {
 }
 
 /// A sink printing a result with `schema` in `format` to `out`.
+///
+/// A write that fails because the reader closed the pipe makes the sink fail with an
+/// [`OutputError`] for which [`OutputError::is_broken_pipe`] holds, whatever the format's writer
+/// made of the I/O error.
 pub fn sink<'w>(
+    format: Format,
+    schema: SchemaRef,
+    out: Box<dyn Write + Send + 'w>,
+    table: TableOptions,
+) -> Result<Box<dyn Sink + 'w>, OutputError> {
+    let broken = Arc::new(AtomicBool::new(false));
+    let out: Box<dyn Write + Send + 'w> = Box::new(PipeWatch {
+        inner: out,
+        broken: broken.clone(),
+    });
+    let inner = format_sink(format, schema, out, table).map_err(|e| watched(e, &broken))?;
+    Ok(Box::new(Watched { inner, broken }))
+}
+
+/// Notes when the reader has gone away.
+struct PipeWatch<'w> {
+    inner: Box<dyn Write + Send + 'w>,
+    broken: Arc<AtomicBool>,
+}
+
+impl PipeWatch<'_> {
+    fn note<T>(&self, r: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &r
+            && e.kind() == io::ErrorKind::BrokenPipe
+        {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl Write for PipeWatch<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.note(r)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let r = self.inner.flush();
+        self.note(r)
+    }
+}
+
+fn watched(e: OutputError, broken: &AtomicBool) -> OutputError {
+    if broken.load(Ordering::Relaxed) {
+        OutputError::Io(io::ErrorKind::BrokenPipe.into())
+    } else {
+        e
+    }
+}
+
+struct Watched<'w> {
+    inner: Box<dyn Sink + 'w>,
+    broken: Arc<AtomicBool>,
+}
+
+impl Sink for Watched<'_> {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), OutputError> {
+        self.inner
+            .write(batch)
+            .map_err(|e| watched(e, &self.broken))
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), OutputError> {
+        let broken = self.broken;
+        self.inner.finish().map_err(|e| watched(e, &broken))
+    }
+}
+
+fn format_sink<'w>(
     format: Format,
     schema: SchemaRef,
     out: Box<dyn Write + Send + 'w>,
@@ -120,7 +186,11 @@ pub fn sink<'w>(
         }),
         Format::Csv => Box::new(CsvSink {
             schema,
-            writer: Some(arrow::csv::WriterBuilder::new().with_header(true).build(out)),
+            writer: Some(
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(out),
+            ),
             wrote: false,
         }),
         Format::Json => Box::new(JsonSink {
@@ -425,7 +495,10 @@ mod tests {
         ips.append(true);
         ips.append(false);
         let columns: Vec<(&str, ArrayRef)> = vec![
-            ("qname", Arc::new(StringArray::from(vec![Some("example.com"), None]))),
+            (
+                "qname",
+                Arc::new(StringArray::from(vec![Some("example.com"), None])),
+            ),
             ("n", Arc::new(Int64Array::from(vec![1, 22]))),
             (
                 "ts",
@@ -466,12 +539,12 @@ mod tests {
     fn table() {
         let got = print(Format::Table, &[sample()], None);
         let want = "\
-+-------------+----+--------------------------------+----------------------------+------+
-| qname       | n  | ts                             | answer_ips                 | raw  |
-+-------------+----+--------------------------------+----------------------------+------+
-| example.com |  1 | 2023-11-14T22:13:20.123456789Z | [192.0.2.1, 2001:db8::1]   | 01ff |
-| NULL        | 22 | 1970-01-01T00:00:00Z           | NULL                       | NULL |
-+-------------+----+--------------------------------+----------------------------+------+
++-------------+----+--------------------------------+--------------------------+------+
+| qname       | n  | ts                             | answer_ips               | raw  |
++-------------+----+--------------------------------+--------------------------+------+
+| example.com |  1 | 2023-11-14T22:13:20.123456789Z | [192.0.2.1, 2001:db8::1] | 01ff |
+| NULL        | 22 | 1970-01-01T00:00:00Z           | NULL                     | NULL |
++-------------+----+--------------------------------+--------------------------+------+
 ";
         assert_eq!(got, want);
     }
@@ -483,19 +556,25 @@ mod tests {
             assert!(line.width() <= 60, "{line:?} is wider than 60");
         }
         assert!(got.contains('…'), "{got}");
-        assert!(got.contains("| example.com |"), "short cells stay whole: {got}");
+        assert!(
+            got.contains("| example.com |"),
+            "short cells stay whole: {got}"
+        );
     }
 
     #[test]
     fn empty_results_print_the_header() {
         let empty = RecordBatch::new_empty(sample().schema());
         assert_eq!(
-            print(Format::Table, &[empty.clone()], None),
+            print(Format::Table, std::slice::from_ref(&empty), None),
             "+-------+---+----+------------+-----+\n\
              | qname | n | ts | answer_ips | raw |\n\
              +-------+---+----+------------+-----+\n"
         );
-        assert_eq!(print(Format::Csv, &[empty.clone()], None), "qname,n,ts,answer_ips,raw\n");
+        assert_eq!(
+            print(Format::Csv, std::slice::from_ref(&empty), None),
+            "qname,n,ts,answer_ips,raw\n"
+        );
         assert_eq!(print(Format::Json, &[empty], None), "");
     }
 
@@ -558,11 +637,40 @@ mod tests {
         );
         assert_eq!(
             got,
-            "+-------------+\n| a           |\n+-------------+\n| x\\ty\\u{1b} |\n\
-             | one         |\n| two         |\n+-------------+\n"
+            "+------------+\n| a          |\n+------------+\n| x\\ty\\u{1b} |\n\
+             | one        |\n| two        |\n+------------+\n"
         );
         assert_eq!(truncate("abcdef", 4), "abc…");
         assert_eq!(truncate("abcd", 4), "abcd");
+    }
+
+    /// A writer whose reader has gone.
+    struct Closed;
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[test]
+    fn closed_pipes_are_recognised_in_every_format() {
+        for format in Format::ALL {
+            let result = sink(
+                format,
+                sample().schema(),
+                Box::new(Closed),
+                TableOptions::default(),
+            )
+            .and_then(|mut s| {
+                s.write(&sample())?;
+                s.finish()
+            });
+            let err = result.expect_err("writing to a closed pipe fails");
+            assert!(err.is_broken_pipe(), "{format:?}: {err}");
+        }
     }
 
     #[test]

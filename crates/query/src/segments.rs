@@ -12,8 +12,8 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use dnsledger_schema::{SCHEMA_VERSION, meta, schema, ts_type};
-use parquet::arrow::parquet_to_arrow_schema;
 use futures::StreamExt;
+use parquet::arrow::parquet_to_arrow_schema;
 use parquet::file::metadata::ParquetMetaData;
 
 use crate::source::{Scope, SegmentFile, Skipped};
@@ -23,7 +23,10 @@ use crate::source::{Scope, SegmentFile, Skipped};
 pub enum SegmentError {
     #[error("cannot read it as Parquet (truncated or corrupt?): {0}")]
     Unreadable(String),
-    #[error("not a dnsledger segment: its Parquet metadata has no `{}` key", meta::SCHEMA_VERSION)]
+    #[error(
+        "not a dnsledger segment: its Parquet metadata has no `{}` key",
+        meta::SCHEMA_VERSION
+    )]
     Foreign,
     #[error("not a dnsledger segment: schema version `{0}` is not a number")]
     BadVersion(String),
@@ -216,20 +219,21 @@ pub async fn list(files: &[SegmentFile], scope: &Scope) -> (Vec<SegmentRow>, Vec
         .filter(|f| scope.admits_key(&f.key))
         .cloned()
         .collect();
-    let results: Vec<(SegmentFile, Result<SegmentInfo, String>)> = futures::stream::iter(candidates)
-        .map(|f| async move {
-            let path = f.canonical.clone();
-            let info = tokio::task::spawn_blocking(move || {
-                read_footer(&path).and_then(|md| inspect(&md))
+    let results: Vec<(SegmentFile, Result<SegmentInfo, String>)> =
+        futures::stream::iter(candidates)
+            .map(|f| async move {
+                let path = f.canonical.clone();
+                let info = tokio::task::spawn_blocking(move || {
+                    read_footer(&path).and_then(|md| inspect(&md))
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+                (f, info)
             })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-            (f, info)
-        })
-        .buffered(16)
-        .collect()
-        .await;
+            .buffered(16)
+            .collect()
+            .await;
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     for (f, info) in results {
@@ -247,9 +251,7 @@ pub async fn list(files: &[SegmentFile], scope: &Scope) -> (Vec<SegmentRow>, Vec
             }),
         }
     }
-    rows.sort_by(|a, b| {
-        (&a.host, a.info.ts_min, &a.path).cmp(&(&b.host, b.info.ts_min, &b.path))
-    });
+    rows.sort_by(|a, b| (&a.host, a.info.ts_min, &a.path).cmp(&(&b.host, b.info.ts_min, &b.path)));
     (rows, skipped)
 }
 
@@ -320,12 +322,13 @@ mod tests {
 
     #[test]
     fn refuses_foreign_and_newer_files() {
-        let foreign = RecordBatch::try_from_iter([(
-            "x",
-            Arc::new(Int32Array::from(vec![1])) as ArrayRef,
-        )])
-        .unwrap();
-        assert_eq!(inspect(&footer_of(&foreign, &[])), Err(SegmentError::Foreign));
+        let foreign =
+            RecordBatch::try_from_iter([("x", Arc::new(Int32Array::from(vec![1])) as ArrayRef)])
+                .unwrap();
+        assert_eq!(
+            inspect(&footer_of(&foreign, &[])),
+            Err(SegmentError::Foreign)
+        );
         assert_eq!(
             inspect(&footer_of(&foreign, &[(meta::SCHEMA_VERSION, "1")])),
             Err(SegmentError::MissingColumn("ts".into()))

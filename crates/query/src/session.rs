@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
-use datafusion::execution::context::SQLOptions;
-use futures::StreamExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use dnsledger_schema::{col as c, partition};
+use futures::StreamExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::output::{OutputError, Sink};
 use crate::source::{PartitionKey, Scope, SegmentFile};
@@ -58,7 +58,10 @@ pub async fn context(
 }
 
 fn ts_lit(ns: i64) -> Expr {
-    lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
+    lit(ScalarValue::TimestampNanosecond(
+        Some(ns),
+        Some("UTC".into()),
+    ))
 }
 
 fn date_lit(days: i32) -> Expr {
@@ -76,9 +79,11 @@ pub fn scope_filter(scope: &Scope) -> Option<Expr> {
     if let Some(since) = scope.since {
         let k = PartitionKey::of_ts(String::new(), since);
         parts.push(
-            col(partition::DATE).gt(date_lit(k.date)).or(col(partition::DATE)
-                .eq(date_lit(k.date))
-                .and(col(partition::HOUR).gt_eq(lit(k.hour)))),
+            col(partition::DATE)
+                .gt(date_lit(k.date))
+                .or(col(partition::DATE)
+                    .eq(date_lit(k.date))
+                    .and(col(partition::HOUR).gt_eq(lit(k.hour)))),
         );
         parts.push(col(c::TS).gt_eq(ts_lit(since)));
     }
@@ -86,9 +91,11 @@ pub fn scope_filter(scope: &Scope) -> Option<Expr> {
         // `until` is exclusive: the last hour that can hold rows is the one of `until - 1ns`.
         let k = PartitionKey::of_ts(String::new(), until.saturating_sub(1));
         parts.push(
-            col(partition::DATE).lt(date_lit(k.date)).or(col(partition::DATE)
-                .eq(date_lit(k.date))
-                .and(col(partition::HOUR).lt_eq(lit(k.hour)))),
+            col(partition::DATE)
+                .lt(date_lit(k.date))
+                .or(col(partition::DATE)
+                    .eq(date_lit(k.date))
+                    .and(col(partition::HOUR).lt_eq(lit(k.hour)))),
         );
         parts.push(col(c::TS).lt(ts_lit(until)));
     }
@@ -144,7 +151,11 @@ pub enum RunError {
     #[error(transparent)]
     Output(#[from] OutputError),
     /// A corrupt segment was found after part of the answer had been printed.
-    #[error("a corrupt segment cut the answer short ({err}); it is named above and skipped if you run the query again")]
+    #[error(
+        "the output is incomplete: a segment named above turned out corrupt after part of the \
+         result was printed ({err}); move it out of the tree, or narrow the query with \
+         --host/--since/--until, and run again"
+    )]
     CutShort { err: DataFusionError },
 }
 

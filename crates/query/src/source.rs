@@ -104,7 +104,8 @@ pub fn discover(paths: &[PathBuf]) -> Result<Discovery, SourceError> {
     for p in paths {
         let s = p.to_string_lossy();
         if has_glob_chars(&s) && !p.exists() {
-            let matches = glob::glob(&s).map_err(|e| SourceError::Glob(s.to_string(), e.to_string()))?;
+            let matches =
+                glob::glob(&s).map_err(|e| SourceError::Glob(s.to_string(), e.to_string()))?;
             let mut any = false;
             for m in matches {
                 let m = m.map_err(|e| SourceError::Io(e.path().to_owned(), e.into()))?;
@@ -132,7 +133,8 @@ pub fn discover(paths: &[PathBuf]) -> Result<Discovery, SourceError> {
             return Err(SourceError::NotParquet(p.clone()));
         }
     }
-    d.files.sort_by(|a, b| (&a.key, &a.path).cmp(&(&b.key, &b.path)));
+    d.files
+        .sort_by(|a, b| (&a.key, &a.path).cmp(&(&b.key, &b.path)));
     d.skipped.sort();
     Ok(d)
 }
@@ -154,7 +156,11 @@ fn walk_root(
     visited: &mut HashSet<PathBuf>,
 ) -> Result<(), SourceError> {
     let segments = dir.join("segments");
-    let root = if segments.is_dir() { segments } else { dir.to_owned() };
+    let root = if segments.is_dir() {
+        segments
+    } else {
+        dir.to_owned()
+    };
     d.looked_in.push(root.clone());
     walk(&root, d, seen, visited)
 }
@@ -196,7 +202,11 @@ fn walk(
     Ok(())
 }
 
-fn add_file(path: &Path, d: &mut Discovery, seen: &mut HashSet<PathBuf>) -> Result<(), SourceError> {
+fn add_file(
+    path: &Path,
+    d: &mut Discovery,
+    seen: &mut HashSet<PathBuf>,
+) -> Result<(), SourceError> {
     let canonical = fs::canonicalize(path).map_err(|e| SourceError::Io(path.to_owned(), e))?;
     if !seen.insert(canonical.clone()) {
         return Ok(());
@@ -275,7 +285,9 @@ pub fn parse_time(s: &str, now: SystemTime) -> Result<i64, String> {
         return i64::try_from(since_epoch.as_nanos()).map_err(|_| format!("`{s}` is out of range"));
     }
     crate::segments::parse_ts(s).ok_or_else(|| {
-        format!("`{s}` is neither a duration (90m, 2h, 7d) nor an RFC 3339 time (2024-05-01T12:00:00Z)")
+        format!(
+            "`{s}` is neither a duration (90m, 2h, 7d) nor an RFC 3339 time (2024-05-01T12:00:00Z)"
+        )
     })
 }
 
@@ -321,18 +333,36 @@ mod tests {
         assert_eq!(k.host, "web-1");
         assert_eq!(k.hour, 8);
         assert_eq!(k.start_ns(), 1_676_966_400_000_000_000);
-        assert_eq!(PartitionKey::of_ts("web-1".into(), k.start_ns() + 59 * 60 * 1_000_000_000), k);
-        assert_eq!(key_from_path(Path::new("/x/host=a/date=2023-02-21/a.parquet")), None);
-        assert_eq!(key_from_path(Path::new("/x/host=a/date=2023-02-21/hour=24/a.parquet")), None);
-        assert_eq!(key_from_path(Path::new("/x/host=a/date=nope/hour=1/a.parquet")), None);
+        assert_eq!(
+            PartitionKey::of_ts("web-1".into(), k.start_ns() + 59 * 60 * 1_000_000_000),
+            k
+        );
+        assert_eq!(
+            key_from_path(Path::new("/x/host=a/date=2023-02-21/a.parquet")),
+            None
+        );
+        assert_eq!(
+            key_from_path(Path::new("/x/host=a/date=2023-02-21/hour=24/a.parquet")),
+            None
+        );
+        assert_eq!(
+            key_from_path(Path::new("/x/host=a/date=nope/hour=1/a.parquet")),
+            None
+        );
     }
 
     #[test]
     fn times() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10 * 86_400);
-        assert_eq!(parse_time("2h", now), Ok((10 * 86_400 - 7_200) * 1_000_000_000));
+        assert_eq!(
+            parse_time("2h", now),
+            Ok((10 * 86_400 - 7_200) * 1_000_000_000)
+        );
         assert_eq!(parse_time("7d", now), Ok(3 * 86_400 * 1_000_000_000));
-        assert_eq!(parse_time("90m", now), Ok((10 * 86_400 - 5_400) * 1_000_000_000));
+        assert_eq!(
+            parse_time("90m", now),
+            Ok((10 * 86_400 - 5_400) * 1_000_000_000)
+        );
         assert_eq!(
             parse_time("1970-01-02T00:00:00Z", now),
             Ok(86_400 * 1_000_000_000)
@@ -342,7 +372,11 @@ mod tests {
             Ok(86_400 * 1_000_000_000)
         );
         assert_eq!(parse_time("1970-01-02", now), Ok(86_400 * 1_000_000_000));
-        assert!(parse_time("yesterday", now).unwrap_err().contains("RFC 3339"));
+        assert!(
+            parse_time("yesterday", now)
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
     }
 
     #[test]

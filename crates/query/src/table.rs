@@ -195,13 +195,25 @@ impl SegmentTable {
                         .map(|f| Some(f.key.host.as_str()))
                         .collect::<StringArray>(),
                 ),
-                Arc::new(Date32Array::from_iter_values(self.files.iter().map(|f| f.key.date))),
-                Arc::new(Int32Array::from_iter_values(self.files.iter().map(|f| f.key.hour))),
+                Arc::new(Date32Array::from_iter_values(
+                    self.files.iter().map(|f| f.key.date),
+                )),
+                Arc::new(Int32Array::from_iter_values(
+                    self.files.iter().map(|f| f.key.hour),
+                )),
             ];
             let batch = RecordBatch::try_new(schema, columns).ok()?;
-            let mask = expr.evaluate(&batch).ok()?.into_array(batch.num_rows()).ok()?;
+            let mask = expr
+                .evaluate(&batch)
+                .ok()?
+                .into_array(batch.num_rows())
+                .ok()?;
             let mask = mask.as_boolean_opt()?;
-            Some((0..mask.len()).map(|i| mask.is_valid(i) && mask.value(i)).collect())
+            Some(
+                (0..mask.len())
+                    .map(|i| mask.is_valid(i) && mask.value(i))
+                    .collect(),
+            )
         });
         self.files
             .iter()
@@ -215,9 +227,8 @@ impl SegmentTable {
 }
 
 fn object_meta(f: &SegmentFile) -> Result<ObjectMeta> {
-    let location = StorePath::from_absolute_path(&f.canonical).map_err(|e| {
-        datafusion::error::DataFusionError::External(Box::new(e))
-    })?;
+    let location = StorePath::from_absolute_path(&f.canonical)
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
     Ok(ObjectMeta {
         location,
         last_modified: chrono_epoch(),
@@ -262,46 +273,46 @@ impl TableProvider for SegmentTable {
         let store = state.runtime_env().object_store(&store_url)?;
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         let file_schema = dnsledger_schema::schema();
-        let concurrency = usize::from(state.config_options().execution.meta_fetch_concurrency).max(1);
+        let concurrency =
+            usize::from(state.config_options().execution.meta_fetch_concurrency).max(1);
 
         // Footers: read (through DataFusion's metadata cache, so the scan does not read them
         // again) and check each candidate.
-        let checked: Vec<(SegmentFile, Result<PartitionedFile, String>)> =
-            stream::iter(candidates)
-                .map(|f| {
-                    let store = store.clone();
-                    let cache = cache.clone();
-                    let file_schema = file_schema.clone();
-                    async move {
-                        let result = async {
-                            let meta = object_meta(&f).map_err(|e| e.to_string())?;
-                            let md: Arc<ParquetMetaData> =
-                                DFParquetMetadata::new(store.as_ref(), &meta)
-                                    .with_file_metadata_cache(Some(cache))
-                                    .fetch_metadata()
-                                    .await
-                                    .map_err(|e| SegmentError::Unreadable(root_message(&e)).to_string())?;
-                            inspect(&md).map_err(|e| e.to_string())?;
-                            let stats = DFParquetMetadata::statistics_from_parquet_metadata(
-                                &md,
-                                &file_schema,
-                            )
-                            .map_err(|e| e.to_string())?;
-                            Ok(PartitionedFile::new_from_meta(meta)
-                                .with_partition_values(vec![
-                                    ScalarValue::Utf8(Some(f.key.host.clone())),
-                                    ScalarValue::Date32(Some(f.key.date)),
-                                    ScalarValue::Int32(Some(f.key.hour)),
-                                ])
-                                .with_statistics(Arc::new(stats)))
-                        }
-                        .await;
-                        (f, result)
+        let checked: Vec<(SegmentFile, Result<PartitionedFile, String>)> = stream::iter(candidates)
+            .map(|f| {
+                let store = store.clone();
+                let cache = cache.clone();
+                let file_schema = file_schema.clone();
+                async move {
+                    let result = async {
+                        let meta = object_meta(&f).map_err(|e| e.to_string())?;
+                        let md: Arc<ParquetMetaData> =
+                            DFParquetMetadata::new(store.as_ref(), &meta)
+                                .with_file_metadata_cache(Some(cache))
+                                .fetch_metadata()
+                                .await
+                                .map_err(|e| {
+                                    SegmentError::Unreadable(root_message(&e)).to_string()
+                                })?;
+                        inspect(&md).map_err(|e| e.to_string())?;
+                        let stats =
+                            DFParquetMetadata::statistics_from_parquet_metadata(&md, &file_schema)
+                                .map_err(|e| e.to_string())?;
+                        Ok(PartitionedFile::new_from_meta(meta)
+                            .with_partition_values(vec![
+                                ScalarValue::Utf8(Some(f.key.host.clone())),
+                                ScalarValue::Date32(Some(f.key.date)),
+                                ScalarValue::Int32(Some(f.key.hour)),
+                            ])
+                            .with_statistics(Arc::new(stats)))
                     }
-                })
-                .buffered(concurrency)
-                .collect()
-                .await;
+                    .await;
+                    (f, result)
+                }
+            })
+            .buffered(concurrency)
+            .collect()
+            .await;
 
         let mut files = Vec::new();
         let mut scanned = Vec::new();
@@ -321,7 +332,9 @@ impl TableProvider for SegmentTable {
         }
 
         let bytes: u64 = scanned.iter().map(|f| f.size).sum();
-        self.progress.bytes_total.fetch_add(bytes, Ordering::Relaxed);
+        self.progress
+            .bytes_total
+            .fetch_add(bytes, Ordering::Relaxed);
         self.progress
             .files_total
             .fetch_add(scanned.len() as u64, Ordering::Relaxed);
@@ -361,8 +374,16 @@ impl TableProvider for SegmentTable {
 }
 
 /// The innermost error message (the cause, without the layers of context above it).
-fn root_message(e: &datafusion::error::DataFusionError) -> String {
-    e.find_root().to_string()
+pub(crate) fn root_message(e: &datafusion::error::DataFusionError) -> String {
+    use datafusion::error::DataFusionError;
+    use parquet::errors::ParquetError;
+    match e.find_root() {
+        DataFusionError::ParquetError(p) => match p.as_ref() {
+            ParquetError::General(m) => m.clone(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 /// Wraps DataFusion's caching reader factory to count the bytes read.
