@@ -186,18 +186,12 @@ struct TimelineArgs {
 
 #[derive(Debug, Args)]
 struct ShowArgs {
-    /// Transactions for this name or any name under it
-    #[arg(value_name = "NAME", required_unless_present_any = ["pid", "comm", "exe"])]
-    name: Option<String>,
-    /// Transactions of this process id
-    #[arg(long)]
-    pid: Option<u32>,
-    /// Transactions of processes with this name (comm)
-    #[arg(long)]
-    comm: Option<String>,
-    /// Transactions of this executable path
-    #[arg(long)]
-    exe: Option<String>,
+    /// Which transactions: a NAME, KEY=VALUE terms that must all hold (name, under, id, pid,
+    /// uid, comm, exe, host, container, qtype, rcode, status, server, client), or
+    /// `where EXPR` with any SQL condition over the columns of dns. With --format other than
+    /// table, the selected rows are printed in that format instead
+    #[arg(value_name = "SELECTOR", required = true, num_args = 1.., trailing_var_arg = true)]
+    selector: Vec<String>,
 }
 
 fn parse_time_arg(s: &str) -> Result<i64, String> {
@@ -295,9 +289,11 @@ fn progress_bar(g: &Global) -> ProgressBar {
     if !show_progress(g) {
         return pb;
     }
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {elapsed} reading segments: {bytes}/{total_bytes} {msg}",
-    ) {
+    // Bytes read, not a fraction: a scan reads only the columns and row groups it needs, so
+    // the segments' total size is no measure of the work left.
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {elapsed} scanning {msg}: {bytes} read")
+    {
         pb.set_style(style);
     }
     pb
@@ -310,14 +306,12 @@ fn spawn_progress(pb: ProgressBar, progress: Arc<ScanProgress>) -> tokio::task::
             return;
         }
         pb.set_draw_target(ProgressDrawTarget::stderr());
-        loop {
-            let total = progress.bytes_total.load(Ordering::Relaxed);
-            let read = progress.bytes_read.load(Ordering::Relaxed).min(total);
-            pb.set_length(total);
-            pb.set_position(read);
+        while !pb.is_finished() {
+            pb.set_position(progress.bytes_read.load(Ordering::Relaxed));
+            let files = progress.files_total.load(Ordering::Relaxed);
             pb.set_message(format!(
-                "({} segments)",
-                progress.files_total.load(Ordering::Relaxed)
+                "{files} segment{}",
+                if files == 1 { "" } else { "s" }
             ));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -343,7 +337,7 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
         until: g.until,
         hosts: g.hosts.clone(),
     };
-    let mut out = Output::new(g);
+    let mut out = Output::new(g, pb.clone());
 
     let sql = match &cli.command {
         Command::Schema => {
@@ -357,7 +351,15 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
         | Command::Timeline(_)
         | Command::Exfil
         | Command::Nxdomain
-        | Command::Show(_) => recipe_sql(&cli.command)?,
+        | Command::Show(_) => match recipe(&cli.command, g)? {
+            Recipe::Sql(sql) => sql,
+            Recipe::Render(sql, render) => {
+                if g.format == Format::Table {
+                    out.render = Some(render);
+                }
+                sql
+            }
+        },
     };
 
     let files = find_segments(g, &problems)?;
@@ -373,9 +375,17 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
     result
 }
 
-/// SQL of a recipe subcommand. The recipes live in `dnsledger_query::recipes`, merged
-/// separately; until then these commands say so.
-fn recipe_sql(cmd: &Command) -> Result<String, Failure> {
+/// What a recipe subcommand runs: SQL over `dns`, printed in the output format, or (for
+/// `show` in the table format) rendered as a dig-like transcript.
+#[allow(dead_code)] // constructed once the recipes are merged (see `recipe`)
+enum Recipe {
+    Sql(String),
+    Render(String, output::Render),
+}
+
+/// The recipe of a subcommand. The recipes live in `dnsledger_query::recipes` and `show`,
+/// merged separately; until then these commands say so.
+fn recipe(cmd: &Command, _g: &Global) -> Result<Recipe, Failure> {
     let name = match cmd {
         Command::Who(_) => "who",
         Command::Top(_) => "top",
@@ -509,10 +519,33 @@ struct Output {
     path: Option<PathBuf>,
     table: TableOptions,
     file: Option<File>,
+    /// Render rows with this instead of the format.
+    render: Option<output::Render>,
+    /// Cleared when the result starts to print (they share the terminal).
+    progress: ProgressBar,
+}
+
+/// Clears the progress bar before the first byte of output.
+struct ClearOnWrite<W> {
+    inner: W,
+    progress: Option<ProgressBar>,
+}
+
+impl<W: Write> Write for ClearOnWrite<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(pb) = self.progress.take() {
+            pb.finish_and_clear();
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl Output {
-    fn new(g: &Global) -> Self {
+    fn new(g: &Global, progress: ProgressBar) -> Self {
         let max_width = match g.width {
             Some(0) => None,
             Some(w) => Some(w),
@@ -526,12 +559,17 @@ impl Output {
             path: g.output.clone(),
             table: TableOptions { max_width },
             file: None,
+            render: None,
+            progress,
         }
     }
 
     fn sink(&mut self, schema: SchemaRef) -> Result<Box<dyn Sink + 'static>, OutputError> {
         let w: Box<dyn Write + Send> = match &self.path {
-            None => Box::new(BufWriter::new(io::stdout())),
+            None => Box::new(BufWriter::new(ClearOnWrite {
+                inner: io::stdout(),
+                progress: Some(self.progress.clone()),
+            })),
             Some(path) => {
                 let file = match &self.file {
                     Some(f) => f.try_clone()?,
@@ -549,7 +587,10 @@ impl Output {
                 Box::new(BufWriter::new(file))
             }
         };
-        output::sink(self.format, schema, w, self.table)
+        match self.render {
+            Some(render) => Ok(output::render_sink(w, render)),
+            None => output::sink(self.format, schema, w, self.table),
+        }
     }
 
     fn print(&mut self, batch: &RecordBatch) -> Result<(), Failure> {

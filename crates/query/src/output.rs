@@ -116,6 +116,53 @@ pub fn sink<'w>(
     Ok(Box::new(Watched { inner, broken }))
 }
 
+/// Renders rows as text (e.g. `dnsql show`'s dig-like transcript).
+pub type Render = fn(&RecordBatch, &mut dyn Write) -> io::Result<()>;
+
+/// A sink printing every batch with `render` instead of a format (streaming; an empty result
+/// prints nothing). Closed pipes are recognised as for [`sink`].
+pub fn render_sink<'w>(out: Box<dyn Write + Send + 'w>, render: Render) -> Box<dyn Sink + 'w> {
+    let broken = Arc::new(AtomicBool::new(false));
+    let out = PipeWatch {
+        inner: out,
+        broken: broken.clone(),
+    };
+    Box::new(Watched {
+        inner: Box::new(RenderSink {
+            out,
+            render,
+            first: true,
+        }),
+        broken,
+    })
+}
+
+struct RenderSink<'w> {
+    out: PipeWatch<'w>,
+    render: Render,
+    first: bool,
+}
+
+impl Sink for RenderSink<'_> {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), OutputError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if !self.first {
+            // Batches are rendered one after the other like one result.
+            writeln!(self.out)?;
+        }
+        self.first = false;
+        (self.render)(batch, &mut self.out)?;
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), OutputError> {
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
 /// Notes when the reader has gone away.
 struct PipeWatch<'w> {
     inner: Box<dyn Write + Send + 'w>,
@@ -671,6 +718,26 @@ mod tests {
             let err = result.expect_err("writing to a closed pipe fails");
             assert!(err.is_broken_pipe(), "{format:?}: {err}");
         }
+    }
+
+    #[test]
+    fn render_sink_renders_each_batch() {
+        fn render(b: &RecordBatch, out: &mut dyn Write) -> io::Result<()> {
+            writeln!(out, "{} rows", b.num_rows())
+        }
+        let mut buf = Vec::new();
+        {
+            let mut s = render_sink(Box::new(&mut buf), render);
+            s.write(&sample()).unwrap();
+            s.write(&RecordBatch::new_empty(sample().schema())).unwrap();
+            s.write(&sample()).unwrap();
+            s.finish().unwrap();
+        }
+        assert_eq!(String::from_utf8(buf).unwrap(), "2 rows\n\n2 rows\n");
+        let err = render_sink(Box::new(Closed), render)
+            .write(&sample())
+            .unwrap_err();
+        assert!(err.is_broken_pipe());
     }
 
     #[test]

@@ -140,9 +140,13 @@ impl Problems {
 /// were given (to find a corrupt one after a failed query).
 #[derive(Debug, Default)]
 pub struct ScanProgress {
+    /// Size of the segments handed to scans (each counted once).
     pub bytes_total: AtomicU64,
+    /// Bytes read by scans.
     pub bytes_read: AtomicU64,
+    /// Segments handed to scans (each counted once).
     pub files_total: AtomicU64,
+    seen: Mutex<std::collections::HashSet<PathBuf>>,
     scanned: Mutex<Vec<SegmentFile>>,
 }
 
@@ -331,13 +335,17 @@ impl TableProvider for SegmentTable {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
 
-        let bytes: u64 = scanned.iter().map(|f| f.size).sum();
-        self.progress
-            .bytes_total
-            .fetch_add(bytes, Ordering::Relaxed);
-        self.progress
-            .files_total
-            .fetch_add(scanned.len() as u64, Ordering::Relaxed);
+        {
+            let mut seen = self.progress.seen.lock().unwrap_or_else(|e| e.into_inner());
+            for f in &scanned {
+                if seen.insert(f.path.clone()) {
+                    self.progress
+                        .bytes_total
+                        .fetch_add(f.size, Ordering::Relaxed);
+                    self.progress.files_total.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         self.progress
             .scanned
             .lock()

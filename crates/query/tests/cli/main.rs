@@ -1133,3 +1133,54 @@ fn segments_names_unreadable_files() {
     );
     assert!(r.stderr.contains(victim.to_str().unwrap()), "{r:?}");
 }
+
+#[test]
+fn interrupt_exits_130() {
+    let data = fixture();
+    // Minutes of work (a triple cross join of 632 rows).
+    let mut child = command(&[
+        "--data",
+        data.to_str().unwrap(),
+        "sql",
+        "SELECT sum(a.latency_ns + b.latency_ns + c.latency_ns) FROM dns a, dns b, dns c",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Signal once dnsql catches SIGINT (a loaded machine may take a while to start it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let catches_sigint = || {
+        let status = fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (2 - 1)) != 0)
+    };
+    while !catches_sigint() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dnsql never caught SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("dnsql did not stop within 30 s of SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(stderr, "interrupted\n");
+}
