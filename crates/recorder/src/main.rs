@@ -223,6 +223,8 @@ const BATCH_MAX_PENDING: usize = 256 << 20;
 const CHANNEL_BATCHES: usize = 64;
 const TICK: Duration = Duration::from_millis(200);
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+/// How often the boot-time -> UTC offset is re-read (NTP may slew the wall clock).
+const CLOCK_REFRESH: Duration = Duration::from_secs(60);
 
 fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let mut s = settings(&args.common, config::DEFAULT_PORTS)?;
@@ -375,7 +377,7 @@ fn writer_loop(
         }
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
-            if clock_set.elapsed() >= SUMMARY_EVERY {
+            if clock_set.elapsed() >= CLOCK_REFRESH {
                 clock = Clock::now();
                 clock_set = Instant::now();
             }

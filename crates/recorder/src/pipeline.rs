@@ -65,6 +65,14 @@ impl Attributor for LiveAttribution {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Ports(#[from] crate::decode::DecodeError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PipelineStats {
     pub packets: u64,
@@ -89,7 +97,7 @@ impl<A: Attributor> Pipeline<A> {
         host: &HostFacts,
         source: &'static str,
         attr: A,
-    ) -> Result<Self, anyhow::Error> {
+    ) -> Result<Self, PipelineError> {
         let ports = PortSet::new(&settings.ports)?;
         let writer = SegmentWriter::open(SegmentConfig {
             data_dir: settings.data_dir.clone(),

@@ -555,18 +555,36 @@ fn bpf_sigkill_leaves_no_programs() {
     let _g = bpf_lock();
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = Recorder::start(&dir.path().join("data"), &[]);
-    let ours = || -> Vec<u64> {
+    // The recorder's own programs: the prog ids behind its file descriptors (program and link
+    // fds both show `prog_id` in fdinfo). Other BPF users on the host do not matter.
+    let fdinfo = format!("/proc/{}/fdinfo", rec.pid());
+    let mut while_running: Vec<u64> = std::fs::read_dir(&fdinfo)
+        .expect("read fdinfo")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    while_running.sort_unstable();
+    while_running.dedup();
+    let listed = || -> Vec<u64> {
         let out = Command::new("bpftool")
             .args(["prog", "show"])
             .output()
             .expect("bpftool prog show");
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.contains(" name dns_"))
             .filter_map(|l| l.split(':').next()?.trim().parse().ok())
             .collect()
     };
-    let while_running = ours();
+    let before_kill = listed();
+    assert!(
+        while_running.iter().all(|id| before_kill.contains(id)),
+        "bpftool does not list the recorder's programs {while_running:?}"
+    );
     assert!(
         while_running.len() >= 10,
         "programs while recording: {while_running:?}"
@@ -578,7 +596,7 @@ fn bpf_sigkill_leaves_no_programs() {
         "the kernel to release the programs",
         Duration::from_secs(20),
         || {
-            let left = ours();
+            let left = listed();
             while_running.iter().all(|id| !left.contains(id))
         },
     );
