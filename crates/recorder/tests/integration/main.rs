@@ -3,3 +3,4 @@
 
 mod bpf_live;
 mod common;
+mod import;
