@@ -181,6 +181,8 @@ pub struct DecodeStats {
     pub not_dns: u64,
     /// DNS messages emitted from UDP.
     pub udp_messages: u64,
+    /// UDP datagrams with a DNS port but no payload (UDP length 8): no message to emit.
+    pub udp_empty: u64,
     /// DNS messages emitted from TCP.
     pub tcp_messages: u64,
     /// Emitted messages with `capture_error` set.
@@ -533,6 +535,11 @@ impl Decoder {
             return;
         };
         let wire_len = datagram_len.saturating_sub(8);
+        if wire_len == 0 {
+            // Header only (bytes past the UDP length are not part of the datagram).
+            self.stats.udp_empty += 1;
+            return;
+        }
         let capture_error = (payload.len() < wire_len).then(|| match origin {
             Origin::Packet => format!(
                 "truncated by capture: {} of {} bytes",

@@ -5,3 +5,4 @@ mod bpf_live;
 mod bpf_replay;
 mod cli;
 mod common;
+mod import;
