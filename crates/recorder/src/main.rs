@@ -222,6 +222,8 @@ const BATCH_BYTES: usize = 4 << 20;
 const BATCH_MAX_PENDING: usize = 256 << 20;
 const CHANNEL_BATCHES: usize = 64;
 const TICK: Duration = Duration::from_millis(200);
+/// Capture time between two expiry rounds of `import`.
+const IMPORT_TICK_NS: i64 = 1_000_000_000;
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 /// How often the boot-time -> UTC offset is re-read (NTP may slew the wall clock).
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
@@ -436,14 +438,19 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         };
         let mut count = 0u64;
         let mut tick_error = None;
+        let mut last_tick_ts = i64::MIN;
         let result = source.for_each(|pkt| {
             pipeline.packet(pkt);
             count += 1;
-            if count.is_multiple_of(1024)
-                && tick_error.is_none()
-                && let Err(e) = pipeline.tick(pkt.ts_ns)
-            {
-                tick_error = Some(e);
+            // Time passes as the capture says: expire pending queries once per second of
+            // capture time (and every 1024 packets, for captures with frozen clocks).
+            let due = pkt.ts_ns.saturating_sub(last_tick_ts) >= IMPORT_TICK_NS
+                || count.is_multiple_of(1024);
+            if due && tick_error.is_none() {
+                last_tick_ts = pkt.ts_ns;
+                if let Err(e) = pipeline.tick(pkt.ts_ns) {
+                    tick_error = Some(e);
+                }
             }
         });
         if let Some(e) = tick_error {

@@ -78,6 +78,8 @@ pub struct PipelineStats {
     pub packets: u64,
     pub messages: u64,
     pub transactions: u64,
+    /// Messages cut short by the payload cap.
+    pub cut_by_cap: u64,
 }
 
 pub struct Pipeline<A: Attributor> {
@@ -89,6 +91,7 @@ pub struct Pipeline<A: Attributor> {
     rows: Vec<Transaction>,
     stats: PipelineStats,
     sealed: Vec<PathBuf>,
+    max_payload: usize,
 }
 
 impl<A: Attributor> Pipeline<A> {
@@ -124,6 +127,7 @@ impl<A: Attributor> Pipeline<A> {
             rows: Vec::with_capacity(1024),
             stats: PipelineStats::default(),
             sealed: Vec::new(),
+            max_payload: settings.max_payload as usize,
         })
     }
 
@@ -142,7 +146,16 @@ impl<A: Attributor> Pipeline<A> {
 
     fn pair_messages(&mut self) {
         self.stats.messages += self.msgs.len() as u64;
-        for msg in self.msgs.drain(..) {
+        for mut msg in self.msgs.drain(..) {
+            // The payload cap is exact whatever the source: the kernel copies a little more
+            // (headers vary in length), and capture files may hold anything.
+            if msg.bytes.len() > self.max_payload {
+                msg.bytes.truncate(self.max_payload);
+                msg.capture_error.get_or_insert_with(|| {
+                    format!("cut at {} bytes by --max-payload", self.max_payload)
+                });
+                self.stats.cut_by_cap += 1;
+            }
             self.pairer.push(msg, &mut self.attr, &mut self.rows);
         }
         self.flush_rows();

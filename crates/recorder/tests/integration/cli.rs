@@ -98,3 +98,34 @@ fn import_of_a_missing_file_names_it_and_fails() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("/nonexistent/capture.pcap"), "{err}");
 }
+
+#[test]
+fn payload_cap_cuts_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let capture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/pcap/dns-badlabel.pcap"
+    );
+    let (code, _, err) = run(&[
+        "import",
+        "--max-payload",
+        "512",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        capture,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows = crate::common::all_rows(&data);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!(r.response_raw.as_ref().map(Vec::len), Some(512));
+    // The original length stays visible.
+    assert!(
+        r.response_size.is_some_and(|n| n > 60_000),
+        "{:?}",
+        r.response_size
+    );
+    let e = r.parse_error.as_deref().unwrap_or_default();
+    assert!(e.contains("--max-payload") && e.contains("512"), "{e}");
+}

@@ -584,6 +584,9 @@ fn check_capture(file: &Path, root: &Path, scratch: &Path) -> Report {
             "test",
             "--pair-timeout",
             PAIR_TIMEOUT_ARG,
+            // Whole messages (the largest capture holds a 63 KB one), to compare raw bytes.
+            "--max-payload",
+            "65535",
         ])
         .arg("--data-dir")
         .arg(&data_dir)
