@@ -11,4 +11,5 @@ pub mod pair;
 pub mod pcap;
 pub mod pipeline;
 pub mod procs;
+pub mod prune;
 pub mod segment;

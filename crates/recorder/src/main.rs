@@ -49,6 +49,31 @@ enum Command {
     Import(ImportArgs),
     /// Probe the kernel for everything recording needs; exit 0 only if recording can work.
     Check(CheckArgs),
+    /// Delete sealed segments, oldest first, until every limit holds (for cron).
+    ///
+    /// Safe while the recorder runs and from two jobs at once (they take turns on a lock).
+    /// Never touches in-progress data. Prints each deleted segment and the space freed.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+struct PruneArgs {
+    /// Data directory, or a collected segments tree (host=... directories).
+    /// [default: /var/lib/dnsledger]
+    #[arg(long, env = "DNSLEDGER_DATA", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Delete segments older than this (e.g. 7d, 36h).
+    #[arg(long, value_name = "AGE", value_parser = config::parse_duration)]
+    max_age: Option<Duration>,
+    /// Delete oldest segments until the rest take at most this much (e.g. 20GiB).
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
+    max_size: Option<u64>,
+    /// Only this host's segments (repeatable). [default: all hosts]
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
+    /// Say what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// A comma-separated port list as one value (clap would treat a `Vec` as many values).
@@ -171,6 +196,7 @@ fn main() -> ExitCode {
         Command::Record(args) => record(args),
         Command::Import(args) => import(args),
         Command::Check(args) => check(args),
+        Command::Prune(args) => prune(args),
     };
     match result {
         Ok(code) => code,
@@ -487,6 +513,42 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 .join(", ")
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
+    use dnsledger::prune::{PruneOptions, prune};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?;
+    let opts = PruneOptions {
+        dir: args
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR)),
+        max_age_ns: args
+            .max_age
+            .map(|d| d.as_nanos().min(i64::MAX as u128) as i64),
+        max_size: args.max_size,
+        hosts: args.hosts,
+        dry_run: args.dry_run,
+        now_ns: now.as_nanos().min(i64::MAX as u128) as i64,
+    };
+    let report = prune(&opts)?;
+    let verb = if opts.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for s in &report.deleted {
+        println!("{verb} {} ({} bytes)", s.path.display(), s.bytes);
+    }
+    println!(
+        "{verb} {} segment(s), {} bytes; kept {} segment(s), {} bytes",
+        report.deleted.len(),
+        report.freed_bytes,
+        report.kept,
+        report.kept_bytes
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -509,7 +509,14 @@ impl SegmentWriter {
             .join(partition_dir(&self.cfg.host, s.ts_min));
         create_dirs(&target_dir)?;
         let target = target_dir.join(format!("{}.{SEGMENT_EXT}", s.name));
-        fs::rename(&s.path, &target).map_err(seal_err("rename"))?;
+        let mut renamed = fs::rename(&s.path, &target);
+        if matches!(&renamed, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+            // `dnsledger prune` may have removed the (then empty) partition directory
+            // between its creation and the rename: create it again, once.
+            create_dirs(&target_dir)?;
+            renamed = fs::rename(&s.path, &target);
+        }
+        renamed.map_err(seal_err("rename"))?;
         sync_dir(&target_dir)?;
         sync_dir(&self.inprogress_dir)?;
         Ok((target, bytes))
