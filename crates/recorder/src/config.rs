@@ -14,6 +14,7 @@ pub const DEFAULT_ROTATE_AGE: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_PAYLOAD: u32 = 4096;
 pub const DEFAULT_PAIR_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RING_SIZE: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_SPOOL_SYNC: Duration = Duration::from_secs(1);
 pub const MAX_PORTS: usize = 16;
 /// Largest DNS payload cap: a DNS message is at most 65535 bytes.
 pub const MAX_PAYLOAD_LIMIT: u32 = 65535;
@@ -76,6 +77,8 @@ pub struct Settings {
     pub pair_timeout: Duration,
     pub keep_raw: bool,
     pub ring_size: u32,
+    /// Spool sync interval (live recording); `None` for imports.
+    pub spool_sync: Option<Duration>,
 }
 
 impl Settings {
@@ -89,6 +92,7 @@ impl Settings {
             pair_timeout: DEFAULT_PAIR_TIMEOUT,
             keep_raw: true,
             ring_size: DEFAULT_RING_SIZE as u32,
+            spool_sync: None,
         }
     }
 

@@ -1813,7 +1813,8 @@ mod tests {
             ("dns-tunnel-iodine.pcap", 434, 0, 222, 212, 0),
             ("dns-udp-google.com-a-aaaa-mx.pcap", 6, 0, 3, 3, 0),
             // UDP length 8: the crafted bytes lie past the datagram, so the message is empty.
-            ("dns-zlip-1.pcap", 1, 0, 0, 0, 0),
+            // Its UDP length says 0 bytes of payload: no DNS message (counted in udp_empty).
+            ("dns-zlip-1.pcap", 0, 0, 0, 0, 0),
             ("dns.pcap", 82, 0, 41, 41, 0),
             ("dnso1tcp.pcap", 0, 82, 41, 41, 0),
             ("dynamic-update.pcap", 4, 0, 2, 2, 0),
@@ -2068,9 +2069,11 @@ mod tests {
         assert_eq!(badlabel.msgs.len(), 1);
         assert!(badlabel.msgs[0].bytes.len() > 60_000);
         assert_eq!(badlabel.msgs[0].capture_error, None);
+        // The crafted bytes lie past the datagram's declared end (UDP length 8): the empty
+        // datagram is counted, not turned into a message.
         let zlip = decode_file("dns-zlip-1.pcap");
-        assert_eq!(zlip.msgs[0].wire_len, 0);
-        assert!(zlip.msgs[0].bytes.is_empty());
+        assert!(zlip.msgs.is_empty());
+        assert_eq!(zlip.stats.udp_empty, 1);
         assert_eq!(decode_file("dns-invalid-names.pcap").msgs.len(), 3);
     }
 

@@ -13,3 +13,4 @@ pub mod pipeline;
 pub mod procs;
 pub mod prune;
 pub mod segment;
+pub mod spool;

@@ -19,7 +19,7 @@ use dnsledger::bpf::{self, BpfConfig, KernelCounters};
 use dnsledger::config::{self, FileConfig, Settings};
 use dnsledger::pair::NoAttribution;
 use dnsledger::pcap::PcapSource;
-use dnsledger::pipeline::{HostFacts, LiveAttribution, Pipeline};
+use dnsledger::pipeline::{HostFacts, LiveAttribution, Pipeline, recover_spool};
 use dnsledger::procs::ProcessTable;
 
 /// A DNS flight recorder: which process asked for which name, when, and what it got back.
@@ -122,6 +122,10 @@ struct RecordArgs {
     /// Kernel ring buffer size (rounded up to a power of two, 1MiB..1GiB). [default: 32MiB]
     #[arg(long, value_name = "SIZE", value_parser = config::parse_ring_size)]
     ring_size: Option<u32>,
+    /// How often transactions are synced to the crash-safe spool; after kill -9 or a power
+    /// cut at most this much is lost. [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    spool_sync: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -259,10 +263,24 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if let Some(r) = args.ring_size {
         s.ring_size = r;
     }
+    s.spool_sync = Some(args.spool_sync.unwrap_or(config::DEFAULT_SPOOL_SYNC));
     let cgroup_root = bpf::preflight()?;
     bpf::route_libbpf_log();
     ensure_data_dir(&s.data_dir)?;
     let host = HostFacts::detect();
+    // Whatever a killed run spooled but never sealed is sealed first.
+    let recovered =
+        recover_spool(&s, &host).context("cannot recover the spool of an earlier run")?;
+    if !recovered.runs.is_empty() {
+        info!(
+            runs = recovered.runs.len(),
+            recovered = recovered.recovered_rows,
+            already_sealed = recovered.already_sealed,
+            cut_bytes = recovered.cut_bytes,
+            segments = recovered.sealed.len(),
+            "recovery done"
+        );
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

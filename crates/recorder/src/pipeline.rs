@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dnsledger_schema::Transaction;
+use dnsledger_schema::{Transaction, meta};
 
 use crate::config::Settings;
 use crate::decode::{Decoder, PortSet};
@@ -12,6 +12,7 @@ use crate::event::{DnsMessage, KernelOwner, RawPacket};
 use crate::pair::{Attributor, PairConfig, Pairer, ProcessAttrs};
 use crate::procs::ProcessTable;
 use crate::segment::{SegmentConfig, SegmentError, SegmentWriter};
+use crate::spool::{RecoveryError, RecoveryReport};
 
 /// TCP streams and fragment buffers idle this long are flushed.
 const DECODER_IDLE_NS: i64 = 30_000_000_000;
@@ -43,6 +44,38 @@ impl HostFacts {
             kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
         }
     }
+}
+
+/// Rebuilds what earlier runs spooled but never sealed (after a crash), before recording.
+pub fn recover_spool(
+    settings: &Settings,
+    host: &HostFacts,
+) -> Result<RecoveryReport, RecoveryError> {
+    crate::spool::recover(&settings.data_dir, "", |run, report| {
+        SegmentWriter::open(SegmentConfig {
+            data_dir: settings.data_dir.clone(),
+            host: host.hostname.clone(),
+            boot_id: host.boot_id.clone(),
+            kernel: host.kernel.clone(),
+            source: "bpf",
+            rotate_size: settings.rotate_size,
+            rotate_age: settings.rotate_age,
+            batch_rows: 8192,
+            spool_sync: None,
+            run_id: Some(format!("{run}r")),
+            extra_meta: vec![
+                (meta::RECOVERED_FROM.into(), run.to_string()),
+                (
+                    meta::RECOVERED_ROWS.into(),
+                    report.recovered_rows.to_string(),
+                ),
+                (
+                    meta::RECOVERY_CUT_BYTES.into(),
+                    report.cut_bytes.to_string(),
+                ),
+            ],
+        })
+    })
 }
 
 /// Attribution for live capture: the process table, asked at the time of the packet.
@@ -111,6 +144,9 @@ impl<A: Attributor> Pipeline<A> {
             rotate_size: settings.rotate_size,
             rotate_age: settings.rotate_age,
             batch_rows: 8192,
+            spool_sync: settings.spool_sync,
+            run_id: None,
+            extra_meta: Vec::new(),
         })?;
         let pairer = Pairer::new(PairConfig {
             timeout_ns: settings.pair_timeout.as_nanos().min(i64::MAX as u128) as i64,

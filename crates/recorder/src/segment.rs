@@ -33,6 +33,8 @@ use dnsledger_schema::{
     partition, schema,
 };
 use parquet::arrow::ArrowWriter;
+
+use crate::spool::Spool;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -78,6 +80,13 @@ pub struct SegmentConfig {
     pub rotate_age: Duration,
     /// Rows per `RecordBatch` handed to the Parquet writer; at least 1.
     pub batch_rows: usize,
+    /// Spool every pushed row to `<data_dir>/spool`, synced at this interval (crash safety).
+    /// `None`: no spool (imports, recovery).
+    pub spool_sync: Option<Duration>,
+    /// Run id used in segment names; a fresh one when `None`. Recovery passes `<dead run>r`.
+    pub run_id: Option<String>,
+    /// Extra key-value metadata for every segment of this writer.
+    pub extra_meta: Vec<(String, String)>,
 }
 
 /// Counters over the writer's lifetime.
@@ -116,6 +125,8 @@ pub enum SegmentError {
     },
     #[error("cannot remove empty in-progress segment {}: {source}", path.display())]
     Remove { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 /// Writes [`Transaction`]s into rotating Parquet segments. See the [module docs](self).
@@ -135,11 +146,21 @@ pub struct SegmentWriter {
     host_escaped: String,
     run_id: String,
     next_seq: u64,
-    buffer: Vec<Transaction>,
+    /// Pushed rows not yet written, each with its spool epoch.
+    buffer: Vec<Spooled>,
+    /// Lowest spool epoch of rows being written by the current `write_rows` call.
+    writing_floor: Option<u32>,
+    spool: Option<Spool>,
     open: Option<OpenSegment>,
     drops_total: (u64, u64),
     drops_accounted: (u64, u64),
     stats: SegmentStats,
+}
+
+/// A pushed row and the spool epoch it was appended in (0 without a spool).
+struct Spooled {
+    epoch: u32,
+    row: Transaction,
 }
 
 /// Hours since the epoch (UTC) of a timestamp: the partition a row belongs to.
@@ -156,6 +177,8 @@ struct OpenSegment {
     ts_min: i64,
     ts_max: i64,
     rows: u64,
+    /// Lowest spool epoch among the rows written to this segment.
+    min_epoch: u32,
 }
 
 impl OpenSegment {
@@ -200,15 +223,22 @@ impl SegmentWriter {
         create_dirs(&segments_dir)?;
         create_dirs(&inprogress_dir)?;
         warn_leftovers(&inprogress_dir);
+        let run_id = cfg.run_id.clone().unwrap_or_else(run_id);
+        let spool = match cfg.spool_sync {
+            Some(interval) => Some(Spool::open(&cfg.data_dir, &run_id, interval)?),
+            None => None,
+        };
         Ok(Self {
             host_escaped: escape_component(&cfg.host),
-            run_id: run_id(),
+            run_id,
             cfg,
             props,
             segments_dir,
             inprogress_dir,
             next_seq: 0,
             buffer: Vec::new(),
+            writing_floor: None,
+            spool,
             open: None,
             drops_total: (0, 0),
             drops_accounted: (0, 0),
@@ -219,7 +249,18 @@ impl SegmentWriter {
     /// Buffers rows, in any order. Nothing is written until [`advance`](Self::advance) or
     /// [`close`](Self::close).
     pub fn push(&mut self, rows: impl IntoIterator<Item = Transaction>) {
-        self.buffer.extend(rows);
+        for row in rows {
+            let epoch = match self.spool.as_mut() {
+                Some(spool) => spool.append(&row),
+                None => 0,
+            };
+            self.buffer.push(Spooled { epoch, row });
+        }
+    }
+
+    /// The run id in this writer's segment names (and spool files).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     /// Writes the buffered rows with `ts < watermark` (every buffered row for `None`), sorted by
@@ -240,7 +281,7 @@ impl SegmentWriter {
             Some(w) => {
                 let (ready, keep) = std::mem::take(&mut self.buffer)
                     .into_iter()
-                    .partition(|r| r.ts < w);
+                    .partition(|r| r.row.ts < w);
                 self.buffer = keep;
                 ready
             }
@@ -248,6 +289,9 @@ impl SegmentWriter {
         self.write_rows(ready, now, &mut sealed)?;
         self.write_pending()?;
         self.seal_if_due(now, &mut sealed)?;
+        if let Some(spool) = self.spool.as_mut() {
+            spool.sync_if_due(now)?;
+        }
         Ok(sealed)
     }
 
@@ -262,6 +306,10 @@ impl SegmentWriter {
     pub fn close(mut self) -> Result<Vec<PathBuf>, SegmentError> {
         let mut sealed = self.advance(None, Instant::now())?;
         self.seal_open(&mut sealed)?;
+        // Every pushed row is in a sealed segment now: the spool has nothing left to protect.
+        if let Some(spool) = self.spool.take() {
+            spool.close()?;
+        }
         let (k, u) = self.pending_drops();
         if k > 0 || u > 0 {
             tracing::warn!(
@@ -313,25 +361,39 @@ impl SegmentWriter {
 
     fn write_rows(
         &mut self,
-        mut rows: Vec<Transaction>,
+        mut rows: Vec<Spooled>,
         now: Instant,
         sealed: &mut Vec<PathBuf>,
     ) -> Result<(), SegmentError> {
-        rows.sort_by_key(|r| r.ts);
+        rows.sort_by_key(|r| r.row.ts);
+        // Until this call ends, rows of these epochs may be neither buffered nor sealed.
+        self.writing_floor = rows.iter().map(|r| r.epoch).min();
+        let result = self.write_sorted(rows, now, sealed);
+        self.writing_floor = None;
+        result
+    }
+
+    fn write_sorted(
+        &mut self,
+        rows: Vec<Spooled>,
+        now: Instant,
+        sealed: &mut Vec<PathBuf>,
+    ) -> Result<(), SegmentError> {
         let batch_rows = self.cfg.batch_rows;
         let mut rows = rows.into_iter();
-        while let Some(row) = rows.next() {
-            let open = match self.segment_for(row.ts, now, sealed) {
+        while let Some(item) = rows.next() {
+            let open = match self.segment_for(item.row.ts, now, sealed) {
                 Ok(open) => open,
                 Err(e) => {
                     // Not yet in any segment: back to the buffer for a later attempt.
-                    self.buffer.push(row);
+                    self.buffer.push(item);
                     self.buffer.extend(rows);
                     return Err(e);
                 }
             };
-            open.builder.append(&row);
-            open.ts_max = row.ts;
+            open.builder.append(&item.row);
+            open.ts_max = item.row.ts;
+            open.min_epoch = open.min_epoch.min(item.epoch);
             open.rows += 1;
             let full = open.builder.len() >= batch_rows;
             self.stats.rows_written += 1;
@@ -411,6 +473,7 @@ impl SegmentWriter {
             ts_min: first_ts,
             ts_max: first_ts,
             rows: 0,
+            min_epoch: u32::MAX,
         })
     }
 
@@ -447,7 +510,7 @@ impl SegmentWriter {
                 self.stats.bytes_sealed += bytes;
                 tracing::info!(path = %path.display(), rows = s.rows, bytes, "sealed segment");
                 sealed.push(path);
-                Ok(())
+                self.release_spool()
             }
             Err(e) => {
                 tracing::warn!(
@@ -459,6 +522,26 @@ impl SegmentWriter {
                 Err(e)
             }
         }
+    }
+
+    /// After a seal: starts a new spool epoch and deletes the spool files whose rows are all
+    /// in sealed segments (no buffered row, no row being written, no open segment refers to
+    /// their epochs).
+    fn release_spool(&mut self) -> Result<(), SegmentError> {
+        let Some(spool) = self.spool.as_mut() else {
+            return Ok(());
+        };
+        spool.next_epoch(Instant::now())?;
+        let floor = self
+            .buffer
+            .iter()
+            .map(|r| r.epoch)
+            .chain(self.writing_floor)
+            .chain(self.open.as_ref().map(|s| s.min_epoch))
+            .min()
+            .unwrap_or(spool.epoch());
+        spool.release_before(floor)?;
+        Ok(())
     }
 
     fn seal(
@@ -489,6 +572,10 @@ impl SegmentWriter {
                 s.writer
                     .append_key_value_metadata(KeyValue::new(key.to_string(), value));
             }
+        }
+        for (key, value) in &self.cfg.extra_meta {
+            s.writer
+                .append_key_value_metadata(KeyValue::new(key.clone(), value.clone()));
         }
         s.writer.finish().map_err(|source| SegmentError::Parquet {
             path: s.path.clone(),
@@ -601,7 +688,7 @@ fn warn_leftovers(dir: &Path) {
         tracing::warn!(
             dir = %dir.display(),
             leftovers,
-            "in-progress segments from an earlier run are left in place"
+            "in-progress segments without a spool to rebuild them are left in place"
         );
     }
 }
@@ -786,6 +873,9 @@ mod tests {
             rotate_size: 128 << 20,
             rotate_age: Duration::from_secs(300),
             batch_rows: 64,
+            spool_sync: None,
+            run_id: None,
+            extra_meta: Vec::new(),
         }
     }
 
