@@ -58,10 +58,15 @@ pub struct Spool {
     older: BTreeMap<u32, PathBuf>,
     current: Option<SpoolFile>,
     builder: TransactionBatchBuilder,
-    last_sync: Instant,
+    /// When the oldest row not yet synced was appended.
+    oldest_unsynced: Option<Instant>,
     /// Rows appended and synced over the spool's life.
     pub synced_rows: u64,
 }
+
+/// A sync is started this much before a row's deadline (append time + interval), because
+/// the writer only looks every tick (200 ms) and the sync itself takes time.
+const SYNC_SLACK: Duration = Duration::from_millis(300);
 
 impl Spool {
     /// Creates `<data_dir>/spool` if needed. No file is created until a row arrives.
@@ -83,7 +88,7 @@ impl Spool {
             older: BTreeMap::new(),
             current: None,
             builder: TransactionBatchBuilder::new(),
-            last_sync: Instant::now(),
+            oldest_unsynced: None,
             synced_rows: 0,
         })
     }
@@ -96,20 +101,25 @@ impl Spool {
     /// Buffers a row for the next sync; returns its epoch.
     pub fn append(&mut self, row: &Transaction) -> u32 {
         self.builder.append(row);
+        self.oldest_unsynced.get_or_insert_with(Instant::now);
         self.epoch
     }
 
-    /// Syncs when the interval has passed since the last sync.
+    /// Syncs when the oldest unsynced row would otherwise outlive the sync interval.
     pub fn sync_if_due(&mut self, now: Instant) -> Result<(), SpoolError> {
-        if now.saturating_duration_since(self.last_sync) >= self.interval {
+        let deadline = self.interval.saturating_sub(SYNC_SLACK);
+        if self
+            .oldest_unsynced
+            .is_some_and(|t| now.saturating_duration_since(t) >= deadline)
+        {
             self.sync(now)?;
         }
         Ok(())
     }
 
     /// Writes buffered rows to the current file and makes them durable (fdatasync).
-    pub fn sync(&mut self, now: Instant) -> Result<(), SpoolError> {
-        self.last_sync = now;
+    pub fn sync(&mut self, _now: Instant) -> Result<(), SpoolError> {
+        self.oldest_unsynced = None;
         if self.builder.is_empty() {
             return Ok(());
         }
