@@ -15,6 +15,7 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 4096;
 pub const DEFAULT_PAIR_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RING_SIZE: u64 = 32 * 1024 * 1024;
 pub const DEFAULT_SPOOL_SYNC: Duration = Duration::from_secs(1);
+pub const DEFAULT_MIN_FREE: u64 = 256 * 1024 * 1024;
 pub const MAX_PORTS: usize = 16;
 /// Largest DNS payload cap: a DNS message is at most 65535 bytes.
 pub const MAX_PAYLOAD_LIMIT: u32 = 65535;
@@ -51,6 +52,7 @@ pub struct FileConfig {
     pub pair_timeout: Option<String>,
     pub no_raw: Option<bool>,
     pub ring_size: Option<String>,
+    pub min_free: Option<String>,
 }
 
 impl FileConfig {
@@ -79,6 +81,8 @@ pub struct Settings {
     pub ring_size: u32,
     /// Spool sync interval (live recording); `None` for imports.
     pub spool_sync: Option<Duration>,
+    /// Stop writing below this much free space on the data directory's filesystem.
+    pub min_free: u64,
 }
 
 impl Settings {
@@ -93,6 +97,7 @@ impl Settings {
             keep_raw: true,
             ring_size: DEFAULT_RING_SIZE as u32,
             spool_sync: None,
+            min_free: DEFAULT_MIN_FREE,
         }
     }
 
@@ -124,6 +129,9 @@ impl Settings {
         if let Some(b) = file.no_raw {
             self.keep_raw = !b;
         }
+        if let Some(v) = file.min_free {
+            self.min_free = parse_size_or_zero(&v).map_err(|m| bad("min-free", m))?;
+        }
         if let Some(s) = file.ring_size {
             self.ring_size = parse_ring_size(&s).map_err(|m| bad("ring-size", m))?;
         }
@@ -141,6 +149,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("`{s}`: the size must be greater than zero"));
     }
     Ok(v.as_u64())
+}
+
+/// Like [`parse_size`], but `0` (off) is allowed.
+pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    parse_size(s)
 }
 
 /// Parses `5m`, `2s`, `500ms`.

@@ -109,6 +109,11 @@ struct Common {
     /// Do not store the raw DNS messages (query_raw/response_raw columns stay empty).
     #[arg(long)]
     no_raw: bool,
+    /// Stop writing while the data directory's filesystem has less free space than this
+    /// (rows wait in memory, then the oldest are dropped and counted); 0 turns it off.
+    /// [default: 256MiB]
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size_or_zero)]
+    min_free: Option<u64>,
     /// TOML file with the same keys as the long flags (data-dir, ports, rotate-size, ...).
     /// Flags and environment override it.
     #[arg(long, value_name = "FILE")]
@@ -173,6 +178,9 @@ fn settings(common: &Common, default_ports: &[u16]) -> anyhow::Result<Settings> 
     }
     if common.no_raw {
         s.keep_raw = false;
+    }
+    if let Some(v) = common.min_free {
+        s.min_free = v;
     }
     Ok(s)
 }
@@ -374,6 +382,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     captured?;
     let (transactions, segments) = written?;
+    seal_leftovers(&s, &host);
     info!(
         transactions,
         segments,
@@ -396,6 +405,8 @@ fn writer_loop(
     let mut last_tick = Instant::now();
     let mut last_summary = Instant::now();
     let mut bad_events = 0u64;
+    let mut write_failures = 0u64;
+    let mut last_write_error: Option<Instant> = None;
     loop {
         match rx.recv_timeout(TICK) {
             Ok(mut batch) => {
@@ -428,7 +439,23 @@ fn writer_loop(
                 clock_set = Instant::now();
             }
             pipeline.set_drop_totals(counters.dropped(), user_drops.load(Ordering::Relaxed));
-            pipeline.tick(clock.to_utc(boot_now()))?;
+            // A full disk or a write error must not stop the capture: rows wait (bounded, the
+            // excess counted) and writing resumes when it can. Said once a minute.
+            match pipeline.tick(clock.to_utc(boot_now())) {
+                Ok(()) => {
+                    if write_failures > 0 {
+                        info!(failures = write_failures, "writing resumed");
+                        write_failures = 0;
+                    }
+                }
+                Err(e) => {
+                    write_failures += 1;
+                    if last_write_error.is_none_or(|t: Instant| t.elapsed() >= SUMMARY_EVERY) {
+                        last_write_error = Some(Instant::now());
+                        error!(failures = write_failures, "cannot write segments: {e}");
+                    }
+                }
+            }
         }
         if last_summary.elapsed() >= SUMMARY_EVERY {
             last_summary = Instant::now();
@@ -440,6 +467,8 @@ fn writer_loop(
                 dropped_kernel = counters.dropped(),
                 dropped_user = user_drops.load(Ordering::Relaxed),
                 bad_events,
+                rows_lost = pipeline.rows_lost(),
+                cut_by_cap = st.cut_by_cap,
                 segments = pipeline.sealed().len(),
                 processes = pipeline.attr_mut().table.len(),
                 "summary"
@@ -449,6 +478,20 @@ fn writer_loop(
     pipeline.set_drop_totals(counters.dropped(), user_drops.load(Ordering::Relaxed));
     let (stats, sealed) = pipeline.finish()?;
     Ok((stats.transactions, sealed.len()))
+}
+
+/// After the last seal: rows of segments that could not be sealed earlier (disk full, write
+/// errors) are still in the spool; seal them now rather than at the next start.
+fn seal_leftovers(s: &Settings, host: &HostFacts) {
+    match recover_spool(s, host) {
+        Ok(r) if !r.runs.is_empty() => info!(
+            recovered = r.recovered_rows,
+            segments = r.sealed.len(),
+            "rows of segments that could not be sealed earlier are sealed now"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("spooled rows are left for the next start: {e}"),
+    }
 }
 
 fn boot_now() -> u64 {

@@ -20,6 +20,9 @@ const DECODER_IDLE_NS: i64 = 30_000_000_000;
 /// (per-CPU ring buffer producers, pcap timestamps) still land in `ts` order.
 const REORDER_SLACK_NS: i64 = 2_000_000_000;
 
+/// Rows that may wait in memory when they cannot be written (about 1 KiB each with raw bytes).
+const MAX_BUFFERED_ROWS: usize = 256 * 1024;
+
 /// Facts about the machine stored in every row and segment.
 #[derive(Clone, Debug)]
 pub struct HostFacts {
@@ -63,6 +66,8 @@ pub fn recover_spool(
             batch_rows: 8192,
             spool_sync: None,
             run_id: Some(format!("{run}r")),
+            min_free: settings.min_free,
+            max_buffered_rows: MAX_BUFFERED_ROWS,
             extra_meta: vec![
                 (meta::RECOVERED_FROM.into(), run.to_string()),
                 (
@@ -147,6 +152,8 @@ impl<A: Attributor> Pipeline<A> {
             spool_sync: settings.spool_sync,
             run_id: None,
             extra_meta: Vec::new(),
+            min_free: settings.min_free,
+            max_buffered_rows: MAX_BUFFERED_ROWS,
         })?;
         let pairer = Pairer::new(PairConfig {
             timeout_ns: settings.pair_timeout.as_nanos().min(i64::MAX as u128) as i64,
@@ -175,6 +182,11 @@ impl<A: Attributor> Pipeline<A> {
         self.stats
     }
 
+    /// Rows dropped because they could not be written in time.
+    pub fn rows_lost(&self) -> u64 {
+        self.writer.rows_lost()
+    }
+
     /// Segments sealed so far.
     pub fn sealed(&self) -> &[PathBuf] {
         &self.sealed
@@ -191,6 +203,8 @@ impl<A: Attributor> Pipeline<A> {
                     format!("cut at {} bytes by --max-payload", self.max_payload)
                 });
                 self.stats.cut_by_cap += 1;
+                self.writer
+                    .set_counter(meta::CUT_BY_CAP, self.stats.cut_by_cap);
             }
             self.pairer.push(msg, &mut self.attr, &mut self.rows);
         }

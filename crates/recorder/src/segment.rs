@@ -20,6 +20,7 @@
 //! seals that segment and starts a new one, so files may overlap in time but are each sorted
 //! (declared as a Parquet sorting column, too).
 
+use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -87,6 +88,12 @@ pub struct SegmentConfig {
     pub run_id: Option<String>,
     /// Extra key-value metadata for every segment of this writer.
     pub extra_meta: Vec<(String, String)>,
+    /// Stop writing while the data directory's filesystem has less free space than this
+    /// (bytes; 0: no threshold). Rows wait in memory meanwhile.
+    pub min_free: u64,
+    /// At most this many rows wait in memory (disk full, write errors); beyond it the oldest
+    /// are dropped and counted in `dnsledger.rows_lost`.
+    pub max_buffered_rows: usize,
 }
 
 /// Counters over the writer's lifetime.
@@ -127,6 +134,11 @@ pub enum SegmentError {
     Remove { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    #[error(
+        "not writing: {free} bytes free on the filesystem of {}, below the --min-free threshold of {min} bytes",
+        path.display()
+    )]
+    LowSpace { path: PathBuf, free: u64, min: u64 },
 }
 
 /// Writes [`Transaction`]s into rotating Parquet segments. See the [module docs](self).
@@ -151,15 +163,29 @@ pub struct SegmentWriter {
     /// Lowest spool epoch of rows being written by the current `write_rows` call.
     writing_floor: Option<u32>,
     spool: Option<Spool>,
+    /// Lowest spool epoch of rows in segments abandoned after a write error: their only copy
+    /// is the spool, which keeps them for the next start's recovery.
+    abandoned_floor: Option<u32>,
     open: Option<OpenSegment>,
     drops_total: (u64, u64),
     drops_accounted: (u64, u64),
+    /// Other cumulative loss counters (metadata key -> total), stored per segment as deltas.
+    counters: BTreeMap<&'static str, (u64, u64)>,
+    /// Rows dropped from memory because they could not be written for too long.
+    rows_lost: u64,
+    /// Last free-space check: when, and whether writing may go on.
+    space_checked: Option<(Instant, SpaceCheck)>,
     stats: SegmentStats,
 }
+
+/// Outcome of a free-space check: `Err((free, min_free))` when writing must pause.
+type SpaceCheck = Result<(), (u64, u64)>;
 
 /// A pushed row and the spool epoch it was appended in (0 without a spool).
 struct Spooled {
     epoch: u32,
+    /// Spool sequence number (`u64::MAX` without a spool).
+    seq: u64,
     row: Transaction,
 }
 
@@ -179,6 +205,9 @@ struct OpenSegment {
     rows: u64,
     /// Lowest spool epoch among the rows written to this segment.
     min_epoch: u32,
+    /// Sequence numbers of the segment's rows (to tell, if it must be abandoned, which rows
+    /// have a spool copy and which are lost).
+    seqs: Vec<u64>,
 }
 
 impl OpenSegment {
@@ -239,9 +268,13 @@ impl SegmentWriter {
             buffer: Vec::new(),
             writing_floor: None,
             spool,
+            abandoned_floor: None,
             open: None,
             drops_total: (0, 0),
             drops_accounted: (0, 0),
+            counters: BTreeMap::from([(meta::ROWS_LOST, (0, 0))]),
+            rows_lost: 0,
+            space_checked: None,
             stats: SegmentStats::default(),
         })
     }
@@ -250,11 +283,62 @@ impl SegmentWriter {
     /// [`close`](Self::close).
     pub fn push(&mut self, rows: impl IntoIterator<Item = Transaction>) {
         for row in rows {
-            let epoch = match self.spool.as_mut() {
+            let (epoch, seq) = match self.spool.as_mut() {
                 Some(spool) => spool.append(&row),
-                None => 0,
+                None => (0, u64::MAX),
             };
-            self.buffer.push(Spooled { epoch, row });
+            self.buffer.push(Spooled { epoch, seq, row });
+        }
+        if self.buffer.len() > self.cfg.max_buffered_rows {
+            // Drop a tenth more than needed at once, so this does not run for every row.
+            let excess = self.buffer.len() - self.cfg.max_buffered_rows;
+            let n = (excess + self.cfg.max_buffered_rows / 10).min(self.buffer.len());
+            self.buffer.sort_by_key(|r| r.row.ts);
+            self.buffer.drain(..n);
+            self.rows_lost += n as u64;
+            self.set_counter(meta::ROWS_LOST, self.rows_lost);
+            tracing::warn!(
+                dropped = n,
+                total = self.rows_lost,
+                "rows waiting to be written exceeded the memory bound; the oldest were dropped"
+            );
+        }
+    }
+
+    /// Sets a cumulative loss counter; each sealed segment stores, under `key`, the increase
+    /// since the previous seal.
+    pub fn set_counter(&mut self, key: &'static str, total: u64) {
+        self.counters.entry(key).or_insert((0, 0)).0 = total;
+    }
+
+    /// Rows dropped from memory so far (could not be written in time).
+    pub fn rows_lost(&self) -> u64 {
+        self.rows_lost
+    }
+
+    /// Free space check, at most once a second.
+    fn space_ok(&mut self, now: Instant) -> Result<(), SegmentError> {
+        if self.cfg.min_free == 0 {
+            return Ok(());
+        }
+        let fresh = self
+            .space_checked
+            .as_ref()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) < Duration::from_secs(1));
+        if !fresh {
+            let result = match free_bytes(&self.cfg.data_dir) {
+                Some(free) if free < self.cfg.min_free => Err((free, self.cfg.min_free)),
+                _ => Ok(()),
+            };
+            self.space_checked = Some((now, result));
+        }
+        match self.space_checked {
+            Some((_, Err((free, min)))) => Err(SegmentError::LowSpace {
+                path: self.cfg.data_dir.clone(),
+                free,
+                min,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -276,6 +360,7 @@ impl SegmentWriter {
     ) -> Result<Vec<PathBuf>, SegmentError> {
         let mut sealed = Vec::new();
         self.seal_if_due(now, &mut sealed)?;
+        self.space_ok(now)?;
         let ready = match watermark {
             None => std::mem::take(&mut self.buffer),
             Some(w) => {
@@ -306,9 +391,16 @@ impl SegmentWriter {
     pub fn close(mut self) -> Result<Vec<PathBuf>, SegmentError> {
         let mut sealed = self.advance(None, Instant::now())?;
         self.seal_open(&mut sealed)?;
-        // Every pushed row is in a sealed segment now: the spool has nothing left to protect.
+        // Every pushed row is in a sealed segment now: the spool has nothing left to protect,
+        // unless a segment was abandoned after an error (the next start recovers its rows).
         if let Some(spool) = self.spool.take() {
-            spool.close()?;
+            match self.abandoned_floor {
+                None => spool.close()?,
+                Some(floor) => tracing::warn!(
+                    epoch = floor,
+                    "spool files kept for rows of an abandoned segment; the next start recovers them"
+                ),
+            }
         }
         let (k, u) = self.pending_drops();
         if k > 0 || u > 0 {
@@ -394,6 +486,9 @@ impl SegmentWriter {
             open.builder.append(&item.row);
             open.ts_max = item.row.ts;
             open.min_epoch = open.min_epoch.min(item.epoch);
+            if item.seq != u64::MAX {
+                open.seqs.push(item.seq);
+            }
             open.rows += 1;
             let full = open.builder.len() >= batch_rows;
             self.stats.rows_written += 1;
@@ -474,12 +569,37 @@ impl SegmentWriter {
             ts_max: first_ts,
             rows: 0,
             min_epoch: u32::MAX,
+            seqs: Vec::new(),
         })
+    }
+
+    /// Accounts for a segment that cannot be sealed: its rows with a spool copy are kept for
+    /// recovery (the spool keeps their files), the others are counted as lost.
+    fn lose_segment(&mut self, s: &OpenSegment) {
+        // Rows still waiting for their spool sync get it now (or are marked failed).
+        if let Some(spool) = self.spool.as_mut()
+            && let Err(e) = spool.sync(Instant::now())
+        {
+            tracing::warn!(error = %e, "spool sync failed too");
+        }
+        let lost = match self.spool.as_ref() {
+            None => s.rows,
+            Some(spool) => s.seqs.iter().filter(|&&q| !spool.is_durable(q)).count() as u64,
+        };
+        self.rows_lost += lost;
+        self.set_counter(meta::ROWS_LOST, self.rows_lost);
+        if self.spool.is_some() {
+            self.abandoned_floor = Some(
+                self.abandoned_floor
+                    .map_or(s.min_epoch, |f| f.min(s.min_epoch)),
+            );
+        }
     }
 
     /// Drops the open segment after a failure, leaving its file for recovery.
     fn abandon(&mut self, error: &SegmentError) {
         if let Some(s) = self.open.take() {
+            self.lose_segment(&s);
             tracing::warn!(
                 path = %s.path.display(),
                 rows = s.rows,
@@ -506,6 +626,9 @@ impl SegmentWriter {
         match result {
             Ok((path, bytes)) => {
                 self.drops_accounted = self.drops_total;
+                for (total, accounted) in self.counters.values_mut() {
+                    *accounted = *total;
+                }
                 self.stats.segments_sealed += 1;
                 self.stats.bytes_sealed += bytes;
                 tracing::info!(path = %path.display(), rows = s.rows, bytes, "sealed segment");
@@ -519,6 +642,7 @@ impl SegmentWriter {
                     error = %e,
                     "could not seal segment; its in-progress file is left in place"
                 );
+                self.lose_segment(&s);
                 Err(e)
             }
         }
@@ -537,6 +661,7 @@ impl SegmentWriter {
             .iter()
             .map(|r| r.epoch)
             .chain(self.writing_floor)
+            .chain(self.abandoned_floor)
             .chain(self.open.as_ref().map(|s| s.min_epoch))
             .min()
             .unwrap_or(spool.epoch());
@@ -572,6 +697,12 @@ impl SegmentWriter {
                 s.writer
                     .append_key_value_metadata(KeyValue::new(key.to_string(), value));
             }
+        }
+        for (key, (total, accounted)) in &self.counters {
+            s.writer.append_key_value_metadata(KeyValue::new(
+                key.to_string(),
+                total.saturating_sub(*accounted).to_string(),
+            ));
         }
         for (key, value) in &self.cfg.extra_meta {
             s.writer
@@ -727,6 +858,18 @@ fn sync_dir(dir: &Path) -> Result<(), SegmentError> {
         })
 }
 
+/// Free bytes for unprivileged users on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is zero-initialisable plain data; `c` is a valid NUL-terminated path and
+    // the call only writes into `st`.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Escapes `s` for use as one path component: bytes outside `[A-Za-z0-9._-]` become `%XX`.
 fn escape_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -876,6 +1019,8 @@ mod tests {
             spool_sync: None,
             run_id: None,
             extra_meta: Vec::new(),
+            min_free: 0,
+            max_buffered_rows: 1 << 20,
         }
     }
 

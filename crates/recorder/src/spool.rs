@@ -54,12 +54,20 @@ pub struct Spool {
     run_id: String,
     interval: Duration,
     epoch: u32,
-    /// Files of earlier epochs that still hold rows not yet sealed.
-    older: BTreeMap<u32, PathBuf>,
+    /// Files of earlier epochs (or given up after a write error) that still hold rows not yet
+    /// sealed.
+    older: BTreeMap<u32, Vec<PathBuf>>,
+    /// Files started in the current epoch (a write error starts a new one).
+    part: u32,
     current: Option<SpoolFile>,
     builder: TransactionBatchBuilder,
     /// When the oldest row not yet synced was appended.
     oldest_unsynced: Option<Instant>,
+    /// Sequence number of the next row appended, and of the first row not yet synced.
+    next_seq: u64,
+    unsynced_from: u64,
+    /// Rows (by sequence number, half-open ranges) whose sync failed: no spool copy exists.
+    failed: Vec<(u64, u64)>,
     /// Rows appended and synced over the spool's life.
     pub synced_rows: u64,
 }
@@ -86,9 +94,13 @@ impl Spool {
             interval,
             epoch: 0,
             older: BTreeMap::new(),
+            part: 0,
             current: None,
             builder: TransactionBatchBuilder::new(),
             oldest_unsynced: None,
+            next_seq: 0,
+            unsynced_from: 0,
+            failed: Vec::new(),
             synced_rows: 0,
         })
     }
@@ -98,11 +110,18 @@ impl Spool {
         self.epoch
     }
 
-    /// Buffers a row for the next sync; returns its epoch.
-    pub fn append(&mut self, row: &Transaction) -> u32 {
+    /// Buffers a row for the next sync; returns its epoch and sequence number.
+    pub fn append(&mut self, row: &Transaction) -> (u32, u64) {
         self.builder.append(row);
         self.oldest_unsynced.get_or_insert_with(Instant::now);
-        self.epoch
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        (self.epoch, seq)
+    }
+
+    /// False if the row with this sequence number has no durable spool copy (its sync failed).
+    pub fn is_durable(&self, seq: u64) -> bool {
+        seq < self.unsynced_from && !self.failed.iter().any(|&(a, b)| (a..b).contains(&seq))
     }
 
     /// Syncs when the oldest unsynced row would otherwise outlive the sync interval.
@@ -117,45 +136,63 @@ impl Spool {
         Ok(())
     }
 
-    /// Writes buffered rows to the current file and makes them durable (fdatasync).
+    /// Writes buffered rows to the current file and makes them durable (fdatasync). On an
+    /// error the rows stay with the segment writer (only their spool copy is missing) and the
+    /// file, which may now end in a torn batch, takes no more writes: recovery reads it up to
+    /// the tear, and the next sync starts a new file.
     pub fn sync(&mut self, _now: Instant) -> Result<(), SpoolError> {
         self.oldest_unsynced = None;
         if self.builder.is_empty() {
             return Ok(());
         }
-        let rows = self.builder.len() as u64;
+        let batch = self.builder.finish().map_err(|source| SpoolError::Arrow {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let rows = batch.num_rows() as u64;
+        let range = (self.unsynced_from, self.next_seq);
+        self.unsynced_from = self.next_seq;
+        match self.write_batch(&batch) {
+            Ok(()) => {
+                self.synced_rows += rows;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed.push(range);
+                if let Some(f) = self.current.take() {
+                    self.older.entry(f.epoch).or_default().push(f.path);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), SpoolError> {
         if self.current.is_none() {
             self.current = Some(self.create_file()?);
         }
         let Some(f) = self.current.as_mut() else {
             return Ok(());
         };
-        let batch = self.builder.finish().map_err(|source| SpoolError::Arrow {
-            path: f.path.clone(),
-            source,
-        })?;
-        let arrow = |source| SpoolError::Arrow {
-            path: f.path.clone(),
-            source,
+        let arrow = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SpoolError::Arrow { path, source }
         };
-        f.writer.write(&batch).map_err(arrow)?;
-        f.writer.flush().map_err(|source| SpoolError::Arrow {
-            path: f.path.clone(),
-            source,
-        })?;
+        f.writer.write(batch).map_err(arrow(&f.path))?;
+        f.writer.flush().map_err(arrow(&f.path))?;
         f.writer
             .get_ref()
             .get_ref()
             .sync_data()
-            .map_err(io_err(&f.path))?;
-        self.synced_rows += rows;
-        Ok(())
+            .map_err(io_err(&f.path))
     }
 
-    fn create_file(&self) -> Result<SpoolFile, SpoolError> {
-        let path = self
-            .dir
-            .join(format!("{}-{:06}.{SPOOL_EXT}", self.run_id, self.epoch));
+    fn create_file(&mut self) -> Result<SpoolFile, SpoolError> {
+        let path = self.dir.join(format!(
+            "{}-{:06}_{}.{SPOOL_EXT}",
+            self.run_id, self.epoch, self.part
+        ));
+        self.part += 1;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -185,16 +222,18 @@ impl Spool {
         if let Some(mut f) = self.current.take() {
             // The end-of-stream marker is a courtesy; recovery does not need it.
             let _ = f.writer.finish();
-            self.older.insert(f.epoch, f.path);
+            self.older.entry(f.epoch).or_default().push(f.path);
         }
         self.epoch += 1;
+        self.part = 0;
         Ok(())
     }
 
     /// Deletes the files of every epoch before `epoch`: all their rows are sealed.
     pub fn release_before(&mut self, epoch: u32) -> Result<(), SpoolError> {
         let keep = self.older.split_off(&epoch);
-        for (_, path) in std::mem::replace(&mut self.older, keep) {
+        let done = std::mem::replace(&mut self.older, keep);
+        for path in done.into_values().flatten() {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -208,7 +247,7 @@ impl Spool {
     pub fn close(mut self) -> Result<(), SpoolError> {
         if let Some(f) = self.current.take() {
             drop(f.writer);
-            self.older.insert(f.epoch, f.path);
+            self.older.entry(f.epoch).or_default().push(f.path);
         }
         self.release_before(u32::MAX)
     }
@@ -324,10 +363,14 @@ fn spool_runs(dir: &Path) -> Result<BTreeMap<String, Vec<PathBuf>>, SpoolError> 
         let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
-        let Some((run, epoch)) = stem.rsplit_once('-') else {
+        // `<run>-<epoch>_<part>`
+        let Some((run, epoch_part)) = stem.rsplit_once('-') else {
             continue;
         };
-        if epoch.parse::<u32>().is_err() {
+        let Some((epoch, part)) = epoch_part.split_once('_') else {
+            continue;
+        };
+        if epoch.parse::<u32>().is_err() || part.parse::<u32>().is_err() {
             continue;
         }
         runs.entry(run.to_string()).or_default().push(path);
@@ -532,6 +575,8 @@ mod tests {
             spool_sync: spool.then_some(Duration::ZERO),
             run_id: run,
             extra_meta: Vec::new(),
+            min_free: 0,
+            max_buffered_rows: 1 << 20,
         }
     }
 
@@ -718,7 +763,7 @@ mod tests {
         assert!(
             files
                 .iter()
-                .all(|p| !p.to_string_lossy().ends_with("-000000.arrows")),
+                .all(|p| !p.to_string_lossy().ends_with("-000000_0.arrows")),
             "{files:?}"
         );
         w.push([row(200)]);

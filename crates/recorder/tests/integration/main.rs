@@ -2,6 +2,7 @@
 //! Tests named `bpf_*` load real BPF programs: they need root and are never skipped.
 
 mod bpf_crash;
+mod bpf_disk;
 mod bpf_live;
 mod bpf_replay;
 mod cli;
