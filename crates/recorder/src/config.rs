@@ -211,12 +211,13 @@ pub fn parse_max_payload(s: &str) -> Result<u32, String> {
     Ok(v as u32)
 }
 
-/// Parses the ring buffer size, rounded up to a power of two (at least 1 MiB, at most 1 GiB).
+/// Parses the ring buffer size, rounded up to a power of two (16 KiB to 1 GiB; anything
+/// below a few MiB loses events under load, which is what tests of loss accounting want).
 pub fn parse_ring_size(s: &str) -> Result<u32, String> {
     let v = parse_size(s)?;
-    if !(1 << 20..=1 << 30).contains(&v) {
+    if !(16 << 10..=1 << 30).contains(&v) {
         return Err(format!(
-            "`{s}` is out of range: the ring buffer is 1MiB to 1GiB"
+            "`{s}` is out of range: the ring buffer is 16KiB to 1GiB"
         ));
     }
     Ok(v.next_power_of_two() as u32)
@@ -263,6 +264,7 @@ mod tests {
         assert!(parse_max_payload("4").is_err());
         assert_eq!(parse_ring_size("3MiB"), Ok(4 << 20));
         assert!(parse_ring_size("4KiB").is_err());
+        assert_eq!(parse_ring_size("16KiB"), Ok(16 << 10));
     }
 
     #[test]

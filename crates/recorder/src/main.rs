@@ -124,7 +124,7 @@ struct Common {
 struct RecordArgs {
     #[command(flatten)]
     common: Common,
-    /// Kernel ring buffer size (rounded up to a power of two, 1MiB..1GiB). [default: 32MiB]
+    /// Kernel ring buffer size (rounded up to a power of two, 16KiB..1GiB). [default: 32MiB]
     #[arg(long, value_name = "SIZE", value_parser = config::parse_ring_size)]
     ring_size: Option<u32>,
     /// How often transactions are synced to the crash-safe spool; after kill -9 or a power
