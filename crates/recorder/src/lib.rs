@@ -10,6 +10,7 @@ pub mod event;
 pub mod pair;
 pub mod pcap;
 pub mod pipeline;
+pub mod privs;
 pub mod procs;
 pub mod prune;
 pub mod segment;

@@ -312,6 +312,11 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         std::thread::Builder::new()
             .name("dnsledger-writer".into())
             .spawn(move || {
+                // This thread never needs more than reading /proc and writing the data dir.
+                if let Err(e) = dnsledger::privs::drop_to_minimum() {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(anyhow::Error::new(e));
+                }
                 let r = writer_loop(pipeline, rx, free_tx, &counters, &user_drops);
                 if r.is_err() {
                     // Nothing can be written: stop capturing too.
@@ -353,6 +358,12 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         &stop,
         &counters,
         || {
+            // Attached: from here on, only reading /proc and the held fds.
+            if let Err(e) = dnsledger::privs::drop_to_minimum() {
+                error!("{e}; stopping");
+                stop.store(true, Ordering::Relaxed);
+                return;
+            }
             info!(
                 cgroup = %cgroup_root.display(),
                 ports = ?s.ports,

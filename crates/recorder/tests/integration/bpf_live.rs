@@ -601,3 +601,61 @@ fn bpf_sigkill_leaves_no_programs() {
         },
     );
 }
+
+/// After attachment every thread of the recorder holds only the documented capabilities, and
+/// what it writes has the documented modes.
+#[test]
+fn bpf_privileges_dropped_after_attach() {
+    use std::os::unix::fs::PermissionsExt;
+    let _g = bpf_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _server = Dnsmasq::start(dir.path());
+    let data = dir.path().join("data");
+    let rec = Recorder::start(&data, &["--rotate-age", "1s"]);
+    // CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19): see src/privs.rs.
+    let kept: u64 = (1 << 2) | (1 << 19);
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", rec.pid())).expect("tasks");
+    let mut threads = 0;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).expect("status");
+        let field = |name: &str| -> String {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            let v = u64::from_str_radix(&field(set), 16).expect("hex caps");
+            assert_eq!(v, kept, "{set} of thread {:?} is {v:#x}", t.file_name());
+        }
+        assert_eq!(field("CapInh:"), "0000000000000000");
+        assert_eq!(field("NoNewPrivs:"), "1");
+        threads += 1;
+    }
+    assert!(
+        threads >= 2,
+        "expected the capture and writer threads, saw {threads}"
+    );
+    // The recorder still works without the rest.
+    run_client(&mut dig(&["+short", "@127.0.0.1", "caps.a.test"]));
+    std::thread::sleep(Duration::from_millis(1500));
+    rec.stop();
+    let rows = all_rows(&data);
+    let r = rows
+        .iter()
+        .find(|r| r.qname.as_deref() == Some("caps.a.test"))
+        .expect("row recorded after dropping privileges");
+    assert_eq!(r.exe.as_deref(), Some("/usr/bin/dig"));
+    // Modes: segments 0640, directories 0750.
+    for f in segment_files(&data) {
+        let mode = std::fs::metadata(&f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{f:?}");
+        let mut d = f.parent().map(std::path::Path::to_path_buf);
+        while let Some(p) = d.filter(|p| p.starts_with(&data) && *p != data) {
+            let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o750, "{p:?}");
+            d = p.parent().map(std::path::Path::to_path_buf);
+        }
+    }
+}
