@@ -15,3 +15,4 @@ pub mod procs;
 pub mod prune;
 pub mod segment;
 pub mod spool;
+pub mod status;

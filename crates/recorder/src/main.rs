@@ -49,11 +49,22 @@ enum Command {
     Import(ImportArgs),
     /// Probe the kernel for everything recording needs; exit 0 only if recording can work.
     Check(CheckArgs),
+    /// Show the running recorder's counters (drops, losses) and the data directory's state.
+    ///
+    /// Exit 0 when a recorder is running and publishing, 1 otherwise.
+    Status(StatusArgs),
     /// Delete sealed segments, oldest first, until every limit holds (for cron).
     ///
     /// Safe while the recorder runs and from two jobs at once (they take turns on a lock).
     /// Never touches in-progress data. Prints each deleted segment and the space freed.
     Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Data directory. [default: /var/lib/dnsledger]
+    #[arg(long, env = "DNSLEDGER_DATA", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +220,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import(args),
         Command::Check(args) => check(args),
         Command::Prune(args) => prune(args),
+        Command::Status(args) => status(args),
     };
     match result {
         Ok(code) => code,
@@ -263,6 +275,8 @@ const TICK: Duration = Duration::from_millis(200);
 /// Capture time between two expiry rounds of `import`.
 const IMPORT_TICK_NS: i64 = 1_000_000_000;
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+/// How often `<data_dir>/status.json` is rewritten for `dnsledger status`.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the boot-time -> UTC offset is re-read (NTP may slew the wall clock).
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
 
@@ -305,6 +319,14 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let user_drops = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
     let (free_tx, free_rx) = mpsc::channel::<Batch>();
+    let status_dir = s.data_dir.clone();
+    let status_template = dnsledger::status::LiveStatus {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_unix: unix_now(),
+        ports: s.ports.clone(),
+        ..Default::default()
+    };
     let worker = {
         let counters = Arc::clone(&counters);
         let user_drops = Arc::clone(&user_drops);
@@ -317,7 +339,15 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
                     stop.store(true, Ordering::Relaxed);
                     return Err(anyhow::Error::new(e));
                 }
-                let r = writer_loop(pipeline, rx, free_tx, &counters, &user_drops);
+                let r = writer_loop(
+                    pipeline,
+                    rx,
+                    free_tx,
+                    &counters,
+                    &user_drops,
+                    &status_dir,
+                    status_template,
+                );
                 if r.is_err() {
                     // Nothing can be written: stop capturing too.
                     stop.store(true, Ordering::Relaxed);
@@ -410,7 +440,10 @@ fn writer_loop(
     free: mpsc::Sender<Batch>,
     counters: &KernelCounters,
     user_drops: &AtomicU64,
+    data_dir: &Path,
+    mut live: dnsledger::status::LiveStatus,
 ) -> anyhow::Result<(u64, usize)> {
+    let mut last_status = Instant::now() - STATUS_EVERY;
     let mut clock = Clock::now();
     let mut clock_set = Instant::now();
     let mut last_tick = Instant::now();
@@ -466,6 +499,27 @@ fn writer_loop(
                         error!(failures = write_failures, "cannot write segments: {e}");
                     }
                 }
+            }
+        }
+        if last_status.elapsed() >= STATUS_EVERY {
+            last_status = Instant::now();
+            let st = pipeline.stats();
+            live.updated_unix = unix_now();
+            live.packets = st.packets;
+            live.messages = st.messages;
+            live.transactions = st.transactions;
+            live.cut_by_cap = st.cut_by_cap;
+            live.segments_sealed = pipeline.sealed().len() as u64;
+            live.kernel = bpf::COUNTER_NAMES
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.to_string(), counters.get(i)))
+                .collect();
+            live.dropped_user = user_drops.load(Ordering::Relaxed);
+            live.rows_lost = pipeline.rows_lost();
+            live.write_failures = write_failures;
+            if let Err(e) = dnsledger::status::publish(data_dir, &live) {
+                debug!("cannot publish status: {e}");
             }
         }
         if last_summary.elapsed() >= SUMMARY_EVERY {
@@ -586,6 +640,29 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let dir = args
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
+    let (lines, healthy) =
+        dnsledger::status::report(&dir, unix_now()).map_err(anyhow::Error::msg)?;
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {

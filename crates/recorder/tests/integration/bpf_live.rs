@@ -509,7 +509,25 @@ fn bpf_rotation_seals_several_segments() {
         sent += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
+    // `dnsledger status` sees the live recorder and its counters.
+    let status = Command::new(DNSLEDGER)
+        .args(["status", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("dnsledger status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(text.contains("recorder: running"), "{text}");
+    assert!(text.contains("packet_ringbuf_full=0"), "{text}");
+    assert!(text.contains("segments:"), "{text}");
     rec.stop();
+    let after = Command::new(DNSLEDGER)
+        .args(["status", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("dnsledger status");
+    assert_eq!(after.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&after.stdout).contains("not running"));
     let files = segment_files(&data);
     assert!(files.len() >= 3, "only {} segments: {files:?}", files.len());
     let mut total = 0;
