@@ -1,1 +1,664 @@
-fn main() {}
+//! `dnsql`: SQL and forensic recipes over dnsledger segments.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, anyhow};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use dnsledger_query::output::{self, Format, OutputError, Sink, TableOptions};
+use dnsledger_query::segments;
+use dnsledger_query::session::{self, Dnsql, RunError};
+use dnsledger_query::source::{self, Scope, Skipped};
+use dnsledger_query::table::{Problems, ScanProgress, table_schema};
+
+const EXIT_CODES: &str = "\
+Tables:
+  dns       one row per DNS transaction within --since/--until/--host (what recipes read)
+  dns_all   every segment found, whatever the scope
+  Both have the segment columns (`dnsql schema`) and the partition columns host, date, hour.
+
+Exit status:
+  0    success
+  1    failure (bad SQL, no segments found, unreadable data, cannot write the output)
+  2    usage error (bad flag or value, parquet output to a terminal)
+  3    partial answer: some segments were skipped (truncated, corrupt, foreign, or written by a
+       newer recorder); each is named on stderr, the rest were answered
+  130  interrupted (Ctrl-C)
+A closed output pipe (`dnsql ... | head`) ends dnsql quietly with the status it would have had.";
+
+/// SQL and forensic recipes over dnsledger segments.
+///
+/// Reads the Parquet segments written by `dnsledger` (one host's data dir, or trees collected
+/// from many hosts) as one SQL table, `dns`. Runs unprivileged; never writes to the segments.
+#[derive(Debug, Parser)]
+#[command(name = "dnsql", version, after_long_help = EXIT_CODES)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// Segments to read: a data dir (its segments/ tree), a segments/ tree or any directory of
+    /// segments, one .parquet file, or a glob (quote it). Repeatable; trees of many hosts
+    /// form one table. inprogress/ directories and non-.parquet files are never read
+    #[arg(
+        long = "data",
+        value_name = "PATH",
+        global = true,
+        env = "DNSLEDGER_DATA",
+        default_value = "/var/lib/dnsledger"
+    )]
+    data: Vec<PathBuf>,
+
+    /// Only transactions at or after this time: a duration before now (90m, 2h, 7d) or an RFC
+    /// 3339 time (2024-05-01T12:00:00Z; no offset means UTC; a bare date means midnight UTC)
+    #[arg(long, value_name = "TIME", global = true, value_parser = parse_time_arg)]
+    since: Option<i64>,
+
+    /// Only transactions before this time (same forms as --since)
+    #[arg(long, value_name = "TIME", global = true, value_parser = parse_time_arg)]
+    until: Option<i64>,
+
+    /// Only segments of this host (the host=<h> directory); repeatable
+    #[arg(long = "host", value_name = "HOST", global = true)]
+    hosts: Vec<String>,
+
+    /// Output format: table (fitted to the terminal), csv, json (one object per line) or
+    /// parquet (never to a terminal: use -o or a redirect)
+    #[arg(long, value_name = "FORMAT", global = true, default_value = "table", value_parser = parse_format)]
+    format: Format,
+
+    /// Write the result to FILE instead of stdout (created or truncated once the query is
+    /// planned)
+    #[arg(short = 'o', long = "output", value_name = "FILE", global = true)]
+    output: Option<PathBuf>,
+
+    /// At most N rows per result
+    #[arg(long, value_name = "N", global = true)]
+    limit: Option<usize>,
+
+    /// Width the table format fits in, in columns; 0 for no limit. Default: the terminal's
+    /// width when stdout is a terminal, else no limit
+    #[arg(long, value_name = "COLUMNS", global = true)]
+    width: Option<usize>,
+
+    /// No progress indicator
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run SQL over the table `dns` (and `dns_all`)
+    ///
+    /// Any DataFusion SQL; several statements separated by `;` print one result each. Statements
+    /// that write (INSERT, COPY) are refused. Examples:
+    ///   dnsql sql "SELECT host, count(*) FROM dns GROUP BY host"
+    ///   dnsql --since 2h sql "SELECT ts, comm, qname FROM dns WHERE rcode_name = 'NXDOMAIN'"
+    ///   dnsql sql -f query.sql;  echo "SELECT 1" | dnsql sql
+    Sql(SqlArgs),
+    /// The columns of `dns`, their types and meaning
+    Schema,
+    /// Each segment: host, time range, rows, dropped events, size (footers only, no scan)
+    ///
+    /// Shows where the record has gaps or lost events before an absence is trusted. Respects
+    /// --host, --since and --until.
+    Segments,
+    /// Which hosts and processes resolved NAME or any name under it
+    Who(WhoArgs),
+    /// Top processes, domains, rcodes, ... by number of queries
+    Top(TopArgs),
+    /// One process's DNS in time order
+    Timeline(TimelineArgs),
+    /// Rank (registered domain, process) pairs by signs of DNS tunnelling or exfiltration
+    Exfil,
+    /// Processes with many failing names (DGA-like bursts), per registered domain
+    Nxdomain,
+    /// Dig-like rendering of full transactions, decoded from the raw bytes
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+struct SqlArgs {
+    /// The SQL; without it (and without -f) SQL is read from stdin
+    #[arg(value_name = "SQL", conflicts_with = "file")]
+    sql: Option<String>,
+    /// Read the SQL from FILE
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct WhoArgs {
+    /// A name (example.com matches example.com and every name under it)
+    #[arg(value_name = "NAME")]
+    name: String,
+}
+
+/// What `top` ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TopBy {
+    Process,
+    Exe,
+    Domain,
+    RegisteredDomain,
+    Rcode,
+    Qtype,
+    Server,
+    Container,
+}
+
+#[derive(Debug, Args)]
+struct TopArgs {
+    /// What to rank
+    #[arg(long, value_enum, default_value = "process")]
+    by: TopBy,
+    /// How many
+    #[arg(short = 'n', value_name = "N", default_value_t = 10)]
+    n: usize,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "process", required = true, multiple = false)]
+struct TimelineArgs {
+    /// Process id (pids are reused: add --host, and --since/--until to pick one process)
+    #[arg(long, group = "process")]
+    pid: Option<u32>,
+    /// Process name (comm)
+    #[arg(long, group = "process")]
+    comm: Option<String>,
+    /// Executable path
+    #[arg(long, group = "process")]
+    exe: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ShowArgs {
+    /// Transactions for this name or any name under it
+    #[arg(value_name = "NAME", required_unless_present_any = ["pid", "comm", "exe"])]
+    name: Option<String>,
+    /// Transactions of this process id
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Transactions of processes with this name (comm)
+    #[arg(long)]
+    comm: Option<String>,
+    /// Transactions of this executable path
+    #[arg(long)]
+    exe: Option<String>,
+}
+
+fn parse_time_arg(s: &str) -> Result<i64, String> {
+    source::parse_time(s, SystemTime::now())
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+/// How a run ended.
+enum Failure {
+    /// Exit 2.
+    Usage(String),
+    /// Exit 1, with an optional hint.
+    Runtime(anyhow::Error, Option<String>),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e, None)
+    }
+}
+
+const EXIT_PARTIAL: u8 = 3;
+const EXIT_INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
+        tokio::select! {
+            code = run(cli) => code,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted");
+                EXIT_INTERRUPTED
+            }
+        }
+    });
+    // Do not wait for scans still running after Ctrl-C.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+async fn run(cli: Cli) -> u8 {
+    let progress_bar = progress_bar(&cli.global);
+    let pb = progress_bar.clone();
+    let problems = Arc::new(Problems::with_reporter(move |s: &Skipped| {
+        pb.suspend(|| eprintln!("warning: skipped {}: {}", s.path.display(), s.reason));
+    }));
+    let result = dispatch(cli, problems.clone(), progress_bar.clone()).await;
+    progress_bar.finish_and_clear();
+    match result {
+        Ok(()) if problems.is_empty() => 0,
+        Ok(()) => {
+            let n = problems.list().len();
+            eprintln!(
+                "warning: partial answer: {n} segment{} skipped (named above)",
+                if n == 1 { "" } else { "s" }
+            );
+            EXIT_PARTIAL
+        }
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            eprintln!("hint: dnsql --help");
+            2
+        }
+        Err(Failure::Runtime(e, hint)) => {
+            eprintln!("error: {e:#}");
+            if let Some(h) = hint {
+                eprintln!("hint: {h}");
+            }
+            1
+        }
+    }
+}
+
+fn show_progress(g: &Global) -> bool {
+    !g.quiet && io::stderr().is_terminal()
+}
+
+/// A progress bar drawn on stderr once a scan has taken a second, if stderr is a terminal
+/// (hidden until then, and always hidden otherwise).
+fn progress_bar(g: &Global) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+    if !show_progress(g) {
+        return pb;
+    }
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {elapsed} reading segments: {bytes}/{total_bytes} {msg}",
+    ) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+fn spawn_progress(pb: ProgressBar, progress: Arc<ScanProgress>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if pb.is_finished() {
+            return;
+        }
+        pb.set_draw_target(ProgressDrawTarget::stderr());
+        loop {
+            let total = progress.bytes_total.load(Ordering::Relaxed);
+            let read = progress.bytes_read.load(Ordering::Relaxed).min(total);
+            pb.set_length(total);
+            pb.set_position(read);
+            pb.set_message(format!(
+                "({} segments)",
+                progress.files_total.load(Ordering::Relaxed)
+            ));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<(), Failure> {
+    let g = &cli.global;
+    if g.format.is_binary() && g.output.is_none() && io::stdout().is_terminal() {
+        return Err(Failure::Usage(format!(
+            "refusing to write {} to a terminal; use -o FILE or redirect stdout",
+            g.format.name()
+        )));
+    }
+    if let Some(since) = g.since
+        && let Some(until) = g.until
+        && since >= until
+    {
+        return Err(Failure::Usage("--since must be before --until".into()));
+    }
+    let scope = Scope {
+        since: g.since,
+        until: g.until,
+        hosts: g.hosts.clone(),
+    };
+    let mut out = Output::new(g);
+
+    let sql = match &cli.command {
+        Command::Schema => {
+            let batch = schema_batch();
+            return out.print(&batch);
+        }
+        Command::Segments => return list_segments(g, &scope, &problems, &mut out).await,
+        Command::Sql(args) => read_sql(args)?,
+        Command::Who(_)
+        | Command::Top(_)
+        | Command::Timeline(_)
+        | Command::Exfil
+        | Command::Nxdomain
+        | Command::Show(_) => recipe_sql(&cli.command)?,
+    };
+
+    let files = find_segments(g, &problems)?;
+    let progress = Arc::new(ScanProgress::default());
+    let dnsql = session::context(files, &scope, problems, progress.clone())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let ticker = show_progress(g).then(|| spawn_progress(pb, progress));
+    let result = run_sql(&dnsql, &sql, g.limit, &mut out).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    result
+}
+
+/// SQL of a recipe subcommand. The recipes live in `dnsledger_query::recipes`, merged
+/// separately; until then these commands say so.
+fn recipe_sql(cmd: &Command) -> Result<String, Failure> {
+    let name = match cmd {
+        Command::Who(_) => "who",
+        Command::Top(_) => "top",
+        Command::Timeline(_) => "timeline",
+        Command::Exfil => "exfil",
+        Command::Nxdomain => "nxdomain",
+        Command::Show(_) => "show",
+        Command::Sql(_) | Command::Schema | Command::Segments => unreachable!("not a recipe"),
+    };
+    Err(Failure::Runtime(
+        anyhow!("`dnsql {name}` is not part of this build yet"),
+        Some("`dnsql sql` answers the same questions in SQL".into()),
+    ))
+}
+
+fn read_sql(args: &SqlArgs) -> Result<String, Failure> {
+    let sql = match (&args.sql, &args.file) {
+        (Some(sql), _) => sql.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read SQL from `{}`", file.display()))?,
+        (None, None) => {
+            if io::stdin().is_terminal() {
+                return Err(Failure::Usage(
+                    "no SQL: give it as an argument, with -f FILE, or on stdin".into(),
+                ));
+            }
+            let mut s = String::new();
+            io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read SQL from stdin")?;
+            s
+        }
+    };
+    if sql.trim().is_empty() {
+        return Err(Failure::Usage("the SQL is empty".into()));
+    }
+    Ok(sql)
+}
+
+fn find_segments(g: &Global, problems: &Problems) -> Result<Vec<source::SegmentFile>, Failure> {
+    let found = source::discover(&g.data).map_err(|e| {
+        Failure::Runtime(
+            anyhow!(e),
+            Some("--data takes a data dir, a segments/ tree, a .parquet file or a glob".into()),
+        )
+    })?;
+    for s in found.skipped {
+        problems.record(s.path, s.reason);
+    }
+    if found.files.is_empty() && problems.is_empty() {
+        let places = found
+            .looked_in
+            .iter()
+            .map(|p| format!("`{}`", p.display()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Failure::Runtime(
+            anyhow!("no segments found (looked for *.parquet in {places})"),
+            Some(
+                "pass the recorder's data dir or a collected tree with --data, or set \
+                 DNSLEDGER_DATA"
+                    .into(),
+            ),
+        ));
+    }
+    Ok(found.files)
+}
+
+async fn run_sql(
+    dnsql: &Dnsql,
+    sql: &str,
+    limit: Option<usize>,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let mut open = |schema: SchemaRef| out.sink(schema);
+    match dnsql.run_sql(sql, limit, &mut open).await {
+        Ok(()) => Ok(()),
+        Err(RunError::Output(e)) if e.is_broken_pipe() => Ok(()),
+        Err(RunError::Output(e)) => Err(Failure::Runtime(
+            anyhow!(e).context("cannot write the result"),
+            None,
+        )),
+        // DataFusion's message already carries its context: print it once, not its chain.
+        Err(RunError::Sql { err, hint }) => Err(Failure::Runtime(anyhow!("{err}"), hint)),
+        Err(e @ RunError::CutShort { .. }) => Err(Failure::Runtime(anyhow!("{e}"), None)),
+    }
+}
+
+async fn list_segments(
+    g: &Global,
+    scope: &Scope,
+    problems: &Problems,
+    out: &mut Output,
+) -> Result<(), Failure> {
+    let files = find_segments(g, problems)?;
+    let (rows, skipped) = segments::list(&files, scope).await;
+    for s in skipped {
+        problems.record(s.path, s.reason);
+    }
+    for r in &rows {
+        if let Some(t) = r.info.transactions
+            && t != r.info.rows
+        {
+            eprintln!(
+                "warning: {}: metadata says {t} transactions, the footer {} rows",
+                r.path.display(),
+                r.info.rows
+            );
+        }
+    }
+    let batch = segments::listing_batch(&rows);
+    out.print(&batch)?;
+    let hosts: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.host.as_str()).collect();
+    let total: u64 = rows.iter().map(|r| r.info.rows).sum();
+    let kernel: u64 = rows.iter().filter_map(|r| r.info.dropped_kernel).sum();
+    let user: u64 = rows.iter().filter_map(|r| r.info.dropped_user).sum();
+    if io::stderr().is_terminal() && !g.quiet {
+        eprintln!(
+            "{} segments from {} hosts, {total} transactions; events dropped: {kernel} in the \
+             kernel, {user} in user space",
+            rows.len(),
+            hosts.len()
+        );
+    }
+    Ok(())
+}
+
+/// Where results go: stdout or `-o FILE` (opened at the first result).
+struct Output {
+    format: Format,
+    path: Option<PathBuf>,
+    table: TableOptions,
+    file: Option<File>,
+}
+
+impl Output {
+    fn new(g: &Global) -> Self {
+        let max_width = match g.width {
+            Some(0) => None,
+            Some(w) => Some(w),
+            None if g.output.is_none() && io::stdout().is_terminal() => {
+                terminal_size::terminal_size().map(|(w, _)| usize::from(w.0))
+            }
+            None => None,
+        };
+        Output {
+            format: g.format,
+            path: g.output.clone(),
+            table: TableOptions { max_width },
+            file: None,
+        }
+    }
+
+    fn sink(&mut self, schema: SchemaRef) -> Result<Box<dyn Sink + 'static>, OutputError> {
+        let w: Box<dyn Write + Send> = match &self.path {
+            None => Box::new(BufWriter::new(io::stdout())),
+            Some(path) => {
+                let file = match &self.file {
+                    Some(f) => f.try_clone()?,
+                    None => {
+                        let f = File::create(path).map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!("cannot create `{}`: {e}", path.display()),
+                            )
+                        })?;
+                        self.file = Some(f.try_clone()?);
+                        f
+                    }
+                };
+                Box::new(BufWriter::new(file))
+            }
+        };
+        output::sink(self.format, schema, w, self.table)
+    }
+
+    fn print(&mut self, batch: &RecordBatch) -> Result<(), Failure> {
+        let result = self.sink(batch.schema()).and_then(|mut s| {
+            s.write(batch)?;
+            s.finish()
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_broken_pipe() => Ok(()),
+            Err(e) => Err(Failure::Runtime(
+                anyhow!(e).context("cannot write the result"),
+                None,
+            )),
+        }
+    }
+}
+
+/// `dnsql schema`: every column of `dns` with its type and meaning.
+fn schema_batch() -> RecordBatch {
+    let schema = table_schema();
+    let partitions = [
+        dnsledger_schema::partition::HOST,
+        dnsledger_schema::partition::DATE,
+        dnsledger_schema::partition::HOUR,
+    ];
+    let fields = schema.fields();
+    let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+    let types: Vec<String> = fields.iter().map(|f| type_name(f.data_type())).collect();
+    let nullable: Vec<bool> = fields.iter().map(|f| f.is_nullable()).collect();
+    let meaning: Vec<&str> = names
+        .iter()
+        .map(|n| dnsledger_schema::column_doc(n))
+        .collect();
+    let partition: Vec<bool> = names.iter().map(|n| partitions.contains(n)).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(names)),
+        Arc::new(StringArray::from(types)),
+        Arc::new(BooleanArray::from(nullable)),
+        Arc::new(BooleanArray::from(partition)),
+        Arc::new(StringArray::from(meaning)),
+    ];
+    let out = Schema::new(vec![
+        Field::new("column", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("nullable", DataType::Boolean, false),
+        Field::new("partition", DataType::Boolean, false),
+        Field::new("meaning", DataType::Utf8, false),
+    ]);
+    RecordBatch::try_new(Arc::new(out), columns).expect("columns match the schema")
+}
+
+/// A type as SQL users read it.
+fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Dictionary(_, v) => type_name(v),
+        DataType::Timestamp(unit, tz) => {
+            let unit = match unit {
+                arrow::datatypes::TimeUnit::Second => "s",
+                arrow::datatypes::TimeUnit::Millisecond => "ms",
+                arrow::datatypes::TimeUnit::Microsecond => "us",
+                arrow::datatypes::TimeUnit::Nanosecond => "ns",
+            };
+            match tz {
+                Some(tz) => format!("timestamp({unit}, {tz})"),
+                None => format!("timestamp({unit})"),
+            }
+        }
+        DataType::Date32 => "date".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Binary | DataType::LargeBinary => "binary".into(),
+        DataType::List(item) | DataType::LargeList(item) => {
+            format!("list<{}>", type_name(item.data_type()))
+        }
+        DataType::Struct(fields) => format!(
+            "struct<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{} {}", f.name(), type_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn type_names() {
+        assert_eq!(type_name(&dnsledger_schema::dict_utf8()), "string");
+        assert_eq!(
+            type_name(&dnsledger_schema::ts_type()),
+            "timestamp(ns, UTC)"
+        );
+        let answers = dnsledger_schema::schema();
+        let answers = answers.field_with_name("answers").unwrap();
+        assert_eq!(
+            type_name(answers.data_type()),
+            "list<struct<name string, type string, ttl uint32, data string>>"
+        );
+    }
+}

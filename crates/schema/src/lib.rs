@@ -82,6 +82,98 @@ pub mod col {
     pub const PARSE_ERROR: &str = "parse_error";
 }
 
+/// One-line meaning of a column or partition key (for `dnsql schema` and documentation); the
+/// empty string for a name that is neither.
+pub fn column_doc(name: &str) -> &'static str {
+    match name {
+        col::TS => {
+            "when the transaction started: the query's capture time, else the response's (UTC, ns)"
+        }
+        col::QUERY_TS => "capture time of the query; NULL if only a response was seen",
+        col::RESPONSE_TS => "capture time of the response; NULL if unanswered",
+        col::LATENCY_NS => "response_ts - query_ts in nanoseconds; NULL unless both were seen",
+        col::STATUS => {
+            "answered, unanswered (no response within the pair timeout) or unsolicited (response without query)"
+        }
+        col::HOSTNAME => "host that recorded the transaction (the recorder's --host)",
+        col::BOOT_ID => {
+            "kernel boot id of the recording host (pids are unique only within one boot)"
+        }
+        col::PID => "process id (thread group) that owns the DNS socket",
+        col::TID => "thread id that sent the query",
+        col::PPID => "parent process id",
+        col::UID => "user id of the process",
+        col::GID => "group id of the process",
+        col::COMM => "process name (kernel comm, at most 15 bytes)",
+        col::EXE => "path of the process's executable",
+        col::CMDLINE => "command line of the process, arguments separated by spaces",
+        col::CGROUP_ID => "cgroup v2 id of the process",
+        col::CGROUP_PATH => "cgroup v2 path of the process",
+        col::CONTAINER_ID => {
+            "container id found in the cgroup path (docker, containerd, podman, ...)"
+        }
+        col::NETNS => "network namespace inode of the process",
+        col::TRANSPORT => "udp or tcp",
+        col::IP_VERSION => "4 or 6",
+        col::CLIENT_IP => "address of the client (the local process's side)",
+        col::CLIENT_PORT => "port of the client",
+        col::SERVER_IP => "address of the DNS server queried",
+        col::SERVER_PORT => "port of the DNS server (53, 5353, ...)",
+        col::DNS_ID => "DNS message id",
+        col::OPCODE => "DNS opcode (0 query, 4 notify, 5 update, ...)",
+        col::RCODE => "response code, extended by EDNS (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, ...)",
+        col::RCODE_NAME => "response code mnemonic (NOERROR, NXDOMAIN, SERVFAIL, ...)",
+        col::AA => "authoritative answer flag of the response",
+        col::TC => "truncated flag of the response",
+        col::RD => "recursion desired flag of the query",
+        col::RA => "recursion available flag of the response",
+        col::AD => "authentic data flag of the response (DNSSEC validated)",
+        col::CD => "checking disabled flag of the query",
+        col::QNAME => {
+            "first question's name, lower-case presentation format without trailing dot (bloom-filtered)"
+        }
+        col::QTYPE => "first question's type number",
+        col::QTYPE_NAME => "first question's type mnemonic (A, AAAA, PTR, TXT, TYPE65534, ...)",
+        col::QCLASS => "first question's class (1 IN, 255 ANY, ...)",
+        col::QUESTIONS => "every question: list of {name, type, class}",
+        col::QDCOUNT => "question count of the header",
+        col::ANCOUNT => "answer count of the header",
+        col::NSCOUNT => "authority count of the header",
+        col::ARCOUNT => "additional count of the header",
+        col::REGISTERED_DOMAIN => {
+            "registrable domain (eTLD+1, Public Suffix List) of qname (bloom-filtered)"
+        }
+        col::ANSWERS => {
+            "answer section: list of {name, type, ttl, data} with presentation-format data"
+        }
+        col::ANSWER_IPS => "addresses of the A and AAAA answers",
+        col::EDNS_UDP_SIZE => "EDNS UDP payload size advertised by the query (else the response)",
+        col::EDNS_VERSION => "EDNS version",
+        col::EDNS_DO => "EDNS DNSSEC OK bit",
+        col::EDNS_ECS => "EDNS client subnet (address/source/scope prefix)",
+        col::EDNS_COOKIE => "whether an EDNS cookie was present",
+        col::EDE_CODE => "extended DNS error code of the response",
+        col::EDE_TEXT => "extended DNS error text of the response",
+        col::QUERY_SIZE => {
+            "length of the query message in bytes (as sent, even if capture was cut)"
+        }
+        col::RESPONSE_SIZE => "length of the response message in bytes (as received)",
+        col::QUERY_RAW => {
+            "query message bytes (up to the recorder's --max-payload; NULL with --no-raw)"
+        }
+        col::RESPONSE_RAW => "response message bytes (up to --max-payload; NULL with --no-raw)",
+        col::PARSE_ERROR => {
+            "what could not be decoded in the query or response; NULL if both parsed"
+        }
+        partition::HOST => "partition key: host directory of the segment (host=<h>)",
+        partition::DATE => "partition key: UTC date of the segment (date=YYYY-MM-DD)",
+        partition::HOUR => {
+            "partition key: UTC hour of the segment (hour=HH); segments never span hours"
+        }
+        _ => "",
+    }
+}
+
 /// Values of the `status` column.
 pub mod status {
     pub const ANSWERED: &str = "answered";
@@ -280,6 +372,20 @@ mod tests {
     fn partition_keys_are_not_columns() {
         for key in [partition::HOST, partition::DATE, partition::HOUR] {
             assert!(schema().field_with_name(key).is_err(), "{key} is a column");
+        }
+    }
+
+    #[test]
+    fn every_column_is_documented() {
+        for field in schema().fields() {
+            assert!(
+                !column_doc(field.name()).is_empty(),
+                "{} has no doc",
+                field.name()
+            );
+        }
+        for key in [partition::HOST, partition::DATE, partition::HOUR] {
+            assert!(!column_doc(key).is_empty(), "{key} has no doc");
         }
     }
 

@@ -1,0 +1,360 @@
+//! What a segment's Parquet footer says about it, and whether dnsql can read it.
+//!
+//! Reading a footer is cheap (a few KB at the end of the file): `dnsql segments` reads only
+//! footers, and the table provider checks the footer of every segment a query is about to scan,
+//! so a truncated, corrupt or foreign file, or one written by a newer recorder, is skipped with
+//! a reason instead of failing the whole query.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use dnsledger_schema::{SCHEMA_VERSION, meta, schema, ts_type};
+use futures::StreamExt;
+use parquet::arrow::parquet_to_arrow_schema;
+use parquet::file::metadata::ParquetMetaData;
+
+use crate::source::{Scope, SegmentFile, Skipped};
+
+/// Why a `.parquet` file cannot be read as a segment.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SegmentError {
+    #[error("cannot read it as Parquet (truncated or corrupt?): {0}")]
+    Unreadable(String),
+    #[error(
+        "not a dnsledger segment: its Parquet metadata has no `{}` key",
+        meta::SCHEMA_VERSION
+    )]
+    Foreign,
+    #[error("not a dnsledger segment: schema version `{0}` is not a number")]
+    BadVersion(String),
+    #[error(
+        "written with segment schema version {found}, newer than the {known} this dnsql reads; \
+         read it with a newer dnsql"
+    )]
+    NewerVersion { found: u32, known: u32 },
+    #[error("not a dnsledger segment: required column `{0}` is missing")]
+    MissingColumn(String),
+    #[error("not a dnsledger segment: column `{name}` is {found}, expected {expected}")]
+    ColumnType {
+        name: String,
+        found: DataType,
+        expected: DataType,
+    },
+}
+
+/// The facts in one segment's footer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub schema_version: u32,
+    pub host: Option<String>,
+    pub boot_id: Option<String>,
+    pub kernel: Option<String>,
+    pub recorder_version: Option<String>,
+    /// `bpf` or `import`.
+    pub source: Option<String>,
+    /// Smallest and largest `ts`, nanoseconds since the epoch.
+    pub ts_min: Option<i64>,
+    pub ts_max: Option<i64>,
+    /// Rows according to the recorder's `dnsledger.transactions` key.
+    pub transactions: Option<u64>,
+    pub dropped_kernel: Option<u64>,
+    pub dropped_user: Option<u64>,
+    /// Rows according to the Parquet footer.
+    pub rows: u64,
+    pub row_groups: usize,
+}
+
+/// Parses an RFC 3339 timestamp (as in `dnsledger.ts_min`) to nanoseconds since the epoch.
+pub fn parse_ts(s: &str) -> Option<i64> {
+    arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(s).ok()
+}
+
+/// Checks that a footer belongs to a segment this dnsql can read, and extracts its facts.
+pub fn inspect(md: &ParquetMetaData) -> Result<SegmentInfo, SegmentError> {
+    let file = md.file_metadata();
+    let kv: HashMap<&str, &str> = file
+        .key_value_metadata()
+        .map(|kvs| {
+            kvs.iter()
+                .filter_map(|kv| Some((kv.key.as_str(), kv.value.as_deref()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let version = kv.get(meta::SCHEMA_VERSION).ok_or(SegmentError::Foreign)?;
+    let version: u32 = version
+        .trim()
+        .parse()
+        .map_err(|_| SegmentError::BadVersion((*version).to_owned()))?;
+    if version > SCHEMA_VERSION {
+        return Err(SegmentError::NewerVersion {
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    let arrow_schema = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+        .map_err(|e| SegmentError::Unreadable(e.to_string()))?;
+    check_columns(&arrow_schema)?;
+
+    let text = |k: &str| kv.get(k).map(|v| (*v).to_owned());
+    let number = |k: &str| kv.get(k).and_then(|v| v.trim().parse::<u64>().ok());
+    Ok(SegmentInfo {
+        schema_version: version,
+        host: text(meta::HOST),
+        boot_id: text(meta::BOOT_ID),
+        kernel: text(meta::KERNEL),
+        recorder_version: text(meta::RECORDER_VERSION),
+        source: text(meta::SOURCE),
+        ts_min: kv.get(meta::TS_MIN).and_then(|v| parse_ts(v)),
+        ts_max: kv.get(meta::TS_MAX).and_then(|v| parse_ts(v)),
+        transactions: number(meta::TRANSACTIONS),
+        dropped_kernel: number(meta::DROPPED_KERNEL),
+        dropped_user: number(meta::DROPPED_USER),
+        rows: u64::try_from(file.num_rows()).unwrap_or(0),
+        row_groups: md.num_row_groups(),
+    })
+}
+
+/// Every column the file shares with the table must have the table's type, and the table's
+/// required columns must all be there. Missing nullable columns (older segments) read as NULL;
+/// extra columns (a newer recorder of the same schema version) are ignored.
+fn check_columns(file: &Schema) -> Result<(), SegmentError> {
+    for field in schema().fields() {
+        match file.field_with_name(field.name()) {
+            Ok(f) => {
+                if !f.data_type().equals_datatype(field.data_type()) {
+                    return Err(SegmentError::ColumnType {
+                        name: field.name().clone(),
+                        found: f.data_type().clone(),
+                        expected: field.data_type().clone(),
+                    });
+                }
+            }
+            Err(_) if field.is_nullable() => {}
+            Err(_) => return Err(SegmentError::MissingColumn(field.name().clone())),
+        }
+    }
+    Ok(())
+}
+
+/// One row of `dnsql segments`.
+#[derive(Debug, Clone)]
+pub struct SegmentRow {
+    pub path: PathBuf,
+    /// Host of the partition directory (else of the footer).
+    pub host: String,
+    pub bytes: u64,
+    pub info: SegmentInfo,
+}
+
+/// Schema of the `dnsql segments` listing.
+pub fn listing_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("host", DataType::Utf8, false),
+        Field::new("ts_min", ts_type(), true),
+        Field::new("ts_max", ts_type(), true),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("dropped_kernel", DataType::UInt64, true),
+        Field::new("dropped_user", DataType::UInt64, true),
+        Field::new("bytes", DataType::UInt64, false),
+        Field::new("source", DataType::Utf8, true),
+        Field::new("schema_version", DataType::UInt64, false),
+        Field::new("recorder_version", DataType::Utf8, true),
+        Field::new("boot_id", DataType::Utf8, true),
+        Field::new("kernel", DataType::Utf8, true),
+        Field::new("path", DataType::Utf8, false),
+    ]))
+}
+
+/// The `dnsql segments` listing as one batch, in the order given.
+pub fn listing_batch(rows: &[SegmentRow]) -> RecordBatch {
+    let s = |f: fn(&SegmentRow) -> Option<String>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<StringArray>())
+    };
+    let u = |f: fn(&SegmentRow) -> Option<u64>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<UInt64Array>())
+    };
+    let t = |f: fn(&SegmentRow) -> Option<i64>| -> ArrayRef {
+        Arc::new(
+            rows.iter()
+                .map(f)
+                .collect::<TimestampNanosecondArray>()
+                .with_timezone("UTC"),
+        )
+    };
+    let columns = vec![
+        s(|r| Some(r.host.clone())),
+        t(|r| r.info.ts_min),
+        t(|r| r.info.ts_max),
+        u(|r| Some(r.info.rows)),
+        u(|r| r.info.dropped_kernel),
+        u(|r| r.info.dropped_user),
+        u(|r| Some(r.bytes)),
+        s(|r| r.info.source.clone()),
+        u(|r| Some(u64::from(r.info.schema_version))),
+        s(|r| r.info.recorder_version.clone()),
+        s(|r| r.info.boot_id.clone()),
+        s(|r| r.info.kernel.clone()),
+        s(|r| Some(r.path.display().to_string())),
+    ];
+    RecordBatch::try_new(listing_schema(), columns).expect("columns match listing_schema")
+}
+
+/// Reads a footer (not the page index) with blocking I/O.
+pub fn read_footer(path: &std::path::Path) -> Result<ParquetMetaData, SegmentError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| SegmentError::Unreadable(format!("cannot open: {e}")))?;
+    parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .map_err(|e| SegmentError::Unreadable(e.to_string()))
+}
+
+/// The footers of `files` in scope, in order of host and time; unreadable ones as
+/// [`Skipped`]. Reads footers only, several at a time.
+pub async fn list(files: &[SegmentFile], scope: &Scope) -> (Vec<SegmentRow>, Vec<Skipped>) {
+    let candidates: Vec<SegmentFile> = files
+        .iter()
+        .filter(|f| scope.admits_key(&f.key))
+        .cloned()
+        .collect();
+    let results: Vec<(SegmentFile, Result<SegmentInfo, String>)> =
+        futures::stream::iter(candidates)
+            .map(|f| async move {
+                let path = f.canonical.clone();
+                let info = tokio::task::spawn_blocking(move || {
+                    read_footer(&path).and_then(|md| inspect(&md))
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+                (f, info)
+            })
+            .buffered(16)
+            .collect()
+            .await;
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    for (f, info) in results {
+        match info {
+            Ok(info) if scope.admits_range(info.ts_min, info.ts_max) => rows.push(SegmentRow {
+                path: f.path,
+                host: f.key.host,
+                bytes: f.size,
+                info,
+            }),
+            Ok(_) => {}
+            Err(reason) => skipped.push(Skipped {
+                path: f.path,
+                reason,
+            }),
+        }
+    }
+    rows.sort_by(|a, b| (&a.host, a.info.ts_min, &a.path).cmp(&(&b.host, b.info.ts_min, &b.path)));
+    (rows, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use arrow::array::Int32Array;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
+    use parquet::file::properties::WriterProperties;
+
+    fn footer_of(batch: &RecordBatch, kv: &[(&str, &str)]) -> ParquetMetaData {
+        let props = WriterProperties::builder()
+            .set_key_value_metadata(Some(
+                kv.iter()
+                    .map(|(k, v)| KeyValue::new((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ))
+            .build();
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+        ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes::Bytes::from(buf))
+            .unwrap()
+    }
+
+    fn segment_batch() -> RecordBatch {
+        let mut b = dnsledger_schema::TransactionBatchBuilder::new();
+        b.append(&dnsledger_schema::Transaction {
+            ts: 1_700_000_000_000_000_000,
+            status: dnsledger_schema::status::ANSWERED,
+            hostname: "h".into(),
+            transport: "udp",
+            ip_version: 4,
+            client_ip: "192.0.2.1".into(),
+            server_ip: "192.0.2.53".into(),
+            server_port: 53,
+            ..Default::default()
+        });
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn reads_segment_facts() {
+        let md = footer_of(
+            &segment_batch(),
+            &[
+                (meta::SCHEMA_VERSION, "1"),
+                (meta::HOST, "h"),
+                (meta::TS_MIN, "2023-11-14T22:13:20.000000000Z"),
+                (meta::TS_MAX, "2023-11-14T22:13:20.000999000Z"),
+                (meta::TRANSACTIONS, "1"),
+                (meta::DROPPED_KERNEL, "7"),
+                (meta::DROPPED_USER, "0"),
+                (meta::SOURCE, "bpf"),
+            ],
+        );
+        let info = inspect(&md).unwrap();
+        assert_eq!(info.host.as_deref(), Some("h"));
+        assert_eq!(info.ts_min, Some(1_700_000_000_000_000_000));
+        assert_eq!(info.ts_max, Some(1_700_000_000_000_999_000));
+        assert_eq!((info.rows, info.transactions), (1, Some(1)));
+        assert_eq!((info.dropped_kernel, info.dropped_user), (Some(7), Some(0)));
+    }
+
+    #[test]
+    fn refuses_foreign_and_newer_files() {
+        let foreign =
+            RecordBatch::try_from_iter([("x", Arc::new(Int32Array::from(vec![1])) as ArrayRef)])
+                .unwrap();
+        assert_eq!(
+            inspect(&footer_of(&foreign, &[])),
+            Err(SegmentError::Foreign)
+        );
+        assert_eq!(
+            inspect(&footer_of(&foreign, &[(meta::SCHEMA_VERSION, "1")])),
+            Err(SegmentError::MissingColumn("ts".into()))
+        );
+        assert_eq!(
+            inspect(&footer_of(&segment_batch(), &[(meta::SCHEMA_VERSION, "2")])),
+            Err(SegmentError::NewerVersion { found: 2, known: 1 })
+        );
+        assert!(matches!(
+            inspect(&footer_of(&segment_batch(), &[(meta::SCHEMA_VERSION, "x")])),
+            Err(SegmentError::BadVersion(_))
+        ));
+        let retyped = RecordBatch::try_from_iter([(
+            "qname",
+            Arc::new(Int32Array::from(vec![1])) as ArrayRef,
+        )])
+        .unwrap();
+        let err = inspect(&footer_of(&retyped, &[(meta::SCHEMA_VERSION, "1")])).unwrap_err();
+        assert!(matches!(err, SegmentError::MissingColumn(_)), "{err}");
+    }
+
+    #[test]
+    fn older_segment_missing_nullable_columns_is_fine() {
+        let full = segment_batch();
+        let keep: Vec<usize> = (0..full.num_columns() - 1).collect();
+        let older = full.project(&keep).unwrap();
+        assert!(inspect(&footer_of(&older, &[(meta::SCHEMA_VERSION, "1")])).is_ok());
+    }
+}

@@ -1,0 +1,306 @@
+//! The SQL session: table `dns_all` (every segment found) and view `dns` (`dns_all` within the
+//! `--since/--until/--host` scope), statement execution and error hints.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use datafusion::common::SchemaError;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::{Expr, col, lit};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use dnsledger_schema::{col as c, partition};
+use futures::StreamExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::output::{OutputError, Sink};
+use crate::source::{PartitionKey, Scope, SegmentFile};
+use crate::table::{Problems, ScanProgress, SegmentTable, table_schema};
+
+/// The table every query and recipe reads: `dns_all` within the scope.
+pub const TABLE: &str = "dns";
+/// Every segment found, whatever the scope.
+pub const RAW_TABLE: &str = "dns_all";
+
+/// The session's shared state beyond DataFusion's.
+#[derive(Clone)]
+pub struct Dnsql {
+    pub ctx: SessionContext,
+    /// Segments skipped while answering (the answer is partial if any).
+    pub problems: Arc<Problems>,
+    pub progress: Arc<ScanProgress>,
+}
+
+/// A session over `files` with the tables `dns_all` and `dns`.
+pub async fn context(
+    files: Vec<SegmentFile>,
+    scope: &Scope,
+    problems: Arc<Problems>,
+    progress: Arc<ScanProgress>,
+) -> datafusion::error::Result<Dnsql> {
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    let table = SegmentTable::new(files, problems.clone(), progress.clone());
+    ctx.register_table(RAW_TABLE, Arc::new(table))?;
+    let mut view = ctx.table(RAW_TABLE).await?;
+    if let Some(filter) = scope_filter(scope) {
+        view = view.filter(filter)?;
+    }
+    ctx.register_table(TABLE, view.into_view())?;
+    Ok(Dnsql {
+        ctx,
+        problems,
+        progress,
+    })
+}
+
+fn ts_lit(ns: i64) -> Expr {
+    lit(ScalarValue::TimestampNanosecond(
+        Some(ns),
+        Some("UTC".into()),
+    ))
+}
+
+fn date_lit(days: i32) -> Expr {
+    lit(ScalarValue::Date32(Some(days)))
+}
+
+/// The scope as a filter on `dns_all`: on `ts` for the rows, and on the partition columns so
+/// that whole hours and hosts are pruned before any file is opened.
+pub fn scope_filter(scope: &Scope) -> Option<Expr> {
+    let mut parts = Vec::new();
+    if !scope.hosts.is_empty() {
+        let hosts = scope.hosts.iter().map(|h| lit(h.as_str())).collect();
+        parts.push(col(partition::HOST).in_list(hosts, false));
+    }
+    if let Some(since) = scope.since {
+        let k = PartitionKey::of_ts(String::new(), since);
+        parts.push(
+            col(partition::DATE)
+                .gt(date_lit(k.date))
+                .or(col(partition::DATE)
+                    .eq(date_lit(k.date))
+                    .and(col(partition::HOUR).gt_eq(lit(k.hour)))),
+        );
+        parts.push(col(c::TS).gt_eq(ts_lit(since)));
+    }
+    if let Some(until) = scope.until {
+        // `until` is exclusive: the last hour that can hold rows is the one of `until - 1ns`.
+        let k = PartitionKey::of_ts(String::new(), until.saturating_sub(1));
+        parts.push(
+            col(partition::DATE)
+                .lt(date_lit(k.date))
+                .or(col(partition::DATE)
+                    .eq(date_lit(k.date))
+                    .and(col(partition::HOUR).lt_eq(lit(k.hour)))),
+        );
+        parts.push(col(c::TS).lt(ts_lit(until)));
+    }
+    parts.into_iter().reduce(Expr::and)
+}
+
+/// Splits SQL text into statements.
+pub fn parse_statements(sql: &str) -> datafusion::error::Result<Vec<Statement>> {
+    let dialect = GenericDialect {};
+    Ok(DFParser::parse_sql_with_dialect(sql, &dialect)?
+        .into_iter()
+        .collect())
+}
+
+/// A hint for a failed statement, when one helps: the columns when a column is unknown, the
+/// tables when the statement names a table that does not exist.
+pub fn hint(ctx: &SessionContext, statement: &Statement, err: &DataFusionError) -> Option<String> {
+    if let DataFusionError::SchemaError(e, _) = err.find_root()
+        && let SchemaError::FieldNotFound { .. } = e.as_ref()
+    {
+        let columns = table_schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Some(format!(
+            "the columns of `{TABLE}` are: {columns}; `dnsql schema` says what each means"
+        ));
+    }
+    let refs = ctx.state().resolve_table_references(statement).ok()?;
+    let unknown = refs
+        .iter()
+        .any(|r| !ctx.table_exist(r.clone()).unwrap_or(true));
+    unknown.then(|| {
+        format!(
+            "the tables are `{TABLE}` (within --since/--until/--host) and `{RAW_TABLE}` (every \
+             segment found); `information_schema.tables` lists all"
+        )
+    })
+}
+
+/// Why a statement failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Planning or execution failed (bad SQL, unreadable data, ...).
+    #[error("{err}")]
+    Sql {
+        err: DataFusionError,
+        hint: Option<String>,
+    },
+    /// Printing failed (disk full, closed pipe, ...).
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// A corrupt segment was found after part of the answer had been printed.
+    #[error(
+        "the output is incomplete: a segment named above turned out corrupt after part of the \
+         result was printed ({err}); move it out of the tree, or narrow the query with \
+         --host/--since/--until, and run again"
+    )]
+    CutShort { err: DataFusionError },
+}
+
+/// Whether an execution error may come from bad bytes in a segment.
+fn may_be_corrupt_data(err: &DataFusionError) -> bool {
+    matches!(
+        err.find_root(),
+        DataFusionError::ParquetError(_)
+            | DataFusionError::ArrowError(..)
+            | DataFusionError::External(_)
+            | DataFusionError::IoError(_)
+            | DataFusionError::ObjectStore(_)
+    )
+}
+
+impl Dnsql {
+    /// Runs every statement of `sql` in order, printing each result that has columns through
+    /// a sink from `open` (called once per result, after planning succeeded). `limit` caps the
+    /// rows of each result. DML (INSERT, COPY, ...) is refused: segments are evidence.
+    ///
+    /// A segment that turns out to be corrupt while a query runs (its footer was fine) is
+    /// found, recorded in [`Dnsql::problems`], and the statement runs again without it, as
+    /// long as nothing of its result was printed yet.
+    pub async fn run_sql<'w>(
+        &self,
+        sql: &str,
+        limit: Option<usize>,
+        open: &mut dyn FnMut(SchemaRef) -> Result<Box<dyn Sink + 'w>, OutputError>,
+    ) -> Result<(), RunError> {
+        let statements = parse_statements(sql).map_err(|err| RunError::Sql { err, hint: None })?;
+        for statement in statements {
+            self.run_statement(statement, limit, open).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_statement<'w>(
+        &self,
+        statement: Statement,
+        limit: Option<usize>,
+        open: &mut dyn FnMut(SchemaRef) -> Result<Box<dyn Sink + 'w>, OutputError>,
+    ) -> Result<(), RunError> {
+        let options = SQLOptions::new().with_allow_dml(false);
+        let sql_err = |err: DataFusionError| RunError::Sql {
+            hint: hint(&self.ctx, &statement, &err),
+            err,
+        };
+        for _attempt in 0..4 {
+            self.progress.take_scanned();
+            let state = self.ctx.state();
+            let plan = state
+                .statement_to_plan(statement.clone())
+                .await
+                .map_err(sql_err)?;
+            options.verify_plan(&plan).map_err(sql_err)?;
+            let mut df = self.ctx.execute_logical_plan(plan).await.map_err(sql_err)?;
+            if let Some(n) = limit {
+                df = df.limit(0, Some(n)).map_err(sql_err)?;
+            }
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let mut handed_over = false;
+            let result = async {
+                let mut stream = df.execute_stream().await?;
+                let mut sink = None;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    if schema.fields().is_empty() {
+                        continue;
+                    }
+                    let s = match &mut sink {
+                        Some(s) => s,
+                        None => sink.insert(open(schema.clone()).map_err(Wrapped::Output)?),
+                    };
+                    if batch.num_rows() > 0 {
+                        handed_over = true;
+                        s.write(&batch).map_err(Wrapped::Output)?;
+                    }
+                }
+                if !schema.fields().is_empty() {
+                    let s = match sink {
+                        Some(s) => s,
+                        None => open(schema.clone()).map_err(Wrapped::Output)?,
+                    };
+                    s.finish().map_err(Wrapped::Output)?;
+                }
+                Ok::<(), Wrapped>(())
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(Wrapped::Output(e)) => return Err(RunError::Output(e)),
+                Err(Wrapped::Df(err)) => {
+                    if !may_be_corrupt_data(&err) || self.find_corrupt().await == 0 {
+                        return Err(sql_err(err));
+                    }
+                    if handed_over {
+                        return Err(RunError::CutShort { err });
+                    }
+                }
+            }
+        }
+        Err(sql_err(DataFusionError::Execution(
+            "giving up after skipping corrupt segments three times".into(),
+        )))
+    }
+
+    /// Decodes every segment the last statement scanned and records those that fail in
+    /// [`Dnsql::problems`]; returns how many were found.
+    async fn find_corrupt(&self) -> usize {
+        let files = self.progress.take_scanned();
+        let mut found = 0;
+        for f in files {
+            if self.problems.contains(&f.path) {
+                continue;
+            }
+            let path = f.canonical.clone();
+            let check = tokio::task::spawn_blocking(move || decode_all(&path)).await;
+            if let Ok(Err(reason)) = check {
+                self.problems.record(f.path.clone(), reason);
+                found += 1;
+            }
+        }
+        found
+    }
+}
+
+enum Wrapped {
+    Df(DataFusionError),
+    Output(OutputError),
+}
+
+impl From<DataFusionError> for Wrapped {
+    fn from(e: DataFusionError) -> Self {
+        Wrapped::Df(e)
+    }
+}
+
+/// Reads every value of a Parquet file; the first decoding error, if any.
+fn decode_all(path: &std::path::Path) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| format!("corrupt: {e}"))?;
+    for batch in reader {
+        batch.map_err(|e| format!("corrupt data: {e}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! Finding segments: `--data` paths (data dirs, `segments/` trees, single files, globs) to a
+//! list of segment files with their partition keys, and the `--since/--until/--host` scope.
+//!
+//! Only `*.parquet` files are segments; anything else in a tree is ignored and never opened.
+//! `inprogress/` directories and hidden entries are never entered. Partition keys come from the
+//! Hive path (`host=<h>/date=YYYY-MM-DD/hour=HH/`); a file outside such a tree (a single copied
+//! segment) gets them from its footer.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use arrow::compute::kernels::cast_utils::Parser;
+use arrow::datatypes::Date32Type;
+use dnsledger_schema::partition;
+use parquet::file::metadata::ParquetMetaDataReader;
+
+use crate::segments::{SegmentError, inspect};
+
+const NS_PER_HOUR: i64 = 3_600_000_000_000;
+const NS_PER_DAY: i64 = 24 * NS_PER_HOUR;
+
+/// Where a segment belongs: the values of the partition columns `host`, `date`, `hour`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey {
+    pub host: String,
+    /// Days since 1970-01-01 (UTC).
+    pub date: i32,
+    /// 0..=23 (UTC).
+    pub hour: i32,
+}
+
+impl PartitionKey {
+    /// Start of the hour this key covers, in nanoseconds since the epoch.
+    pub fn start_ns(&self) -> i64 {
+        i64::from(self.date) * NS_PER_DAY + i64::from(self.hour) * NS_PER_HOUR
+    }
+
+    /// The key of the hour containing `ts_ns`.
+    pub fn of_ts(host: String, ts_ns: i64) -> Self {
+        let date = ts_ns.div_euclid(NS_PER_DAY);
+        let hour = ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_HOUR;
+        PartitionKey {
+            host,
+            date: i32::try_from(date).unwrap_or(i32::MAX),
+            hour: i32::try_from(hour).unwrap_or(0),
+        }
+    }
+}
+
+/// A segment file found on disk.
+#[derive(Debug, Clone)]
+pub struct SegmentFile {
+    /// The path as found (under the `--data` path given).
+    pub path: PathBuf,
+    /// The canonical absolute path (what is opened).
+    pub canonical: PathBuf,
+    pub size: u64,
+    pub key: PartitionKey,
+}
+
+/// A file that is not read, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// What [`discover`] found.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub files: Vec<SegmentFile>,
+    /// `.parquet` files that could not be placed (footer unreadable, not a segment).
+    pub skipped: Vec<Skipped>,
+    /// The directories searched (for the "no segments found" message).
+    pub looked_in: Vec<PathBuf>,
+}
+
+/// Why discovery failed outright.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("data path `{}` does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error("`{}` is not a segment (segments end in .parquet)", .0.display())]
+    NotParquet(PathBuf),
+    #[error("bad glob `{0}`: {1}")]
+    Glob(String, String),
+    #[error("cannot read `{}`: {}", .0.display(), .1)]
+    Io(PathBuf, std::io::Error),
+}
+
+fn has_glob_chars(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Finds the segments under `paths`. Each may be a data dir (its `segments/` subtree is used),
+/// a `segments/` tree or any directory holding segments (e.g. one directory per host copied
+/// in), a single `.parquet` file, or a glob matching any of those.
+pub fn discover(paths: &[PathBuf]) -> Result<Discovery, SourceError> {
+    let mut d = Discovery::default();
+    let mut seen = HashSet::new();
+    let mut visited_dirs = HashSet::new();
+    for p in paths {
+        let s = p.to_string_lossy();
+        if has_glob_chars(&s) && !p.exists() {
+            let matches =
+                glob::glob(&s).map_err(|e| SourceError::Glob(s.to_string(), e.to_string()))?;
+            let mut any = false;
+            for m in matches {
+                let m = m.map_err(|e| SourceError::Io(e.path().to_owned(), e.into()))?;
+                any = true;
+                if m.is_dir() {
+                    walk_root(&m, &mut d, &mut seen, &mut visited_dirs)?;
+                } else if is_segment_name(&m) {
+                    add_file(&m, &mut d, &mut seen)?;
+                }
+            }
+            if !any {
+                d.looked_in.push(p.clone());
+            }
+            continue;
+        }
+        let md = fs::metadata(p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SourceError::Missing(p.clone()),
+            _ => SourceError::Io(p.clone(), e),
+        })?;
+        if md.is_dir() {
+            walk_root(p, &mut d, &mut seen, &mut visited_dirs)?;
+        } else if is_segment_name(p) {
+            add_file(p, &mut d, &mut seen)?;
+        } else {
+            return Err(SourceError::NotParquet(p.clone()));
+        }
+    }
+    d.files
+        .sort_by(|a, b| (&a.key, &a.path).cmp(&(&b.key, &b.path)));
+    d.skipped.sort();
+    Ok(d)
+}
+
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    name.to_string_lossy().starts_with('.')
+}
+
+fn is_segment_name(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| !is_hidden(n) && n.to_string_lossy().ends_with(".parquet"))
+}
+
+/// A data dir is searched through its `segments/` (never its `inprogress/`).
+fn walk_root(
+    dir: &Path,
+    d: &mut Discovery,
+    seen: &mut HashSet<PathBuf>,
+    visited: &mut HashSet<PathBuf>,
+) -> Result<(), SourceError> {
+    let segments = dir.join("segments");
+    let root = if segments.is_dir() {
+        segments
+    } else {
+        dir.to_owned()
+    };
+    d.looked_in.push(root.clone());
+    walk(&root, d, seen, visited)
+}
+
+fn walk(
+    dir: &Path,
+    d: &mut Discovery,
+    seen: &mut HashSet<PathBuf>,
+    visited: &mut HashSet<PathBuf>,
+) -> Result<(), SourceError> {
+    // Symlinked directories are followed once (a loop ends at the second visit).
+    let canonical = fs::canonicalize(dir).map_err(|e| SourceError::Io(dir.to_owned(), e))?;
+    if !visited.insert(canonical) {
+        return Ok(());
+    }
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(|e| SourceError::Io(dir.to_owned(), e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| SourceError::Io(dir.to_owned(), e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if is_hidden(&name) {
+            continue;
+        }
+        let path = entry.path();
+        // Follows symlinks; a dangling link is ignored like any non-segment entry.
+        let Ok(md) = fs::metadata(&path) else {
+            continue;
+        };
+        if md.is_dir() {
+            if name != "inprogress" {
+                walk(&path, d, seen, visited)?;
+            }
+        } else if md.is_file() && is_segment_name(&path) {
+            add_file(&path, d, seen)?;
+        }
+    }
+    Ok(())
+}
+
+fn add_file(
+    path: &Path,
+    d: &mut Discovery,
+    seen: &mut HashSet<PathBuf>,
+) -> Result<(), SourceError> {
+    let canonical = fs::canonicalize(path).map_err(|e| SourceError::Io(path.to_owned(), e))?;
+    if !seen.insert(canonical.clone()) {
+        return Ok(());
+    }
+    let size = fs::metadata(&canonical)
+        .map_err(|e| SourceError::Io(path.to_owned(), e))?
+        .len();
+    let key = match key_from_path(path) {
+        Some(k) => k,
+        None => match key_from_footer(&canonical) {
+            Ok(k) => k,
+            Err(reason) => {
+                d.skipped.push(Skipped {
+                    path: path.to_owned(),
+                    reason,
+                });
+                return Ok(());
+            }
+        },
+    };
+    d.files.push(SegmentFile {
+        path: path.to_owned(),
+        canonical,
+        size,
+        key,
+    });
+    Ok(())
+}
+
+/// Partition keys from the nearest `host=`, `date=` and `hour=` directories of the path.
+pub fn key_from_path(path: &Path) -> Option<PartitionKey> {
+    let (mut host, mut date, mut hour) = (None, None, None);
+    for c in path.parent()?.components() {
+        let Component::Normal(c) = c else { continue };
+        let c = c.to_str()?;
+        if let Some((k, v)) = c.split_once('=') {
+            match k {
+                partition::HOST => host = Some(v.to_owned()),
+                partition::DATE => date = Date32Type::parse(v),
+                partition::HOUR => hour = v.parse::<i32>().ok().filter(|h| (0..24).contains(h)),
+                _ => {}
+            }
+        }
+    }
+    Some(PartitionKey {
+        host: host?,
+        date: date?,
+        hour: hour?,
+    })
+}
+
+/// Partition keys of a file outside a Hive tree: its footer's host and first timestamp.
+fn key_from_footer(path: &Path) -> Result<PartitionKey, String> {
+    let file = fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let md = ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .map_err(|e| SegmentError::Unreadable(e.to_string()).to_string())?;
+    let info = inspect(&md).map_err(|e| e.to_string())?;
+    let host = info.host.unwrap_or_default();
+    let ts = info
+        .ts_min
+        .ok_or_else(|| "segment metadata has no time range".to_owned())?;
+    Ok(PartitionKey::of_ts(host, ts))
+}
+
+/// Parses `--since`/`--until`: a duration before `now` (`90m`, `2h`, `7d`, `1h30m`) or an
+/// RFC 3339 timestamp (`2024-05-01T12:00:00Z`, offsets allowed; no offset means UTC; a bare
+/// date means its midnight UTC). Returns nanoseconds since the epoch.
+pub fn parse_time(s: &str, now: SystemTime) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(d) = humantime::parse_duration(s) {
+        let t = now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH);
+        let since_epoch = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        return i64::try_from(since_epoch.as_nanos()).map_err(|_| format!("`{s}` is out of range"));
+    }
+    crate::segments::parse_ts(s).ok_or_else(|| {
+        format!(
+            "`{s}` is neither a duration (90m, 2h, 7d) nor an RFC 3339 time (2024-05-01T12:00:00Z)"
+        )
+    })
+}
+
+/// The scope every query and recipe sees: `--since`, `--until` (ns since the epoch; since
+/// inclusive, until exclusive) and `--host`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub hosts: Vec<String>,
+}
+
+impl Scope {
+    pub fn is_empty(&self) -> bool {
+        self.since.is_none() && self.until.is_none() && self.hosts.is_empty()
+    }
+
+    /// Whether a partition can hold rows in scope.
+    pub fn admits_key(&self, key: &PartitionKey) -> bool {
+        let start = key.start_ns();
+        (self.hosts.is_empty() || self.hosts.contains(&key.host))
+            && self.since.is_none_or(|s| start + NS_PER_HOUR > s)
+            && self.until.is_none_or(|u| start < u)
+    }
+
+    /// Whether a segment whose rows lie in `[ts_min, ts_max]` can hold rows in scope.
+    pub fn admits_range(&self, ts_min: Option<i64>, ts_max: Option<i64>) -> bool {
+        self.since.is_none_or(|s| ts_max.is_none_or(|m| m >= s))
+            && self.until.is_none_or(|u| ts_min.is_none_or(|m| m < u))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_from_hive_paths() {
+        let k = key_from_path(Path::new(
+            "/x/segments/host=web-1/date=2023-02-21/hour=08/a.parquet",
+        ))
+        .unwrap();
+        assert_eq!(k.host, "web-1");
+        assert_eq!(k.hour, 8);
+        assert_eq!(k.start_ns(), 1_676_966_400_000_000_000);
+        assert_eq!(
+            PartitionKey::of_ts("web-1".into(), k.start_ns() + 59 * 60 * 1_000_000_000),
+            k
+        );
+        assert_eq!(
+            key_from_path(Path::new("/x/host=a/date=2023-02-21/a.parquet")),
+            None
+        );
+        assert_eq!(
+            key_from_path(Path::new("/x/host=a/date=2023-02-21/hour=24/a.parquet")),
+            None
+        );
+        assert_eq!(
+            key_from_path(Path::new("/x/host=a/date=nope/hour=1/a.parquet")),
+            None
+        );
+    }
+
+    #[test]
+    fn times() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10 * 86_400);
+        assert_eq!(
+            parse_time("2h", now),
+            Ok((10 * 86_400 - 7_200) * 1_000_000_000)
+        );
+        assert_eq!(parse_time("7d", now), Ok(3 * 86_400 * 1_000_000_000));
+        assert_eq!(
+            parse_time("90m", now),
+            Ok((10 * 86_400 - 5_400) * 1_000_000_000)
+        );
+        assert_eq!(
+            parse_time("1970-01-02T00:00:00Z", now),
+            Ok(86_400 * 1_000_000_000)
+        );
+        assert_eq!(
+            parse_time("1970-01-02T02:00:00+02:00", now),
+            Ok(86_400 * 1_000_000_000)
+        );
+        assert_eq!(parse_time("1970-01-02", now), Ok(86_400 * 1_000_000_000));
+        assert!(
+            parse_time("yesterday", now)
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+    }
+
+    #[test]
+    fn scope_admits_hours_overlapping_the_range() {
+        let hour = |h: i64| h * NS_PER_HOUR;
+        let key = |h: i32| PartitionKey {
+            host: "a".into(),
+            date: 0,
+            hour: h,
+        };
+        let s = Scope {
+            since: Some(hour(2) + 1),
+            until: Some(hour(4)),
+            hosts: vec![],
+        };
+        assert!(!s.admits_key(&key(1)));
+        assert!(s.admits_key(&key(2)));
+        assert!(s.admits_key(&key(3)));
+        assert!(!s.admits_key(&key(4)));
+        let h = Scope {
+            hosts: vec!["b".into()],
+            ..Default::default()
+        };
+        assert!(!h.admits_key(&key(1)));
+        assert!(s.admits_range(Some(hour(2)), Some(hour(2) + 1)));
+        assert!(!s.admits_range(Some(hour(1)), Some(hour(2))));
+        assert!(!s.admits_range(Some(hour(4)), Some(hour(5))));
+    }
+}

@@ -1,0 +1,445 @@
+//! The `dns_all` table: every segment found, as one DataFusion table with the recorder's schema
+//! plus the partition columns `host`, `date`, `hour`.
+//!
+//! A scan (1) prunes segments whose partition values cannot match the query's filters, without
+//! touching them, (2) reads and checks the footers of the rest, skipping (and reporting through
+//! [`Problems`]) any that are truncated, corrupt, foreign or newer than this dnsql, and (3) hands
+//! the survivors with their footer statistics to DataFusion's Parquet scan, which prunes files,
+//! row groups (statistics, bloom filters) and pages with the remaining filters.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, AsArray, Date32Array, Int32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DFSchema, Result, ScalarValue, project_schema};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::listing::helpers::expr_applicable_for_cols;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetFileReaderFactory,
+};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::object_store::ObjectMeta;
+use datafusion::object_store::path::Path as StorePath;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use dnsledger_schema::partition;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, stream};
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::file::metadata::ParquetMetaData;
+
+use crate::segments::{SegmentError, inspect};
+use crate::source::{SegmentFile, Skipped};
+
+/// The partition columns, in the order they follow the file columns.
+pub fn partition_fields() -> Vec<FieldRef> {
+    vec![
+        Arc::new(Field::new(partition::HOST, DataType::Utf8, false)),
+        Arc::new(Field::new(partition::DATE, DataType::Date32, false)),
+        Arc::new(Field::new(partition::HOUR, DataType::Int32, false)),
+    ]
+}
+
+/// The table's schema: the segment schema, then `host`, `date`, `hour`.
+pub fn table_schema() -> SchemaRef {
+    let file = dnsledger_schema::schema();
+    let mut fields: Vec<FieldRef> = file.fields().iter().cloned().collect();
+    fields.extend(partition_fields());
+    Arc::new(Schema::new(fields))
+}
+
+const PARTITION_NAMES: [&str; 3] = [partition::HOST, partition::DATE, partition::HOUR];
+
+type Reporter = Box<dyn Fn(&Skipped) + Send + Sync>;
+
+/// Segments skipped while answering, each named once with its reason. A non-empty list means
+/// the answer is partial.
+#[derive(Default)]
+pub struct Problems {
+    skipped: Mutex<BTreeMap<PathBuf, String>>,
+    reporter: Option<Reporter>,
+}
+
+impl fmt::Debug for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Problems")
+            .field("skipped", &self.list())
+            .finish()
+    }
+}
+
+impl Problems {
+    /// `reporter` is called once per newly skipped file, as soon as it is found.
+    pub fn with_reporter(reporter: impl Fn(&Skipped) + Send + Sync + 'static) -> Self {
+        Problems {
+            skipped: Mutex::default(),
+            reporter: Some(Box::new(reporter)),
+        }
+    }
+
+    pub fn record(&self, path: PathBuf, reason: String) {
+        let new = {
+            let mut map = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
+            if map.contains_key(&path) {
+                None
+            } else {
+                map.insert(path.clone(), reason.clone());
+                Some(Skipped { path, reason })
+            }
+        };
+        if let (Some(s), Some(report)) = (new, &self.reporter) {
+            report(&s);
+        }
+    }
+
+    pub fn contains(&self, path: &std::path::Path) -> bool {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(path)
+    }
+
+    pub fn list(&self) -> Vec<Skipped> {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(path, reason)| Skipped {
+                path: path.clone(),
+                reason: reason.clone(),
+            })
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}
+
+/// Bytes to read and read so far by scans (for a progress indicator), and the segments scans
+/// were given (to find a corrupt one after a failed query).
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    pub bytes_total: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub files_total: AtomicU64,
+    scanned: Mutex<Vec<SegmentFile>>,
+}
+
+impl ScanProgress {
+    /// The segments handed to scans since the last call.
+    pub fn take_scanned(&self) -> Vec<SegmentFile> {
+        std::mem::take(&mut *self.scanned.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The table provider over a fixed list of segment files.
+#[derive(Debug)]
+pub struct SegmentTable {
+    files: Arc<Vec<SegmentFile>>,
+    schema: SchemaRef,
+    problems: Arc<Problems>,
+    progress: Arc<ScanProgress>,
+}
+
+impl SegmentTable {
+    pub fn new(
+        files: Vec<SegmentFile>,
+        problems: Arc<Problems>,
+        progress: Arc<ScanProgress>,
+    ) -> Self {
+        SegmentTable {
+            files: Arc::new(files),
+            schema: table_schema(),
+            problems,
+            progress,
+        }
+    }
+
+    /// The files whose partition values satisfy every filter that only involves partition
+    /// columns (filters that cannot be evaluated here prune nothing).
+    fn prune(&self, state: &dyn Session, filters: &[Expr]) -> Vec<SegmentFile> {
+        let partition_filters: Vec<Expr> = filters
+            .iter()
+            .filter(|f| expr_applicable_for_cols(&PARTITION_NAMES, f))
+            .cloned()
+            .collect();
+        let keep: Option<Vec<bool>> = conjunction(partition_filters).and_then(|filter| {
+            let schema = Arc::new(Schema::new(partition_fields()));
+            let df_schema = DFSchema::try_from(schema.clone()).ok()?;
+            let expr = state.create_physical_expr(filter, &df_schema).ok()?;
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(
+                    self.files
+                        .iter()
+                        .map(|f| Some(f.key.host.as_str()))
+                        .collect::<StringArray>(),
+                ),
+                Arc::new(Date32Array::from_iter_values(
+                    self.files.iter().map(|f| f.key.date),
+                )),
+                Arc::new(Int32Array::from_iter_values(
+                    self.files.iter().map(|f| f.key.hour),
+                )),
+            ];
+            let batch = RecordBatch::try_new(schema, columns).ok()?;
+            let mask = expr
+                .evaluate(&batch)
+                .ok()?
+                .into_array(batch.num_rows())
+                .ok()?;
+            let mask = mask.as_boolean_opt()?;
+            Some(
+                (0..mask.len())
+                    .map(|i| mask.is_valid(i) && mask.value(i))
+                    .collect(),
+            )
+        });
+        self.files
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| {
+                keep.as_ref().is_none_or(|k| k[*i]) && !self.problems.contains(&f.path)
+            })
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+}
+
+fn object_meta(f: &SegmentFile) -> Result<ObjectMeta> {
+    let location = StorePath::from_absolute_path(&f.canonical)
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    Ok(ObjectMeta {
+        location,
+        last_modified: chrono_epoch(),
+        size: f.size,
+        e_tag: None,
+        version: None,
+    })
+}
+
+fn chrono_epoch() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::UNIX_EPOCH
+}
+
+#[async_trait]
+impl TableProvider for SegmentTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Inexact: every filter is also applied to the rows, so pruning is only an optimisation
+        // and a filter this table cannot evaluate on partition values is still correct.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let candidates = self.prune(state, filters);
+        let store_url = ObjectStoreUrl::local_filesystem();
+        let store = state.runtime_env().object_store(&store_url)?;
+        let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+        let file_schema = dnsledger_schema::schema();
+        let concurrency =
+            usize::from(state.config_options().execution.meta_fetch_concurrency).max(1);
+
+        // Footers: read (through DataFusion's metadata cache, so the scan does not read them
+        // again) and check each candidate.
+        let checked: Vec<(SegmentFile, Result<PartitionedFile, String>)> = stream::iter(candidates)
+            .map(|f| {
+                let store = store.clone();
+                let cache = cache.clone();
+                let file_schema = file_schema.clone();
+                async move {
+                    let result = async {
+                        let meta = object_meta(&f).map_err(|e| e.to_string())?;
+                        let md: Arc<ParquetMetaData> =
+                            DFParquetMetadata::new(store.as_ref(), &meta)
+                                .with_file_metadata_cache(Some(cache))
+                                .fetch_metadata()
+                                .await
+                                .map_err(|e| {
+                                    SegmentError::Unreadable(root_message(&e)).to_string()
+                                })?;
+                        inspect(&md).map_err(|e| e.to_string())?;
+                        let stats =
+                            DFParquetMetadata::statistics_from_parquet_metadata(&md, &file_schema)
+                                .map_err(|e| e.to_string())?;
+                        Ok(PartitionedFile::new_from_meta(meta)
+                            .with_partition_values(vec![
+                                ScalarValue::Utf8(Some(f.key.host.clone())),
+                                ScalarValue::Date32(Some(f.key.date)),
+                                ScalarValue::Int32(Some(f.key.hour)),
+                            ])
+                            .with_statistics(Arc::new(stats)))
+                    }
+                    .await;
+                    (f, result)
+                }
+            })
+            .buffered(concurrency)
+            .collect()
+            .await;
+
+        let mut files = Vec::new();
+        let mut scanned = Vec::new();
+        for (f, result) in checked {
+            match result {
+                Ok(pf) => {
+                    scanned.push(f);
+                    files.push(pf);
+                }
+                Err(reason) => self.problems.record(f.path.clone(), reason),
+            }
+        }
+
+        if files.is_empty() {
+            let projected = project_schema(&self.schema, projection)?;
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+
+        let bytes: u64 = scanned.iter().map(|f| f.size).sum();
+        self.progress
+            .bytes_total
+            .fetch_add(bytes, Ordering::Relaxed);
+        self.progress
+            .files_total
+            .fetch_add(scanned.len() as u64, Ordering::Relaxed);
+        self.progress
+            .scanned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(scanned);
+
+        let target = state.config().target_partitions().max(1);
+        let groups = FileGroup::new(files).split_files(target);
+        let (groups, statistics) = datafusion_datasource::compute_all_files_statistics(
+            groups,
+            self.schema.clone(),
+            true,
+            false,
+        )?;
+
+        let table_schema = TableSchema::builder(file_schema)
+            .with_table_partition_cols(partition_fields())
+            .build();
+        let reader_factory = Arc::new(CountingReaderFactory {
+            inner: CachedParquetFileReaderFactory::new(store, cache),
+            progress: self.progress.clone(),
+        });
+        let source = ParquetSource::new(table_schema)
+            .with_table_parquet_options(state.default_table_options().parquet)
+            .with_parquet_file_reader_factory(reader_factory);
+        let config = FileScanConfigBuilder::new(store_url, Arc::new(source))
+            .with_file_groups(groups)
+            .with_statistics(statistics)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+/// The innermost error message (the cause, without the layers of context above it).
+pub(crate) fn root_message(e: &datafusion::error::DataFusionError) -> String {
+    use datafusion::error::DataFusionError;
+    use parquet::errors::ParquetError;
+    match e.find_root() {
+        DataFusionError::ParquetError(p) => match p.as_ref() {
+            ParquetError::General(m) => m.clone(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Wraps DataFusion's caching reader factory to count the bytes read.
+#[derive(Debug)]
+struct CountingReaderFactory {
+    inner: CachedParquetFileReaderFactory,
+    progress: Arc<ScanProgress>,
+}
+
+impl ParquetFileReaderFactory for CountingReaderFactory {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        partitioned_file: PartitionedFile,
+        metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> Result<Box<dyn AsyncFileReader + Send>> {
+        let inner = self.inner.create_reader(
+            partition_index,
+            partitioned_file,
+            metadata_size_hint,
+            metrics,
+        )?;
+        Ok(Box::new(CountingReader {
+            inner,
+            progress: self.progress.clone(),
+        }))
+    }
+}
+
+struct CountingReader {
+    inner: Box<dyn AsyncFileReader + Send>,
+    progress: Arc<ScanProgress>,
+}
+
+impl AsyncFileReader for CountingReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.progress
+            .bytes_read
+            .fetch_add(range.end - range.start, Ordering::Relaxed);
+        self.inner.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        self.progress.bytes_read.fetch_add(n, Ordering::Relaxed);
+        self.inner.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        self.inner.get_metadata(options).boxed()
+    }
+}
