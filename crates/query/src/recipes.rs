@@ -124,19 +124,20 @@ pub fn top(by: TopBy, n: usize) -> String {
             "",
         ),
         TopBy::Exe => (
-            "exe, hostname, pid",
+            "exe, hostname AS m_host, pid AS m_pid",
             "exe",
-            "count(DISTINCT hostname) AS hosts, count(DISTINCT pid) AS pids, ",
+            "count(DISTINCT m_host) AS hosts, count(DISTINCT m_pid) AS pids, ",
         ),
         TopBy::Domain => (
-            "qname, hostname",
+            "qname, hostname AS m_host",
             "qname",
-            "count(DISTINCT hostname) AS hosts, ",
+            "count(DISTINCT m_host) AS hosts, ",
         ),
         TopBy::RegisteredDomain => (
-            "coalesce(registered_domain, registered_domain(qname)) AS registered_domain, hostname",
+            "coalesce(registered_domain, registered_domain(qname)) AS registered_domain, \
+             hostname AS m_host",
             "registered_domain",
-            "count(DISTINCT hostname) AS hosts, ",
+            "count(DISTINCT m_host) AS hosts, ",
         ),
         TopBy::Rcode => ("CAST(rcode_name AS VARCHAR) AS rcode_name", "rcode_name", ""),
         TopBy::Qtype => ("CAST(qtype_name AS VARCHAR) AS qtype_name", "qtype_name", ""),
@@ -160,19 +161,25 @@ pub fn top(by: TopBy, n: usize) -> String {
     format!(
         "SELECT {keys},
        count(*) AS queries,
-       count(DISTINCT qname) AS names,
-       {extra}count(*) FILTER (WHERE qtype_name = 'A') AS a,
-       count(*) FILTER (WHERE qtype_name = 'AAAA') AS aaaa,
-       count(*) FILTER (WHERE qtype_name = 'PTR') AS ptr,
-       count(*) FILTER (WHERE rcode_name = 'NOERROR') AS noerror,
-       count(*) FILTER (WHERE rcode_name = 'NXDOMAIN') AS nxdomain,
-       count(*) FILTER (WHERE rcode_name = 'SERVFAIL') AS servfail,
-       count(*) FILTER (WHERE status = 'unanswered') AS unanswered,
-       round(avg(latency_ns) / 1e6, 3) AS avg_ms,
-       round(approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ns) / 1e6, 3) AS p50_ms,
-       round(approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ns) / 1e6, 3) AS p95_ms,
-       round(max(latency_ns) / 1e6, 3) AS max_ms
-FROM (SELECT {inner}, qname, qtype_name, rcode_name, status, latency_ns FROM dns) AS t
+       count(DISTINCT m_qname) AS names,
+       {extra}count(*) FILTER (WHERE m_qtype = 'A') AS a,
+       count(*) FILTER (WHERE m_qtype = 'AAAA') AS aaaa,
+       count(*) FILTER (WHERE m_qtype = 'PTR') AS ptr,
+       count(*) FILTER (WHERE m_rcode = 'NOERROR') AS noerror,
+       count(*) FILTER (WHERE m_rcode = 'NXDOMAIN') AS nxdomain,
+       count(*) FILTER (WHERE m_rcode = 'SERVFAIL') AS servfail,
+       count(*) FILTER (WHERE m_status = 'unanswered') AS unanswered,
+       round(avg(m_latency) / 1e6, 3) AS avg_ms,
+       round(approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY m_latency) / 1e6, 3) AS p50_ms,
+       round(approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY m_latency) / 1e6, 3) AS p95_ms,
+       round(max(m_latency) / 1e6, 3) AS max_ms
+FROM (SELECT {inner},
+             qname AS m_qname,
+             CAST(qtype_name AS VARCHAR) AS m_qtype,
+             CAST(rcode_name AS VARCHAR) AS m_rcode,
+             CAST(status AS VARCHAR) AS m_status,
+             latency_ns AS m_latency
+      FROM dns) AS t
 GROUP BY {keys}
 ORDER BY queries DESC, {order_keys}{limit}"
     )
@@ -537,6 +544,7 @@ pub fn nxdomain() -> String {
     let k = PROC_KEY;
     let p = "hostname, comm, exe, container_id";
     let on_b = join_on("d", "b", k);
+    let dp = "d.hostname, d.comm, d.exe, d.container_id";
     format!(
         "WITH f AS (
   SELECT coalesce(registered_domain, registered_domain(qname), qname) AS domain,
@@ -574,9 +582,9 @@ bursts AS (
 ),
 joined AS (
   SELECT d.*, b.peak_failures_per_minute,
-         count(*) OVER (PARTITION BY {p}) AS process_failing_domains,
-         sum(d.failing_names) OVER (PARTITION BY {p}) AS process_failing_names,
-         sum(d.failures) OVER (PARTITION BY {p}) AS process_failures
+         count(*) OVER (PARTITION BY {dp}) AS process_failing_domains,
+         sum(d.failing_names) OVER (PARTITION BY {dp}) AS process_failing_names,
+         sum(d.failures) OVER (PARTITION BY {dp}) AS process_failures
   FROM per_domain d JOIN bursts b ON {on_b}
 )
 SELECT nullif(hostname, '') AS hostname,
@@ -608,6 +616,7 @@ ORDER BY process_failing_names DESC, {p}, failing_names DESC, failures DESC, dom
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{col_index, column, count, fixtures, fixtures_with, process_fixture, rows};
 
     #[test]
     fn literals_are_escaped() {
@@ -649,5 +658,308 @@ mod tests {
         assert!(sql.contains("ORDER BY ts"), "{sql}");
         assert!(timeline(&Selector::Comm("curl".into())).contains("comm = 'curl'"));
         assert!(timeline(&Selector::Exe("/usr/bin/dig".into())).contains("exe = '/usr/bin/dig'"));
+    }
+
+    #[tokio::test]
+    async fn who_finds_wikimedia_on_host_a() {
+        let ctx = fixtures().await;
+        // The wikipedia.org capture resolves Wikimedia's names (upload., meta.), not
+        // wikipedia.org itself.
+        assert!(rows(&ctx, &who("wikipedia.org")).await.is_empty());
+        let sql = who("Wikimedia.ORG.");
+        let r = rows(&ctx, &sql).await;
+        assert_eq!(r.len(), 1, "{r:?}");
+        let host = col_index(&ctx, &sql, "hostname").await;
+        let queries = col_index(&ctx, &sql, "queries").await;
+        let names = col_index(&ctx, &sql, "queried_names").await;
+        let answers = col_index(&ctx, &sql, "answers_received").await;
+        assert_eq!(r[0][host].as_deref(), Some("host-a"));
+        let direct = count(
+            &ctx,
+            "SELECT count(*) FROM dns WHERE qname = 'wikimedia.org' OR qname LIKE '%.wikimedia.org'",
+        )
+        .await;
+        assert_eq!(direct, 10);
+        assert_eq!(r[0][queries].as_deref(), Some("10"));
+        assert_eq!(
+            r[0][names].as_deref(),
+            Some("[meta.wikimedia.org, upload.wikimedia.org]")
+        );
+        let answers = r[0][answers].clone().expect("answers");
+        assert!(answers.contains("A 208.80.152.2"), "{answers}");
+        assert!(answers.contains("CNAME upload.pmtpa.wikimedia.org"), "{answers}");
+        // A name below: only upload.
+        let r = rows(&ctx, &who("upload.wikimedia.org")).await;
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0][queries].as_deref(), Some("8"));
+    }
+
+    #[tokio::test]
+    async fn who_sees_names_the_recorder_left_without_registered_domain() {
+        let ctx = fixtures().await;
+        // dns2tcp's `=auth`/`=connect` names are not host names: their registered_domain
+        // column is NULL, yet they are under tunnel.com.
+        let nulls = count(
+            &ctx,
+            "SELECT count(*) FROM dns WHERE registered_domain IS NULL AND qname LIKE '%.tunnel.com'",
+        )
+        .await;
+        assert!(nulls > 0);
+        let sql = who("tunnel.com");
+        let r = rows(&ctx, &sql).await;
+        let queries = col_index(&ctx, &sql, "queries").await;
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0][queries].as_deref(), Some("81"));
+    }
+
+    #[tokio::test]
+    async fn who_with_quotes_and_backslashes_is_safe() {
+        let ctx = fixtures().await;
+        for name in ["x'; DROP TABLE dns; --", r"a\.b.example.com", r"\", "'"] {
+            assert!(rows(&ctx, &who(name)).await.is_empty(), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn top_rcode_counts_equal_a_direct_count() {
+        let ctx = fixtures().await;
+        let mut got: Vec<(Option<String>, Option<String>)> = rows(&ctx, &top(TopBy::Rcode, 0))
+            .await
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect();
+        let mut want: Vec<(Option<String>, Option<String>)> = rows(
+            &ctx,
+            "SELECT CAST(rcode_name AS VARCHAR), count(*) FROM dns GROUP BY rcode_name",
+        )
+        .await
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(got.contains(&(Some("NXDOMAIN".into()), Some("26".into()))), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn top_columns_and_limits() {
+        let ctx = fixtures().await;
+        // By registered domain: the iodine tunnel is the busiest.
+        let sql = top(TopBy::RegisteredDomain, 1);
+        let r = rows(&ctx, &sql).await;
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0][0].as_deref(), Some("pirate.sea"));
+        assert_eq!(r[0][1].as_deref(), Some("222"));
+        // By qtype: A/AAAA/PTR columns agree with the key.
+        let sql = top(TopBy::Qtype, 3);
+        let r = rows(&ctx, &sql).await;
+        assert_eq!(r.len(), 3);
+        let a = col_index(&ctx, &sql, "a").await;
+        for row in &r {
+            if row[0].as_deref() == Some("A") {
+                assert_eq!(row[a], row[1]);
+            }
+        }
+        let direct_a = count(&ctx, "SELECT count(*) FROM dns WHERE qtype_name = 'A'").await;
+        assert!(r.iter().any(|row| row[0].as_deref() == Some("A")
+            && row[1].as_deref() == Some(direct_a.to_string().as_str())));
+        // Per process (here: per host, the captures carry no pids): counts and latency.
+        let sql = top(TopBy::Process, 10);
+        let r = rows(&ctx, &sql).await;
+        let queries = col_index(&ctx, &sql, "queries").await;
+        let avg = col_index(&ctx, &sql, "avg_ms").await;
+        let host_a = r.iter().find(|row| row[0].as_deref() == Some("host-a")).expect("host-a");
+        assert_eq!(host_a[queries].as_deref(), Some("132"));
+        let direct_avg = column(
+            &ctx,
+            "SELECT round(avg(latency_ns) / 1e6, 3) FROM dns WHERE hostname = 'host-a'",
+        )
+        .await;
+        assert_eq!(host_a[avg], direct_avg[0]);
+        // Every grouping plans and runs.
+        for by in [
+            TopBy::Process,
+            TopBy::Exe,
+            TopBy::Domain,
+            TopBy::RegisteredDomain,
+            TopBy::Rcode,
+            TopBy::Qtype,
+            TopBy::Server,
+            TopBy::Container,
+        ] {
+            let r = rows(&ctx, &top(by, 5)).await;
+            assert!(!r.is_empty() && r.len() <= 5, "{by:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn timeline_follows_one_process_in_time_order() {
+        let (_dir, ctx) = process_fixture().await;
+        let sql = timeline(&Selector::Pid {
+            pid: 4242,
+            host: Some("h1".into()),
+        });
+        let r = rows(&ctx, &sql).await;
+        assert_eq!(r.len(), 30);
+        let comm = col_index(&ctx, &sql, "comm").await;
+        assert!(r.iter().all(|row| row[comm].as_deref() == Some("dnscat")));
+        let ts: Vec<String> = r.iter().map(|row| row[0].clone().expect("ts")).collect();
+        let mut sorted = ts.clone();
+        sorted.sort();
+        assert_eq!(ts, sorted);
+        assert!(ts.windows(2).all(|w| w[0] < w[1]));
+        // The same pid on another host.
+        let r = rows(&ctx, &timeline(&Selector::Pid { pid: 4242, host: None })).await;
+        assert_eq!(r.len(), 31);
+        let r = rows(&ctx, &timeline(&Selector::Comm("sshd".into()))).await;
+        assert_eq!(r.len(), 1);
+        let sql = timeline(&Selector::Exe("/usr/lib/firefox/firefox".into()));
+        let r = rows(&ctx, &sql).await;
+        assert_eq!(r.len(), 73);
+        let answers = col_index(&ctx, &sql, "answers").await;
+        assert_eq!(r[72][answers].as_deref(), Some("[A 93.184.216.34]"));
+        assert!(rows(&ctx, &timeline(&Selector::Comm("x' OR '1'='1".into()))).await.is_empty());
+    }
+
+    /// (domain, hostname, flagged, score) of every exfil row.
+    async fn exfil_rows(ctx: &datafusion::prelude::SessionContext) -> Vec<(String, String, bool, i64)> {
+        rows(ctx, &exfil())
+            .await
+            .into_iter()
+            .map(|r| {
+                (
+                    r[0].clone().expect("domain"),
+                    r[1].clone().unwrap_or_default(),
+                    r[6].as_deref() == Some("true"),
+                    r[7].as_deref().expect("score").parse().expect("int"),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn exfil_ranks_and_flags_the_tunnels_only() {
+        let ctx = fixtures().await;
+        let r = exfil_rows(&ctx).await;
+        let top2: Vec<(&str, &str, bool)> = r[..2]
+            .iter()
+            .map(|(d, h, f, _)| (d.as_str(), h.as_str(), *f))
+            .collect();
+        assert!(top2.contains(&("pirate.sea", "host-b", true)), "{r:?}");
+        assert!(top2.contains(&("tunnel.com", "host-b", true)), "{r:?}");
+        // Nothing else is flagged: not host-a's browsing, resolver, reverse lookups or CDNs,
+        // not host-c's DNSSEC, EDNS, TCP, mDNS or malformed traffic.
+        let others: Vec<_> = r[2..].iter().filter(|(_, _, f, _)| *f).collect();
+        assert!(others.is_empty(), "{others:?}");
+        assert!(r.iter().all(|(_, h, f, _)| h != "host-a" || !f));
+        // The evidence is the real signals.
+        let sql = exfil();
+        let all = rows(&ctx, &sql).await;
+        let reasons = col_index(&ctx, &sql, "reasons").await;
+        let unique = col_index(&ctx, &sql, "unique_names").await;
+        let null_q = col_index(&ctx, &sql, "null_queries").await;
+        let txt_q = col_index(&ctx, &sql, "txt_queries").await;
+        let alphabets = col_index(&ctx, &sql, "alphabets").await;
+        let info = col_index(&ctx, &sql, "peak_info_content_15m").await;
+        let iodine = all.iter().find(|r| r[0].as_deref() == Some("pirate.sea")).expect("iodine");
+        assert_eq!(iodine[unique].as_deref(), Some("222"));
+        assert_eq!(iodine[null_q].as_deref(), Some("222"));
+        assert!(iodine[alphabets].as_deref().unwrap_or("").contains("8bit"));
+        assert!(iodine[reasons].as_deref().unwrap_or("").contains("NULL-queries"));
+        let dns2tcp = all.iter().find(|r| r[0].as_deref() == Some("tunnel.com")).expect("dns2tcp");
+        assert_eq!(dns2tcp[unique].as_deref(), Some("81"));
+        assert_eq!(dns2tcp[txt_q].as_deref(), Some("81"));
+        assert!(dns2tcp[alphabets].as_deref().unwrap_or("").contains("base64"));
+        assert!(dns2tcp[reasons].as_deref().unwrap_or("").contains("TXT-answer>100"));
+        for t in [iodine, dns2tcp] {
+            let ic: i64 = t[info].as_deref().expect("info").parse().expect("int");
+            assert!(ic >= thresholds::INFO_CONTENT_15M as i64);
+        }
+    }
+
+    #[tokio::test]
+    async fn exfil_attributes_to_processes_and_spares_cdn_names() {
+        let (_dir, ctx) = process_fixture().await;
+        let sql = exfil();
+        let r = rows(&ctx, &sql).await;
+        let comm = col_index(&ctx, &sql, "comm").await;
+        let pids = col_index(&ctx, &sql, "pids").await;
+        let flagged = col_index(&ctx, &sql, "flagged").await;
+        let alphabets = col_index(&ctx, &sql, "alphabets").await;
+        assert_eq!(r[0][0].as_deref(), Some("evil.example"));
+        assert_eq!(r[0][comm].as_deref(), Some("dnscat"));
+        assert_eq!(r[0][pids].as_deref(), Some("[4242]"));
+        assert_eq!(r[0][flagged].as_deref(), Some("true"));
+        assert_eq!(r[0][alphabets].as_deref(), Some("[hex]"));
+        // Many distinct CDN names (sequential, or random 13-character ids) are volume only.
+        for row in &r[1..] {
+            assert_eq!(row[flagged].as_deref(), Some("false"), "{row:?}");
+        }
+        assert!(r.iter().any(|row| row[0].as_deref() == Some("cloudfront.net")));
+    }
+
+    #[tokio::test]
+    async fn nxdomain_shows_search_suffix_retries_and_bursts() {
+        let ctx = fixtures().await;
+        let sql = nxdomain();
+        let r = rows(&ctx, &sql).await;
+        let domain = col_index(&ctx, &sql, "domain").await;
+        let nx = col_index(&ctx, &sql, "nxdomain").await;
+        let failing = col_index(&ctx, &sql, "failing_names").await;
+        let names = col_index(&ctx, &sql, "names").await;
+        let burst = col_index(&ctx, &sql, "peak_failures_per_minute").await;
+        // wikipedia.pcap's search-suffix retries.
+        let uiuc = r
+            .iter()
+            .find(|row| row[0].as_deref() == Some("host-a") && row[domain].as_deref() == Some("uiuc.edu"))
+            .expect("uiuc.edu row");
+        let direct = count(
+            &ctx,
+            "SELECT count(*) FROM dns WHERE hostname = 'host-a' AND rcode_name = 'NXDOMAIN' \
+             AND qname LIKE '%.uiuc.edu'",
+        )
+        .await;
+        assert_eq!(uiuc[nx].as_deref(), Some(direct.to_string().as_str()));
+        assert_eq!(direct, 4);
+        assert_eq!(uiuc[names].as_deref(), Some("[upload.wikimedia.org.ncsa.uiuc.edu]"));
+        // The pipelined 0..19.google.com NXDOMAINs: 20 names in one minute, ranked first.
+        assert_eq!(r[0][0].as_deref(), Some("host-c"));
+        assert_eq!(r[0][domain].as_deref(), Some("google.com"));
+        assert_eq!(r[0][failing].as_deref(), Some("20"));
+        assert_eq!(r[0][burst].as_deref(), Some("20"));
+    }
+
+    #[tokio::test]
+    async fn nxdomain_per_process() {
+        let (_dir, ctx) = process_fixture().await;
+        let sql = nxdomain();
+        let r = rows(&ctx, &sql).await;
+        assert_eq!(r.len(), 1);
+        let comm = col_index(&ctx, &sql, "comm").await;
+        let pids = col_index(&ctx, &sql, "pids").await;
+        let failing = col_index(&ctx, &sql, "failing_names").await;
+        assert_eq!(r[0][comm].as_deref(), Some("firefox"));
+        assert_eq!(r[0][pids].as_deref(), Some("[100]"));
+        assert_eq!(r[0][failing].as_deref(), Some("12"));
+    }
+
+    #[tokio::test]
+    async fn recipes_run_on_inferred_and_declared_schemas() {
+        for declared in [true, false] {
+            let ctx = fixtures_with(declared).await;
+            for sql in [
+                who("google.com"),
+                top(TopBy::Domain, 3),
+                timeline(&Selector::Comm("x".into())),
+                exfil(),
+                nxdomain(),
+            ] {
+                let _ = rows(&ctx, &sql).await;
+            }
+            // Same ranking either way.
+            let r = exfil_rows(&ctx).await;
+            assert!(r[0].2 && r[1].2, "declared={declared}: {r:?}");
+        }
     }
 }
