@@ -118,11 +118,7 @@ ORDER BY first_seen, hostname, pid",
 pub fn top(by: TopBy, n: usize) -> String {
     // (expressions selected in the inner query, key columns, extra aggregates)
     let (inner, keys, extra) = match by {
-        TopBy::Process => (
-            "hostname, pid, comm, exe",
-            "hostname, pid, comm, exe",
-            "",
-        ),
+        TopBy::Process => ("hostname, pid, comm, exe", "hostname, pid, comm, exe", ""),
         TopBy::Exe => (
             "exe, hostname AS m_host, pid AS m_pid",
             "exe",
@@ -139,8 +135,16 @@ pub fn top(by: TopBy, n: usize) -> String {
             "registered_domain",
             "count(DISTINCT m_host) AS hosts, ",
         ),
-        TopBy::Rcode => ("CAST(rcode_name AS VARCHAR) AS rcode_name", "rcode_name", ""),
-        TopBy::Qtype => ("CAST(qtype_name AS VARCHAR) AS qtype_name", "qtype_name", ""),
+        TopBy::Rcode => (
+            "CAST(rcode_name AS VARCHAR) AS rcode_name",
+            "rcode_name",
+            "",
+        ),
+        TopBy::Qtype => (
+            "CAST(qtype_name AS VARCHAR) AS qtype_name",
+            "qtype_name",
+            "",
+        ),
         TopBy::Server => (
             "CAST(server_ip AS VARCHAR) AS server_ip, server_port",
             "server_ip, server_port",
@@ -616,7 +620,9 @@ ORDER BY process_failing_names DESC, {p}, failing_names DESC, failures DESC, dom
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{col_index, column, count, fixtures, fixtures_with, process_fixture, rows};
+    use crate::testutil::{
+        col_index, column, count, fixtures, fixtures_with, process_fixture, rows,
+    };
 
     #[test]
     fn literals_are_escaped() {
@@ -640,7 +646,10 @@ mod tests {
         let sql = who("Upload.Wikimedia.org.");
         assert!(sql.contains("registered_domain = 'wikimedia.org'"), "{sql}");
         assert!(sql.contains("qname = 'upload.wikimedia.org'"), "{sql}");
-        assert!(sql.contains("ends_with(qname, '.upload.wikimedia.org')"), "{sql}");
+        assert!(
+            sql.contains("ends_with(qname, '.upload.wikimedia.org')"),
+            "{sql}"
+        );
         let sql = who("x'; DROP TABLE dns; --");
         assert!(sql.contains("'x''; drop table dns; --'"), "{sql}");
         // A public suffix has no registered domain: match by name only.
@@ -687,7 +696,10 @@ mod tests {
         );
         let answers = r[0][answers].clone().expect("answers");
         assert!(answers.contains("A 208.80.152.2"), "{answers}");
-        assert!(answers.contains("CNAME upload.pmtpa.wikimedia.org"), "{answers}");
+        assert!(
+            answers.contains("CNAME upload.pmtpa.wikimedia.org"),
+            "{answers}"
+        );
         // A name below: only upload.
         let r = rows(&ctx, &who("upload.wikimedia.org")).await;
         assert_eq!(r.len(), 1);
@@ -739,7 +751,10 @@ mod tests {
         got.sort();
         want.sort();
         assert_eq!(got, want);
-        assert!(got.contains(&(Some("NXDOMAIN".into()), Some("26".into()))), "{got:?}");
+        assert!(
+            got.contains(&(Some("NXDOMAIN".into()), Some("26".into()))),
+            "{got:?}"
+        );
     }
 
     #[tokio::test]
@@ -769,7 +784,10 @@ mod tests {
         let r = rows(&ctx, &sql).await;
         let queries = col_index(&ctx, &sql, "queries").await;
         let avg = col_index(&ctx, &sql, "avg_ms").await;
-        let host_a = r.iter().find(|row| row[0].as_deref() == Some("host-a")).expect("host-a");
+        let host_a = r
+            .iter()
+            .find(|row| row[0].as_deref() == Some("host-a"))
+            .expect("host-a");
         assert_eq!(host_a[queries].as_deref(), Some("132"));
         let direct_avg = column(
             &ctx,
@@ -810,7 +828,14 @@ mod tests {
         assert_eq!(ts, sorted);
         assert!(ts.windows(2).all(|w| w[0] < w[1]));
         // The same pid on another host.
-        let r = rows(&ctx, &timeline(&Selector::Pid { pid: 4242, host: None })).await;
+        let r = rows(
+            &ctx,
+            &timeline(&Selector::Pid {
+                pid: 4242,
+                host: None,
+            }),
+        )
+        .await;
         assert_eq!(r.len(), 31);
         let r = rows(&ctx, &timeline(&Selector::Comm("sshd".into()))).await;
         assert_eq!(r.len(), 1);
@@ -819,11 +844,17 @@ mod tests {
         assert_eq!(r.len(), 73);
         let answers = col_index(&ctx, &sql, "answers").await;
         assert_eq!(r[72][answers].as_deref(), Some("[A 93.184.216.34]"));
-        assert!(rows(&ctx, &timeline(&Selector::Comm("x' OR '1'='1".into()))).await.is_empty());
+        assert!(
+            rows(&ctx, &timeline(&Selector::Comm("x' OR '1'='1".into())))
+                .await
+                .is_empty()
+        );
     }
 
     /// (domain, hostname, flagged, score) of every exfil row.
-    async fn exfil_rows(ctx: &datafusion::prelude::SessionContext) -> Vec<(String, String, bool, i64)> {
+    async fn exfil_rows(
+        ctx: &datafusion::prelude::SessionContext,
+    ) -> Vec<(String, String, bool, i64)> {
         rows(ctx, &exfil())
             .await
             .into_iter()
@@ -862,16 +893,37 @@ mod tests {
         let txt_q = col_index(&ctx, &sql, "txt_queries").await;
         let alphabets = col_index(&ctx, &sql, "alphabets").await;
         let info = col_index(&ctx, &sql, "peak_info_content_15m").await;
-        let iodine = all.iter().find(|r| r[0].as_deref() == Some("pirate.sea")).expect("iodine");
+        let iodine = all
+            .iter()
+            .find(|r| r[0].as_deref() == Some("pirate.sea"))
+            .expect("iodine");
         assert_eq!(iodine[unique].as_deref(), Some("222"));
         assert_eq!(iodine[null_q].as_deref(), Some("222"));
         assert!(iodine[alphabets].as_deref().unwrap_or("").contains("8bit"));
-        assert!(iodine[reasons].as_deref().unwrap_or("").contains("NULL-queries"));
-        let dns2tcp = all.iter().find(|r| r[0].as_deref() == Some("tunnel.com")).expect("dns2tcp");
+        assert!(
+            iodine[reasons]
+                .as_deref()
+                .unwrap_or("")
+                .contains("NULL-queries")
+        );
+        let dns2tcp = all
+            .iter()
+            .find(|r| r[0].as_deref() == Some("tunnel.com"))
+            .expect("dns2tcp");
         assert_eq!(dns2tcp[unique].as_deref(), Some("81"));
         assert_eq!(dns2tcp[txt_q].as_deref(), Some("81"));
-        assert!(dns2tcp[alphabets].as_deref().unwrap_or("").contains("base64"));
-        assert!(dns2tcp[reasons].as_deref().unwrap_or("").contains("TXT-answer>100"));
+        assert!(
+            dns2tcp[alphabets]
+                .as_deref()
+                .unwrap_or("")
+                .contains("base64")
+        );
+        assert!(
+            dns2tcp[reasons]
+                .as_deref()
+                .unwrap_or("")
+                .contains("TXT-answer>100")
+        );
         for t in [iodine, dns2tcp] {
             let ic: i64 = t[info].as_deref().expect("info").parse().expect("int");
             assert!(ic >= thresholds::INFO_CONTENT_15M as i64);
@@ -896,7 +948,10 @@ mod tests {
         for row in &r[1..] {
             assert_eq!(row[flagged].as_deref(), Some("false"), "{row:?}");
         }
-        assert!(r.iter().any(|row| row[0].as_deref() == Some("cloudfront.net")));
+        assert!(
+            r.iter()
+                .any(|row| row[0].as_deref() == Some("cloudfront.net"))
+        );
     }
 
     #[tokio::test]
@@ -912,7 +967,9 @@ mod tests {
         // wikipedia.pcap's search-suffix retries.
         let uiuc = r
             .iter()
-            .find(|row| row[0].as_deref() == Some("host-a") && row[domain].as_deref() == Some("uiuc.edu"))
+            .find(|row| {
+                row[0].as_deref() == Some("host-a") && row[domain].as_deref() == Some("uiuc.edu")
+            })
             .expect("uiuc.edu row");
         let direct = count(
             &ctx,
@@ -922,7 +979,10 @@ mod tests {
         .await;
         assert_eq!(uiuc[nx].as_deref(), Some(direct.to_string().as_str()));
         assert_eq!(direct, 4);
-        assert_eq!(uiuc[names].as_deref(), Some("[upload.wikimedia.org.ncsa.uiuc.edu]"));
+        assert_eq!(
+            uiuc[names].as_deref(),
+            Some("[upload.wikimedia.org.ncsa.uiuc.edu]")
+        );
         // The pipelined 0..19.google.com NXDOMAINs: 20 names in one minute, ranked first.
         assert_eq!(r[0][0].as_deref(), Some("host-c"));
         assert_eq!(r[0][domain].as_deref(), Some("google.com"));

@@ -83,7 +83,11 @@ fn parse_u64(key: &str, value: &str, max: u64) -> Result<u64, ShowError> {
     };
     match parsed {
         Ok(n) if n <= max => Ok(n),
-        _ => Err(bad(key, value, "a non-negative integer (decimal or 0x hex)")),
+        _ => Err(bad(
+            key,
+            value,
+            "a non-negative integer (decimal or 0x hex)",
+        )),
     }
 }
 
@@ -101,7 +105,10 @@ fn checked_expression(expr: &str) -> Result<String, ShowError> {
     let parsed = parser.parse_expr().map_err(|e| err(e.to_string()))?;
     let next = parser.next_token();
     if next.token != Token::EOF {
-        return Err(err(format!("unexpected `{}` after the expression", next.token)));
+        return Err(err(format!(
+            "unexpected `{}` after the expression",
+            next.token
+        )));
     }
     Ok(parsed.to_string())
 }
@@ -156,8 +163,7 @@ pub fn show_sql(selector: &str) -> Result<String, ShowError> {
         return Err(ShowError::Empty);
     }
     let lower = selector.to_ascii_lowercase();
-    let pred = if lower == "where" || lower.starts_with("where ") || lower.starts_with("where\t")
-    {
+    let pred = if lower == "where" || lower.starts_with("where ") || lower.starts_with("where\t") {
         let expr = selector[5..].trim();
         if expr.is_empty() {
             return Err(ShowError::Empty);
@@ -472,7 +478,9 @@ fn render_message(
         Err(e) => {
             writeln!(out, ";; {what}: {len} bytes, could not be parsed: {e}")?;
             match RawHeader::read(raw) {
-                Some(h) => out.write_all(header_lines(&h, h.flags & 0xf, h.opcode() == 5).as_bytes())?,
+                Some(h) => {
+                    out.write_all(header_lines(&h, h.flags & 0xf, h.opcode() == 5).as_bytes())?
+                }
                 None => writeln!(out, ";; (shorter than the 12-byte header)")?,
             }
             out.write_all(hex_dump(raw).as_bytes())
@@ -652,17 +660,30 @@ fn format_option(code: u16, data: &[u8]) -> String {
         15 if data.len() >= 2 => {
             let info = u16::from_be_bytes([data[0], data[1]]);
             let text = String::from_utf8_lossy(&data[2..]);
-            format!("; EDE: {info}{}\n", if text.is_empty() { String::new() } else { format!(" (\"{text}\")") })
+            format!(
+                "; EDE: {info}{}\n",
+                if text.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (\"{text}\")")
+                }
+            )
         }
         8 => format!("; CLIENT-SUBNET (undecoded): {}\n", hex(data)),
         _ => format!("; OPT={code}: {}\n", hex(data)),
     }
 }
 
-/// `xxd`-style dump: offset, 16 bytes in hex, printable ASCII.
+/// Bytes of a message [`render`] dumps in hex; the rest is summarised (the full bytes are in
+/// the `query_raw`/`response_raw` columns, e.g. `encode(response_raw, 'hex')`).
+pub const HEX_DUMP_LIMIT: usize = 512;
+
+/// `xxd`-style dump: offset, 16 bytes in hex, printable ASCII; at most [`HEX_DUMP_LIMIT`]
+/// bytes.
 pub fn hex_dump(raw: &[u8]) -> String {
     let mut s = String::new();
-    for (n, chunk) in raw.chunks(16).enumerate() {
+    let shown = &raw[..raw.len().min(HEX_DUMP_LIMIT)];
+    for (n, chunk) in shown.chunks(16).enumerate() {
         let _ = write!(s, ";; {:04x}  ", n * 16);
         for j in 0..16 {
             match chunk.get(j) {
@@ -686,5 +707,196 @@ pub fn hex_dump(raw: &[u8]) -> String {
         }
         s.push_str("|\n");
     }
+    if raw.len() > shown.len() {
+        let _ = writeln!(s, ";; ... {} more bytes", raw.len() - shown.len());
+    }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{fixtures, process_fixture, run};
+
+    fn pred(selector: &str) -> String {
+        let sql = show_sql(selector).expect("selector");
+        let start = sql.find("WHERE ").expect("where") + 6;
+        let end = sql.find("\nORDER BY").expect("order");
+        sql[start..end].to_owned()
+    }
+
+    #[test]
+    fn selector_terms() {
+        assert_eq!(pred("Google.COM."), "qname = 'google.com'");
+        assert_eq!(
+            pred("google.com qtype=mx server=8.8.8.8"),
+            "qname = 'google.com' AND qtype_name = 'MX' AND server_ip = '8.8.8.8'"
+        );
+        assert_eq!(pred("id=0x5616"), "dns_id = 22038");
+        assert_eq!(pred("id=22038 pid=7"), "dns_id = 22038 AND pid = 7");
+        assert_eq!(
+            pred("under=wikimedia.org"),
+            "(qname = 'wikimedia.org' OR ends_with(qname, '.wikimedia.org'))"
+        );
+        assert_eq!(pred("comm=it's"), "comm = 'it''s'");
+        assert_eq!(pred("status=Unanswered"), "status = 'unanswered'");
+        assert_eq!(pred(r"exe=C:\x"), "exe = concat('C:', chr(92), 'x')");
+    }
+
+    #[test]
+    fn where_expressions_are_reprinted() {
+        assert_eq!(
+            pred("where qtype_name = 'TXT' and response_size > 512"),
+            "(qtype_name = 'TXT' AND response_size > 512)"
+        );
+        assert_eq!(pred("WHERE qname LIKE '%''%'"), "(qname LIKE '%''%')");
+        // Nothing but one expression gets through.
+        for bad in [
+            "where 1=1) UNION SELECT * FROM secrets --",
+            "where true; DROP TABLE dns",
+            "where pid = 1 ORDER BY ts",
+            "where (",
+        ] {
+            assert!(
+                matches!(show_sql(bad), Err(ShowError::BadExpression { .. })),
+                "{bad}: {:?}",
+                show_sql(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn selector_errors() {
+        assert_eq!(show_sql("  "), Err(ShowError::Empty));
+        assert_eq!(show_sql("where "), Err(ShowError::Empty));
+        assert!(
+            matches!(show_sql("colour=red"), Err(ShowError::UnknownKey { key }) if key == "colour")
+        );
+        assert!(matches!(
+            show_sql("id=65536"),
+            Err(ShowError::BadValue { .. })
+        ));
+        assert!(matches!(
+            show_sql("pid=-1"),
+            Err(ShowError::BadValue { .. })
+        ));
+        assert!(matches!(
+            show_sql("server=dns.google"),
+            Err(ShowError::BadValue { .. })
+        ));
+        assert!(matches!(
+            show_sql("status=lost"),
+            Err(ShowError::BadValue { .. })
+        ));
+        assert!(matches!(show_sql("name="), Err(ShowError::BadValue { .. })));
+        let msg = show_sql("colour=red").unwrap_err().to_string();
+        assert!(msg.starts_with("unknown selector key `colour`"), "{msg}");
+    }
+
+    async fn rendered(ctx: &datafusion::prelude::SessionContext, selector: &str) -> String {
+        let sql = show_sql(selector).expect("selector");
+        let mut out = Vec::new();
+        for batch in run(ctx, &sql).await {
+            render(&batch, &mut out).expect("render");
+        }
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn renders_google_mx_like_dig() {
+        let ctx = fixtures().await;
+        // dns-udp-google.com-a-aaaa-mx.pcap: the MX answer from 8.8.8.8.
+        let out = rendered(&ctx, "google.com qtype=MX server=8.8.8.8").await;
+        for want in [
+            ";; TRANSACTION google.com MX on host-a",
+            ";; WHEN: 2017-05-09T21:07:44.147422Z  status: answered",
+            ";; SERVER: 8.8.8.8#53 (UDP, IPv4)  CLIENT: 10.16.1.11#54380",
+            ";; Query time: 63.555 msec",
+            ";; PROCESS: unknown",
+            ";; QUERY: 39 bytes",
+            ";; RESPONSE: 147 bytes",
+            ";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 22038",
+            ";; flags: rd ad; QUERY: 1, ANSWER: 0, AUTHORITY: 0, ADDITIONAL: 1",
+            ";; flags: qr rd ra; QUERY: 1, ANSWER: 5, AUTHORITY: 0, ADDITIONAL: 1",
+            "; EDNS: version: 0, flags:; udp: 4096",
+            "; EDNS: version: 0, flags:; udp: 512",
+            ";; QUESTION SECTION:\n;google.com.\t\tIN\tMX",
+            ";; ANSWER SECTION:\ngoogle.com.\t599\tIN\tMX\t10 aspmx.l.google.com.\n",
+            "google.com.\t599\tIN\tMX\t50 alt4.aspmx.l.google.com.",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
+        assert_eq!(out.matches(";; TRANSACTION").count(), 1);
+    }
+
+    #[tokio::test]
+    async fn renders_malformed_messages_as_hex_with_the_error() {
+        let ctx = fixtures().await;
+        // dns-invalid-names.pcap: a compression pointer to itself (id 0x2223).
+        let out = rendered(&ctx, "id=0x2223").await;
+        assert!(
+            out.contains(";; QUERY: 18 bytes, could not be parsed: "),
+            "{out}"
+        );
+        assert!(out.contains("pointer") || out.contains("ptr"), "{out}");
+        assert!(
+            out.contains(";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 8739"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                ";; 0000  22 23 01 00 00 01 00 00  00 00 00 00 c0 0c 00 01  |\"#..............|"
+            ),
+            "{out}"
+        );
+        assert!(out.contains(";; RESPONSE: none (unanswered)"), "{out}");
+        // dns-badlabel.pcap: 63 KB of fuzz, dumped up to the limit.
+        let out = rendered(&ctx, "where response_size > 60000").await;
+        assert!(out.contains("could not be parsed"), "{out}");
+        assert!(out.contains(";; ... "), "{out}");
+        assert!(out.lines().count() < 80, "{}", out.lines().count());
+    }
+
+    #[tokio::test]
+    async fn renders_every_fixture_transaction() {
+        let ctx = fixtures().await;
+        let out = rendered(&ctx, "where true").await;
+        let total = crate::testutil::count(&ctx, "SELECT count(*) FROM dns").await;
+        assert_eq!(out.matches(";; TRANSACTION").count() as i64, total);
+        // EDNS options from edns-opts.pcap and edns.pcap, DNSSEC records in generic form.
+        for want in [
+            "; COOKIE: ",
+            "; CLIENT-SUBNET: ",
+            "; NSID: ",
+            "; EDE: ",
+            "RRSIG\t\\# ",
+        ] {
+            assert!(out.contains(want), "missing {want:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn renders_the_process() {
+        let (_dir, ctx) = process_fixture().await;
+        let out = rendered(&ctx, "www.example.com").await;
+        for want in [
+            ";; PROCESS: pid 100 ppid 1 uid 1000 comm firefox exe /usr/lib/firefox/firefox container -",
+            ";; CMDLINE: /usr/lib/firefox/firefox --flag",
+            ";; Query time: 2.000 msec",
+            ";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 16962",
+            "www.example.com.\t300\tIN\tA\t93.184.216.34",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn hex_dump_layout() {
+        assert_eq!(
+            hex_dump(b"\x00\x01AB"),
+            ";; 0000  00 01 41 42                                       |..AB|\n"
+        );
+        let long = hex_dump(&[0u8; HEX_DUMP_LIMIT + 3]);
+        assert!(long.ends_with(";; ... 3 more bytes\n"), "{long}");
+    }
 }

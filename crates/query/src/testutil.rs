@@ -51,7 +51,11 @@ pub async fn fixtures_with(declared: bool) -> SessionContext {
 
 /// First column of every row of `sql`, as text.
 pub async fn column(ctx: &SessionContext, sql: &str) -> Vec<Option<String>> {
-    rows(ctx, sql).await.into_iter().map(|mut r| r.remove(0)).collect()
+    rows(ctx, sql)
+        .await
+        .into_iter()
+        .map(|mut r| r.remove(0))
+        .collect()
 }
 
 /// The single integer `sql` returns.
@@ -87,10 +91,10 @@ pub async fn process_fixture() -> (tempfile::TempDir, SessionContext) {
     use std::sync::Arc;
 
     use dnsledger_schema::{Answer, Transaction, TransactionBatchBuilder};
+    use hickory_proto::op::Query;
     use hickory_proto::op::{Message, OpCode};
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{Name, RData, Record, RecordType};
-    use hickory_proto::op::Query;
     use std::str::FromStr;
 
     const T0: i64 = 1_700_000_000_000_000_000;
@@ -135,7 +139,13 @@ pub async fn process_fixture() -> (tempfile::TempDir, SessionContext) {
     };
     for i in 0..30i64 {
         let name = format!("{:016x}{:016x}.evil.example", next(), next());
-        let mut t = base("h1", 4242, "dnscat", "/usr/bin/dnscat", T0 + i * 1_000_000_000);
+        let mut t = base(
+            "h1",
+            4242,
+            "dnscat",
+            "/usr/bin/dnscat",
+            T0 + i * 1_000_000_000,
+        );
         t.dns_id = Some(i as u16);
         t.qname = Some(name.clone());
         t.registered_domain = Some("evil.example".into());
@@ -152,20 +162,40 @@ pub async fn process_fixture() -> (tempfile::TempDir, SessionContext) {
     }
     const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     for i in 0..30i64 {
-        let mut t = base("h1", 100, "firefox", "/usr/lib/firefox/firefox", T0 + 500_000_000 + i * 1_000_000_000);
+        let mut t = base(
+            "h1",
+            100,
+            "firefox",
+            "/usr/lib/firefox/firefox",
+            T0 + 500_000_000 + i * 1_000_000_000,
+        );
         t.dns_id = Some(1000 + i as u16);
         t.qname = Some(format!("img{i}.cdn.example.net"));
         t.registered_domain = Some("example.net".into());
         rows.push(t);
-        let mut t = base("h1", 100, "firefox", "/usr/lib/firefox/firefox", T0 + 700_000_000 + i * 1_000_000_000);
+        let mut t = base(
+            "h1",
+            100,
+            "firefox",
+            "/usr/lib/firefox/firefox",
+            T0 + 700_000_000 + i * 1_000_000_000,
+        );
         t.dns_id = Some(2000 + i as u16);
-        let id: String = (0..13).map(|_| char::from(ALNUM[(next() % 36) as usize])).collect();
+        let id: String = (0..13)
+            .map(|_| char::from(ALNUM[(next() % 36) as usize]))
+            .collect();
         t.qname = Some(format!("{id}.cloudfront.net"));
         t.registered_domain = Some("cloudfront.net".into());
         rows.push(t);
     }
     for i in 0..12i64 {
-        let mut t = base("h1", 100, "firefox", "/usr/lib/firefox/firefox", T0 + 800_000_000 + i * 100_000_000);
+        let mut t = base(
+            "h1",
+            100,
+            "firefox",
+            "/usr/lib/firefox/firefox",
+            T0 + 800_000_000 + i * 100_000_000,
+        );
         t.dns_id = Some(3000 + i as u16);
         t.qname = Some(format!("typo{i}.example.org"));
         t.registered_domain = Some("example.org".into());
@@ -183,8 +213,18 @@ pub async fn process_fixture() -> (tempfile::TempDir, SessionContext) {
     r.metadata.recursion_desired = true;
     r.metadata.recursion_available = true;
     r.add_query(Query::query(name.clone(), RecordType::A));
-    r.add_answer(Record::from_rdata(name, 300, RData::A(A::new(93, 184, 216, 34))));
-    let mut t = base("h1", 100, "firefox", "/usr/lib/firefox/firefox", T0 + 40_000_000_000);
+    r.add_answer(Record::from_rdata(
+        name,
+        300,
+        RData::A(A::new(93, 184, 216, 34)),
+    ));
+    let mut t = base(
+        "h1",
+        100,
+        "firefox",
+        "/usr/lib/firefox/firefox",
+        T0 + 40_000_000_000,
+    );
     t.dns_id = Some(0x4242);
     t.qname = Some("www.example.com".into());
     t.registered_domain = Some("example.com".into());

@@ -495,10 +495,9 @@ impl ScalarUDFImpl for DnsFn {
             _ => {}
         }
         Ok(match self.kind {
-            Kind::RegisteredDomain
-            | Kind::Subdomain
-            | Kind::LabelAlphabet
-            | Kind::QuestionName => DataType::Utf8,
+            Kind::RegisteredDomain | Kind::Subdomain | Kind::LabelAlphabet | Kind::QuestionName => {
+                DataType::Utf8
+            }
             Kind::LabelCount | Kind::NameLength | Kind::MaxLabelLen | Kind::InfoContent => {
                 DataType::Int64
             }
@@ -795,9 +794,16 @@ mod tests {
             info_content_of(["a", "b"])
         );
         // Repetitive names compress; random ones do not.
-        let same: Vec<String> = (0..100).map(|i| format!("www{}.example.com", i % 3)).collect();
+        let same: Vec<String> = (0..100)
+            .map(|i| format!("www{}.example.com", i % 3))
+            .collect();
         let random: Vec<String> = (0..100)
-            .map(|i| format!("{:016x}.example.com", (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .map(|i| {
+                format!(
+                    "{:016x}.example.com",
+                    (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                )
+            })
             .collect();
         let s = info_content_of(same.iter().map(String::as_str));
         let r = info_content_of(random.iter().map(String::as_str));
