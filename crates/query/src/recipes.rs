@@ -189,7 +189,18 @@ ORDER BY queries DESC, {order_keys}{limit}"
     )
 }
 
-/// `dnsql timeline`: the selected process's DNS transactions in time order.
+/// The kernel keeps 15 bytes of a task name (`TASK_COMM_LEN` 16 with the NUL): a longer name
+/// given by the user (`systemd-resolved`) is cut to what the recorder saw (`systemd-resolve`).
+fn comm_prefix(comm: &str) -> &str {
+    let mut end = comm.len().min(15);
+    while !comm.is_char_boundary(end) {
+        end -= 1;
+    }
+    &comm[..end]
+}
+
+/// `dnsql timeline`: the selected process's DNS transactions in time order. A `comm` longer
+/// than the kernel's 15 bytes is cut to 15.
 pub fn timeline(sel: &Selector) -> String {
     let pred = match sel {
         Selector::Pid { pid, host: None } => format!("pid = {pid}"),
@@ -197,7 +208,7 @@ pub fn timeline(sel: &Selector) -> String {
             pid,
             host: Some(host),
         } => format!("pid = {pid} AND hostname = {}", sql_str(host)),
-        Selector::Comm(comm) => format!("comm = {}", sql_str(comm)),
+        Selector::Comm(comm) => format!("comm = {}", sql_str(comm_prefix(comm))),
         Selector::Exe(exe) => format!("exe = {}", sql_str(exe)),
     };
     format!(
@@ -313,9 +324,9 @@ fn join_on(a: &str, b: &str, cols: &str) -> String {
 /// `dnsql exfil`: ranks (registered domain, process) pairs by signs of DNS tunnelling or
 /// exfiltration, with the evidence per row; see [`thresholds`] and [`EXFIL_THRESHOLDS_HELP`].
 ///
-/// The names' features are computed on the name as sent (`question_name(query_raw)`, case
-/// preserved; `qname` when the raw query is missing) over distinct names, so a name repeated a
-/// thousand times counts once.
+/// The names' features are computed once per distinct `qname`, so a name repeated a thousand
+/// times counts once, on the name as sent (`question_name(query_raw)`: the `qname` column is
+/// lower-cased, and mixed case is a base64 sign; `qname` when the raw query is missing).
 pub fn exfil() -> String {
     use thresholds::*;
     let k = PROC_KEY;
@@ -407,14 +418,18 @@ pub fn exfil() -> String {
   WHERE qname IS NOT NULL AND status <> 'unsolicited'
     AND coalesce(registered_domain, registered_domain(qname)) IS NOT NULL
 ),
+distinct_names AS (
+  SELECT {k}, qname, max(sent_name) AS sent_name
+  FROM k
+  GROUP BY {k}, qname
+),
 names AS (
   SELECT {k}, sent_name,
          label_entropy(sent_name) AS entropy,
          label_alphabet(sent_name) AS alphabet,
          name_length(sent_name) AS name_len,
          max_label_len(sent_name) AS label_len
-  FROM k
-  GROUP BY {k}, sent_name
+  FROM distinct_names
 ),
 name_stats AS (
   SELECT {k},
@@ -620,9 +635,7 @@ ORDER BY process_failing_names DESC, {p}, failing_names DESC, failures DESC, dom
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{
-        col_index, column, count, fixtures, fixtures_with, process_fixture, rows,
-    };
+    use crate::testutil::{column, count, fixtures, fixtures_with, process_fixture, query, rows};
 
     #[test]
     fn literals_are_escaped() {
@@ -666,44 +679,47 @@ mod tests {
         assert!(sql.contains("pid = 42 AND hostname = 'h''1'"), "{sql}");
         assert!(sql.contains("ORDER BY ts"), "{sql}");
         assert!(timeline(&Selector::Comm("curl".into())).contains("comm = 'curl'"));
+        assert!(
+            timeline(&Selector::Comm("systemd-resolved".into()))
+                .contains("comm = 'systemd-resolve'")
+        );
         assert!(timeline(&Selector::Exe("/usr/bin/dig".into())).contains("exe = '/usr/bin/dig'"));
     }
 
     #[tokio::test]
     async fn who_finds_wikimedia_on_host_a() {
         let ctx = fixtures().await;
-        // The wikipedia.org capture resolves Wikimedia's names (upload., meta.), not
+        // The wikipedia.pcap browser resolves Wikimedia's names (upload., meta.), not
         // wikipedia.org itself.
         assert!(rows(&ctx, &who("wikipedia.org")).await.is_empty());
-        let sql = who("Wikimedia.ORG.");
-        let r = rows(&ctx, &sql).await;
-        assert_eq!(r.len(), 1, "{r:?}");
-        let host = col_index(&ctx, &sql, "hostname").await;
-        let queries = col_index(&ctx, &sql, "queries").await;
-        let names = col_index(&ctx, &sql, "queried_names").await;
-        let answers = col_index(&ctx, &sql, "answers_received").await;
-        assert_eq!(r[0][host].as_deref(), Some("host-a"));
+        let t = query(&ctx, &who("Wikimedia.ORG.")).await;
+        assert_eq!(t.rows.len(), 1);
+        assert_eq!(t.get(0, "hostname"), Some("host-a"));
         let direct = count(
             &ctx,
             "SELECT count(*) FROM dns WHERE qname = 'wikimedia.org' OR qname LIKE '%.wikimedia.org'",
         )
         .await;
         assert_eq!(direct, 10);
-        assert_eq!(r[0][queries].as_deref(), Some("10"));
+        assert_eq!(t.get(0, "queries"), Some("10"));
+        assert_eq!(t.get(0, "names"), Some("2"));
+        assert_eq!(t.get(0, "answered"), Some("10"));
         assert_eq!(
-            r[0][names].as_deref(),
+            t.get(0, "queried_names"),
             Some("[meta.wikimedia.org, upload.wikimedia.org]")
         );
-        let answers = r[0][answers].clone().expect("answers");
+        assert_eq!(t.get(0, "qtypes"), Some("[A, AAAA]"));
+        assert_eq!(t.get(0, "first_seen"), Some("2011-03-18T19:06:08.853899Z"));
+        let answers = t.get(0, "answers_received").expect("answers");
         assert!(answers.contains("A 208.80.152.2"), "{answers}");
         assert!(
             answers.contains("CNAME upload.pmtpa.wikimedia.org"),
             "{answers}"
         );
         // A name below: only upload.
-        let r = rows(&ctx, &who("upload.wikimedia.org")).await;
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0][queries].as_deref(), Some("8"));
+        let t = query(&ctx, &who("upload.wikimedia.org")).await;
+        assert_eq!(t.rows.len(), 1);
+        assert_eq!(t.get(0, "queries"), Some("8"));
     }
 
     #[tokio::test]
@@ -717,11 +733,10 @@ mod tests {
         )
         .await;
         assert!(nulls > 0);
-        let sql = who("tunnel.com");
-        let r = rows(&ctx, &sql).await;
-        let queries = col_index(&ctx, &sql, "queries").await;
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0][queries].as_deref(), Some("81"));
+        let t = query(&ctx, &who("tunnel.com")).await;
+        assert_eq!(t.rows.len(), 1);
+        assert_eq!(t.get(0, "hostname"), Some("host-b"));
+        assert_eq!(t.get(0, "queries"), Some("81"));
     }
 
     #[tokio::test]
@@ -735,21 +750,22 @@ mod tests {
     #[tokio::test]
     async fn top_rcode_counts_equal_a_direct_count() {
         let ctx = fixtures().await;
-        let mut got: Vec<(Option<String>, Option<String>)> = rows(&ctx, &top(TopBy::Rcode, 0))
-            .await
-            .into_iter()
-            .map(|r| (r[0].clone(), r[1].clone()))
-            .collect();
-        let mut want: Vec<(Option<String>, Option<String>)> = rows(
-            &ctx,
-            "SELECT CAST(rcode_name AS VARCHAR), count(*) FROM dns GROUP BY rcode_name",
-        )
-        .await
-        .into_iter()
-        .map(|r| (r[0].clone(), r[1].clone()))
-        .collect();
-        got.sort();
-        want.sort();
+        let pairs = |r: Vec<Vec<Option<String>>>| {
+            let mut v: Vec<(Option<String>, Option<String>)> = r
+                .into_iter()
+                .map(|r| (r[0].clone(), r[1].clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        let got = pairs(rows(&ctx, &top(TopBy::Rcode, 0)).await);
+        let want = pairs(
+            rows(
+                &ctx,
+                "SELECT CAST(rcode_name AS VARCHAR), count(*) FROM dns GROUP BY rcode_name",
+            )
+            .await,
+        );
         assert_eq!(got, want);
         assert!(
             got.contains(&(Some("NXDOMAIN".into()), Some("26".into()))),
@@ -761,40 +777,28 @@ mod tests {
     async fn top_columns_and_limits() {
         let ctx = fixtures().await;
         // By registered domain: the iodine tunnel is the busiest.
-        let sql = top(TopBy::RegisteredDomain, 1);
-        let r = rows(&ctx, &sql).await;
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0][0].as_deref(), Some("pirate.sea"));
-        assert_eq!(r[0][1].as_deref(), Some("222"));
-        // By qtype: A/AAAA/PTR columns agree with the key.
-        let sql = top(TopBy::Qtype, 3);
-        let r = rows(&ctx, &sql).await;
-        assert_eq!(r.len(), 3);
-        let a = col_index(&ctx, &sql, "a").await;
-        for row in &r {
-            if row[0].as_deref() == Some("A") {
-                assert_eq!(row[a], row[1]);
-            }
-        }
+        let t = query(&ctx, &top(TopBy::RegisteredDomain, 1)).await;
+        assert_eq!(t.rows.len(), 1);
+        assert_eq!(t.get(0, "registered_domain"), Some("pirate.sea"));
+        assert_eq!(t.get(0, "queries"), Some("222"));
+        // By qtype: the A row's `a` column is its count, which a direct count confirms.
+        let t = query(&ctx, &top(TopBy::Qtype, 3)).await;
+        assert_eq!(t.rows.len(), 3);
+        let a = t.find("qtype_name", "A").expect("A row");
+        assert_eq!(t.get(a, "a"), t.get(a, "queries"));
         let direct_a = count(&ctx, "SELECT count(*) FROM dns WHERE qtype_name = 'A'").await;
-        assert!(r.iter().any(|row| row[0].as_deref() == Some("A")
-            && row[1].as_deref() == Some(direct_a.to_string().as_str())));
+        assert_eq!(t.get(a, "queries"), Some(direct_a.to_string().as_str()));
         // Per process (here: per host, the captures carry no pids): counts and latency.
-        let sql = top(TopBy::Process, 10);
-        let r = rows(&ctx, &sql).await;
-        let queries = col_index(&ctx, &sql, "queries").await;
-        let avg = col_index(&ctx, &sql, "avg_ms").await;
-        let host_a = r
-            .iter()
-            .find(|row| row[0].as_deref() == Some("host-a"))
-            .expect("host-a");
-        assert_eq!(host_a[queries].as_deref(), Some("132"));
+        let t = query(&ctx, &top(TopBy::Process, 10)).await;
+        let host_a = t.find("hostname", "host-a").expect("host-a");
+        assert_eq!(t.get(host_a, "queries"), Some("132"));
+        assert_eq!(t.get(host_a, "nxdomain"), Some("5"));
         let direct_avg = column(
             &ctx,
             "SELECT round(avg(latency_ns) / 1e6, 3) FROM dns WHERE hostname = 'host-a'",
         )
         .await;
-        assert_eq!(host_a[avg], direct_avg[0]);
+        assert_eq!(t.get(host_a, "avg_ms"), direct_avg[0].as_deref());
         // Every grouping plans and runs.
         for by in [
             TopBy::Process,
@@ -814,19 +818,19 @@ mod tests {
     #[tokio::test]
     async fn timeline_follows_one_process_in_time_order() {
         let (_dir, ctx) = process_fixture().await;
-        let sql = timeline(&Selector::Pid {
-            pid: 4242,
-            host: Some("h1".into()),
-        });
-        let r = rows(&ctx, &sql).await;
-        assert_eq!(r.len(), 30);
-        let comm = col_index(&ctx, &sql, "comm").await;
-        assert!(r.iter().all(|row| row[comm].as_deref() == Some("dnscat")));
-        let ts: Vec<String> = r.iter().map(|row| row[0].clone().expect("ts")).collect();
-        let mut sorted = ts.clone();
-        sorted.sort();
-        assert_eq!(ts, sorted);
-        assert!(ts.windows(2).all(|w| w[0] < w[1]));
+        let t = query(
+            &ctx,
+            &timeline(&Selector::Pid {
+                pid: 4242,
+                host: Some("h1".into()),
+            }),
+        )
+        .await;
+        assert_eq!(t.rows.len(), 30);
+        assert!((0..30).all(|r| t.get(r, "comm") == Some("dnscat")));
+        let ts: Vec<&str> = (0..30).map(|r| t.get(r, "ts").expect("ts")).collect();
+        // Written in reverse, read back in order.
+        assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
         // The same pid on another host.
         let r = rows(
             &ctx,
@@ -839,11 +843,14 @@ mod tests {
         assert_eq!(r.len(), 31);
         let r = rows(&ctx, &timeline(&Selector::Comm("sshd".into()))).await;
         assert_eq!(r.len(), 1);
-        let sql = timeline(&Selector::Exe("/usr/lib/firefox/firefox".into()));
-        let r = rows(&ctx, &sql).await;
-        assert_eq!(r.len(), 73);
-        let answers = col_index(&ctx, &sql, "answers").await;
-        assert_eq!(r[72][answers].as_deref(), Some("[A 93.184.216.34]"));
+        let t = query(
+            &ctx,
+            &timeline(&Selector::Exe("/usr/lib/firefox/firefox".into())),
+        )
+        .await;
+        assert_eq!(t.rows.len(), 73);
+        assert_eq!(t.get(72, "qname"), Some("www.example.com"));
+        assert_eq!(t.get(72, "answers"), Some("[A 93.184.216.34]"));
         assert!(
             rows(&ctx, &timeline(&Selector::Comm("x' OR '1'='1".into())))
                 .await
@@ -851,175 +858,138 @@ mod tests {
         );
     }
 
-    /// (domain, hostname, flagged, score) of every exfil row.
-    async fn exfil_rows(
-        ctx: &datafusion::prelude::SessionContext,
-    ) -> Vec<(String, String, bool, i64)> {
-        rows(ctx, &exfil())
-            .await
-            .into_iter()
-            .map(|r| {
-                (
-                    r[0].clone().expect("domain"),
-                    r[1].clone().unwrap_or_default(),
-                    r[6].as_deref() == Some("true"),
-                    r[7].as_deref().expect("score").parse().expect("int"),
-                )
-            })
-            .collect()
-    }
-
     #[tokio::test]
     async fn exfil_ranks_and_flags_the_tunnels_only() {
         let ctx = fixtures().await;
-        let r = exfil_rows(&ctx).await;
-        let top2: Vec<(&str, &str, bool)> = r[..2]
-            .iter()
-            .map(|(d, h, f, _)| (d.as_str(), h.as_str(), *f))
+        let t = query(&ctx, &exfil()).await;
+        let top2: Vec<(Option<&str>, Option<&str>, Option<&str>)> = (0..2)
+            .map(|r| {
+                (
+                    t.get(r, "domain"),
+                    t.get(r, "hostname"),
+                    t.get(r, "flagged"),
+                )
+            })
             .collect();
-        assert!(top2.contains(&("pirate.sea", "host-b", true)), "{r:?}");
-        assert!(top2.contains(&("tunnel.com", "host-b", true)), "{r:?}");
-        // Nothing else is flagged: not host-a's browsing, resolver, reverse lookups or CDNs,
-        // not host-c's DNSSEC, EDNS, TCP, mDNS or malformed traffic.
-        let others: Vec<_> = r[2..].iter().filter(|(_, _, f, _)| *f).collect();
-        assert!(others.is_empty(), "{others:?}");
-        assert!(r.iter().all(|(_, h, f, _)| h != "host-a" || !f));
-        // The evidence is the real signals.
-        let sql = exfil();
-        let all = rows(&ctx, &sql).await;
-        let reasons = col_index(&ctx, &sql, "reasons").await;
-        let unique = col_index(&ctx, &sql, "unique_names").await;
-        let null_q = col_index(&ctx, &sql, "null_queries").await;
-        let txt_q = col_index(&ctx, &sql, "txt_queries").await;
-        let alphabets = col_index(&ctx, &sql, "alphabets").await;
-        let info = col_index(&ctx, &sql, "peak_info_content_15m").await;
-        let iodine = all
-            .iter()
-            .find(|r| r[0].as_deref() == Some("pirate.sea"))
-            .expect("iodine");
-        assert_eq!(iodine[unique].as_deref(), Some("222"));
-        assert_eq!(iodine[null_q].as_deref(), Some("222"));
-        assert!(iodine[alphabets].as_deref().unwrap_or("").contains("8bit"));
         assert!(
-            iodine[reasons]
-                .as_deref()
+            top2.contains(&(Some("pirate.sea"), Some("host-b"), Some("true"))),
+            "{top2:?}"
+        );
+        assert!(
+            top2.contains(&(Some("tunnel.com"), Some("host-b"), Some("true"))),
+            "{top2:?}"
+        );
+        // Nothing else is flagged: not host-a's browsing, resolver, reverse lookups, CDNs,
+        // LLMNR or mDNS, not host-c's DNSSEC, EDNS, TCP, mDNS, update or malformed traffic.
+        for r in 2..t.rows.len() {
+            assert_eq!(t.get(r, "flagged"), Some("false"), "{:?}", t.rows[r]);
+        }
+        // The evidence is the real signals.
+        let iodine = t.find("domain", "pirate.sea").expect("iodine");
+        assert_eq!(t.get(iodine, "unique_names"), Some("222"));
+        assert_eq!(t.get(iodine, "null_queries"), Some("222"));
+        assert!(t.get(iodine, "alphabets").unwrap_or("").contains("8bit"));
+        assert!(
+            t.get(iodine, "reasons")
                 .unwrap_or("")
                 .contains("NULL-queries")
         );
-        let dns2tcp = all
-            .iter()
-            .find(|r| r[0].as_deref() == Some("tunnel.com"))
-            .expect("dns2tcp");
-        assert_eq!(dns2tcp[unique].as_deref(), Some("81"));
-        assert_eq!(dns2tcp[txt_q].as_deref(), Some("81"));
+        let dns2tcp = t.find("domain", "tunnel.com").expect("dns2tcp");
+        assert_eq!(t.get(dns2tcp, "unique_names"), Some("81"));
+        assert_eq!(t.get(dns2tcp, "txt_queries"), Some("81"));
+        assert!(t.get(dns2tcp, "alphabets").unwrap_or("").contains("base64"));
         assert!(
-            dns2tcp[alphabets]
-                .as_deref()
-                .unwrap_or("")
-                .contains("base64")
-        );
-        assert!(
-            dns2tcp[reasons]
-                .as_deref()
+            t.get(dns2tcp, "reasons")
                 .unwrap_or("")
                 .contains("TXT-answer>100")
         );
-        for t in [iodine, dns2tcp] {
-            let ic: i64 = t[info].as_deref().expect("info").parse().expect("int");
-            assert!(ic >= thresholds::INFO_CONTENT_15M as i64);
+        for r in [iodine, dns2tcp] {
+            let ic: u64 = t
+                .get(r, "peak_info_content_15m")
+                .expect("ic")
+                .parse()
+                .expect("int");
+            assert!(ic >= thresholds::INFO_CONTENT_15M);
+            let names: u64 = t
+                .get(r, "peak_names_per_hour")
+                .expect("n")
+                .parse()
+                .expect("int");
+            assert!(names > thresholds::UNIQUE_NAMES_PER_HOUR);
         }
     }
 
     #[tokio::test]
     async fn exfil_attributes_to_processes_and_spares_cdn_names() {
         let (_dir, ctx) = process_fixture().await;
-        let sql = exfil();
-        let r = rows(&ctx, &sql).await;
-        let comm = col_index(&ctx, &sql, "comm").await;
-        let pids = col_index(&ctx, &sql, "pids").await;
-        let flagged = col_index(&ctx, &sql, "flagged").await;
-        let alphabets = col_index(&ctx, &sql, "alphabets").await;
-        assert_eq!(r[0][0].as_deref(), Some("evil.example"));
-        assert_eq!(r[0][comm].as_deref(), Some("dnscat"));
-        assert_eq!(r[0][pids].as_deref(), Some("[4242]"));
-        assert_eq!(r[0][flagged].as_deref(), Some("true"));
-        assert_eq!(r[0][alphabets].as_deref(), Some("[hex]"));
+        let t = query(&ctx, &exfil()).await;
+        assert_eq!(t.get(0, "domain"), Some("evil.example"));
+        assert_eq!(t.get(0, "comm"), Some("dnscat"));
+        assert_eq!(t.get(0, "pids"), Some("[4242]"));
+        assert_eq!(t.get(0, "flagged"), Some("true"));
+        assert_eq!(t.get(0, "alphabets"), Some("[hex]"));
         // Many distinct CDN names (sequential, or random 13-character ids) are volume only.
-        for row in &r[1..] {
-            assert_eq!(row[flagged].as_deref(), Some("false"), "{row:?}");
+        for r in 1..t.rows.len() {
+            assert_eq!(t.get(r, "flagged"), Some("false"), "{:?}", t.rows[r]);
         }
-        assert!(
-            r.iter()
-                .any(|row| row[0].as_deref() == Some("cloudfront.net"))
-        );
+        assert!(t.find("domain", "cloudfront.net").is_some());
     }
 
     #[tokio::test]
     async fn nxdomain_shows_search_suffix_retries_and_bursts() {
         let ctx = fixtures().await;
-        let sql = nxdomain();
-        let r = rows(&ctx, &sql).await;
-        let domain = col_index(&ctx, &sql, "domain").await;
-        let nx = col_index(&ctx, &sql, "nxdomain").await;
-        let failing = col_index(&ctx, &sql, "failing_names").await;
-        let names = col_index(&ctx, &sql, "names").await;
-        let burst = col_index(&ctx, &sql, "peak_failures_per_minute").await;
+        let t = query(&ctx, &nxdomain()).await;
         // wikipedia.pcap's search-suffix retries.
-        let uiuc = r
-            .iter()
-            .find(|row| {
-                row[0].as_deref() == Some("host-a") && row[domain].as_deref() == Some("uiuc.edu")
-            })
-            .expect("uiuc.edu row");
+        let uiuc = t.find("domain", "uiuc.edu").expect("uiuc.edu row");
+        assert_eq!(t.get(uiuc, "hostname"), Some("host-a"));
         let direct = count(
             &ctx,
             "SELECT count(*) FROM dns WHERE hostname = 'host-a' AND rcode_name = 'NXDOMAIN' \
              AND qname LIKE '%.uiuc.edu'",
         )
         .await;
-        assert_eq!(uiuc[nx].as_deref(), Some(direct.to_string().as_str()));
         assert_eq!(direct, 4);
+        assert_eq!(t.get(uiuc, "nxdomain"), Some("4"));
         assert_eq!(
-            uiuc[names].as_deref(),
+            t.get(uiuc, "names"),
             Some("[upload.wikimedia.org.ncsa.uiuc.edu]")
         );
         // The pipelined 0..19.google.com NXDOMAINs: 20 names in one minute, ranked first.
-        assert_eq!(r[0][0].as_deref(), Some("host-c"));
-        assert_eq!(r[0][domain].as_deref(), Some("google.com"));
-        assert_eq!(r[0][failing].as_deref(), Some("20"));
-        assert_eq!(r[0][burst].as_deref(), Some("20"));
+        assert_eq!(t.get(0, "hostname"), Some("host-c"));
+        assert_eq!(t.get(0, "domain"), Some("google.com"));
+        assert_eq!(t.get(0, "failing_names"), Some("20"));
+        assert_eq!(t.get(0, "peak_failures_per_minute"), Some("20"));
+        assert_eq!(t.get(0, "excessive"), Some("false"));
     }
 
     #[tokio::test]
     async fn nxdomain_per_process() {
         let (_dir, ctx) = process_fixture().await;
-        let sql = nxdomain();
-        let r = rows(&ctx, &sql).await;
-        assert_eq!(r.len(), 1);
-        let comm = col_index(&ctx, &sql, "comm").await;
-        let pids = col_index(&ctx, &sql, "pids").await;
-        let failing = col_index(&ctx, &sql, "failing_names").await;
-        assert_eq!(r[0][comm].as_deref(), Some("firefox"));
-        assert_eq!(r[0][pids].as_deref(), Some("[100]"));
-        assert_eq!(r[0][failing].as_deref(), Some("12"));
+        let t = query(&ctx, &nxdomain()).await;
+        assert_eq!(t.rows.len(), 1);
+        assert_eq!(t.get(0, "comm"), Some("firefox"));
+        assert_eq!(t.get(0, "pids"), Some("[100]"));
+        assert_eq!(t.get(0, "domain"), Some("example.org"));
+        assert_eq!(t.get(0, "failing_names"), Some("12"));
+        assert_eq!(t.get(0, "peak_failures_per_minute"), Some("12"));
     }
 
     #[tokio::test]
-    async fn recipes_run_on_inferred_and_declared_schemas() {
-        for declared in [true, false] {
-            let ctx = fixtures_with(declared).await;
-            for sql in [
-                who("google.com"),
-                top(TopBy::Domain, 3),
-                timeline(&Selector::Comm("x".into())),
-                exfil(),
-                nxdomain(),
-            ] {
-                let _ = rows(&ctx, &sql).await;
-            }
-            // Same ranking either way.
-            let r = exfil_rows(&ctx).await;
-            assert!(r[0].2 && r[1].2, "declared={declared}: {r:?}");
+    async fn recipes_run_on_the_inferred_schema_too() {
+        // `fixtures()` declares the schema from crates/schema, as the binary does; files read
+        // with an inferred schema come as Utf8View/BinaryView and must work the same.
+        let ctx = fixtures_with(false).await;
+        for sql in [
+            who("google.com"),
+            top(TopBy::Domain, 3),
+            timeline(&Selector::Comm("x".into())),
+            nxdomain(),
+        ] {
+            let _ = rows(&ctx, &sql).await;
         }
+        let t = query(&ctx, &exfil()).await;
+        assert_eq!(t.get(0, "flagged"), Some("true"));
+        assert_eq!(t.get(1, "flagged"), Some("true"));
+        assert_eq!(t.get(2, "flagged"), Some("false"));
     }
 }

@@ -68,14 +68,49 @@ pub async fn count(ctx: &SessionContext, sql: &str) -> i64 {
         .expect("an integer")
 }
 
-/// Index of `name` in the result columns of `sql` (for reading [`rows`]).
-pub async fn col_index(ctx: &SessionContext, sql: &str, name: &str) -> usize {
-    let df = ctx.sql(sql).await.expect("plan");
-    df.schema()
+/// A result as text, with its column names.
+pub struct Table {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+impl Table {
+    /// The value of column `name` in row `row`.
+    pub fn get(&self, row: usize, name: &str) -> Option<&str> {
+        let i = self
+            .columns
+            .iter()
+            .position(|c| c == name)
+            .unwrap_or_else(|| panic!("no column {name} in {:?}", self.columns));
+        self.rows[row][i].as_deref()
+    }
+
+    /// The first row whose column `name` is `value`.
+    pub fn find(&self, name: &str, value: &str) -> Option<usize> {
+        (0..self.rows.len()).find(|&r| self.get(r, name) == Some(value))
+    }
+}
+
+/// Runs `sql` once, returning column names and rows as text.
+pub async fn query(ctx: &SessionContext, sql: &str) -> Table {
+    let df = ctx
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("plan failed: {e}\n{sql}"));
+    let columns = df
+        .schema()
         .fields()
         .iter()
-        .position(|f| f.name() == name)
-        .unwrap_or_else(|| panic!("no column {name}"))
+        .map(|f| f.name().clone())
+        .collect();
+    let batches = df
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("execution failed: {e}\n{sql}"));
+    Table {
+        columns,
+        rows: batches_to_rows(&batches),
+    }
 }
 
 /// A segment with process attribution (the fixtures, imported from captures, have none), in a
@@ -281,10 +316,14 @@ pub async fn table(ctx: &SessionContext, sql: &str) -> String {
 
 /// Rows of `sql` with every column cast to text (NULL as `None`).
 pub async fn rows(ctx: &SessionContext, sql: &str) -> Vec<Vec<Option<String>>> {
+    batches_to_rows(&run(ctx, sql).await)
+}
+
+fn batches_to_rows(batches: &[RecordBatch]) -> Vec<Vec<Option<String>>> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::compute::cast;
     let mut out = Vec::new();
-    for batch in run(ctx, sql).await {
+    for batch in batches {
         let cols: Vec<_> = batch
             .columns()
             .iter()

@@ -823,4 +823,76 @@ mod tests {
         assert_eq!(question_name_of(&msg[..11]), None);
         assert_eq!(question_name_of(&msg[..16]), None);
     }
+
+    #[tokio::test]
+    async fn functions_in_sql() {
+        use crate::testutil::rows;
+        let ctx = SessionContext::new();
+        register_all(&ctx);
+        let r = rows(
+            &ctx,
+            "SELECT registered_domain('A.B.Example.co.uk.'), subdomain('a.b.example.co.uk'), \
+             label_count('a.b.example.co.uk'), name_length('www.example.com'), \
+             max_label_len('www.example.com'), round(label_entropy('ab.example.com'), 3), \
+             label_alphabet('MFRGGZDFMZTWQ2LKNNWG23TP.example.com'), \
+             info_content(make_array('b', 'a', 'b')) = info_content(make_array('a', 'b')), \
+             registered_domain(NULL), label_alphabet(arrow_cast('x.com', 'Utf8View'))",
+        )
+        .await;
+        let want = [
+            "example.co.uk",
+            "a.b",
+            "5",
+            "15",
+            "7",
+            "1.0",
+            "base32",
+            "true",
+        ];
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(r[0][i].as_deref(), Some(*w), "column {i}");
+        }
+        assert_eq!(r[0][8], None);
+        assert_eq!(r[0][9].as_deref(), Some("dns"));
+        // Wrong argument types are plan errors, not panics.
+        assert!(ctx.sql("SELECT info_content('x')").await.is_err());
+        assert!(ctx.sql("SELECT question_name('x')").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn functions_agree_with_the_recorder_on_the_fixtures() {
+        use crate::testutil::{count, fixtures, rows};
+        let ctx = fixtures().await;
+        // Same Public Suffix List answer wherever the recorder gave one.
+        let differ = count(
+            &ctx,
+            "SELECT count(*) FROM dns WHERE registered_domain IS NOT NULL \
+             AND registered_domain(qname) <> registered_domain",
+        )
+        .await;
+        assert_eq!(differ, 0);
+        // The raw question, lower-cased, is the qname column.
+        let differ = count(
+            &ctx,
+            "SELECT count(*) FROM dns WHERE query_raw IS NOT NULL \
+             AND lower(question_name(query_raw)) <> qname",
+        )
+        .await;
+        assert_eq!(differ, 0);
+        let decoded = count(
+            &ctx,
+            "SELECT count(*) FROM dns WHERE question_name(query_raw) IS NOT NULL",
+        )
+        .await;
+        assert!(decoded > 500, "{decoded}");
+        // Answers as text.
+        let r = rows(
+            &ctx,
+            "SELECT answer_strings(answers), answer_data(answers) FROM dns \
+             WHERE qname = 'www.netbsd.org' AND qtype_name = 'A' AND status = 'answered' LIMIT 1",
+        )
+        .await;
+        assert_eq!(r[0][0].as_deref(), Some("[A 204.152.190.12]"));
+        assert_eq!(r[0][1].as_deref(), Some("[204.152.190.12]"));
+    }
 }
