@@ -8,7 +8,7 @@
 //!
 //! | term | rows |
 //! |---|---|
-//! | `NAME` or `name=NAME` | `qname` is NAME (case and a trailing dot ignored) |
+//! | `NAME` or `name=NAME` | `qname` is NAME (case and a trailing dot ignored); a bare NAME may contain `=` after a dot |
 //! | `under=NAME` | `qname` is NAME or a name below it |
 //! | `id=N`, `id=0xHHHH` | DNS message ID |
 //! | `pid=N`, `uid=N` | process id / user id |
@@ -115,7 +115,12 @@ fn checked_expression(expr: &str) -> Result<String, ShowError> {
 
 /// The predicate of one `KEY=VALUE` (or bare name) term.
 fn term_predicate(term: &str) -> Result<String, ShowError> {
-    let Some((key, value)) = term.split_once('=') else {
+    // A term is KEY=VALUE only if what precedes the first `=` is a word: names may contain
+    // `=` (dns2tcp's `aaaa.=auth.srv.tunnel.com`).
+    let Some((key, value)) = term
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphabetic()))
+    else {
         return Ok(format!("qname = {}", sql_str(&normalize_name(term))));
     };
     let key = key.to_ascii_lowercase();
@@ -740,6 +745,10 @@ mod tests {
         );
         assert_eq!(pred("comm=it's"), "comm = 'it''s'");
         assert_eq!(pred("status=Unanswered"), "status = 'unanswered'");
+        assert_eq!(
+            pred("AAAAAO1kQA.=auth.srv.tunnel.com"),
+            "qname = 'aaaaao1kqa.=auth.srv.tunnel.com'"
+        );
         assert_eq!(pred(r"exe=C:\x"), "exe = concat('C:', chr(92), 'x')");
     }
 

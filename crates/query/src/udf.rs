@@ -35,7 +35,8 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, DocSection, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 use hickory_proto::rr::Name;
@@ -53,25 +54,35 @@ pub fn register_all(ctx: &SessionContext) {
     }
 }
 
+/// One line per function, `syntax  description`, for `--help`.
+pub fn functions_help() -> String {
+    ALL.iter()
+        .map(|k| {
+            let (syntax, description) = k.doc();
+            format!("  {syntax:<26} {description}\n")
+        })
+        .collect()
+}
+
+const ALL: [Kind; 11] = [
+    Kind::RegisteredDomain,
+    Kind::Subdomain,
+    Kind::LabelCount,
+    Kind::NameLength,
+    Kind::MaxLabelLen,
+    Kind::LabelEntropy,
+    Kind::LabelAlphabet,
+    Kind::InfoContent,
+    Kind::AnswerStrings,
+    Kind::AnswerData,
+    Kind::QuestionName,
+];
+
 /// Every function of this module, for registration in other contexts.
 pub fn udfs() -> Vec<ScalarUDF> {
-    use Kind::*;
-    [
-        RegisteredDomain,
-        Subdomain,
-        LabelCount,
-        NameLength,
-        MaxLabelLen,
-        LabelEntropy,
-        LabelAlphabet,
-        InfoContent,
-        AnswerStrings,
-        AnswerData,
-        QuestionName,
-    ]
-    .into_iter()
-    .map(|kind| ScalarUDF::new_from_impl(DnsFn::new(kind)))
-    .collect()
+    ALL.into_iter()
+        .map(|kind| ScalarUDF::new_from_impl(DnsFn::new(kind)))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,6 +417,44 @@ enum Kind {
 }
 
 impl Kind {
+    /// (syntax, description) for `--help` and `information_schema`.
+    fn doc(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::RegisteredDomain => (
+                "registered_domain(name)",
+                "registrable domain (eTLD+1, Public Suffix List); NULL for public suffixes and single labels",
+            ),
+            Kind::Subdomain => (
+                "subdomain(name)",
+                "the labels left of the registered domain ('' for the registered domain itself)",
+            ),
+            Kind::LabelCount => ("label_count(name)", "number of labels"),
+            Kind::NameLength => ("name_length(name)", "length in octets (labels plus dots)"),
+            Kind::MaxLabelLen => ("max_label_len(name)", "longest label, in octets"),
+            Kind::LabelEntropy => (
+                "label_entropy(name)",
+                "Shannon entropy (bits/char) of the labels left of the registered domain",
+            ),
+            Kind::LabelAlphabet => (
+                "label_alphabet(name)",
+                "hex, base32, base64, 8bit or dns: the encoding those labels look like",
+            ),
+            Kind::InfoContent => (
+                "info_content(list)",
+                "zlib-compressed length of the distinct strings (Elastic ML's information content)",
+            ),
+            Kind::AnswerStrings => (
+                "answer_strings(answers)",
+                "the answers as 'TYPE data' texts",
+            ),
+            Kind::AnswerData => ("answer_data(answers)", "the answers' data texts"),
+            Kind::QuestionName => (
+                "question_name(query_raw)",
+                "the question name decoded from a raw message, case preserved",
+            ),
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Kind::RegisteredDomain => "registered_domain",
@@ -427,6 +476,7 @@ impl Kind {
 struct DnsFn {
     kind: Kind,
     signature: Signature,
+    doc: Documentation,
 }
 
 impl PartialEq for DnsFn {
@@ -451,7 +501,18 @@ impl DnsFn {
             }
             _ => Signature::string(1, Volatility::Immutable),
         };
-        DnsFn { kind, signature }
+        let (syntax, description) = kind.doc();
+        let section = DocSection {
+            include: true,
+            label: "DNS name functions (dnsql)",
+            description: None,
+        };
+        let doc = Documentation::builder(section, description, syntax).build();
+        DnsFn {
+            kind,
+            signature,
+            doc,
+        }
     }
 }
 
@@ -466,6 +527,10 @@ impl ScalarUDFImpl for DnsFn {
 
     fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(&self.doc)
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
@@ -854,6 +919,9 @@ mod tests {
         }
         assert_eq!(r[0][8], None);
         assert_eq!(r[0][9].as_deref(), Some("dns"));
+        let help = functions_help();
+        assert_eq!(help.lines().count(), udfs().len());
+        assert!(help.contains("label_entropy(name)"));
         // Wrong argument types are plan errors, not panics.
         assert!(ctx.sql("SELECT info_content('x')").await.is_err());
         assert!(ctx.sql("SELECT question_name('x')").await.is_err());
