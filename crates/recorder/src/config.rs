@@ -14,6 +14,8 @@ pub const DEFAULT_ROTATE_AGE: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_PAYLOAD: u32 = 4096;
 pub const DEFAULT_PAIR_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RING_SIZE: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_SPOOL_SYNC: Duration = Duration::from_secs(1);
+pub const DEFAULT_MIN_FREE: u64 = 256 * 1024 * 1024;
 pub const MAX_PORTS: usize = 16;
 /// Largest DNS payload cap: a DNS message is at most 65535 bytes.
 pub const MAX_PAYLOAD_LIMIT: u32 = 65535;
@@ -50,6 +52,7 @@ pub struct FileConfig {
     pub pair_timeout: Option<String>,
     pub no_raw: Option<bool>,
     pub ring_size: Option<String>,
+    pub min_free: Option<String>,
 }
 
 impl FileConfig {
@@ -76,6 +79,10 @@ pub struct Settings {
     pub pair_timeout: Duration,
     pub keep_raw: bool,
     pub ring_size: u32,
+    /// Spool sync interval (live recording); `None` for imports.
+    pub spool_sync: Option<Duration>,
+    /// Stop writing below this much free space on the data directory's filesystem.
+    pub min_free: u64,
 }
 
 impl Settings {
@@ -89,6 +96,8 @@ impl Settings {
             pair_timeout: DEFAULT_PAIR_TIMEOUT,
             keep_raw: true,
             ring_size: DEFAULT_RING_SIZE as u32,
+            spool_sync: None,
+            min_free: DEFAULT_MIN_FREE,
         }
     }
 
@@ -120,6 +129,9 @@ impl Settings {
         if let Some(b) = file.no_raw {
             self.keep_raw = !b;
         }
+        if let Some(v) = file.min_free {
+            self.min_free = parse_size_or_zero(&v).map_err(|m| bad("min-free", m))?;
+        }
         if let Some(s) = file.ring_size {
             self.ring_size = parse_ring_size(&s).map_err(|m| bad("ring-size", m))?;
         }
@@ -137,6 +149,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("`{s}`: the size must be greater than zero"));
     }
     Ok(v.as_u64())
+}
+
+/// Like [`parse_size`], but `0` (off) is allowed.
+pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    parse_size(s)
 }
 
 /// Parses `5m`, `2s`, `500ms`.
@@ -191,12 +211,13 @@ pub fn parse_max_payload(s: &str) -> Result<u32, String> {
     Ok(v as u32)
 }
 
-/// Parses the ring buffer size, rounded up to a power of two (at least 1 MiB, at most 1 GiB).
+/// Parses the ring buffer size, rounded up to a power of two (16 KiB to 1 GiB; anything
+/// below a few MiB loses events under load, which is what tests of loss accounting want).
 pub fn parse_ring_size(s: &str) -> Result<u32, String> {
     let v = parse_size(s)?;
-    if !(1 << 20..=1 << 30).contains(&v) {
+    if !(16 << 10..=1 << 30).contains(&v) {
         return Err(format!(
-            "`{s}` is out of range: the ring buffer is 1MiB to 1GiB"
+            "`{s}` is out of range: the ring buffer is 16KiB to 1GiB"
         ));
     }
     Ok(v.next_power_of_two() as u32)
@@ -243,6 +264,7 @@ mod tests {
         assert!(parse_max_payload("4").is_err());
         assert_eq!(parse_ring_size("3MiB"), Ok(4 << 20));
         assert!(parse_ring_size("4KiB").is_err());
+        assert_eq!(parse_ring_size("16KiB"), Ok(16 << 10));
     }
 
     #[test]

@@ -181,6 +181,8 @@ pub struct DecodeStats {
     pub not_dns: u64,
     /// DNS messages emitted from UDP.
     pub udp_messages: u64,
+    /// UDP datagrams with a DNS port but no payload (UDP length 8): no message to emit.
+    pub udp_empty: u64,
     /// DNS messages emitted from TCP.
     pub tcp_messages: u64,
     /// Emitted messages with `capture_error` set.
@@ -533,6 +535,11 @@ impl Decoder {
             return;
         };
         let wire_len = datagram_len.saturating_sub(8);
+        if wire_len == 0 {
+            // Header only (bytes past the UDP length are not part of the datagram).
+            self.stats.udp_empty += 1;
+            return;
+        }
         let capture_error = (payload.len() < wire_len).then(|| match origin {
             Origin::Packet => format!(
                 "truncated by capture: {} of {} bytes",
@@ -1806,7 +1813,8 @@ mod tests {
             ("dns-tunnel-iodine.pcap", 434, 0, 222, 212, 0),
             ("dns-udp-google.com-a-aaaa-mx.pcap", 6, 0, 3, 3, 0),
             // UDP length 8: the crafted bytes lie past the datagram, so the message is empty.
-            ("dns-zlip-1.pcap", 1, 0, 0, 0, 0),
+            // Its UDP length says 0 bytes of payload: no DNS message (counted in udp_empty).
+            ("dns-zlip-1.pcap", 0, 0, 0, 0, 0),
             ("dns.pcap", 82, 0, 41, 41, 0),
             ("dnso1tcp.pcap", 0, 82, 41, 41, 0),
             ("dynamic-update.pcap", 4, 0, 2, 2, 0),
@@ -2061,9 +2069,11 @@ mod tests {
         assert_eq!(badlabel.msgs.len(), 1);
         assert!(badlabel.msgs[0].bytes.len() > 60_000);
         assert_eq!(badlabel.msgs[0].capture_error, None);
+        // The crafted bytes lie past the datagram's declared end (UDP length 8): the empty
+        // datagram is counted, not turned into a message.
         let zlip = decode_file("dns-zlip-1.pcap");
-        assert_eq!(zlip.msgs[0].wire_len, 0);
-        assert!(zlip.msgs[0].bytes.is_empty());
+        assert!(zlip.msgs.is_empty());
+        assert_eq!(zlip.stats.udp_empty, 1);
         assert_eq!(decode_file("dns-invalid-names.pcap").msgs.len(), 3);
     }
 

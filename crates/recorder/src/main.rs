@@ -19,7 +19,7 @@ use dnsledger::bpf::{self, BpfConfig, KernelCounters};
 use dnsledger::config::{self, FileConfig, Settings};
 use dnsledger::pair::NoAttribution;
 use dnsledger::pcap::PcapSource;
-use dnsledger::pipeline::{HostFacts, LiveAttribution, Pipeline};
+use dnsledger::pipeline::{HostFacts, LiveAttribution, Pipeline, recover_spool};
 use dnsledger::procs::ProcessTable;
 
 /// A DNS flight recorder: which process asked for which name, when, and what it got back.
@@ -49,6 +49,42 @@ enum Command {
     Import(ImportArgs),
     /// Probe the kernel for everything recording needs; exit 0 only if recording can work.
     Check(CheckArgs),
+    /// Show the running recorder's counters (drops, losses) and the data directory's state.
+    ///
+    /// Exit 0 when a recorder is running and publishing, 1 otherwise.
+    Status(StatusArgs),
+    /// Delete sealed segments, oldest first, until every limit holds (for cron).
+    ///
+    /// Safe while the recorder runs and from two jobs at once (they take turns on a lock).
+    /// Never touches in-progress data. Prints each deleted segment and the space freed.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Data directory. [default: /var/lib/dnsledger]
+    #[arg(long, env = "DNSLEDGER_DATA", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PruneArgs {
+    /// Data directory, or a collected segments tree (host=... directories).
+    /// [default: /var/lib/dnsledger]
+    #[arg(long, env = "DNSLEDGER_DATA", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Delete segments older than this (e.g. 7d, 36h).
+    #[arg(long, value_name = "AGE", value_parser = config::parse_duration)]
+    max_age: Option<Duration>,
+    /// Delete oldest segments until the rest take at most this much (e.g. 20GiB).
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
+    max_size: Option<u64>,
+    /// Only this host's segments (repeatable). [default: all hosts]
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
+    /// Say what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// A comma-separated port list as one value (clap would treat a `Vec` as many values).
@@ -84,6 +120,11 @@ struct Common {
     /// Do not store the raw DNS messages (query_raw/response_raw columns stay empty).
     #[arg(long)]
     no_raw: bool,
+    /// Stop writing while the data directory's filesystem has less free space than this
+    /// (rows wait in memory, then the oldest are dropped and counted); 0 turns it off.
+    /// [default: 256MiB]
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size_or_zero)]
+    min_free: Option<u64>,
     /// TOML file with the same keys as the long flags (data-dir, ports, rotate-size, ...).
     /// Flags and environment override it.
     #[arg(long, value_name = "FILE")]
@@ -94,9 +135,13 @@ struct Common {
 struct RecordArgs {
     #[command(flatten)]
     common: Common,
-    /// Kernel ring buffer size (rounded up to a power of two, 1MiB..1GiB). [default: 32MiB]
+    /// Kernel ring buffer size (rounded up to a power of two, 16KiB..1GiB). [default: 32MiB]
     #[arg(long, value_name = "SIZE", value_parser = config::parse_ring_size)]
     ring_size: Option<u32>,
+    /// How often transactions are synced to the crash-safe spool; after kill -9 or a power
+    /// cut at most this much is lost. [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    spool_sync: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +190,9 @@ fn settings(common: &Common, default_ports: &[u16]) -> anyhow::Result<Settings> 
     if common.no_raw {
         s.keep_raw = false;
     }
+    if let Some(v) = common.min_free {
+        s.min_free = v;
+    }
     Ok(s)
 }
 
@@ -171,6 +219,8 @@ fn main() -> ExitCode {
         Command::Record(args) => record(args),
         Command::Import(args) => import(args),
         Command::Check(args) => check(args),
+        Command::Prune(args) => prune(args),
+        Command::Status(args) => status(args),
     };
     match result {
         Ok(code) => code,
@@ -222,17 +272,37 @@ const BATCH_BYTES: usize = 4 << 20;
 const BATCH_MAX_PENDING: usize = 256 << 20;
 const CHANNEL_BATCHES: usize = 64;
 const TICK: Duration = Duration::from_millis(200);
+/// Capture time between two expiry rounds of `import`.
+const IMPORT_TICK_NS: i64 = 1_000_000_000;
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+/// How often `<data_dir>/status.json` is rewritten for `dnsledger status`.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// How often the boot-time -> UTC offset is re-read (NTP may slew the wall clock).
+const CLOCK_REFRESH: Duration = Duration::from_secs(60);
 
 fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let mut s = settings(&args.common, config::DEFAULT_PORTS)?;
     if let Some(r) = args.ring_size {
         s.ring_size = r;
     }
+    s.spool_sync = Some(args.spool_sync.unwrap_or(config::DEFAULT_SPOOL_SYNC));
     let cgroup_root = bpf::preflight()?;
     bpf::route_libbpf_log();
     ensure_data_dir(&s.data_dir)?;
     let host = HostFacts::detect();
+    // Whatever a killed run spooled but never sealed is sealed first.
+    let recovered =
+        recover_spool(&s, &host).context("cannot recover the spool of an earlier run")?;
+    if !recovered.runs.is_empty() {
+        info!(
+            runs = recovered.runs.len(),
+            recovered = recovered.recovered_rows,
+            already_sealed = recovered.already_sealed,
+            cut_bytes = recovered.cut_bytes,
+            segments = recovered.sealed.len(),
+            "recovery done"
+        );
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -249,6 +319,14 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let user_drops = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
     let (free_tx, free_rx) = mpsc::channel::<Batch>();
+    let status_dir = s.data_dir.clone();
+    let status_template = dnsledger::status::LiveStatus {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_unix: unix_now(),
+        ports: s.ports.clone(),
+        ..Default::default()
+    };
     let worker = {
         let counters = Arc::clone(&counters);
         let user_drops = Arc::clone(&user_drops);
@@ -256,7 +334,20 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         std::thread::Builder::new()
             .name("dnsledger-writer".into())
             .spawn(move || {
-                let r = writer_loop(pipeline, rx, free_tx, &counters, &user_drops);
+                // This thread never needs more than reading /proc and writing the data dir.
+                if let Err(e) = dnsledger::privs::drop_to_minimum() {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(anyhow::Error::new(e));
+                }
+                let r = writer_loop(
+                    pipeline,
+                    rx,
+                    free_tx,
+                    &counters,
+                    &user_drops,
+                    &status_dir,
+                    status_template,
+                );
                 if r.is_err() {
                     // Nothing can be written: stop capturing too.
                     stop.store(true, Ordering::Relaxed);
@@ -297,6 +388,12 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         &stop,
         &counters,
         || {
+            // Attached: from here on, only reading /proc and the held fds.
+            if let Err(e) = dnsledger::privs::drop_to_minimum() {
+                error!("{e}; stopping");
+                stop.store(true, Ordering::Relaxed);
+                return;
+            }
             info!(
                 cgroup = %cgroup_root.display(),
                 ports = ?s.ports,
@@ -326,6 +423,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     captured?;
     let (transactions, segments) = written?;
+    seal_leftovers(&s, &host);
     info!(
         transactions,
         segments,
@@ -342,12 +440,17 @@ fn writer_loop(
     free: mpsc::Sender<Batch>,
     counters: &KernelCounters,
     user_drops: &AtomicU64,
+    data_dir: &Path,
+    mut live: dnsledger::status::LiveStatus,
 ) -> anyhow::Result<(u64, usize)> {
+    let mut last_status = Instant::now() - STATUS_EVERY;
     let mut clock = Clock::now();
     let mut clock_set = Instant::now();
     let mut last_tick = Instant::now();
     let mut last_summary = Instant::now();
     let mut bad_events = 0u64;
+    let mut write_failures = 0u64;
+    let mut last_write_error: Option<Instant> = None;
     loop {
         match rx.recv_timeout(TICK) {
             Ok(mut batch) => {
@@ -375,12 +478,49 @@ fn writer_loop(
         }
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
-            if clock_set.elapsed() >= SUMMARY_EVERY {
+            if clock_set.elapsed() >= CLOCK_REFRESH {
                 clock = Clock::now();
                 clock_set = Instant::now();
             }
             pipeline.set_drop_totals(counters.dropped(), user_drops.load(Ordering::Relaxed));
-            pipeline.tick(clock.to_utc(boot_now()))?;
+            // A full disk or a write error must not stop the capture: rows wait (bounded, the
+            // excess counted) and writing resumes when it can. Said once a minute.
+            match pipeline.tick(clock.to_utc(boot_now())) {
+                Ok(()) => {
+                    if write_failures > 0 {
+                        info!(failures = write_failures, "writing resumed");
+                        write_failures = 0;
+                    }
+                }
+                Err(e) => {
+                    write_failures += 1;
+                    if last_write_error.is_none_or(|t: Instant| t.elapsed() >= SUMMARY_EVERY) {
+                        last_write_error = Some(Instant::now());
+                        error!(failures = write_failures, "cannot write segments: {e}");
+                    }
+                }
+            }
+        }
+        if last_status.elapsed() >= STATUS_EVERY {
+            last_status = Instant::now();
+            let st = pipeline.stats();
+            live.updated_unix = unix_now();
+            live.packets = st.packets;
+            live.messages = st.messages;
+            live.transactions = st.transactions;
+            live.cut_by_cap = st.cut_by_cap;
+            live.segments_sealed = pipeline.sealed().len() as u64;
+            live.kernel = bpf::COUNTER_NAMES
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.to_string(), counters.get(i)))
+                .collect();
+            live.dropped_user = user_drops.load(Ordering::Relaxed);
+            live.rows_lost = pipeline.rows_lost();
+            live.write_failures = write_failures;
+            if let Err(e) = dnsledger::status::publish(data_dir, &live) {
+                debug!("cannot publish status: {e}");
+            }
         }
         if last_summary.elapsed() >= SUMMARY_EVERY {
             last_summary = Instant::now();
@@ -392,6 +532,8 @@ fn writer_loop(
                 dropped_kernel = counters.dropped(),
                 dropped_user = user_drops.load(Ordering::Relaxed),
                 bad_events,
+                rows_lost = pipeline.rows_lost(),
+                cut_by_cap = st.cut_by_cap,
                 segments = pipeline.sealed().len(),
                 processes = pipeline.attr_mut().table.len(),
                 "summary"
@@ -401,6 +543,20 @@ fn writer_loop(
     pipeline.set_drop_totals(counters.dropped(), user_drops.load(Ordering::Relaxed));
     let (stats, sealed) = pipeline.finish()?;
     Ok((stats.transactions, sealed.len()))
+}
+
+/// After the last seal: rows of segments that could not be sealed earlier (disk full, write
+/// errors) are still in the spool; seal them now rather than at the next start.
+fn seal_leftovers(s: &Settings, host: &HostFacts) {
+    match recover_spool(s, host) {
+        Ok(r) if !r.runs.is_empty() => info!(
+            recovered = r.recovered_rows,
+            segments = r.sealed.len(),
+            "rows of segments that could not be sealed earlier are sealed now"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("spooled rows are left for the next start: {e}"),
+    }
 }
 
 fn boot_now() -> u64 {
@@ -434,14 +590,19 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         };
         let mut count = 0u64;
         let mut tick_error = None;
+        let mut last_tick_ts = i64::MIN;
         let result = source.for_each(|pkt| {
             pipeline.packet(pkt);
             count += 1;
-            if count.is_multiple_of(1024)
-                && tick_error.is_none()
-                && let Err(e) = pipeline.tick(pkt.ts_ns)
-            {
-                tick_error = Some(e);
+            // Time passes as the capture says: expire pending queries once per second of
+            // capture time (and every 1024 packets, for captures with frozen clocks).
+            let due = pkt.ts_ns.saturating_sub(last_tick_ts) >= IMPORT_TICK_NS
+                || count.is_multiple_of(1024);
+            if due && tick_error.is_none() {
+                last_tick_ts = pkt.ts_ns;
+                if let Err(e) = pipeline.tick(pkt.ts_ns) {
+                    tick_error = Some(e);
+                }
             }
         });
         if let Some(e) = tick_error {
@@ -478,6 +639,65 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 .join(", ")
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let dir = args
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
+    let (lines, healthy) =
+        dnsledger::status::report(&dir, unix_now()).map_err(anyhow::Error::msg)?;
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
+    use dnsledger::prune::{PruneOptions, prune};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?;
+    let opts = PruneOptions {
+        dir: args
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR)),
+        max_age_ns: args
+            .max_age
+            .map(|d| d.as_nanos().min(i64::MAX as u128) as i64),
+        max_size: args.max_size,
+        hosts: args.hosts,
+        dry_run: args.dry_run,
+        now_ns: now.as_nanos().min(i64::MAX as u128) as i64,
+    };
+    let report = prune(&opts)?;
+    let verb = if opts.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for s in &report.deleted {
+        println!("{verb} {} ({} bytes)", s.path.display(), s.bytes);
+    }
+    println!(
+        "{verb} {} segment(s), {} bytes; kept {} segment(s), {} bytes",
+        report.deleted.len(),
+        report.freed_bytes,
+        report.kept,
+        report.kept_bytes
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -214,15 +214,23 @@ impl Pairer {
         self.by_time.len()
     }
 
-    /// Removes and returns the oldest pending query `response` answers.
+    /// Removes and returns the oldest pending query `response` answers. A query pending for
+    /// longer than the timeout at the response's time is unanswered even when [`Pairer::expire`]
+    /// has not run since (an import ticks every 1024 packets): it is left for expiry.
     fn take_match(&mut self, key: &BucketKey, response: &Side) -> Option<Side> {
+        let timeout = self.cfg.timeout_ns;
         let bucket = self.buckets.get_mut(key)?;
+        let live = |p: &Pending| response.ts.saturating_sub(p.query.ts) <= timeout;
         let idx = match response.question() {
             Some(q) => bucket
                 .iter()
-                .position(|p| p.query.question() == Some(q))
-                .or_else(|| bucket.iter().position(|p| p.query.question().is_none())),
-            None => (!bucket.is_empty()).then_some(0),
+                .position(|p| live(p) && p.query.question() == Some(q))
+                .or_else(|| {
+                    bucket
+                        .iter()
+                        .position(|p| live(p) && p.query.question().is_none())
+                }),
+            None => bucket.iter().position(live),
         }?;
         let pending = bucket.remove(idx)?;
         if bucket.is_empty() {
@@ -640,6 +648,40 @@ mod tests {
             &mut out,
         );
         assert_eq!(out[1].status, status::UNSOLICITED);
+    }
+
+    #[test]
+    fn late_response_answers_the_query_still_within_the_timeout() {
+        // The same query asked at 0 s and again at 5.5 s, answered at 5.6 s, with no expire
+        // call in between: the first query is past the timeout, so the answer is the second's.
+        let mut p = Pairer::new(cfg(false));
+        let mut out = Vec::new();
+        let f = flow(4);
+        for ts in [0, 5 * SEC + SEC / 2] {
+            p.push(
+                msg(ts, f, true, Some(1), query_bytes(7, "again.example.")),
+                &mut NoAttribution,
+                &mut out,
+            );
+        }
+        p.push(
+            msg(
+                5 * SEC + 6 * SEC / 10,
+                f,
+                false,
+                Some(1),
+                response_bytes(7, "again.example.", None),
+            ),
+            &mut NoAttribution,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].status, status::ANSWERED);
+        assert_eq!(out[0].query_ts, Some(5 * SEC + SEC / 2));
+        p.flush(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].status, status::UNANSWERED);
+        assert_eq!(out[1].query_ts, Some(0));
     }
 
     #[test]

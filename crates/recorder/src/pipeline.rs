@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dnsledger_schema::Transaction;
+use dnsledger_schema::{Transaction, meta};
 
 use crate::config::Settings;
 use crate::decode::{Decoder, PortSet};
@@ -12,12 +12,16 @@ use crate::event::{DnsMessage, KernelOwner, RawPacket};
 use crate::pair::{Attributor, PairConfig, Pairer, ProcessAttrs};
 use crate::procs::ProcessTable;
 use crate::segment::{SegmentConfig, SegmentError, SegmentWriter};
+use crate::spool::{RecoveryError, RecoveryReport};
 
 /// TCP streams and fragment buffers idle this long are flushed.
 const DECODER_IDLE_NS: i64 = 30_000_000_000;
 /// Rows are held back this long past "now" so that packets delivered slightly out of order
 /// (per-CPU ring buffer producers, pcap timestamps) still land in `ts` order.
 const REORDER_SLACK_NS: i64 = 2_000_000_000;
+
+/// Rows that may wait in memory when they cannot be written (about 1 KiB each with raw bytes).
+const MAX_BUFFERED_ROWS: usize = 256 * 1024;
 
 /// Facts about the machine stored in every row and segment.
 #[derive(Clone, Debug)]
@@ -45,6 +49,40 @@ impl HostFacts {
     }
 }
 
+/// Rebuilds what earlier runs spooled but never sealed (after a crash), before recording.
+pub fn recover_spool(
+    settings: &Settings,
+    host: &HostFacts,
+) -> Result<RecoveryReport, RecoveryError> {
+    crate::spool::recover(&settings.data_dir, "", |run, report| {
+        SegmentWriter::open(SegmentConfig {
+            data_dir: settings.data_dir.clone(),
+            host: host.hostname.clone(),
+            boot_id: host.boot_id.clone(),
+            kernel: host.kernel.clone(),
+            source: "bpf",
+            rotate_size: settings.rotate_size,
+            rotate_age: settings.rotate_age,
+            batch_rows: 8192,
+            spool_sync: None,
+            run_id: Some(format!("{run}r")),
+            min_free: settings.min_free,
+            max_buffered_rows: MAX_BUFFERED_ROWS,
+            extra_meta: vec![
+                (meta::RECOVERED_FROM.into(), run.to_string()),
+                (
+                    meta::RECOVERED_ROWS.into(),
+                    report.recovered_rows.to_string(),
+                ),
+                (
+                    meta::RECOVERY_CUT_BYTES.into(),
+                    report.cut_bytes.to_string(),
+                ),
+            ],
+        })
+    })
+}
+
 /// Attribution for live capture: the process table, asked at the time of the packet.
 pub struct LiveAttribution {
     pub table: ProcessTable,
@@ -65,11 +103,21 @@ impl Attributor for LiveAttribution {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Ports(#[from] crate::decode::DecodeError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PipelineStats {
     pub packets: u64,
     pub messages: u64,
     pub transactions: u64,
+    /// Messages cut short by the payload cap.
+    pub cut_by_cap: u64,
 }
 
 pub struct Pipeline<A: Attributor> {
@@ -81,6 +129,7 @@ pub struct Pipeline<A: Attributor> {
     rows: Vec<Transaction>,
     stats: PipelineStats,
     sealed: Vec<PathBuf>,
+    max_payload: usize,
 }
 
 impl<A: Attributor> Pipeline<A> {
@@ -89,7 +138,7 @@ impl<A: Attributor> Pipeline<A> {
         host: &HostFacts,
         source: &'static str,
         attr: A,
-    ) -> Result<Self, anyhow::Error> {
+    ) -> Result<Self, PipelineError> {
         let ports = PortSet::new(&settings.ports)?;
         let writer = SegmentWriter::open(SegmentConfig {
             data_dir: settings.data_dir.clone(),
@@ -100,6 +149,11 @@ impl<A: Attributor> Pipeline<A> {
             rotate_size: settings.rotate_size,
             rotate_age: settings.rotate_age,
             batch_rows: 8192,
+            spool_sync: settings.spool_sync,
+            run_id: None,
+            extra_meta: Vec::new(),
+            min_free: settings.min_free,
+            max_buffered_rows: MAX_BUFFERED_ROWS,
         })?;
         let pairer = Pairer::new(PairConfig {
             timeout_ns: settings.pair_timeout.as_nanos().min(i64::MAX as u128) as i64,
@@ -116,6 +170,7 @@ impl<A: Attributor> Pipeline<A> {
             rows: Vec::with_capacity(1024),
             stats: PipelineStats::default(),
             sealed: Vec::new(),
+            max_payload: settings.max_payload as usize,
         })
     }
 
@@ -127,6 +182,11 @@ impl<A: Attributor> Pipeline<A> {
         self.stats
     }
 
+    /// Rows dropped because they could not be written in time.
+    pub fn rows_lost(&self) -> u64 {
+        self.writer.rows_lost()
+    }
+
     /// Segments sealed so far.
     pub fn sealed(&self) -> &[PathBuf] {
         &self.sealed
@@ -134,7 +194,18 @@ impl<A: Attributor> Pipeline<A> {
 
     fn pair_messages(&mut self) {
         self.stats.messages += self.msgs.len() as u64;
-        for msg in self.msgs.drain(..) {
+        for mut msg in self.msgs.drain(..) {
+            // The payload cap is exact whatever the source: the kernel copies a little more
+            // (headers vary in length), and capture files may hold anything.
+            if msg.bytes.len() > self.max_payload {
+                msg.bytes.truncate(self.max_payload);
+                msg.capture_error.get_or_insert_with(|| {
+                    format!("cut at {} bytes by --max-payload", self.max_payload)
+                });
+                self.stats.cut_by_cap += 1;
+                self.writer
+                    .set_counter(meta::CUT_BY_CAP, self.stats.cut_by_cap);
+            }
             self.pairer.push(msg, &mut self.attr, &mut self.rows);
         }
         self.flush_rows();

@@ -20,6 +20,7 @@
 //! seals that segment and starts a new one, so files may overlap in time but are each sorted
 //! (declared as a Parquet sorting column, too).
 
+use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -33,6 +34,8 @@ use dnsledger_schema::{
     partition, schema,
 };
 use parquet::arrow::ArrowWriter;
+
+use crate::spool::Spool;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -78,6 +81,19 @@ pub struct SegmentConfig {
     pub rotate_age: Duration,
     /// Rows per `RecordBatch` handed to the Parquet writer; at least 1.
     pub batch_rows: usize,
+    /// Spool every pushed row to `<data_dir>/spool`, synced at this interval (crash safety).
+    /// `None`: no spool (imports, recovery).
+    pub spool_sync: Option<Duration>,
+    /// Run id used in segment names; a fresh one when `None`. Recovery passes `<dead run>r`.
+    pub run_id: Option<String>,
+    /// Extra key-value metadata for every segment of this writer.
+    pub extra_meta: Vec<(String, String)>,
+    /// Stop writing while the data directory's filesystem has less free space than this
+    /// (bytes; 0: no threshold). Rows wait in memory meanwhile.
+    pub min_free: u64,
+    /// At most this many rows wait in memory (disk full, write errors); beyond it the oldest
+    /// are dropped and counted in `dnsledger.rows_lost`.
+    pub max_buffered_rows: usize,
 }
 
 /// Counters over the writer's lifetime.
@@ -116,6 +132,13 @@ pub enum SegmentError {
     },
     #[error("cannot remove empty in-progress segment {}: {source}", path.display())]
     Remove { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error(
+        "not writing: {free} bytes free on the filesystem of {}, below the --min-free threshold of {min} bytes",
+        path.display()
+    )]
+    LowSpace { path: PathBuf, free: u64, min: u64 },
 }
 
 /// Writes [`Transaction`]s into rotating Parquet segments. See the [module docs](self).
@@ -135,11 +158,35 @@ pub struct SegmentWriter {
     host_escaped: String,
     run_id: String,
     next_seq: u64,
-    buffer: Vec<Transaction>,
+    /// Pushed rows not yet written, each with its spool epoch.
+    buffer: Vec<Spooled>,
+    /// Lowest spool epoch of rows being written by the current `write_rows` call.
+    writing_floor: Option<u32>,
+    spool: Option<Spool>,
+    /// Lowest spool epoch of rows in segments abandoned after a write error: their only copy
+    /// is the spool, which keeps them for the next start's recovery.
+    abandoned_floor: Option<u32>,
     open: Option<OpenSegment>,
     drops_total: (u64, u64),
     drops_accounted: (u64, u64),
+    /// Other cumulative loss counters (metadata key -> total), stored per segment as deltas.
+    counters: BTreeMap<&'static str, (u64, u64)>,
+    /// Rows dropped from memory because they could not be written for too long.
+    rows_lost: u64,
+    /// Last free-space check: when, and whether writing may go on.
+    space_checked: Option<(Instant, SpaceCheck)>,
     stats: SegmentStats,
+}
+
+/// Outcome of a free-space check: `Err((free, min_free))` when writing must pause.
+type SpaceCheck = Result<(), (u64, u64)>;
+
+/// A pushed row and the spool epoch it was appended in (0 without a spool).
+struct Spooled {
+    epoch: u32,
+    /// Spool sequence number (`u64::MAX` without a spool).
+    seq: u64,
+    row: Transaction,
 }
 
 /// Hours since the epoch (UTC) of a timestamp: the partition a row belongs to.
@@ -156,6 +203,11 @@ struct OpenSegment {
     ts_min: i64,
     ts_max: i64,
     rows: u64,
+    /// Lowest spool epoch among the rows written to this segment.
+    min_epoch: u32,
+    /// Sequence numbers of the segment's rows (to tell, if it must be abandoned, which rows
+    /// have a spool copy and which are lost).
+    seqs: Vec<u64>,
 }
 
 impl OpenSegment {
@@ -200,18 +252,29 @@ impl SegmentWriter {
         create_dirs(&segments_dir)?;
         create_dirs(&inprogress_dir)?;
         warn_leftovers(&inprogress_dir);
+        let run_id = cfg.run_id.clone().unwrap_or_else(run_id);
+        let spool = match cfg.spool_sync {
+            Some(interval) => Some(Spool::open(&cfg.data_dir, &run_id, interval)?),
+            None => None,
+        };
         Ok(Self {
             host_escaped: escape_component(&cfg.host),
-            run_id: run_id(),
+            run_id,
             cfg,
             props,
             segments_dir,
             inprogress_dir,
             next_seq: 0,
             buffer: Vec::new(),
+            writing_floor: None,
+            spool,
+            abandoned_floor: None,
             open: None,
             drops_total: (0, 0),
             drops_accounted: (0, 0),
+            counters: BTreeMap::from([(meta::ROWS_LOST, (0, 0))]),
+            rows_lost: 0,
+            space_checked: None,
             stats: SegmentStats::default(),
         })
     }
@@ -219,7 +282,69 @@ impl SegmentWriter {
     /// Buffers rows, in any order. Nothing is written until [`advance`](Self::advance) or
     /// [`close`](Self::close).
     pub fn push(&mut self, rows: impl IntoIterator<Item = Transaction>) {
-        self.buffer.extend(rows);
+        for row in rows {
+            let (epoch, seq) = match self.spool.as_mut() {
+                Some(spool) => spool.append(&row),
+                None => (0, u64::MAX),
+            };
+            self.buffer.push(Spooled { epoch, seq, row });
+        }
+        if self.buffer.len() > self.cfg.max_buffered_rows {
+            // Drop a tenth more than needed at once, so this does not run for every row.
+            let excess = self.buffer.len() - self.cfg.max_buffered_rows;
+            let n = (excess + self.cfg.max_buffered_rows / 10).min(self.buffer.len());
+            self.buffer.sort_by_key(|r| r.row.ts);
+            self.buffer.drain(..n);
+            self.rows_lost += n as u64;
+            self.set_counter(meta::ROWS_LOST, self.rows_lost);
+            tracing::warn!(
+                dropped = n,
+                total = self.rows_lost,
+                "rows waiting to be written exceeded the memory bound; the oldest were dropped"
+            );
+        }
+    }
+
+    /// Sets a cumulative loss counter; each sealed segment stores, under `key`, the increase
+    /// since the previous seal.
+    pub fn set_counter(&mut self, key: &'static str, total: u64) {
+        self.counters.entry(key).or_insert((0, 0)).0 = total;
+    }
+
+    /// Rows dropped from memory so far (could not be written in time).
+    pub fn rows_lost(&self) -> u64 {
+        self.rows_lost
+    }
+
+    /// Free space check, at most once a second.
+    fn space_ok(&mut self, now: Instant) -> Result<(), SegmentError> {
+        if self.cfg.min_free == 0 {
+            return Ok(());
+        }
+        let fresh = self
+            .space_checked
+            .as_ref()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) < Duration::from_secs(1));
+        if !fresh {
+            let result = match free_bytes(&self.cfg.data_dir) {
+                Some(free) if free < self.cfg.min_free => Err((free, self.cfg.min_free)),
+                _ => Ok(()),
+            };
+            self.space_checked = Some((now, result));
+        }
+        match self.space_checked {
+            Some((_, Err((free, min)))) => Err(SegmentError::LowSpace {
+                path: self.cfg.data_dir.clone(),
+                free,
+                min,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The run id in this writer's segment names (and spool files).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     /// Writes the buffered rows with `ts < watermark` (every buffered row for `None`), sorted by
@@ -235,12 +360,13 @@ impl SegmentWriter {
     ) -> Result<Vec<PathBuf>, SegmentError> {
         let mut sealed = Vec::new();
         self.seal_if_due(now, &mut sealed)?;
+        self.space_ok(now)?;
         let ready = match watermark {
             None => std::mem::take(&mut self.buffer),
             Some(w) => {
                 let (ready, keep) = std::mem::take(&mut self.buffer)
                     .into_iter()
-                    .partition(|r| r.ts < w);
+                    .partition(|r| r.row.ts < w);
                 self.buffer = keep;
                 ready
             }
@@ -248,6 +374,9 @@ impl SegmentWriter {
         self.write_rows(ready, now, &mut sealed)?;
         self.write_pending()?;
         self.seal_if_due(now, &mut sealed)?;
+        if let Some(spool) = self.spool.as_mut() {
+            spool.sync_if_due(now)?;
+        }
         Ok(sealed)
     }
 
@@ -262,6 +391,17 @@ impl SegmentWriter {
     pub fn close(mut self) -> Result<Vec<PathBuf>, SegmentError> {
         let mut sealed = self.advance(None, Instant::now())?;
         self.seal_open(&mut sealed)?;
+        // Every pushed row is in a sealed segment now: the spool has nothing left to protect,
+        // unless a segment was abandoned after an error (the next start recovers its rows).
+        if let Some(spool) = self.spool.take() {
+            match self.abandoned_floor {
+                None => spool.close()?,
+                Some(floor) => tracing::warn!(
+                    epoch = floor,
+                    "spool files kept for rows of an abandoned segment; the next start recovers them"
+                ),
+            }
+        }
         let (k, u) = self.pending_drops();
         if k > 0 || u > 0 {
             tracing::warn!(
@@ -313,25 +453,42 @@ impl SegmentWriter {
 
     fn write_rows(
         &mut self,
-        mut rows: Vec<Transaction>,
+        mut rows: Vec<Spooled>,
         now: Instant,
         sealed: &mut Vec<PathBuf>,
     ) -> Result<(), SegmentError> {
-        rows.sort_by_key(|r| r.ts);
+        rows.sort_by_key(|r| r.row.ts);
+        // Until this call ends, rows of these epochs may be neither buffered nor sealed.
+        self.writing_floor = rows.iter().map(|r| r.epoch).min();
+        let result = self.write_sorted(rows, now, sealed);
+        self.writing_floor = None;
+        result
+    }
+
+    fn write_sorted(
+        &mut self,
+        rows: Vec<Spooled>,
+        now: Instant,
+        sealed: &mut Vec<PathBuf>,
+    ) -> Result<(), SegmentError> {
         let batch_rows = self.cfg.batch_rows;
         let mut rows = rows.into_iter();
-        while let Some(row) = rows.next() {
-            let open = match self.segment_for(row.ts, now, sealed) {
+        while let Some(item) = rows.next() {
+            let open = match self.segment_for(item.row.ts, now, sealed) {
                 Ok(open) => open,
                 Err(e) => {
                     // Not yet in any segment: back to the buffer for a later attempt.
-                    self.buffer.push(row);
+                    self.buffer.push(item);
                     self.buffer.extend(rows);
                     return Err(e);
                 }
             };
-            open.builder.append(&row);
-            open.ts_max = row.ts;
+            open.builder.append(&item.row);
+            open.ts_max = item.row.ts;
+            open.min_epoch = open.min_epoch.min(item.epoch);
+            if item.seq != u64::MAX {
+                open.seqs.push(item.seq);
+            }
             open.rows += 1;
             let full = open.builder.len() >= batch_rows;
             self.stats.rows_written += 1;
@@ -411,12 +568,38 @@ impl SegmentWriter {
             ts_min: first_ts,
             ts_max: first_ts,
             rows: 0,
+            min_epoch: u32::MAX,
+            seqs: Vec::new(),
         })
+    }
+
+    /// Accounts for a segment that cannot be sealed: its rows with a spool copy are kept for
+    /// recovery (the spool keeps their files), the others are counted as lost.
+    fn lose_segment(&mut self, s: &OpenSegment) {
+        // Rows still waiting for their spool sync get it now (or are marked failed).
+        if let Some(spool) = self.spool.as_mut()
+            && let Err(e) = spool.sync(Instant::now())
+        {
+            tracing::warn!(error = %e, "spool sync failed too");
+        }
+        let lost = match self.spool.as_ref() {
+            None => s.rows,
+            Some(spool) => s.seqs.iter().filter(|&&q| !spool.is_durable(q)).count() as u64,
+        };
+        self.rows_lost += lost;
+        self.set_counter(meta::ROWS_LOST, self.rows_lost);
+        if self.spool.is_some() {
+            self.abandoned_floor = Some(
+                self.abandoned_floor
+                    .map_or(s.min_epoch, |f| f.min(s.min_epoch)),
+            );
+        }
     }
 
     /// Drops the open segment after a failure, leaving its file for recovery.
     fn abandon(&mut self, error: &SegmentError) {
         if let Some(s) = self.open.take() {
+            self.lose_segment(&s);
             tracing::warn!(
                 path = %s.path.display(),
                 rows = s.rows,
@@ -443,11 +626,14 @@ impl SegmentWriter {
         match result {
             Ok((path, bytes)) => {
                 self.drops_accounted = self.drops_total;
+                for (total, accounted) in self.counters.values_mut() {
+                    *accounted = *total;
+                }
                 self.stats.segments_sealed += 1;
                 self.stats.bytes_sealed += bytes;
                 tracing::info!(path = %path.display(), rows = s.rows, bytes, "sealed segment");
                 sealed.push(path);
-                Ok(())
+                self.release_spool()
             }
             Err(e) => {
                 tracing::warn!(
@@ -456,9 +642,31 @@ impl SegmentWriter {
                     error = %e,
                     "could not seal segment; its in-progress file is left in place"
                 );
+                self.lose_segment(&s);
                 Err(e)
             }
         }
+    }
+
+    /// After a seal: starts a new spool epoch and deletes the spool files whose rows are all
+    /// in sealed segments (no buffered row, no row being written, no open segment refers to
+    /// their epochs).
+    fn release_spool(&mut self) -> Result<(), SegmentError> {
+        let Some(spool) = self.spool.as_mut() else {
+            return Ok(());
+        };
+        spool.next_epoch(Instant::now())?;
+        let floor = self
+            .buffer
+            .iter()
+            .map(|r| r.epoch)
+            .chain(self.writing_floor)
+            .chain(self.abandoned_floor)
+            .chain(self.open.as_ref().map(|s| s.min_epoch))
+            .min()
+            .unwrap_or(spool.epoch());
+        spool.release_before(floor)?;
+        Ok(())
     }
 
     fn seal(
@@ -490,6 +698,16 @@ impl SegmentWriter {
                     .append_key_value_metadata(KeyValue::new(key.to_string(), value));
             }
         }
+        for (key, (total, accounted)) in &self.counters {
+            s.writer.append_key_value_metadata(KeyValue::new(
+                key.to_string(),
+                total.saturating_sub(*accounted).to_string(),
+            ));
+        }
+        for (key, value) in &self.cfg.extra_meta {
+            s.writer
+                .append_key_value_metadata(KeyValue::new(key.clone(), value.clone()));
+        }
         s.writer.finish().map_err(|source| SegmentError::Parquet {
             path: s.path.clone(),
             source,
@@ -509,7 +727,14 @@ impl SegmentWriter {
             .join(partition_dir(&self.cfg.host, s.ts_min));
         create_dirs(&target_dir)?;
         let target = target_dir.join(format!("{}.{SEGMENT_EXT}", s.name));
-        fs::rename(&s.path, &target).map_err(seal_err("rename"))?;
+        let mut renamed = fs::rename(&s.path, &target);
+        if matches!(&renamed, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+            // `dnsledger prune` may have removed the (then empty) partition directory
+            // between its creation and the rename: create it again, once.
+            create_dirs(&target_dir)?;
+            renamed = fs::rename(&s.path, &target);
+        }
+        renamed.map_err(seal_err("rename"))?;
         sync_dir(&target_dir)?;
         sync_dir(&self.inprogress_dir)?;
         Ok((target, bytes))
@@ -594,7 +819,7 @@ fn warn_leftovers(dir: &Path) {
         tracing::warn!(
             dir = %dir.display(),
             leftovers,
-            "in-progress segments from an earlier run are left in place"
+            "in-progress segments without a spool to rebuild them are left in place"
         );
     }
 }
@@ -631,6 +856,18 @@ fn sync_dir(dir: &Path) -> Result<(), SegmentError> {
             path: dir.to_path_buf(),
             source,
         })
+}
+
+/// Free bytes for unprivileged users on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is zero-initialisable plain data; `c` is a valid NUL-terminated path and
+    // the call only writes into `st`.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Escapes `s` for use as one path component: bytes outside `[A-Za-z0-9._-]` become `%XX`.
@@ -779,6 +1016,11 @@ mod tests {
             rotate_size: 128 << 20,
             rotate_age: Duration::from_secs(300),
             batch_rows: 64,
+            spool_sync: None,
+            run_id: None,
+            extra_meta: Vec::new(),
+            min_free: 0,
+            max_buffered_rows: 1 << 20,
         }
     }
 

@@ -444,6 +444,152 @@ fn field_u16(s: &mut StructBuilder, i: usize) -> &mut UInt16Builder {
         .expect("struct field is a u16 builder")
 }
 
+/// Reads row `i` of a batch with (a prefix-compatible version of) [`crate::schema`] back into a
+/// [`Transaction`]: the inverse of [`TransactionBatchBuilder::append`]. Columns missing from the
+/// batch read as null (older schema versions). Used to re-write spooled rows.
+pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_array::{Array, GenericListArray, StructArray};
+
+    let get = |name: &str| batch.column_by_name(name).filter(|c| c.is_valid(i));
+    let string = |name: &str| -> Option<String> {
+        let c = get(name)?;
+        match c.data_type() {
+            arrow_schema::DataType::Utf8 => Some(c.as_string::<i32>().value(i).to_string()),
+            arrow_schema::DataType::Dictionary(_, _) => {
+                let d = c.as_dictionary::<Int32Type>();
+                let key = d.keys().value(i) as usize;
+                Some(d.values().as_string::<i32>().value(key).to_string())
+            }
+            _ => None,
+        }
+    };
+    fn prim<T: arrow_array::ArrowPrimitiveType>(
+        c: Option<&ArrayRef>,
+        i: usize,
+    ) -> Option<T::Native> {
+        c.and_then(|c| c.as_primitive_opt::<T>())
+            .map(|a| a.value(i))
+    }
+    let boolean = |name: &str| get(name).and_then(|c| c.as_boolean_opt().map(|a| a.value(i)));
+    let binary =
+        |name: &str| get(name).and_then(|c| c.as_binary_opt::<i32>().map(|a| a.value(i).to_vec()));
+    let list_structs = |name: &str| -> Option<StructArray> {
+        let l: &GenericListArray<i32> = get(name)?.as_list_opt::<i32>()?;
+        Some(l.value(i).as_struct().clone())
+    };
+    let arc = |name: &str| string(name).map(|s| Arc::<str>::from(s.as_str()));
+    let statik = |v: Option<String>, known: &[&'static str]| -> &'static str {
+        v.and_then(|v| known.iter().find(|k| **k == v).copied())
+            .unwrap_or("")
+    };
+    use crate::col as c;
+    let questions = list_structs(c::QUESTIONS).map(|s| {
+        let names = s.column(0).as_string::<i32>();
+        let types = s.column(1).as_primitive::<UInt16Type>();
+        let classes = s.column(2).as_primitive::<UInt16Type>();
+        (0..s.len())
+            .map(|j| Question {
+                name: names.value(j).to_string(),
+                qtype: types.value(j),
+                qclass: classes.value(j),
+            })
+            .collect()
+    });
+    let answers = list_structs(c::ANSWERS).map(|s| {
+        let names = s.column(0).as_string::<i32>();
+        let types = s.column(1).as_dictionary::<Int32Type>();
+        let type_values = types.values().as_string::<i32>();
+        let ttls = s.column(2).as_primitive::<UInt32Type>();
+        let data = s.column(3).as_string::<i32>();
+        (0..s.len())
+            .map(|j| Answer {
+                name: names.value(j).to_string(),
+                rtype: type_values
+                    .value(types.keys().value(j) as usize)
+                    .to_string(),
+                ttl: ttls.value(j),
+                data: data.value(j).to_string(),
+            })
+            .collect()
+    });
+    let answer_ips = get(c::ANSWER_IPS).and_then(|col| {
+        let l = col.as_list_opt::<i32>()?;
+        let v = l.value(i);
+        let s = v.as_string::<i32>();
+        Some((0..s.len()).map(|j| s.value(j).to_string()).collect())
+    });
+    Transaction {
+        ts: prim::<TimestampNanosecondType>(get(c::TS), i).unwrap_or_default(),
+        query_ts: prim::<TimestampNanosecondType>(get(c::QUERY_TS), i),
+        response_ts: prim::<TimestampNanosecondType>(get(c::RESPONSE_TS), i),
+        latency_ns: prim::<Int64Type>(get(c::LATENCY_NS), i),
+        status: statik(
+            string(c::STATUS),
+            &[
+                crate::status::ANSWERED,
+                crate::status::UNANSWERED,
+                crate::status::UNSOLICITED,
+            ],
+        ),
+        hostname: arc(c::HOSTNAME).unwrap_or_else(|| Arc::from("")),
+        boot_id: arc(c::BOOT_ID),
+        pid: prim::<UInt32Type>(get(c::PID), i),
+        tid: prim::<UInt32Type>(get(c::TID), i),
+        ppid: prim::<UInt32Type>(get(c::PPID), i),
+        uid: prim::<UInt32Type>(get(c::UID), i),
+        gid: prim::<UInt32Type>(get(c::GID), i),
+        comm: string(c::COMM),
+        exe: arc(c::EXE),
+        cmdline: arc(c::CMDLINE),
+        cgroup_id: prim::<UInt64Type>(get(c::CGROUP_ID), i),
+        cgroup_path: arc(c::CGROUP_PATH),
+        container_id: arc(c::CONTAINER_ID),
+        netns: prim::<UInt32Type>(get(c::NETNS), i),
+        transport: statik(string(c::TRANSPORT), &["udp", "tcp"]),
+        ip_version: prim::<UInt8Type>(get(c::IP_VERSION), i).unwrap_or_default(),
+        client_ip: string(c::CLIENT_IP).unwrap_or_default(),
+        client_port: prim::<UInt16Type>(get(c::CLIENT_PORT), i).unwrap_or_default(),
+        server_ip: string(c::SERVER_IP).unwrap_or_default(),
+        server_port: prim::<UInt16Type>(get(c::SERVER_PORT), i).unwrap_or_default(),
+        dns_id: prim::<UInt16Type>(get(c::DNS_ID), i),
+        opcode: prim::<UInt8Type>(get(c::OPCODE), i),
+        rcode: prim::<UInt16Type>(get(c::RCODE), i),
+        rcode_name: string(c::RCODE_NAME),
+        aa: boolean(c::AA),
+        tc: boolean(c::TC),
+        rd: boolean(c::RD),
+        ra: boolean(c::RA),
+        ad: boolean(c::AD),
+        cd: boolean(c::CD),
+        qname: string(c::QNAME),
+        qtype: prim::<UInt16Type>(get(c::QTYPE), i),
+        qtype_name: string(c::QTYPE_NAME),
+        qclass: prim::<UInt16Type>(get(c::QCLASS), i),
+        questions,
+        qdcount: prim::<UInt16Type>(get(c::QDCOUNT), i),
+        ancount: prim::<UInt16Type>(get(c::ANCOUNT), i),
+        nscount: prim::<UInt16Type>(get(c::NSCOUNT), i),
+        arcount: prim::<UInt16Type>(get(c::ARCOUNT), i),
+        registered_domain: string(c::REGISTERED_DOMAIN),
+        answers,
+        answer_ips,
+        edns_udp_size: prim::<UInt16Type>(get(c::EDNS_UDP_SIZE), i),
+        edns_version: prim::<UInt8Type>(get(c::EDNS_VERSION), i),
+        edns_do: boolean(c::EDNS_DO),
+        edns_ecs: string(c::EDNS_ECS),
+        edns_cookie: boolean(c::EDNS_COOKIE),
+        ede_code: prim::<UInt16Type>(get(c::EDE_CODE), i),
+        ede_text: string(c::EDE_TEXT),
+        query_size: prim::<UInt32Type>(get(c::QUERY_SIZE), i),
+        response_size: prim::<UInt32Type>(get(c::RESPONSE_SIZE), i),
+        query_raw: binary(c::QUERY_RAW),
+        response_raw: binary(c::RESPONSE_RAW),
+        parse_error: string(c::PARSE_ERROR),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,6 +620,32 @@ mod tests {
             answer_ips: Some(vec!["192.0.2.1".into()]),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn rows_read_back_equal_rows_written() {
+        let mut full = row(7);
+        full.pid = Some(42);
+        full.comm = Some("dig".into());
+        full.exe = Some("/usr/bin/dig".into());
+        full.query_raw = Some(vec![1, 2, 3]);
+        full.latency_ns = Some(5);
+        full.aa = Some(true);
+        full.edns_ecs = Some("192.0.2.0/24/0".into());
+        let sparse = Transaction {
+            answers: None,
+            answer_ips: None,
+            questions: None,
+            status: crate::status::UNANSWERED,
+            transport: "tcp",
+            ..row(8)
+        };
+        let mut b = TransactionBatchBuilder::new();
+        b.append(&full);
+        b.append(&sparse);
+        let batch = b.finish().expect("batch");
+        assert_eq!(transaction_at(&batch, 0), full);
+        assert_eq!(transaction_at(&batch, 1), sparse);
     }
 
     #[test]

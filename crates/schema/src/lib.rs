@@ -10,7 +10,7 @@
 
 mod batch;
 
-pub use batch::{Answer, Question, Transaction, TransactionBatchBuilder};
+pub use batch::{Answer, Question, Transaction, TransactionBatchBuilder, transaction_at};
 
 use std::sync::{Arc, LazyLock};
 
@@ -199,6 +199,17 @@ pub mod meta {
     pub const DROPPED_KERNEL: &str = "dnsledger.dropped_kernel";
     /// Events lost in user space (channel full) while the segment was open.
     pub const DROPPED_USER: &str = "dnsledger.dropped_user";
+    /// Rows the recorder had to drop because they could not be written in time (disk full,
+    /// write errors), counted since the previous segment.
+    pub const ROWS_LOST: &str = "dnsledger.rows_lost";
+    /// DNS messages cut short by the payload cap (`--max-payload`) since the previous segment.
+    pub const CUT_BY_CAP: &str = "dnsledger.cut_by_cap";
+    /// Set on segments rebuilt from the spool of a run that died: that run's id.
+    pub const RECOVERED_FROM: &str = "dnsledger.recovered_from";
+    /// Rows the recovery rebuilt (over all its segments for that run).
+    pub const RECOVERED_ROWS: &str = "dnsledger.recovered_rows";
+    /// Bytes of torn spool tail the recovery had to cut (0: nothing lost in the spool).
+    pub const RECOVERY_CUT_BYTES: &str = "dnsledger.recovery_cut_bytes";
 }
 
 /// Name of the Hive partition keys under `segments/`. None equals a column name.

@@ -35,7 +35,10 @@ pub const COUNTER_NAMES: [&str; 6] = [
     "socket_storage_failed",
     "packets_sent",
 ];
-const CNT_PKT_SENT: usize = 5;
+const CNT_PKT_RB_FULL: usize = 0;
+const CNT_EXEC_RB_FULL: usize = 1;
+const CNT_EXIT_RB_FULL: usize = 2;
+const CNT_LOAD_BYTES: usize = 3;
 
 /// Programs attached to the cgroup v2 root.
 const CGROUP_PROGRAMS: [&str; 8] = [
@@ -120,14 +123,19 @@ pub struct KernelCounters {
 }
 
 impl KernelCounters {
-    /// Events lost in the kernel (every counter but `packets_sent`).
+    /// Events lost in the kernel: ring buffer full (packets, execs, exits) and packets whose
+    /// bytes could not be copied. A socket-storage failure loses no event (the packet is still
+    /// sent, with the current task as owner) and is not counted here.
     pub fn dropped(&self) -> u64 {
-        self.values
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != CNT_PKT_SENT)
-            .map(|(_, v)| v.load(Ordering::Relaxed))
-            .sum()
+        [
+            CNT_PKT_RB_FULL,
+            CNT_EXEC_RB_FULL,
+            CNT_EXIT_RB_FULL,
+            CNT_LOAD_BYTES,
+        ]
+        .iter()
+        .map(|&i| self.get(i))
+        .sum()
     }
     pub fn get(&self, i: usize) -> u64 {
         self.values[i].load(Ordering::Relaxed)
@@ -475,6 +483,17 @@ mod tests {
             cgroup2_mount_in("25 1 0:23 / /sys rw - sysfs sysfs rw\n"),
             None
         );
+    }
+
+    #[test]
+    fn dropped_counts_lost_events_only() {
+        let c = KernelCounters::default();
+        for (i, v) in [3u64, 5, 7, 11, 13, 1000].iter().enumerate() {
+            c.values[i].store(*v, Ordering::Relaxed);
+        }
+        // ring buffer full (3 + 5 + 7) and copy failures (11); not storage failures, not sent.
+        assert_eq!(c.dropped(), 26);
+        assert_eq!(COUNTER_NAMES[CNT_LOAD_BYTES], "packet_copy_failed");
     }
 
     #[test]

@@ -509,7 +509,25 @@ fn bpf_rotation_seals_several_segments() {
         sent += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
+    // `dnsledger status` sees the live recorder and its counters.
+    let status = Command::new(DNSLEDGER)
+        .args(["status", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("dnsledger status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(text.contains("recorder: running"), "{text}");
+    assert!(text.contains("packet_ringbuf_full=0"), "{text}");
+    assert!(text.contains("segments:"), "{text}");
     rec.stop();
+    let after = Command::new(DNSLEDGER)
+        .args(["status", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("dnsledger status");
+    assert_eq!(after.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&after.stdout).contains("not running"));
     let files = segment_files(&data);
     assert!(files.len() >= 3, "only {} segments: {files:?}", files.len());
     let mut total = 0;
@@ -555,18 +573,36 @@ fn bpf_sigkill_leaves_no_programs() {
     let _g = bpf_lock();
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = Recorder::start(&dir.path().join("data"), &[]);
-    let ours = || -> Vec<u64> {
+    // The recorder's own programs: the prog ids behind its file descriptors (program and link
+    // fds both show `prog_id` in fdinfo). Other BPF users on the host do not matter.
+    let fdinfo = format!("/proc/{}/fdinfo", rec.pid());
+    let mut while_running: Vec<u64> = std::fs::read_dir(&fdinfo)
+        .expect("read fdinfo")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    while_running.sort_unstable();
+    while_running.dedup();
+    let listed = || -> Vec<u64> {
         let out = Command::new("bpftool")
             .args(["prog", "show"])
             .output()
             .expect("bpftool prog show");
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.contains(" name dns_"))
             .filter_map(|l| l.split(':').next()?.trim().parse().ok())
             .collect()
     };
-    let while_running = ours();
+    let before_kill = listed();
+    assert!(
+        while_running.iter().all(|id| before_kill.contains(id)),
+        "bpftool does not list the recorder's programs {while_running:?}"
+    );
     assert!(
         while_running.len() >= 10,
         "programs while recording: {while_running:?}"
@@ -578,8 +614,66 @@ fn bpf_sigkill_leaves_no_programs() {
         "the kernel to release the programs",
         Duration::from_secs(20),
         || {
-            let left = ours();
+            let left = listed();
             while_running.iter().all(|id| !left.contains(id))
         },
     );
+}
+
+/// After attachment every thread of the recorder holds only the documented capabilities, and
+/// what it writes has the documented modes.
+#[test]
+fn bpf_privileges_dropped_after_attach() {
+    use std::os::unix::fs::PermissionsExt;
+    let _g = bpf_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _server = Dnsmasq::start(dir.path());
+    let data = dir.path().join("data");
+    let rec = Recorder::start(&data, &["--rotate-age", "1s"]);
+    // CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19): see src/privs.rs.
+    let kept: u64 = (1 << 2) | (1 << 19);
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", rec.pid())).expect("tasks");
+    let mut threads = 0;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).expect("status");
+        let field = |name: &str| -> String {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            let v = u64::from_str_radix(&field(set), 16).expect("hex caps");
+            assert_eq!(v, kept, "{set} of thread {:?} is {v:#x}", t.file_name());
+        }
+        assert_eq!(field("CapInh:"), "0000000000000000");
+        assert_eq!(field("NoNewPrivs:"), "1");
+        threads += 1;
+    }
+    assert!(
+        threads >= 2,
+        "expected the capture and writer threads, saw {threads}"
+    );
+    // The recorder still works without the rest.
+    run_client(&mut dig(&["+short", "@127.0.0.1", "caps.a.test"]));
+    std::thread::sleep(Duration::from_millis(1500));
+    rec.stop();
+    let rows = all_rows(&data);
+    let r = rows
+        .iter()
+        .find(|r| r.qname.as_deref() == Some("caps.a.test"))
+        .expect("row recorded after dropping privileges");
+    assert_eq!(r.exe.as_deref(), Some("/usr/bin/dig"));
+    // Modes: segments 0640, directories 0750.
+    for f in segment_files(&data) {
+        let mode = std::fs::metadata(&f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{f:?}");
+        let mut d = f.parent().map(std::path::Path::to_path_buf);
+        while let Some(p) = d.filter(|p| p.starts_with(&data) && *p != data) {
+            let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o750, "{p:?}");
+            d = p.parent().map(std::path::Path::to_path_buf);
+        }
+    }
 }

@@ -98,3 +98,64 @@ fn import_of_a_missing_file_names_it_and_fails() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("/nonexistent/capture.pcap"), "{err}");
 }
+
+#[test]
+fn payload_cap_cuts_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let capture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/pcap/dns-badlabel.pcap"
+    );
+    let (code, _, err) = run(&[
+        "import",
+        "--max-payload",
+        "512",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        capture,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows = crate::common::all_rows(&data);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!(r.response_raw.as_ref().map(Vec::len), Some(512));
+    // The original length stays visible.
+    assert!(
+        r.response_size.is_some_and(|n| n > 60_000),
+        "{:?}",
+        r.response_size
+    );
+    let e = r.parse_error.as_deref().unwrap_or_default();
+    assert!(e.contains("--max-payload") && e.contains("512"), "{e}");
+}
+
+/// The shipped systemd units are valid (systemd-analyze verify), with ExecStart pointed at
+/// the binary under test.
+#[test]
+fn systemd_units_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dist = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dist");
+    let mut units = Vec::new();
+    for name in [
+        "dnsledger.service",
+        "dnsledger-prune.service",
+        "dnsledger-prune.timer",
+    ] {
+        let text = std::fs::read_to_string(format!("{dist}/{name}")).expect("read unit");
+        let text = text.replace("/usr/local/bin/dnsledger", DNSLEDGER);
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write unit");
+        units.push(path);
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .output()
+        .expect("systemd-analyze (systemd)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Warnings about our units (not about unrelated host units) fail the test too.
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("dnsledger")).collect();
+    assert!(ours.is_empty(), "{}", ours.join("\n"));
+}

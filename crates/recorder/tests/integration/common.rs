@@ -134,6 +134,11 @@ impl Recorder {
         self.child.id()
     }
 
+    /// True while the recorder process has not exited.
+    pub fn child_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     fn drain(&mut self) {
         while let Ok(line) = self.log.try_recv() {
             self.stderr.push(line);

@@ -1,0 +1,396 @@
+//! Retention: delete sealed segments, oldest first, until age and size limits hold.
+//!
+//! Only files that follow the segment layout (`host=/date=/hour=/<name>.parquet` under the
+//! segments root) are ever considered; in-progress files live elsewhere and are never touched.
+//! Two prunes never run at once (an exclusive `flock`); a prune running beside the recorder is
+//! safe because the recorder only ever adds sealed files by an atomic rename, and re-creates a
+//! partition directory that a prune removed under it.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use dnsledger_schema::partition;
+
+use crate::segment::{SEGMENT_EXT, SEGMENTS_DIR};
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    #[error("nothing to prune by: give --max-age and/or --max-size")]
+    NoLimit,
+    #[error("{0} is not a dnsledger data directory or segments tree")]
+    NotATree(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot delete {path}: {source}")]
+    Delete {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// A data directory (with `segments/`) or a segments tree (with `host=...` directories).
+    pub dir: PathBuf,
+    /// Delete segments whose hour ended longer ago than this (ns).
+    pub max_age_ns: Option<i64>,
+    /// Delete oldest segments until the rest take at most this many bytes.
+    pub max_size: Option<u64>,
+    /// Only these hosts' segments (all when empty).
+    pub hosts: Vec<String>,
+    pub dry_run: bool,
+    /// Now, UTC ns.
+    pub now_ns: i64,
+}
+
+/// One sealed segment found in the tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentFile {
+    pub path: PathBuf,
+    pub host: String,
+    /// Start of the segment's hour (UTC ns); every row of the segment lies in that hour.
+    pub hour_start_ns: i64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct PruneReport {
+    /// Deleted (or, with dry_run, to be deleted) segments, oldest first.
+    pub deleted: Vec<SegmentFile>,
+    pub freed_bytes: u64,
+    pub kept: usize,
+    pub kept_bytes: u64,
+    pub removed_dirs: Vec<PathBuf>,
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian), Howard Hinnant's algorithm;
+/// hand-written because no date crate is otherwise needed here.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `date=YYYY-MM-DD` and `hour=HH` into the hour's start (UTC ns).
+fn hour_start(date: &str, hour: &str) -> Option<i64> {
+    let date = date.strip_prefix(&format!("{}=", partition::DATE))?;
+    let hour: i64 = hour
+        .strip_prefix(&format!("{}=", partition::HOUR))?
+        .parse()
+        .ok()?;
+    let mut parts = date.split('-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let d: i64 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    if !(0..24).contains(&hour) {
+        return None;
+    }
+    Some((days_from_civil(y, m, d) * 24 + hour) * HOUR_NS)
+}
+
+fn read_dir(path: &Path) -> Result<Vec<fs::DirEntry>, PruneError> {
+    fs::read_dir(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| PruneError::Read {
+            path: path.into(),
+            source,
+        })
+}
+
+/// The segments root of a data directory or tree.
+pub fn segments_root(dir: &Path) -> Result<PathBuf, PruneError> {
+    let nested = dir.join(SEGMENTS_DIR);
+    if nested.is_dir() {
+        return Ok(nested);
+    }
+    let is_tree = read_dir(dir)?.iter().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{}=", partition::HOST))
+    });
+    if is_tree {
+        Ok(dir.to_path_buf())
+    } else {
+        Err(PruneError::NotATree(dir.to_path_buf()))
+    }
+}
+
+/// Every sealed segment under the root, oldest first. Anything not in the layout is ignored.
+pub fn list_segments(root: &Path) -> Result<Vec<SegmentFile>, PruneError> {
+    let mut out = Vec::new();
+    let host_prefix = format!("{}=", partition::HOST);
+    for host_dir in read_dir(root)? {
+        let name = host_dir.file_name().to_string_lossy().into_owned();
+        let Some(host) = name.strip_prefix(&host_prefix) else {
+            continue;
+        };
+        if !host_dir.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for date_dir in read_dir(&host_dir.path())? {
+            if !date_dir.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let date = date_dir.file_name().to_string_lossy().into_owned();
+            for hour_dir in read_dir(&date_dir.path())? {
+                let hour = hour_dir.file_name().to_string_lossy().into_owned();
+                let Some(start) = hour_start(&date, &hour) else {
+                    continue;
+                };
+                if !hour_dir.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                for file in read_dir(&hour_dir.path())? {
+                    let path = file.path();
+                    if path.extension().is_none_or(|e| e != SEGMENT_EXT) {
+                        continue;
+                    }
+                    let Ok(meta) = file.metadata() else { continue };
+                    if !meta.is_file() {
+                        continue;
+                    }
+                    out.push(SegmentFile {
+                        path,
+                        host: host.to_string(),
+                        hour_start_ns: start,
+                        bytes: meta.len(),
+                    });
+                }
+            }
+        }
+    }
+    // Oldest first: by hour, then by name (names start with the first row's time).
+    out.sort_by(|a, b| {
+        (a.hour_start_ns, a.path.file_name()).cmp(&(b.hour_start_ns, b.path.file_name()))
+    });
+    Ok(out)
+}
+
+/// Holds an exclusive lock on a file for as long as it lives.
+struct Lock {
+    _file: File,
+}
+
+fn lock(path: &Path) -> Result<Lock, PruneError> {
+    let err = |source| PruneError::Lock {
+        path: path.into(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(err)?;
+    // SAFETY: flock on a valid, open file descriptor; it blocks until the lock is free.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    if rc != 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    Ok(Lock { _file: file })
+}
+
+/// Where the prune lock lives: beside `segments/` in a data directory, in the tree otherwise.
+fn lock_path(dir: &Path, root: &Path) -> PathBuf {
+    if root != dir {
+        dir.join("prune.lock")
+    } else {
+        root.join(".dnsledger-prune.lock")
+    }
+}
+
+/// Applies the limits. With `dry_run` nothing is deleted and the report says what would be.
+pub fn prune(opts: &PruneOptions) -> Result<PruneReport, PruneError> {
+    if opts.max_age_ns.is_none() && opts.max_size.is_none() {
+        return Err(PruneError::NoLimit);
+    }
+    let root = segments_root(&opts.dir)?;
+    let _lock = lock(&lock_path(&opts.dir, &root))?;
+    let mut segments = list_segments(&root)?;
+    if !opts.hosts.is_empty() {
+        segments.retain(|s| opts.hosts.contains(&s.host));
+    }
+    let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
+    let mut report = PruneReport::default();
+    let mut keep_from = 0;
+    for (i, s) in segments.iter().enumerate() {
+        let too_old = opts
+            .max_age_ns
+            .is_some_and(|age| s.hour_start_ns + HOUR_NS <= opts.now_ns.saturating_sub(age));
+        let too_big = opts.max_size.is_some_and(|max| total > max);
+        if !too_old && !too_big {
+            keep_from = i;
+            break;
+        }
+        keep_from = i + 1;
+        total -= s.bytes;
+        report.freed_bytes += s.bytes;
+        report.deleted.push(s.clone());
+    }
+    report.kept = segments.len() - keep_from;
+    report.kept_bytes = total;
+    if opts.dry_run {
+        return Ok(report);
+    }
+    for s in &report.deleted {
+        match fs::remove_file(&s.path) {
+            Ok(()) => {}
+            // Deleted by someone else meanwhile (e.g. by hand): the goal holds.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(PruneError::Delete {
+                    path: s.path.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    // Remove partition directories left empty, but never the current or the previous hour's:
+    // the recorder may be about to seal into them.
+    let recent = opts.now_ns - HOUR_NS;
+    for s in &report.deleted {
+        if s.hour_start_ns + HOUR_NS > recent {
+            continue;
+        }
+        let mut dir = s.path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == root || !d.starts_with(&root) {
+                break;
+            }
+            // remove_dir fails on a non-empty directory: exactly what is wanted.
+            if fs::remove_dir(&d).is_err() {
+                break;
+            }
+            report.removed_dirs.push(d.clone());
+            dir = d.parent().map(Path::to_path_buf);
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(y: i64, m: i64, d: i64, h: i64) -> i64 {
+        (days_from_civil(y, m, d) * 24 + h) * HOUR_NS
+    }
+
+    fn touch(root: &Path, host: &str, date: &str, hour: &str, name: &str, bytes: usize) -> PathBuf {
+        let dir = root.join(format!("host={host}/date={date}/hour={hour}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let p = dir.join(name);
+        fs::write(&p, vec![0u8; bytes]).expect("write");
+        p
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(2024, 2, 29), 19_782);
+        assert_eq!(hour_start("date=1970-01-02", "hour=03"), Some(27 * HOUR_NS));
+        assert_eq!(hour_start("date=1970-13-02", "hour=03"), None);
+        assert_eq!(hour_start("date=1970-01-02", "hour=24"), None);
+        assert_eq!(hour_start("day=1970-01-02", "hour=01"), None);
+    }
+
+    fn opts(dir: &Path, now: i64) -> PruneOptions {
+        PruneOptions {
+            dir: dir.to_path_buf(),
+            max_age_ns: None,
+            max_size: None,
+            hosts: Vec::new(),
+            dry_run: false,
+            now_ns: now,
+        }
+    }
+
+    #[test]
+    fn age_and_size_limits_oldest_first() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("segments");
+        let old = touch(&root, "a", "2026-11-01", "00", "1.parquet", 100);
+        let mid = touch(&root, "a", "2026-11-20", "05", "2.parquet", 100);
+        let new1 = touch(&root, "b", "2026-11-26", "10", "3.parquet", 100);
+        let new2 = touch(&root, "b", "2026-11-26", "10", "4.parquet", 100);
+        // Not in the layout: never touched.
+        let stray = root.join("host=a/notes.txt");
+        fs::write(&stray, "x").expect("write");
+        let inprogress = tmp.path().join("inprogress/x.parquet.inprogress");
+        fs::create_dir_all(inprogress.parent().expect("dir")).expect("mkdir");
+        fs::write(&inprogress, "x").expect("write");
+
+        let now = ns(2026, 11, 27, 0);
+        let mut o = opts(tmp.path(), now);
+        o.max_age_ns = Some(7 * 24 * HOUR_NS);
+        o.dry_run = true;
+        let r = prune(&o).expect("dry run");
+        assert_eq!(
+            r.deleted.iter().map(|s| &s.path).collect::<Vec<_>>(),
+            vec![&old]
+        );
+        assert!(old.exists(), "dry run deletes nothing");
+
+        o.dry_run = false;
+        o.max_size = Some(150);
+        let r = prune(&o).expect("prune");
+        let deleted: Vec<_> = r.deleted.iter().map(|s| s.path.clone()).collect();
+        assert_eq!(deleted, vec![old.clone(), mid.clone(), new1.clone()]);
+        assert_eq!(r.freed_bytes, 300);
+        assert_eq!((r.kept, r.kept_bytes), (1, 100));
+        assert!(!old.exists() && !mid.exists() && !new1.exists() && new2.exists());
+        assert!(stray.exists() && inprogress.exists());
+        // Empty partitions of old hours are gone; host=a stays (it holds notes.txt).
+        assert!(!root.join("host=a/date=2026-11-01").exists());
+        assert!(root.join("host=a").exists());
+    }
+
+    #[test]
+    fn recent_partitions_are_kept_and_hosts_filter() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("segments");
+        let now = ns(2026, 11, 27, 12);
+        let a = touch(&root, "a", "2026-11-27", "11", "1.parquet", 10);
+        let b = touch(&root, "b", "2026-11-27", "11", "2.parquet", 10);
+        let mut o = opts(tmp.path(), now);
+        o.max_size = Some(0);
+        o.hosts = vec!["a".into()];
+        let r = prune(&o).expect("prune");
+        assert_eq!(r.deleted.len(), 1);
+        assert!(!a.exists() && b.exists());
+        // The previous hour's directory stays for the recorder.
+        assert!(a.parent().expect("dir").exists());
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            prune(&opts(tmp.path(), 0)),
+            Err(PruneError::NoLimit)
+        ));
+        let mut o = opts(tmp.path(), 0);
+        o.max_size = Some(1);
+        let e = prune(&o).expect_err("empty dir").to_string();
+        assert!(e.contains("not a dnsledger data directory"), "{e}");
+    }
+}
