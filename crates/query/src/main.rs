@@ -377,28 +377,52 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
 
 /// What a recipe subcommand runs: SQL over `dns`, printed in the output format, or (for
 /// `show` in the table format) rendered as a dig-like transcript.
-#[allow(dead_code)] // constructed once the recipes are merged (see `recipe`)
 enum Recipe {
     Sql(String),
     Render(String, output::Render),
 }
 
-/// The recipe of a subcommand. The recipes live in `dnsledger_query::recipes` and `show`,
-/// merged separately; until then these commands say so.
+/// The recipe of a subcommand: the SQL `dnsledger_query::recipes` and `show` build.
 fn recipe(cmd: &Command, _g: &Global) -> Result<Recipe, Failure> {
-    let name = match cmd {
-        Command::Who(_) => "who",
-        Command::Top(_) => "top",
-        Command::Timeline(_) => "timeline",
-        Command::Exfil => "exfil",
-        Command::Nxdomain => "nxdomain",
-        Command::Show(_) => "show",
+    use dnsledger_query::{recipes, show};
+    Ok(match cmd {
+        Command::Who(a) => Recipe::Sql(recipes::who(&a.name)),
+        Command::Top(a) => {
+            let by = match a.by {
+                TopBy::Process => recipes::TopBy::Process,
+                TopBy::Exe => recipes::TopBy::Exe,
+                TopBy::Domain => recipes::TopBy::Domain,
+                TopBy::RegisteredDomain => recipes::TopBy::RegisteredDomain,
+                TopBy::Rcode => recipes::TopBy::Rcode,
+                TopBy::Qtype => recipes::TopBy::Qtype,
+                TopBy::Server => recipes::TopBy::Server,
+                TopBy::Container => recipes::TopBy::Container,
+            };
+            Recipe::Sql(recipes::top(by, a.n))
+        }
+        Command::Timeline(a) => {
+            let sel = match (a.pid, &a.comm, &a.exe) {
+                (Some(pid), _, _) => recipes::Selector::Pid {
+                    pid,
+                    host: _g.hosts.first().cloned(),
+                },
+                (None, Some(c), _) => recipes::Selector::Comm(c.clone()),
+                (None, None, Some(e)) => recipes::Selector::Exe(e.clone()),
+                (None, None, None) => {
+                    return Err(Failure::Usage("give --pid, --comm or --exe".into()));
+                }
+            };
+            Recipe::Sql(recipes::timeline(&sel))
+        }
+        Command::Exfil => Recipe::Sql(recipes::exfil()),
+        Command::Nxdomain => Recipe::Sql(recipes::nxdomain()),
+        Command::Show(a) => {
+            let sql =
+                show::show_sql(&a.selector.join(" ")).map_err(|e| Failure::Usage(e.to_string()))?;
+            Recipe::Render(sql, show::render)
+        }
         Command::Sql(_) | Command::Schema | Command::Segments => unreachable!("not a recipe"),
-    };
-    Err(Failure::Runtime(
-        anyhow!("`dnsql {name}` is not part of this build yet"),
-        Some("`dnsql sql` answers the same questions in SQL".into()),
-    ))
+    })
 }
 
 fn read_sql(args: &SqlArgs) -> Result<String, Failure> {
