@@ -354,38 +354,3 @@ fn batches_to_rows(batches: &[RecordBatch]) -> Vec<Vec<Option<String>>> {
     }
     out
 }
-
-/// Explore the fixtures: `DNSQL_SQL='select …' cargo test -p dnsledger-query explore -- --ignored --nocapture`.
-#[tokio::test]
-#[ignore]
-async fn explore() {
-    let ctx = fixtures().await;
-    let sql = std::env::var("DNSQL_SQL").unwrap_or_else(|_| "SELECT count(*) FROM dns".into());
-    for stmt in sql.split(";;") {
-        println!("{}", table(&ctx, stmt).await);
-    }
-}
-
-/// Print a recipe on the fixtures: `DNSQL_RECIPE=exfil cargo test … explore_recipe -- --ignored --nocapture`.
-#[tokio::test]
-#[ignore]
-async fn explore_recipe() {
-    let ctx = fixtures().await;
-    let sql = match std::env::var("DNSQL_RECIPE").as_deref() {
-        Ok("nxdomain") => crate::recipes::nxdomain(),
-        Ok("top") => crate::recipes::top(crate::recipes::TopBy::Process, 10),
-        Ok(other) if other.starts_with("who:") => crate::recipes::who(&other[4..]),
-        Ok(other) if other.starts_with("show:") => {
-            let sql = crate::show::show_sql(&other[5..]).expect("selector");
-            let batches = run(&ctx, &sql).await;
-            let mut out = Vec::new();
-            for b in &batches {
-                crate::show::render(b, &mut out).expect("render");
-            }
-            println!("{}", String::from_utf8_lossy(&out));
-            return;
-        }
-        _ => crate::recipes::exfil(),
-    };
-    println!("{}", table(&ctx, &sql).await);
-}
