@@ -11,14 +11,14 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, anyhow};
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use dnsledger_query::output::{self, Format, OutputError, Sink, TableOptions};
-use dnsledger_query::segments;
 use dnsledger_query::session::{self, Dnsql, RunError};
 use dnsledger_query::source::{self, Scope, Skipped};
 use dnsledger_query::table::{Problems, ScanProgress, table_schema};
+use dnsledger_query::{recipes, segments, show, udf};
 
 const EXIT_CODES: &str = "\
 Tables:
@@ -123,6 +123,7 @@ enum Command {
     /// One process's DNS in time order
     Timeline(TimelineArgs),
     /// Rank (registered domain, process) pairs by signs of DNS tunnelling or exfiltration
+    #[command(after_long_help = recipes::EXFIL_THRESHOLDS_HELP)]
     Exfil,
     /// Processes with many failing names (DGA-like bursts), per registered domain
     Nxdomain,
@@ -220,7 +221,17 @@ const EXIT_PARTIAL: u8 = 3;
 const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `dnsql sql --help` lists the SQL functions dnsql adds.
+    let command = Cli::command().mut_subcommand("sql", |c| {
+        c.after_long_help(format!(
+            "SQL functions of dnsql (besides DataFusion's own):\n{}",
+            udf::functions_help()
+        ))
+    });
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -377,28 +388,56 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
 
 /// What a recipe subcommand runs: SQL over `dns`, printed in the output format, or (for
 /// `show` in the table format) rendered as a dig-like transcript.
-#[allow(dead_code)] // constructed once the recipes are merged (see `recipe`)
 enum Recipe {
     Sql(String),
     Render(String, output::Render),
 }
 
-/// The recipe of a subcommand. The recipes live in `dnsledger_query::recipes` and `show`,
-/// merged separately; until then these commands say so.
-fn recipe(cmd: &Command, _g: &Global) -> Result<Recipe, Failure> {
-    let name = match cmd {
-        Command::Who(_) => "who",
-        Command::Top(_) => "top",
-        Command::Timeline(_) => "timeline",
-        Command::Exfil => "exfil",
-        Command::Nxdomain => "nxdomain",
-        Command::Show(_) => "show",
+/// The recipe of a subcommand: SQL from [`recipes`] / [`show`], run like `dnsql sql`.
+fn recipe(cmd: &Command, g: &Global) -> Result<Recipe, Failure> {
+    Ok(match cmd {
+        Command::Who(a) => Recipe::Sql(recipes::who(&a.name)),
+        Command::Top(a) => Recipe::Sql(recipes::top(a.by.into(), a.n)),
+        Command::Timeline(a) => {
+            let selector = match (a.pid, &a.comm, &a.exe) {
+                (Some(pid), _, _) => recipes::Selector::Pid {
+                    pid,
+                    // With one --host the pid is that host's; the scope restricts the rest.
+                    host: match g.hosts.as_slice() {
+                        [one] => Some(one.clone()),
+                        _ => None,
+                    },
+                },
+                (None, Some(comm), _) => recipes::Selector::Comm(comm.clone()),
+                (None, None, Some(exe)) => recipes::Selector::Exe(exe.clone()),
+                (None, None, None) => unreachable!("clap requires one of --pid, --comm, --exe"),
+            };
+            Recipe::Sql(recipes::timeline(&selector))
+        }
+        Command::Exfil => Recipe::Sql(recipes::exfil()),
+        Command::Nxdomain => Recipe::Sql(recipes::nxdomain()),
+        Command::Show(a) => {
+            let sql = show::show_sql(&a.selector.join(" "))
+                .map_err(|e| Failure::Usage(format!("bad selector: {e}")))?;
+            Recipe::Render(sql, show::render)
+        }
         Command::Sql(_) | Command::Schema | Command::Segments => unreachable!("not a recipe"),
-    };
-    Err(Failure::Runtime(
-        anyhow!("`dnsql {name}` is not part of this build yet"),
-        Some("`dnsql sql` answers the same questions in SQL".into()),
-    ))
+    })
+}
+
+impl From<TopBy> for recipes::TopBy {
+    fn from(by: TopBy) -> Self {
+        match by {
+            TopBy::Process => recipes::TopBy::Process,
+            TopBy::Exe => recipes::TopBy::Exe,
+            TopBy::Domain => recipes::TopBy::Domain,
+            TopBy::RegisteredDomain => recipes::TopBy::RegisteredDomain,
+            TopBy::Rcode => recipes::TopBy::Rcode,
+            TopBy::Qtype => recipes::TopBy::Qtype,
+            TopBy::Server => recipes::TopBy::Server,
+            TopBy::Container => recipes::TopBy::Container,
+        }
+    }
 }
 
 fn read_sql(args: &SqlArgs) -> Result<String, Failure> {
@@ -500,12 +539,15 @@ async fn list_segments(
     out.print(&batch)?;
     let hosts: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.host.as_str()).collect();
     let total: u64 = rows.iter().map(|r| r.info.rows).sum();
-    let kernel: u64 = rows.iter().filter_map(|r| r.info.dropped_kernel).sum();
-    let user: u64 = rows.iter().filter_map(|r| r.info.dropped_user).sum();
+    let sum =
+        |f: fn(&segments::SegmentRow) -> Option<u64>| -> u64 { rows.iter().filter_map(f).sum() };
+    let kernel = sum(|r| r.info.dropped_kernel);
+    let user = sum(|r| r.info.dropped_user);
+    let lost = sum(|r| r.info.rows_lost);
     if io::stderr().is_terminal() && !g.quiet {
         eprintln!(
             "{} segments from {} hosts, {total} transactions; events dropped: {kernel} in the \
-             kernel, {user} in user space",
+             kernel, {user} in user space; {lost} rows lost before writing",
             rows.len(),
             hosts.len()
         );
@@ -681,7 +723,6 @@ fn type_name(t: &DataType) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_consistent() {
