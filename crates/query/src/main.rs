@@ -490,7 +490,52 @@ fn find_segments(g: &Global, problems: &Problems) -> Result<Vec<source::SegmentF
             ),
         ));
     }
+    warn_scope_misses(g, &found.files);
     Ok(found.files)
+}
+
+/// An empty answer because of a mistyped --host or a time range outside the record must not
+/// pass for "nothing happened": say so.
+fn warn_scope_misses(g: &Global, files: &[source::SegmentFile]) {
+    if files.is_empty() {
+        return;
+    }
+    let hosts: std::collections::BTreeSet<&str> =
+        files.iter().map(|f| f.key.host.as_str()).collect();
+    for h in &g.hosts {
+        if !hosts.contains(h.as_str()) {
+            eprintln!(
+                "warning: no segments of host `{h}` (hosts found: {})",
+                hosts.iter().copied().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let scope = Scope {
+        since: g.since,
+        until: g.until,
+        hosts: Vec::new(),
+    };
+    if !scope.is_empty() && !files.iter().any(|f| scope.admits_key(&f.key)) {
+        let first = files.iter().map(|f| f.key.start_ns()).min().unwrap_or(0);
+        let last = files.iter().map(|f| f.key.start_ns()).max().unwrap_or(0) + 3_600_000_000_000;
+        eprintln!(
+            "warning: no segments between --since and --until (the segments found cover {} to {})",
+            hour_text(first),
+            hour_text(last)
+        );
+    }
+}
+
+/// An hour boundary as RFC 3339.
+fn hour_text(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    u64::try_from(secs)
+        .ok()
+        .map(|s| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s))
+                .to_string()
+        })
+        .unwrap_or_else(|| format!("{ns} ns"))
 }
 
 async fn run_sql(

@@ -248,6 +248,21 @@ fn host_prunes_partitions() {
         "SELECT host, count(*) AS n FROM dns GROUP BY host ORDER BY host",
     ]);
     assert_eq!(two, format!("host,n\nhost-b,{HOST_B}\nhost-c,{HOST_C}\n"));
+    let typo = run(&[
+        "--data",
+        fixture().to_str().unwrap(),
+        "--host",
+        "host-x",
+        "--format",
+        "csv",
+        "sql",
+        "SELECT count(*) AS n FROM dns",
+    ]);
+    assert_eq!((typo.code, typo.stdout.as_str()), (0, "n\n0\n"), "{typo:?}");
+    assert_eq!(
+        typo.stderr,
+        "warning: no segments of host `host-x` (hosts found: host-a, host-b, host-c)\n"
+    );
 }
 
 #[test]
@@ -290,18 +305,35 @@ fn since_and_until_prune_partitions() {
 
     // Relative times: the fixture is years old, so the last 7 days hold nothing, and no
     // segment is opened.
-    let plan = explain_analyze(&["--since", "7d"], "SELECT count(*) FROM dns");
-    assert!(!plan.contains("DataSourceExec"), "{plan}");
+    let data = fixture();
+    let r = run(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--since",
+        "7d",
+        "--format",
+        "csv",
+        "sql",
+        "EXPLAIN ANALYZE SELECT count(*) FROM dns",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stdout.contains("DataSourceExec"), "{r:?}");
+    let r = run(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--since",
+        "7d",
+        "--format",
+        "csv",
+        "sql",
+        "SELECT count(*) AS n FROM dns",
+    ]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "n\n0\n"), "{r:?}");
+    // An empty answer because the range misses the record says so.
     assert_eq!(
-        ok(&[
-            "--since",
-            "7d",
-            "--format",
-            "csv",
-            "sql",
-            "SELECT count(*) AS n FROM dns"
-        ]),
-        "n\n0\n"
+        r.stderr,
+        "warning: no segments between --since and --until (the segments found cover \
+         1970-01-01T00:00:00Z to 2025-08-29T16:00:00Z)\n",
     );
     assert_eq!(
         ok(&[
