@@ -11,6 +11,12 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# dnsql must build without clang or libbpf: no libbpf crate in its dependency tree.
+if cargo tree -p dnsledger-query --edges normal,build | grep -qi libbpf; then
+  echo "error: dnsledger-query depends on libbpf" >&2
+  exit 1
+fi
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 

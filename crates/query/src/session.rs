@@ -43,6 +43,7 @@ pub async fn context(
 ) -> datafusion::error::Result<Dnsql> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
+    // The SQL functions the recipes use are there for every query.
     crate::udf::register_all(&ctx);
     let table = SegmentTable::new(files, problems.clone(), progress.clone());
     ctx.register_table(RAW_TABLE, Arc::new(table))?;
