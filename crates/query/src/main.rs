@@ -11,14 +11,14 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, anyhow};
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use dnsledger_query::output::{self, Format, OutputError, Sink, TableOptions};
-use dnsledger_query::segments;
 use dnsledger_query::session::{self, Dnsql, RunError};
 use dnsledger_query::source::{self, Scope, Skipped};
 use dnsledger_query::table::{Problems, ScanProgress, table_schema};
+use dnsledger_query::{recipes, segments, show, udf};
 
 const EXIT_CODES: &str = "\
 Tables:
@@ -123,6 +123,7 @@ enum Command {
     /// One process's DNS in time order
     Timeline(TimelineArgs),
     /// Rank (registered domain, process) pairs by signs of DNS tunnelling or exfiltration
+    #[command(after_long_help = recipes::EXFIL_THRESHOLDS_HELP)]
     Exfil,
     /// Processes with many failing names (DGA-like bursts), per registered domain
     Nxdomain,
@@ -220,7 +221,17 @@ const EXIT_PARTIAL: u8 = 3;
 const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `dnsql sql --help` lists the SQL functions dnsql adds.
+    let command = Cli::command().mut_subcommand("sql", |c| {
+        c.after_long_help(format!(
+            "SQL functions of dnsql (besides DataFusion's own):\n{}",
+            udf::functions_help()
+        ))
+    });
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -382,47 +393,51 @@ enum Recipe {
     Render(String, output::Render),
 }
 
-/// The recipe of a subcommand: the SQL `dnsledger_query::recipes` and `show` build.
-fn recipe(cmd: &Command, _g: &Global) -> Result<Recipe, Failure> {
-    use dnsledger_query::{recipes, show};
+/// The recipe of a subcommand: SQL from [`recipes`] / [`show`], run like `dnsql sql`.
+fn recipe(cmd: &Command, g: &Global) -> Result<Recipe, Failure> {
     Ok(match cmd {
         Command::Who(a) => Recipe::Sql(recipes::who(&a.name)),
-        Command::Top(a) => {
-            let by = match a.by {
-                TopBy::Process => recipes::TopBy::Process,
-                TopBy::Exe => recipes::TopBy::Exe,
-                TopBy::Domain => recipes::TopBy::Domain,
-                TopBy::RegisteredDomain => recipes::TopBy::RegisteredDomain,
-                TopBy::Rcode => recipes::TopBy::Rcode,
-                TopBy::Qtype => recipes::TopBy::Qtype,
-                TopBy::Server => recipes::TopBy::Server,
-                TopBy::Container => recipes::TopBy::Container,
-            };
-            Recipe::Sql(recipes::top(by, a.n))
-        }
+        Command::Top(a) => Recipe::Sql(recipes::top(a.by.into(), a.n)),
         Command::Timeline(a) => {
-            let sel = match (a.pid, &a.comm, &a.exe) {
+            let selector = match (a.pid, &a.comm, &a.exe) {
                 (Some(pid), _, _) => recipes::Selector::Pid {
                     pid,
-                    host: _g.hosts.first().cloned(),
+                    // With one --host the pid is that host's; the scope restricts the rest.
+                    host: match g.hosts.as_slice() {
+                        [one] => Some(one.clone()),
+                        _ => None,
+                    },
                 },
-                (None, Some(c), _) => recipes::Selector::Comm(c.clone()),
-                (None, None, Some(e)) => recipes::Selector::Exe(e.clone()),
-                (None, None, None) => {
-                    return Err(Failure::Usage("give --pid, --comm or --exe".into()));
-                }
+                (None, Some(comm), _) => recipes::Selector::Comm(comm.clone()),
+                (None, None, Some(exe)) => recipes::Selector::Exe(exe.clone()),
+                (None, None, None) => unreachable!("clap requires one of --pid, --comm, --exe"),
             };
-            Recipe::Sql(recipes::timeline(&sel))
+            Recipe::Sql(recipes::timeline(&selector))
         }
         Command::Exfil => Recipe::Sql(recipes::exfil()),
         Command::Nxdomain => Recipe::Sql(recipes::nxdomain()),
         Command::Show(a) => {
-            let sql =
-                show::show_sql(&a.selector.join(" ")).map_err(|e| Failure::Usage(e.to_string()))?;
+            let sql = show::show_sql(&a.selector.join(" "))
+                .map_err(|e| Failure::Usage(format!("bad selector: {e}")))?;
             Recipe::Render(sql, show::render)
         }
         Command::Sql(_) | Command::Schema | Command::Segments => unreachable!("not a recipe"),
     })
+}
+
+impl From<TopBy> for recipes::TopBy {
+    fn from(by: TopBy) -> Self {
+        match by {
+            TopBy::Process => recipes::TopBy::Process,
+            TopBy::Exe => recipes::TopBy::Exe,
+            TopBy::Domain => recipes::TopBy::Domain,
+            TopBy::RegisteredDomain => recipes::TopBy::RegisteredDomain,
+            TopBy::Rcode => recipes::TopBy::Rcode,
+            TopBy::Qtype => recipes::TopBy::Qtype,
+            TopBy::Server => recipes::TopBy::Server,
+            TopBy::Container => recipes::TopBy::Container,
+        }
+    }
 }
 
 fn read_sql(args: &SqlArgs) -> Result<String, Failure> {
@@ -475,7 +490,52 @@ fn find_segments(g: &Global, problems: &Problems) -> Result<Vec<source::SegmentF
             ),
         ));
     }
+    warn_scope_misses(g, &found.files);
     Ok(found.files)
+}
+
+/// An empty answer because of a mistyped --host or a time range outside the record must not
+/// pass for "nothing happened": say so.
+fn warn_scope_misses(g: &Global, files: &[source::SegmentFile]) {
+    if files.is_empty() {
+        return;
+    }
+    let hosts: std::collections::BTreeSet<&str> =
+        files.iter().map(|f| f.key.host.as_str()).collect();
+    for h in &g.hosts {
+        if !hosts.contains(h.as_str()) {
+            eprintln!(
+                "warning: no segments of host `{h}` (hosts found: {})",
+                hosts.iter().copied().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let scope = Scope {
+        since: g.since,
+        until: g.until,
+        hosts: Vec::new(),
+    };
+    if !scope.is_empty() && !files.iter().any(|f| scope.admits_key(&f.key)) {
+        let first = files.iter().map(|f| f.key.start_ns()).min().unwrap_or(0);
+        let last = files.iter().map(|f| f.key.start_ns()).max().unwrap_or(0) + 3_600_000_000_000;
+        eprintln!(
+            "warning: no segments between --since and --until (the segments found cover {} to {})",
+            hour_text(first),
+            hour_text(last)
+        );
+    }
+}
+
+/// An hour boundary as RFC 3339.
+fn hour_text(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    u64::try_from(secs)
+        .ok()
+        .map(|s| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s))
+                .to_string()
+        })
+        .unwrap_or_else(|| format!("{ns} ns"))
 }
 
 async fn run_sql(
@@ -524,12 +584,15 @@ async fn list_segments(
     out.print(&batch)?;
     let hosts: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.host.as_str()).collect();
     let total: u64 = rows.iter().map(|r| r.info.rows).sum();
-    let kernel: u64 = rows.iter().filter_map(|r| r.info.dropped_kernel).sum();
-    let user: u64 = rows.iter().filter_map(|r| r.info.dropped_user).sum();
+    let sum =
+        |f: fn(&segments::SegmentRow) -> Option<u64>| -> u64 { rows.iter().filter_map(f).sum() };
+    let kernel = sum(|r| r.info.dropped_kernel);
+    let user = sum(|r| r.info.dropped_user);
+    let lost = sum(|r| r.info.rows_lost);
     if io::stderr().is_terminal() && !g.quiet {
         eprintln!(
             "{} segments from {} hosts, {total} transactions; events dropped: {kernel} in the \
-             kernel, {user} in user space",
+             kernel, {user} in user space; {lost} rows lost before writing",
             rows.len(),
             hosts.len()
         );
@@ -705,7 +768,6 @@ fn type_name(t: &DataType) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_consistent() {

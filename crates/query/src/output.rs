@@ -442,7 +442,12 @@ fn pad(s: &str, width: usize, right: bool) -> String {
 /// Narrowest a column is squeezed to before the table is allowed to exceed the width.
 const MIN_COLUMN: usize = 4;
 
-/// The boxed table.
+/// Narrowest a column may become for a boxed table to stay readable; a result that does not
+/// fit the width at this is shown one record at a time instead.
+const READABLE_COLUMN: usize = 12;
+
+/// The boxed table, or, when the result is too wide for `max_width` even with its columns cut
+/// to a readable width, one record at a time (`column | value` lines, like `psql -x`).
 pub fn render_table(schema: &Schema, rows: &[Vec<String>], opts: TableOptions) -> String {
     let n = schema.fields().len();
     if n == 0 {
@@ -476,7 +481,12 @@ pub fn render_table(schema: &Schema, rows: &[Vec<String>], opts: TableOptions) -
     }
     if let Some(max) = opts.max_width {
         // Borders: "| " + " | " between + " |" = 3n + 1.
-        let budget = max.saturating_sub(3 * n + 1);
+        let borders = 3 * n + 1;
+        let readable: usize = widths.iter().map(|w| (*w).min(READABLE_COLUMN)).sum();
+        if !cells.is_empty() && readable + borders > max {
+            return render_records(&headers, &cells, max);
+        }
+        let budget = max.saturating_sub(borders);
         while widths.iter().sum::<usize>() > budget {
             let (i, &w) = widths
                 .iter()
@@ -523,6 +533,48 @@ pub fn render_table(schema: &Schema, rows: &[Vec<String>], opts: TableOptions) -
     }
     if !cells.is_empty() {
         out.push_str(&rule);
+    }
+    out
+}
+
+/// One record at a time: a `-[ RECORD n ]` rule, then `column | value` lines, values cut to
+/// fit `max` (multi-line values continue on lines with an empty column name).
+fn render_records(headers: &[String], cells: &[Vec<Vec<String>>], max: usize) -> String {
+    let key_width = headers
+        .iter()
+        .map(|h| h.width())
+        .max()
+        .unwrap_or(0)
+        .min(max / 3)
+        .max(1);
+    let value_width = max.saturating_sub(key_width + 3).max(MIN_COLUMN);
+    let natural = cells
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|l| l.width())
+        .max()
+        .unwrap_or(0);
+    let rule_width = (key_width + 3 + natural.min(value_width)).min(max);
+    let mut out = String::new();
+    for (r, row) in cells.iter().enumerate() {
+        let title = format!("-[ RECORD {} ]", r + 1);
+        out.push_str(&title);
+        out.push_str(&"-".repeat(rule_width.saturating_sub(title.width())));
+        out.push('\n');
+        for (h, lines) in headers.iter().zip(row) {
+            for (k, line) in lines.iter().enumerate() {
+                let key = if k == 0 {
+                    truncate(h, key_width)
+                } else {
+                    String::new()
+                };
+                let value = truncate(line, value_width);
+                let text = format!("{} | {value}", pad(&key, key_width, false));
+                out.push_str(text.trim_end());
+                out.push('\n');
+            }
+        }
     }
     out
 }
@@ -738,6 +790,30 @@ mod tests {
             .write(&sample())
             .unwrap_err();
         assert!(err.is_broken_pipe());
+    }
+
+    #[test]
+    fn too_wide_tables_show_one_record_at_a_time() {
+        let got = print(Format::Table, &[sample()], Some(40));
+        let want = "\
+-[ RECORD 1 ]---------------------------
+qname      | example.com
+n          | 1
+ts         | 2023-11-14T22:13:20.123456…
+answer_ips | [192.0.2.1, 2001:db8::1]
+raw        | 01ff
+-[ RECORD 2 ]---------------------------
+qname      | NULL
+n          | 22
+ts         | 1970-01-01T00:00:00Z
+answer_ips | NULL
+raw        | NULL
+";
+        assert_eq!(got, want);
+        let narrow = print(Format::Table, &[sample()], Some(24));
+        assert!(narrow.lines().all(|l| l.width() <= 24), "{narrow}");
+        assert!(narrow.contains("\nts       | 2023-11-14T2…\n"), "{narrow}");
+        assert!(narrow.contains("\nanswer_… | [192.0.2.1, …\n"), "{narrow}");
     }
 
     #[test]

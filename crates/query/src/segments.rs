@@ -62,6 +62,14 @@ pub struct SegmentInfo {
     pub transactions: Option<u64>,
     pub dropped_kernel: Option<u64>,
     pub dropped_user: Option<u64>,
+    /// Rows the recorder could not write in time (disk full, write errors).
+    pub rows_lost: Option<u64>,
+    /// DNS messages cut short by the recorder's payload cap.
+    pub cut_by_cap: Option<u64>,
+    /// For a segment rebuilt from a dead run's spool: that run's id.
+    pub recovered_from: Option<String>,
+    /// Bytes of torn spool tail the recovery cut (lost).
+    pub recovery_cut_bytes: Option<u64>,
     /// Rows according to the Parquet footer.
     pub rows: u64,
     pub row_groups: usize,
@@ -112,6 +120,10 @@ pub fn inspect(md: &ParquetMetaData) -> Result<SegmentInfo, SegmentError> {
         transactions: number(meta::TRANSACTIONS),
         dropped_kernel: number(meta::DROPPED_KERNEL),
         dropped_user: number(meta::DROPPED_USER),
+        rows_lost: number(meta::ROWS_LOST),
+        cut_by_cap: number(meta::CUT_BY_CAP),
+        recovered_from: text(meta::RECOVERED_FROM),
+        recovery_cut_bytes: number(meta::RECOVERY_CUT_BYTES),
         rows: u64::try_from(file.num_rows()).unwrap_or(0),
         row_groups: md.num_row_groups(),
     })
@@ -158,12 +170,16 @@ pub fn listing_schema() -> SchemaRef {
         Field::new("rows", DataType::UInt64, false),
         Field::new("dropped_kernel", DataType::UInt64, true),
         Field::new("dropped_user", DataType::UInt64, true),
+        Field::new("rows_lost", DataType::UInt64, true),
+        Field::new("cut_by_cap", DataType::UInt64, true),
         Field::new("bytes", DataType::UInt64, false),
         Field::new("source", DataType::Utf8, true),
         Field::new("schema_version", DataType::UInt64, false),
         Field::new("recorder_version", DataType::Utf8, true),
         Field::new("boot_id", DataType::Utf8, true),
         Field::new("kernel", DataType::Utf8, true),
+        Field::new("recovered_from", DataType::Utf8, true),
+        Field::new("recovery_cut_bytes", DataType::UInt64, true),
         Field::new("path", DataType::Utf8, false),
     ]))
 }
@@ -191,12 +207,16 @@ pub fn listing_batch(rows: &[SegmentRow]) -> RecordBatch {
         u(|r| Some(r.info.rows)),
         u(|r| r.info.dropped_kernel),
         u(|r| r.info.dropped_user),
+        u(|r| r.info.rows_lost),
+        u(|r| r.info.cut_by_cap),
         u(|r| Some(r.bytes)),
         s(|r| r.info.source.clone()),
         u(|r| Some(u64::from(r.info.schema_version))),
         s(|r| r.info.recorder_version.clone()),
         s(|r| r.info.boot_id.clone()),
         s(|r| r.info.kernel.clone()),
+        s(|r| r.info.recovered_from.clone()),
+        u(|r| r.info.recovery_cut_bytes),
         s(|r| Some(r.path.display().to_string())),
     ];
     RecordBatch::try_new(listing_schema(), columns).expect("columns match listing_schema")
@@ -309,6 +329,9 @@ mod tests {
                 (meta::TRANSACTIONS, "1"),
                 (meta::DROPPED_KERNEL, "7"),
                 (meta::DROPPED_USER, "0"),
+                (meta::ROWS_LOST, "3"),
+                (meta::CUT_BY_CAP, "2"),
+                (meta::RECOVERED_FROM, "run-1"),
                 (meta::SOURCE, "bpf"),
             ],
         );
@@ -318,6 +341,9 @@ mod tests {
         assert_eq!(info.ts_max, Some(1_700_000_000_000_999_000));
         assert_eq!((info.rows, info.transactions), (1, Some(1)));
         assert_eq!((info.dropped_kernel, info.dropped_user), (Some(7), Some(0)));
+        assert_eq!((info.rows_lost, info.cut_by_cap), (Some(3), Some(2)));
+        assert_eq!(info.recovered_from.as_deref(), Some("run-1"));
+        assert_eq!(info.recovery_cut_bytes, None);
     }
 
     #[test]

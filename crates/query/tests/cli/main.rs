@@ -248,6 +248,21 @@ fn host_prunes_partitions() {
         "SELECT host, count(*) AS n FROM dns GROUP BY host ORDER BY host",
     ]);
     assert_eq!(two, format!("host,n\nhost-b,{HOST_B}\nhost-c,{HOST_C}\n"));
+    let typo = run(&[
+        "--data",
+        fixture().to_str().unwrap(),
+        "--host",
+        "host-x",
+        "--format",
+        "csv",
+        "sql",
+        "SELECT count(*) AS n FROM dns",
+    ]);
+    assert_eq!((typo.code, typo.stdout.as_str()), (0, "n\n0\n"), "{typo:?}");
+    assert_eq!(
+        typo.stderr,
+        "warning: no segments of host `host-x` (hosts found: host-a, host-b, host-c)\n"
+    );
 }
 
 #[test]
@@ -290,18 +305,35 @@ fn since_and_until_prune_partitions() {
 
     // Relative times: the fixture is years old, so the last 7 days hold nothing, and no
     // segment is opened.
-    let plan = explain_analyze(&["--since", "7d"], "SELECT count(*) FROM dns");
-    assert!(!plan.contains("DataSourceExec"), "{plan}");
+    let data = fixture();
+    let r = run(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--since",
+        "7d",
+        "--format",
+        "csv",
+        "sql",
+        "EXPLAIN ANALYZE SELECT count(*) FROM dns",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stdout.contains("DataSourceExec"), "{r:?}");
+    let r = run(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--since",
+        "7d",
+        "--format",
+        "csv",
+        "sql",
+        "SELECT count(*) AS n FROM dns",
+    ]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "n\n0\n"), "{r:?}");
+    // An empty answer because the range misses the record says so.
     assert_eq!(
-        ok(&[
-            "--since",
-            "7d",
-            "--format",
-            "csv",
-            "sql",
-            "SELECT count(*) AS n FROM dns"
-        ]),
-        "n\n0\n"
+        r.stderr,
+        "warning: no segments between --since and --until (the segments found cover \
+         1970-01-01T00:00:00Z to 2025-08-29T16:00:00Z)\n",
     );
     assert_eq!(
         ok(&[
@@ -584,11 +616,29 @@ fn table_format() {
 ";
     assert_eq!(narrow, want);
     assert!(narrow.lines().all(|l| l.chars().count() == 100), "{narrow}");
+    // Too wide to stay readable as a table: one record at a time.
     let narrower = ok(&["--width", "60", "sql", SMALL]);
-    for line in narrower.lines() {
-        assert!(line.chars().count() <= 60, "{line:?}");
-    }
-    assert!(narrower.contains("| host-a |"), "{narrower}");
+    let want = "\
+-[ RECORD 1 ]-----------------------------------------------
+host       | host-a
+qname      | meta.wikimedia.org
+qtype_name | AAAA
+latency_ns | 402000
+answer_ips | []
+answers    | [{name: meta.wikimedia.org, type: CNAME, ttl: …
+-[ RECORD 2 ]-----------------------------------------------
+host       | host-a
+qname      | meta.wikimedia.org
+qtype_name | A
+latency_ns | 374000
+answer_ips | [208.80.152.2]
+answers    | [{name: meta.wikimedia.org, type: CNAME, ttl: …
+";
+    assert_eq!(narrower, want);
+    assert!(
+        narrower.lines().all(|l| l.chars().count() <= 60),
+        "{narrower}"
+    );
 }
 
 #[test]
@@ -1105,9 +1155,11 @@ fn segments_lists_every_file_with_its_footer_numbers() {
     // Scope applies; the table format shows the same listing.
     let b = ok(&["--host", "host-b", "--format", "csv", "segments"]);
     assert_eq!(b.lines().count(), 3, "{b}");
-    assert!(b.starts_with("host,ts_min,ts_max,rows,dropped_kernel,dropped_user,bytes,source,"));
+    assert!(b.starts_with(
+        "host,ts_min,ts_max,rows,dropped_kernel,dropped_user,rows_lost,cut_by_cap,bytes,source,"
+    ));
     assert!(
-        b.contains("\nhost-b,2010-08-21T02:10:40.051082Z,2010-08-21T02:11:04.538177Z,222,0,0,"),
+        b.contains("\nhost-b,2010-08-21T02:10:40.051082Z,2010-08-21T02:11:04.538177Z,222,0,0,,,72520,import,"),
         "{b}"
     );
 }
@@ -1183,4 +1235,281 @@ fn interrupt_exits_130() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert_eq!(stderr, "interrupted\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recipes and SQL functions, through the same path as `dnsql sql`
+
+/// The fixture plus host `lab`: a segment written the way the live recorder writes them, with
+/// processes (curl asking for example.net names, sshd for an example.org name).
+fn attributed_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture(), dir.path());
+    let t0: i64 = 1_714_564_800_000_000_000; // 2024-05-01T12:00:00Z
+    let row = |dt_ms: i64, pid: u32, comm: &str, qname: &str, qtype: &str, ip: Option<&str>| {
+        let ts = t0 + dt_ms * 1_000_000;
+        Transaction {
+            ts,
+            query_ts: Some(ts),
+            response_ts: Some(ts + 2_000_000),
+            latency_ns: Some(2_000_000),
+            status: status::ANSWERED,
+            hostname: "lab".into(),
+            pid: Some(pid),
+            tid: Some(pid),
+            uid: Some(1000),
+            comm: Some(comm.into()),
+            exe: Some(format!("/usr/bin/{comm}").into()),
+            transport: "udp",
+            ip_version: 4,
+            client_ip: "10.0.0.2".into(),
+            client_port: 40000,
+            server_ip: "10.0.0.53".into(),
+            server_port: 53,
+            rcode: Some(0),
+            rcode_name: Some("NOERROR".into()),
+            qname: Some(qname.into()),
+            qtype_name: Some(qtype.into()),
+            registered_domain: Some(qname.split_once('.').unwrap().1.into()),
+            answer_ips: Some(ip.into_iter().map(str::to_owned).collect()),
+            answers: Some(
+                ip.into_iter()
+                    .map(|ip| dnsledger_schema::Answer {
+                        name: qname.into(),
+                        rtype: qtype.into(),
+                        ttl: 60,
+                        data: ip.into(),
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    };
+    let rows = [
+        row(0, 4242, "curl", "api.example.net", "A", Some("192.0.2.10")),
+        row(1, 4242, "curl", "api.example.net", "AAAA", None),
+        row(
+            2_000,
+            4242,
+            "curl",
+            "cdn.example.net",
+            "A",
+            Some("192.0.2.11"),
+        ),
+        row(
+            3_000,
+            777,
+            "sshd",
+            "ntp.example.org",
+            "A",
+            Some("192.0.2.12"),
+        ),
+    ];
+    write_parquet(
+        &dir.path()
+            .join("host=lab/date=2024-05-01/hour=12/lab.parquet"),
+        &segment_batch(&rows),
+        &[
+            (meta::SCHEMA_VERSION, "1"),
+            (meta::HOST, "lab"),
+            (meta::SOURCE, "bpf"),
+        ],
+    );
+    dir
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["--data", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+#[test]
+fn who_names_the_processes_behind_a_name() {
+    let dir = attributed_tree();
+    let r = run_in(dir.path(), &["--format", "json", "who", "example.net"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let rows: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{r:?}");
+    assert_eq!(rows[0]["hostname"], "lab");
+    assert_eq!(rows[0]["comm"], "curl");
+    assert_eq!(rows[0]["exe"], "/usr/bin/curl");
+    assert_eq!(rows[0]["pid"], 4242);
+    assert_eq!(rows[0]["queries"], 3);
+    assert_eq!(rows[0]["names"], 2);
+    assert_eq!(rows[0]["first_seen"], "2024-05-01T12:00:00Z");
+    assert_eq!(
+        rows[0]["queried_names"],
+        serde_json::json!(["api.example.net", "cdn.example.net"])
+    );
+    // The scope applies to recipes too.
+    let r = run_in(
+        dir.path(),
+        &[
+            "--until",
+            "2024-01-01",
+            "--format",
+            "csv",
+            "who",
+            "example.net",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout.lines().count(), 1, "header only: {r:?}");
+}
+
+#[test]
+fn top_ranks_processes_and_rcodes() {
+    let dir = attributed_tree();
+    let r = run_in(
+        dir.path(),
+        &["--host", "lab", "--format", "csv", "top", "--by", "process"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut lines = r.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let first: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let get = |row: &[&str], c: &str| row[header.iter().position(|h| *h == c).unwrap()].to_owned();
+    assert_eq!(get(&first, "comm"), "curl");
+    assert_eq!(get(&first, "pid"), "4242");
+    assert_eq!(get(&first, "queries"), "3");
+    let second: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(get(&second, "comm"), "sshd");
+
+    let rcodes = ok(&["--format", "csv", "top", "--by", "rcode", "-n", "2"]);
+    let rows: Vec<&str> = rcodes.lines().collect();
+    assert_eq!(rows.len(), 3, "{rcodes}");
+    assert!(rows[1].starts_with("NOERROR,521,"), "{rcodes}");
+}
+
+#[test]
+fn timeline_follows_one_process_in_order() {
+    let dir = attributed_tree();
+    let r = run_in(
+        dir.path(),
+        &[
+            "--host", "lab", "--format", "json", "timeline", "--pid", "4242",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let rows: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["qname"].as_str().unwrap(), r["qtype"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("api.example.net", "A"),
+            ("api.example.net", "AAAA"),
+            ("cdn.example.net", "A")
+        ]
+    );
+    let by_comm = run_in(
+        dir.path(),
+        &["--format", "csv", "timeline", "--comm", "sshd"],
+    );
+    assert_eq!(by_comm.code, 0, "{by_comm:?}");
+    assert_eq!(by_comm.stdout.lines().count(), 2, "{by_comm:?}");
+    assert!(by_comm.stdout.contains("ntp.example.org"), "{by_comm:?}");
+}
+
+#[test]
+fn exfil_ranks_the_tunnels_first_and_flags_nothing_ordinary() {
+    let out = ok(&["--format", "json", "exfil"]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let top: Vec<&str> = rows[..2]
+        .iter()
+        .map(|r| r["domain"].as_str().unwrap())
+        .collect();
+    // dns2tcp (tunnel.com) and iodine (pirate.sea), both on host-b.
+    assert_eq!(top, ["tunnel.com", "pirate.sea"]);
+    for r in &rows[..2] {
+        assert_eq!(r["flagged"], true, "{r}");
+        assert_eq!(r["hostname"], "host-b");
+        assert!(!r["reasons"].as_str().unwrap().is_empty());
+    }
+    for r in &rows[2..] {
+        assert_eq!(r["flagged"], false, "only the tunnels are flagged: {r}");
+    }
+    // Ordinary browsing and resolver traffic (host-a) raises nothing.
+    let ordinary = ok(&["--host", "host-a", "--format", "json", "exfil"]);
+    assert!(
+        ordinary.lines().all(|l| l.contains("\"flagged\":false")),
+        "{ordinary}"
+    );
+    let help = run(&["exfil", "--help"]);
+    assert!(help.stdout.contains("anomalous-dns"), "{help:?}");
+}
+
+#[test]
+fn nxdomain_lists_failing_names_per_process_and_domain() {
+    let out = ok(&["--format", "json", "nxdomain"]);
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["hostname"], "host-c");
+    assert_eq!(first["domain"], "google.com");
+    assert_eq!(first["failing_names"], 20);
+    assert_eq!(first["nxdomain"], 20);
+}
+
+#[test]
+fn show_renders_transactions_like_dig() {
+    let out = ok(&["show", "meta.wikimedia.org"]);
+    assert!(
+        out.starts_with(";; TRANSACTION meta.wikimedia.org AAAA on host-a\n"),
+        "{out}"
+    );
+    assert!(out.contains("\n;; ANSWER SECTION:\n"), "{out}");
+    assert!(
+        out.contains("\ntext.pmtpa.wikimedia.org.\t2141\tIN\tA\t208.80.152.2\n"),
+        "{out}"
+    );
+    assert_eq!(out.matches(";; TRANSACTION ").count(), 2);
+    // Another format prints the selected rows instead.
+    let json = ok(&["--format", "json", "show", "meta.wikimedia.org"]);
+    assert_eq!(json.lines().count(), 2, "{json}");
+    // Selector terms.
+    let by_id = ok(&["show", "name=meta.wikimedia.org", "qtype=A"]);
+    assert_eq!(by_id.matches(";; TRANSACTION ").count(), 1, "{by_id}");
+    // A bad selector is a usage error.
+    let r = run(&["--data", fixture().to_str().unwrap(), "show", "color=blue"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("unknown selector key `color`"), "{r:?}");
+}
+
+#[test]
+fn sql_functions_are_available_and_documented() {
+    let out = ok(&[
+        "--format",
+        "csv",
+        "sql",
+        "SELECT label_count('a.b.example.com') AS labels, registered_domain('www.example.co.uk') AS rd, \
+         max_label_len('abc.de') AS longest",
+    ]);
+    assert_eq!(out, "labels,rd,longest\n4,example.co.uk,3\n");
+    let help = run(&["sql", "--help"]);
+    assert_eq!(help.code, 0);
+    for f in [
+        "registered_domain",
+        "label_count",
+        "max_label_len",
+        "label_entropy",
+    ] {
+        assert!(
+            help.stdout.contains(f),
+            "{f} not in sql --help: {}",
+            help.stdout
+        );
+    }
 }
