@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 /// `testdata/segments` of this repository.
@@ -304,14 +303,6 @@ pub async fn run(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
     df.collect()
         .await
         .unwrap_or_else(|e| panic!("execution failed: {e}\n{sql}"))
-}
-
-/// Runs `sql` and renders the result as a text table.
-pub async fn table(ctx: &SessionContext, sql: &str) -> String {
-    let batches = run(ctx, sql).await;
-    pretty_format_batches(&batches)
-        .expect("format batches")
-        .to_string()
 }
 
 /// Rows of `sql` with every column cast to text (NULL as `None`).
