@@ -8,7 +8,8 @@
 # halve the exec rate) and with debug assertions and overflow checks on (-a).
 # New inputs go to fuzz/work/corpus/<target> (not committed), seeds are read from
 # fuzz/corpus/<target>, crashes land in fuzz/artifacts/<target>, logs in fuzz/work/logs.
-# Jobs run one after the other at nice 19 (the machine is shared).
+# Jobs run one after the other at nice 19 (the machine is shared). Extra libFuzzer options can
+# be given in FUZZ_ARGS (e.g. FUZZ_ARGS=-max_len=4096).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,12 +31,12 @@ for t in "${targets[@]}"; do
     echo "== $t: ${secs}s"
     status=0
     nice -n 19 cargo fuzz run "${flags[@]}" "$t" "work/corpus/$t" "corpus/$t" -- \
-        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        >"work/logs/$t.log" 2>&1 || status=$?
+        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ${FUZZ_ARGS:-} \
+        >"work/logs/$t${LOG_SUFFIX:-}.log" 2>&1 || status=$?
     grep -E '^#[0-9]+ +DONE|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)|cov: ' \
-        "work/logs/$t.log" | tail -n 6 || true
+        "work/logs/$t${LOG_SUFFIX:-}.log" | tail -n 6 || true
     if [ "$status" -ne 0 ]; then
-        echo "!! $t exited with $status: see fuzz/work/logs/$t.log and fuzz/artifacts/$t/"
-        grep -E 'panicked at|^SUMMARY|Test unit written' "work/logs/$t.log" | head -n 5 || true
+        echo "!! $t exited with $status: see fuzz/work/logs/$t${LOG_SUFFIX:-}.log and fuzz/artifacts/$t/"
+        grep -E 'panicked at|^SUMMARY|Test unit written' "work/logs/$t${LOG_SUFFIX:-}.log" | head -n 5 || true
     fi
 done

@@ -36,6 +36,10 @@ const MAX_OPS: usize = 512;
 #[derive(Arbitrary, Debug)]
 struct Input {
     small_limits: bool,
+    /// Both connections start with SYN and SYN-ACK.
+    handshake: bool,
+    /// After the operations, every hole in every stream is filled (in order of the holes).
+    deliver_all: bool,
     flows: [FlowSpec; 2],
     ops: Vec<Op>,
 }
@@ -70,6 +74,12 @@ enum OpKind {
     Truncated { len: u16, captured: u16 },
     /// The cursor moves `len` bytes without sending them.
     Skip { len: u16 },
+    /// The last segment sent this way again, at the same sequence number, with `len` modulo
+    /// its length + 1 bytes (a retransmission cut differently).
+    Resend { len: u16, fin: bool },
+    /// Fills the hole at the cursor (up to the next byte already sent), then moves the cursor
+    /// past everything already sent contiguously from there (a sender with SACK).
+    Fill { fin: bool },
     /// SYN (client) or SYN-ACK (server) with the flow's ISN, optionally with data (TFO).
     Syn { data: u16 },
     /// An empty FIN at the cursor.
@@ -103,6 +113,10 @@ struct DirModel {
     misbased: bool,
     /// A segment that is not a plain, truthful piece of the stream was sent.
     any_truncation: bool,
+    /// Every truthful segment's byte range (whether or not the connection was disturbed).
+    sent: Vec<(usize, usize)>,
+    /// The last truthful segment's byte range.
+    last_seg: Option<(usize, usize)>,
 }
 
 struct FlowModel {
@@ -197,6 +211,10 @@ impl FlowModel {
         };
         let active = !self.cut;
         let d = &mut self.dirs[dir];
+        d.last_seg = Some((start, end));
+        if captured >= end - start && end > start {
+            d.sent.push((start, end));
+        }
         if active {
             if end > start {
                 if !d.based && start != 0 {
@@ -217,6 +235,67 @@ impl FlowModel {
             }
         }
         pkt
+    }
+
+    /// SYN (client) or SYN-ACK (server), carrying stream bytes [0, end) (TFO).
+    fn syn(&mut self, dir: usize, end: usize) -> Vec<u8> {
+        let started = self.dirs.iter().any(|d| d.based);
+        if dir == 0 && started && !self.dirs[0].syn {
+            // The decoder takes it for a new connection on the same ports.
+            self.cut = true;
+        }
+        let flags = if dir == 0 { SYN } else { SYN | ACK };
+        let pkt = {
+            let payload = &self.dirs[dir].stream[..end];
+            self.packet(dir, self.isn[dir], flags, payload, payload.len())
+        };
+        let cut = self.cut;
+        let d = &mut self.dirs[dir];
+        if !cut {
+            d.syn = true;
+            d.based = true;
+            d.covered.push((0, end));
+        }
+        if end > 0 {
+            d.sent.push((0, end));
+        }
+        d.last_seg = Some((0, end));
+        d.cursor = d.cursor.max(end);
+        pkt
+    }
+
+    /// Sends the first hole at or after the cursor, skipping what was already sent (a sender
+    /// with SACK), and moves the cursor past everything sent contiguously after it. `None`
+    /// when everything from the cursor to the end of the stream was sent.
+    fn fill(&mut self, dir: usize, fin: bool) -> Option<Vec<u8>> {
+        let d = &self.dirs[dir];
+        let mut sorted = d.sent.clone();
+        sorted.sort_unstable();
+        let reach_from = |mut pos: usize| {
+            for &(s, e) in &sorted {
+                if s <= pos {
+                    pos = pos.max(e);
+                }
+            }
+            pos
+        };
+        let start = reach_from(d.cursor);
+        let len = d.stream.len();
+        if start >= len {
+            self.dirs[dir].cursor = len;
+            return None;
+        }
+        let end = sorted
+            .iter()
+            .map(|&(s, _)| s)
+            .filter(|&s| s > start)
+            .min()
+            .unwrap_or(len)
+            .min(len);
+        let next = reach_from(end);
+        let pkt = self.segment(dir, start, end, end - start, fin);
+        self.dirs[dir].cursor = next;
+        Some(pkt)
     }
 
     /// Offset up to which the direction's stream arrived intact and undisturbed.
@@ -263,6 +342,22 @@ fn build(input: &Input) -> (Vec<FlowModel>, Vec<Action>) {
         .collect();
     let mut actions = Vec::new();
     let mut ts: i64 = 1_704_067_200_000_000_000;
+    let send = |f: &mut FlowModel, ts: i64, pkt: Vec<u8>, actions: &mut Vec<Action>| {
+        f.first_ts.get_or_insert(ts);
+        if f.dirs.iter().all(|d| d.fin_at.is_some()) {
+            f.later_than_close = true;
+        }
+        actions.push(Action::Packet(ts, pkt));
+    };
+    if input.handshake {
+        for f in flows.iter_mut() {
+            for dir in 0..2 {
+                ts += 1_000_000;
+                let pkt = f.syn(dir, 0);
+                send(f, ts, pkt, &mut actions);
+            }
+        }
+    }
     for op in input.ops.iter().take(MAX_OPS) {
         ts += 1_000_000;
         let fi = usize::from(op.second_flow);
@@ -299,26 +394,17 @@ fn build(input: &Input) -> (Vec<FlowModel>, Vec<Action>) {
                 f.dirs[dir].cursor = (cursor + len_of(len)).min(stream_len);
                 None
             }
+            OpKind::Resend { len, fin } => match f.dirs[dir].last_seg {
+                Some((start, end)) => {
+                    let end = start + usize::from(len) % (end - start + 1);
+                    Some(f.segment(dir, start, end, end - start, fin))
+                }
+                None => None,
+            },
+            OpKind::Fill { fin } => f.fill(dir, fin),
             OpKind::Syn { data } => {
                 let end = (usize::from(data) % 600).min(stream_len);
-                let started = f.dirs.iter().any(|d| d.based);
-                if dir == 0 && started && !f.dirs[0].syn {
-                    // The decoder takes it for a new connection on the same ports.
-                    f.cut = true;
-                }
-                let flags = if dir == 0 { SYN } else { SYN | ACK };
-                let pkt = {
-                    let payload = &f.dirs[dir].stream[..end];
-                    f.packet(dir, f.isn[dir], flags, payload, payload.len())
-                };
-                if !f.cut {
-                    let d = &mut f.dirs[dir];
-                    d.syn = true;
-                    d.based = true;
-                    d.covered.push((0, end));
-                }
-                f.dirs[dir].cursor = cursor.max(end);
-                Some(pkt)
+                Some(f.syn(dir, end))
             }
             OpKind::Fin => Some(f.segment(dir, cursor, cursor, 0, true)),
             OpKind::Rst => {
@@ -352,12 +438,18 @@ fn build(input: &Input) -> (Vec<FlowModel>, Vec<Action>) {
             }
         };
         if let Some(pkt) = pkt {
-            let f = &mut flows[fi];
-            f.first_ts.get_or_insert(ts);
-            if f.dirs.iter().all(|d| d.fin_at.is_some()) {
-                f.later_than_close = true;
+            send(&mut flows[fi], ts, pkt, &mut actions);
+        }
+    }
+    if input.deliver_all {
+        for f in flows.iter_mut() {
+            for dir in 0..2 {
+                f.dirs[dir].cursor = 0;
+                while let Some(pkt) = f.fill(dir, false) {
+                    ts += 1_000_000;
+                    send(f, ts, pkt, &mut actions);
+                }
             }
-            actions.push(Action::Packet(ts, pkt));
         }
     }
     // A packet after the FIN of both directions is the one that may start a new connection;
