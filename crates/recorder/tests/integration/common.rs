@@ -30,6 +30,12 @@ pub fn bpf_lock() -> MutexGuard<'static, ()> {
     BPF_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The same lock as [`bpf_lock`], without the root requirement: for CPU-heavy tests that would
+/// skew the load-sensitive BPF tests (e.g. the >= 5k q/s crash test) if they ran beside them.
+pub fn serial_lock() -> MutexGuard<'static, ()> {
+    BPF_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Waits for `cond` up to `timeout`, polling every 20 ms.
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

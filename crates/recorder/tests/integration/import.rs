@@ -664,6 +664,8 @@ fn table(reports: &[Report]) -> String {
 
 #[test]
 fn import_matches_tshark_on_every_capture() {
+    // CPU-heavy (tshark over every capture): not beside the load-sensitive BPF tests.
+    let _serial = crate::common::serial_lock();
     let root = pcap_dir();
     assert!(
         root.is_dir(),
