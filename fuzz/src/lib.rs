@@ -133,7 +133,7 @@ pub fn parse_pipeline_input(input: &[u8]) -> (PipelineConfig, Vec<Record<'_>>) {
             2 => dlen.saturating_add(1500),
             _ => u32::MAX,
         };
-        let owner = (flags & 0x04 != 0).then(|| KernelOwner {
+        let owner = (flags & 0x04 != 0).then_some(KernelOwner {
             pid: 4242,
             tid: 4243,
             uid: 1000,
