@@ -2,6 +2,7 @@
 # Builds the fuzz targets and runs each for the given number of seconds (default 60).
 #
 #   fuzz/run.sh [seconds] [target...]     targets: dns_parse decode_pair tcp_reassembly
+#   fuzz/run.sh replay [target...]         runs every committed corpus input and artifact once
 #
 # Only a stable toolchain exists here, so RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags.
 # Targets are built with --sanitizer none (the library has no unsafe code, so ASan would only
@@ -15,6 +16,10 @@ cd "$(dirname "$0")"
 
 secs=${1:-60}
 shift || true
+replay=false
+if [ "$secs" = replay ]; then
+    replay=true
+fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(dns_parse decode_pair tcp_reassembly)
@@ -26,6 +31,21 @@ flags=(-s none -a)
 
 nice -n 19 cargo fuzz build "${flags[@]}"
 mkdir -p work/logs
+if $replay; then
+    for t in "${targets[@]}"; do
+        echo "== $t: replaying corpus/$t and artifacts/$t"
+        mkdir -p "artifacts/$t"
+        status=0
+        nice -n 19 cargo fuzz run "${flags[@]}" "$t" "corpus/$t" "artifacts/$t" -- -runs=0 \
+            >"work/logs/$t-replay.log" 2>&1 || status=$?
+        grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|panicked at|Test unit written' "work/logs/$t-replay.log" || true
+        if [ "$status" -ne 0 ]; then
+            echo "!! $t replay failed: see fuzz/work/logs/$t-replay.log"
+            exit 1
+        fi
+    done
+    exit 0
+fi
 for t in "${targets[@]}"; do
     mkdir -p "work/corpus/$t" "corpus/$t" "artifacts/$t"
     echo "== $t: ${secs}s"
@@ -33,7 +53,7 @@ for t in "${targets[@]}"; do
     nice -n 19 cargo fuzz run "${flags[@]}" "$t" "work/corpus/$t" "corpus/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ${FUZZ_ARGS:-} \
         >"work/logs/$t${LOG_SUFFIX:-}.log" 2>&1 || status=$?
-    grep -E '^#[0-9]+ +DONE|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)|cov: ' \
+    grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)|cov: ' \
         "work/logs/$t${LOG_SUFFIX:-}.log" | tail -n 6 || true
     if [ "$status" -ne 0 ]; then
         echo "!! $t exited with $status: see fuzz/work/logs/$t${LOG_SUFFIX:-}.log and fuzz/artifacts/$t/"

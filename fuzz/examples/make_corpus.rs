@@ -46,7 +46,11 @@ fn reset_dir(dir: &Path) {
     fs::create_dir_all(dir).expect("create corpus dir");
     for e in fs::read_dir(dir).expect("read corpus dir") {
         let p = e.expect("entry").path();
-        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.starts_with("seed-") {
             fs::remove_file(&p).expect("remove old seed");
         }

@@ -63,7 +63,11 @@ fuzz_target!(|input: &[u8]| {
         count(status::UNANSWERED),
         count(status::UNSOLICITED),
     );
-    assert_eq!(answered + unanswered + unsolicited, txs.len(), "unknown status");
+    assert_eq!(
+        answered + unanswered + unsolicited,
+        txs.len(),
+        "unknown status"
+    );
     assert_eq!(answered + unanswered, queries, "queries vs rows");
     assert_eq!(answered + unsolicited, responses, "responses vs rows");
     for t in &txs {

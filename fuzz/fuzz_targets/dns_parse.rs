@@ -35,6 +35,10 @@ fuzz_target!(|data: &[u8]| {
                 "type vs hickory"
             );
         }
-        assert_eq!(p.edns.is_some(), m.edns.is_some(), "EDNS presence vs hickory");
+        assert_eq!(
+            p.edns.is_some(),
+            m.edns.is_some(),
+            "EDNS presence vs hickory"
+        );
     }
 });

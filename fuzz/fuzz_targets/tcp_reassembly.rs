@@ -22,7 +22,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use arbitrary::Arbitrary;
 use dnsledger::decode::{Decoder, DecoderLimits, PortSet};
 use dnsledger::event::{Direction, DnsMessage, RawPacket, Transport};
-use dnsledger_fuzz::{ACK, CountingAlloc, FIN, PSH, RST, SYN, heap_mark, heap_peak_since, tcp_packet};
+use dnsledger_fuzz::{
+    ACK, CountingAlloc, FIN, PSH, RST, SYN, heap_mark, heap_peak_since, tcp_packet,
+};
 use libfuzzer_sys::fuzz_target;
 
 #[global_allocator]
@@ -515,8 +517,8 @@ fuzz_target!(|input: Input| {
         if last {
             decoder.finish(&mut out);
         }
-        let new_out: usize = out.iter().map(msg_heap).sum::<usize>()
-            + out.capacity() * size_of::<DnsMessage>();
+        let new_out: usize =
+            out.iter().map(msg_heap).sum::<usize>() + out.capacity() * size_of::<DnsMessage>();
         let peak = heap_peak_since(mark).saturating_sub(retained);
         let bound = (1 << 20) + 4 * fed + 512 * packets + new_out;
         assert!(

@@ -133,7 +133,7 @@ pub fn parse_pipeline_input(input: &[u8]) -> (PipelineConfig, Vec<Record<'_>>) {
             2 => dlen.saturating_add(1500),
             _ => u32::MAX,
         };
-        let owner = (flags & 0x04 != 0).then(|| KernelOwner {
+        let owner = (flags & 0x04 != 0).then_some(KernelOwner {
             pid: 4242,
             tid: 4243,
             uid: 1000,
@@ -233,7 +233,10 @@ pub fn check_parsed(bytes: &[u8], p: &ParsedDns) {
             assert!(rcode < 16, "extended rcode without OPT");
         }
         assert!(rcode < 4096);
-        assert_eq!(p.rcode_name.as_deref(), Some(dns::rcode_name(rcode).as_str()));
+        assert_eq!(
+            p.rcode_name.as_deref(),
+            Some(dns::rcode_name(rcode).as_str())
+        );
     }
     // Sections: never more than declared; exactly as declared when nothing went wrong.
     let qd = usize::from(p.qdcount.unwrap_or(0));
@@ -242,11 +245,18 @@ pub fn check_parsed(bytes: &[u8], p: &ParsedDns) {
     assert!(p.answers.len() <= an, "more answers than ancount");
     assert!(p.answer_ips.len() <= p.answers.len());
     if p.parse_error.is_none() {
-        assert_eq!(p.questions.len(), qd, "questions missing without parse_error");
+        assert_eq!(
+            p.questions.len(),
+            qd,
+            "questions missing without parse_error"
+        );
         assert_eq!(p.answers.len(), an, "answers missing without parse_error");
     }
     if p.edns.is_some() {
-        assert!(p.arcount.unwrap_or(0) >= 1, "OPT without additional records");
+        assert!(
+            p.arcount.unwrap_or(0) >= 1,
+            "OPT without additional records"
+        );
     }
     // The first-question columns.
     if p.qname.is_some() {
@@ -256,7 +266,11 @@ pub fn check_parsed(bytes: &[u8], p: &ParsedDns) {
         assert!(p.qtype.is_none() && p.qclass.is_none());
     }
     if let Some(q0) = p.questions.first() {
-        assert_eq!(p.qname.as_deref(), Some(q0.name.as_str()), "qname != questions[0]");
+        assert_eq!(
+            p.qname.as_deref(),
+            Some(q0.name.as_str()),
+            "qname != questions[0]"
+        );
         assert_eq!(p.qtype, Some(q0.qtype));
         assert_eq!(p.qclass, Some(q0.qclass));
     }
@@ -456,9 +470,8 @@ unsafe impl GlobalAlloc for CountingAlloc {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             if new_size >= layout.size() {
-                let live =
-                    LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
-                        - layout.size();
+                let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
+                    - layout.size();
                 PEAK.fetch_max(live, Ordering::Relaxed);
             } else {
                 LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);

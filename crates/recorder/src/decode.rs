@@ -1656,9 +1656,11 @@ impl Framer {
             sink.stats.tcp_empty_messages += 1;
             *self = Framer::Idle;
         } else {
+            // No preallocation of `len`: the memory limits count buffered bytes, and a 2-byte
+            // prefix claiming 64 KiB must not reserve 64 KiB per connection.
             *self = Framer::Body {
                 len,
-                buf: Vec::with_capacity(len),
+                buf: Vec::new(),
                 last: meta,
             };
         }
@@ -2404,6 +2406,48 @@ mod tests {
         fn take(&mut self) -> Vec<DnsMessage> {
             std::mem::take(&mut self.out)
         }
+    }
+
+    /// Heap reserved by the partial messages of all TCP connections.
+    fn framer_capacity(dec: &Decoder) -> usize {
+        dec.flows
+            .values()
+            .flat_map(|f| f.dirs.iter())
+            .map(|d| match &d.framer {
+                Framer::Body { buf, .. } => buf.capacity(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn tcp_length_prefix_does_not_reserve_the_claimed_length() {
+        // Found reviewing the fuzzing harness's memory bound: each connection that sent a
+        // prefix claiming 65535 bytes and one byte of message reserved 64 KiB, while the
+        // limits (max_tcp_buffered_bytes) count 1 byte, so 16384 connections held 1 GiB.
+        let mut rig = Rig::new();
+        for port in 0..256u16 {
+            rig.push(&ipv4(
+                CLIENT,
+                SERVER,
+                PROTO_TCP,
+                &tcp(20_000 + port, 53, 7, ACK, &[0xff, 0xff, 0x12]),
+            ));
+        }
+        assert_eq!(rig.dec.flows.len(), 256);
+        assert_eq!(rig.dec.tcp_bytes, 256);
+        let reserved = framer_capacity(&rig.dec);
+        assert!(
+            reserved <= 256 * 64,
+            "{reserved} bytes reserved for 256 bytes"
+        );
+        rig.dec.finish(&mut rig.out);
+        let msgs = rig.take();
+        assert_eq!(msgs.len(), 256);
+        assert!(
+            msgs.iter()
+                .all(|m| m.wire_len == 65535 && m.bytes == [0x12])
+        );
     }
 
     #[test]
