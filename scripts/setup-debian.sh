@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages dnsledger needs to build, record and run its tests.
 # Idempotent: packages already present are left alone.
+# --test also sets up what only the test suite needs: DuckDB (from PyPI, in <repo>/.venv), an
+# independent Parquet reader the crash tests check every segment with.
 set -euo pipefail
+test_extras=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) test_extras=1 ;;
+    *) echo "error: unknown argument '$arg' (expected --test)" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   # build: libbpf-sys builds libbpf (needs libelf, zlib), clang compiles the BPF C
@@ -13,6 +22,9 @@ packages=(
   # independent oracle for the pcap import test
   tshark
 )
+if [ "$test_extras" -eq 1 ]; then
+  packages+=(python3-venv)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -32,4 +44,12 @@ if ! command -v cargo >/dev/null; then
   echo "error: cargo is not installed" >&2
   echo "hint: install Rust >= 1.94 with rustup (https://rustup.rs) and re-run" >&2
   exit 1
+fi
+
+if [ "$test_extras" -eq 1 ]; then
+  venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+  if ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'duckdb>=1.1,<3'
+  fi
 fi

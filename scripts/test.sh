@@ -3,7 +3,7 @@
 # as root), and a check that no BPF test was skipped or left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup-debian.sh
+./scripts/setup-debian.sh --test
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "error: the test suite loads real BPF programs and must run as root" >&2

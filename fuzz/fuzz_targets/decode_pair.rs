@@ -18,6 +18,8 @@ fuzz_target!(|input: &[u8]| {
     let mut decoder = Decoder::with_limits(cfg.ports.clone(), cfg.limits);
     let mut pairer = Pairer::new(PairConfig {
         timeout_ns: cfg.timeout_ns,
+        // Small, so that eviction is exercised too.
+        max_pending: 64,
         keep_raw: cfg.keep_raw,
         hostname: Arc::from("fuzz-host"),
         boot_id: Some(Arc::from("00000000-0000-0000-0000-000000000000")),

@@ -66,6 +66,8 @@ pub struct SegmentInfo {
     pub rows_lost: Option<u64>,
     /// DNS messages cut short by the recorder's payload cap.
     pub cut_by_cap: Option<u64>,
+    /// Queries the recorder's full pairing table wrote unanswered before a response could come.
+    pub pair_evicted: Option<u64>,
     /// For a segment rebuilt from a dead run's spool: that run's id.
     pub recovered_from: Option<String>,
     /// Bytes of torn spool tail the recovery cut (lost).
@@ -122,6 +124,7 @@ pub fn inspect(md: &ParquetMetaData) -> Result<SegmentInfo, SegmentError> {
         dropped_user: number(meta::DROPPED_USER),
         rows_lost: number(meta::ROWS_LOST),
         cut_by_cap: number(meta::CUT_BY_CAP),
+        pair_evicted: number(meta::PAIR_EVICTED),
         recovered_from: text(meta::RECOVERED_FROM),
         recovery_cut_bytes: number(meta::RECOVERY_CUT_BYTES),
         rows: u64::try_from(file.num_rows()).unwrap_or(0),
@@ -172,6 +175,7 @@ pub fn listing_schema() -> SchemaRef {
         Field::new("dropped_user", DataType::UInt64, true),
         Field::new("rows_lost", DataType::UInt64, true),
         Field::new("cut_by_cap", DataType::UInt64, true),
+        Field::new("pair_evicted", DataType::UInt64, true),
         Field::new("bytes", DataType::UInt64, false),
         Field::new("source", DataType::Utf8, true),
         Field::new("schema_version", DataType::UInt64, false),
@@ -209,6 +213,7 @@ pub fn listing_batch(rows: &[SegmentRow]) -> RecordBatch {
         u(|r| r.info.dropped_user),
         u(|r| r.info.rows_lost),
         u(|r| r.info.cut_by_cap),
+        u(|r| r.info.pair_evicted),
         u(|r| Some(r.bytes)),
         s(|r| r.info.source.clone()),
         u(|r| Some(u64::from(r.info.schema_version))),

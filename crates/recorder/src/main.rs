@@ -117,6 +117,10 @@ struct Common {
     /// A query with no response after this long is written as `unanswered`. [default: 5s]
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pair_timeout: Option<Duration>,
+    /// Queries waiting for a response, at most: beyond it the oldest is written as
+    /// `unanswered` early and counted (`dnsledger.pair_evicted`). [default: 65536]
+    #[arg(long, value_name = "N", value_parser = config::parse_max_pending)]
+    max_pending: Option<usize>,
     /// Do not store the raw DNS messages (query_raw/response_raw columns stay empty).
     #[arg(long)]
     no_raw: bool,
@@ -142,6 +146,12 @@ struct RecordArgs {
     /// cut at most this much is lost. [default: 1s]
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     spool_sync: Option<Duration>,
+    /// Run as this user (and group; default: the user's primary group) once the programs are
+    /// attached, keeping only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH. The data directory is
+    /// given to that user at start, so analysts in GROUP can read the segments.
+    /// [default: stay root, with the same two capabilities]
+    #[arg(long, value_name = "USER[:GROUP]", value_parser = dnsledger::privs::parse_run_as)]
+    user: Option<dnsledger::privs::RunAs>,
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +196,9 @@ fn settings(common: &Common, default_ports: &[u16]) -> anyhow::Result<Settings> 
     }
     if let Some(v) = common.pair_timeout {
         s.pair_timeout = v;
+    }
+    if let Some(v) = common.max_pending {
+        s.max_pending = v;
     }
     if common.no_raw {
         s.keep_raw = false;
@@ -286,6 +299,15 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         s.ring_size = r;
     }
     s.spool_sync = Some(args.spool_sync.unwrap_or(config::DEFAULT_SPOOL_SYNC));
+    let run_as = match args.user {
+        Some(who) => Some(who),
+        None => s
+            .user
+            .as_deref()
+            .map(dnsledger::privs::parse_run_as)
+            .transpose()
+            .map_err(|m| anyhow::anyhow!("invalid `user` in the config file: {m}"))?,
+    };
     let cgroup_root = bpf::preflight()?;
     bpf::route_libbpf_log();
     ensure_data_dir(&s.data_dir)?;
@@ -314,6 +336,13 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         now_ns: 0,
     };
     let pipeline = Pipeline::new(&s, &host, "bpf", attr)?;
+    if let Some(who) = &run_as {
+        // Everything made so far as root (directories, recovered segments, the spool) goes to
+        // the user the writer becomes.
+        let changed = dnsledger::privs::chown_tree(&s.data_dir, who.uid, who.gid)
+            .with_context(|| format!("cannot give {} to {}", s.data_dir.display(), who.spec))?;
+        debug!(changed, user = %who.spec, "data directory handed over");
+    }
 
     let counters = Arc::new(KernelCounters::default());
     let user_drops = Arc::new(AtomicU64::new(0));
@@ -331,11 +360,12 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         let counters = Arc::clone(&counters);
         let user_drops = Arc::clone(&user_drops);
         let stop = Arc::clone(&stop);
+        let run_as = run_as.clone();
         std::thread::Builder::new()
             .name("dnsledger-writer".into())
             .spawn(move || {
                 // This thread never needs more than reading /proc and writing the data dir.
-                if let Err(e) = dnsledger::privs::drop_to_minimum() {
+                if let Err(e) = dnsledger::privs::drop_to_minimum(run_as.as_ref()) {
                     stop.store(true, Ordering::Relaxed);
                     return Err(anyhow::Error::new(e));
                 }
@@ -389,7 +419,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         &counters,
         || {
             // Attached: from here on, only reading /proc and the held fds.
-            if let Err(e) = dnsledger::privs::drop_to_minimum() {
+            if let Err(e) = dnsledger::privs::drop_to_minimum(run_as.as_ref()) {
                 error!("{e}; stopping");
                 stop.store(true, Ordering::Relaxed);
                 return;
@@ -509,6 +539,7 @@ fn writer_loop(
             live.messages = st.messages;
             live.transactions = st.transactions;
             live.cut_by_cap = st.cut_by_cap;
+            live.pair_evicted = st.pair_evicted;
             live.segments_sealed = pipeline.sealed().len() as u64;
             live.kernel = bpf::COUNTER_NAMES
                 .iter()
@@ -534,6 +565,7 @@ fn writer_loop(
                 bad_events,
                 rows_lost = pipeline.rows_lost(),
                 cut_by_cap = st.cut_by_cap,
+                pair_evicted = st.pair_evicted,
                 segments = pipeline.sealed().len(),
                 processes = pipeline.attr_mut().table.len(),
                 "summary"

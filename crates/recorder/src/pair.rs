@@ -24,6 +24,9 @@ use crate::event::{DnsMessage, Flow, KernelOwner};
 pub struct PairConfig {
     /// A query unanswered for longer than this (nanoseconds) becomes an `unanswered` row.
     pub timeout_ns: i64,
+    /// Queries pending at most. Beyond it the oldest is written `unanswered` at once (with a
+    /// note) and counted in [`Pairer::evicted`]: memory stays bounded when no answers come.
+    pub max_pending: usize,
     /// Keep the message bytes in the `query_raw` / `response_raw` columns.
     pub keep_raw: bool,
     pub hostname: Arc<str>,
@@ -136,6 +139,8 @@ pub struct Pairer {
     /// Every pending query by (ts, seq): expiry pops from the front.
     by_time: BTreeMap<(i64, u64), BucketKey>,
     next_seq: u64,
+    /// Queries given up because the table was full, since start.
+    evicted: u64,
 }
 
 impl Pairer {
@@ -145,6 +150,7 @@ impl Pairer {
             buckets: HashMap::new(),
             by_time: BTreeMap::new(),
             next_seq: 0,
+            evicted: 0,
         }
     }
 
@@ -163,6 +169,9 @@ impl Pairer {
                 .entry(key)
                 .or_default()
                 .push_back(Pending { seq, query: side });
+            if self.by_time.len() > self.cfg.max_pending {
+                self.evict_oldest(out);
+            }
             return;
         }
         match self.take_match(&key, &side) {
@@ -191,6 +200,26 @@ impl Pairer {
                 out.push(self.row(key.0, status::UNANSWERED, Some(query), None));
             }
         }
+    }
+
+    /// Writes the oldest pending query as `unanswered` now, noting why: the table is full.
+    fn evict_oldest(&mut self, out: &mut Vec<Transaction>) {
+        if let Some(((_, seq), key)) = self.by_time.pop_first()
+            && let Some(mut query) = self.remove_pending(&key, seq)
+        {
+            self.evicted += 1;
+            let note = format!(
+                "pairing table full ({} queries pending): written before its response could arrive",
+                self.cfg.max_pending
+            );
+            append(&mut query.error, "", &note);
+            out.push(self.row(key.0, status::UNANSWERED, Some(query), None));
+        }
+    }
+
+    /// Queries given up since start because the pairing table was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// Everything still pending becomes `unanswered` (shutdown / end of file), oldest first.
@@ -438,6 +467,7 @@ mod tests {
     fn cfg(keep_raw: bool) -> PairConfig {
         PairConfig {
             timeout_ns: 5 * SEC,
+            max_pending: 1024,
             keep_raw,
             hostname: Arc::from("host-a"),
             boot_id: Some(Arc::from("boot-1")),
@@ -599,6 +629,62 @@ mod tests {
         assert_eq!(t.query_raw.as_deref(), Some(q.as_slice()));
         assert_eq!(t.response_raw.as_deref(), Some(r.as_slice()));
         assert_eq!(t.parse_error, None);
+    }
+
+    #[test]
+    fn full_table_writes_the_oldest_query_unanswered_and_counts_it() {
+        let mut p = Pairer::new(PairConfig {
+            max_pending: 2,
+            ..cfg(false)
+        });
+        let mut out = Vec::new();
+        for (i, name) in ["a.example.", "b.example.", "c.example."]
+            .iter()
+            .enumerate()
+        {
+            let id = 10 + i as u16;
+            p.push(
+                msg(
+                    SEC + i as i64,
+                    flow(1),
+                    true,
+                    Some(9),
+                    query_bytes(id, name),
+                ),
+                &mut NoAttribution,
+                &mut out,
+            );
+        }
+        assert_eq!((p.pending(), p.evicted()), (2, 1));
+        assert_eq!(out.len(), 1, "the oldest query is written at once");
+        assert_eq!(out[0].status, status::UNANSWERED);
+        assert_eq!(out[0].qname.as_deref(), Some("a.example"));
+        let note = out[0].parse_error.as_deref().unwrap_or_default();
+        assert!(
+            note.contains("pairing table full (2 queries pending)"),
+            "{note}"
+        );
+        // Its late response is unsolicited; the others still pair.
+        for (i, name) in ["a.example.", "b.example."].iter().enumerate() {
+            let id = 10 + i as u16;
+            p.push(
+                msg(
+                    2 * SEC,
+                    flow(1),
+                    false,
+                    None,
+                    response_bytes(id, name, None),
+                ),
+                &mut NoAttribution,
+                &mut out,
+            );
+        }
+        let st: Vec<&str> = out.iter().map(|t| t.status).collect();
+        assert_eq!(
+            st,
+            [status::UNANSWERED, status::UNSOLICITED, status::ANSWERED]
+        );
+        assert_eq!((p.pending(), p.evicted()), (1, 1));
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub struct PipelineStats {
     pub transactions: u64,
     /// Messages cut short by the payload cap.
     pub cut_by_cap: u64,
+    /// Queries the full pairing table wrote unanswered early.
+    pub pair_evicted: u64,
 }
 
 pub struct Pipeline<A: Attributor> {
@@ -140,7 +142,7 @@ impl<A: Attributor> Pipeline<A> {
         attr: A,
     ) -> Result<Self, PipelineError> {
         let ports = PortSet::new(&settings.ports)?;
-        let writer = SegmentWriter::open(SegmentConfig {
+        let mut writer = SegmentWriter::open(SegmentConfig {
             data_dir: settings.data_dir.clone(),
             host: host.hostname.clone(),
             boot_id: host.boot_id.clone(),
@@ -157,10 +159,14 @@ impl<A: Attributor> Pipeline<A> {
         })?;
         let pairer = Pairer::new(PairConfig {
             timeout_ns: settings.pair_timeout.as_nanos().min(i64::MAX as u128) as i64,
+            max_pending: settings.max_pending,
             keep_raw: settings.keep_raw,
             hostname: Arc::from(host.hostname.as_str()),
             boot_id: host.boot_id.as_deref().map(Arc::from),
         });
+        // Counted from the start, so every segment says "0" rather than nothing.
+        writer.set_counter(meta::CUT_BY_CAP, 0);
+        writer.set_counter(meta::PAIR_EVICTED, 0);
         Ok(Self {
             decoder: Decoder::new(ports),
             pairer,
@@ -212,6 +218,11 @@ impl<A: Attributor> Pipeline<A> {
     }
 
     fn flush_rows(&mut self) {
+        let evicted = self.pairer.evicted();
+        if evicted != self.stats.pair_evicted {
+            self.stats.pair_evicted = evicted;
+            self.writer.set_counter(meta::PAIR_EVICTED, evicted);
+        }
         self.stats.transactions += self.rows.len() as u64;
         self.writer.push(self.rows.drain(..));
     }

@@ -10,6 +10,13 @@
 //!
 //! Everything else leaves the effective, permitted, inheritable, ambient and bounding sets,
 //! and `no_new_privs` is set. Capabilities are per thread: every thread calls [`drop_to_minimum`].
+//!
+//! With `--user` the recorder also leaves root: each thread switches its own credentials
+//! (raw `setresuid`/`setresgid`/`setgroups` system calls, which act on the calling thread only,
+//! unlike glibc's wrappers that switch every thread at once) while keeping the two capabilities
+//! above. The writer thread switches as it starts (it never needs root); the capture thread
+//! once the programs are attached. Files made before the switch (the data directory, recovered
+//! segments, the spool) are handed to that user first by [`chown_tree`].
 
 use caps::{CapSet, Capability, CapsHashSet};
 
@@ -20,8 +27,150 @@ pub const KEPT: [Capability; 2] = [Capability::CAP_SYS_PTRACE, Capability::CAP_D
 #[error("cannot drop privileges: {0}")]
 pub struct PrivsError(String);
 
-/// Reduces the calling thread's capabilities to [`KEPT`] and sets `no_new_privs`.
-pub fn drop_to_minimum() -> Result<(), PrivsError> {
+/// The user and group the recorder runs as once its programs are attached (`--user`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    /// As given, for messages.
+    pub spec: String,
+}
+
+/// Parses `USER[:GROUP]`: names or numbers. Without a group, the user's primary group from
+/// the password database; a numeric user that is not in it needs an explicit group.
+pub fn parse_run_as(spec: &str) -> Result<RunAs, String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user.is_empty() || group.is_some_and(str::is_empty) {
+        return Err(format!("`{spec}`: expected USER or USER:GROUP"));
+    }
+    let pw = lookup_user(user);
+    let uid = match (&pw, user.parse::<u32>()) {
+        (Some((uid, _)), _) => *uid,
+        (None, Ok(uid)) => uid,
+        (None, Err(_)) => return Err(format!("`{user}`: no such user")),
+    };
+    let gid = match group {
+        Some(g) => match (lookup_group(g), g.parse::<u32>()) {
+            (Some(gid), _) | (None, Ok(gid)) => gid,
+            (None, Err(_)) => return Err(format!("`{g}`: no such group")),
+        },
+        None => match pw {
+            Some((_, gid)) => gid,
+            None => {
+                return Err(format!(
+                    "`{user}` is not in the password database: give its group too ({user}:GROUP)"
+                ));
+            }
+        },
+    };
+    if uid == 0 {
+        return Err(format!(
+            "`{spec}`: --user is for leaving root; omit it to stay root"
+        ));
+    }
+    Ok(RunAs {
+        uid,
+        gid,
+        spec: spec.to_string(),
+    })
+}
+
+// getpwnam_r/getgrnam_r through libc: the only account lookups needed, two calls; a crate for
+// the whole passwd/group API (uzers, nix's `unistd` feature) would add more than it saves.
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: a zeroed passwd is a valid out-parameter; getpwnam_r writes only into `pwd` and
+    // `buf` (whose length it is given) and sets `result` to null or to `&pwd`.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
+    }
+}
+
+fn lookup_group(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: as in `lookup_user`, for getgrnam_r.
+    unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
+    }
+}
+
+/// Gives `dir` and everything under it (symlinks themselves, never their targets) to
+/// `uid:gid`, touching only what differs. Returns how many entries changed owner.
+pub fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut changed = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p)?;
+        if md.uid() != uid || md.gid() != gid {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
+            changed += 1;
+        }
+        if md.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(changed)
+}
+
+fn os_err(what: &str) -> PrivsError {
+    PrivsError(format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
+/// Switches the calling thread (only) to `who`, keeping its permitted capabilities.
+fn switch_thread_user(who: &RunAs) -> Result<(), PrivsError> {
+    let (uid, gid) = (who.uid as libc::c_long, who.gid as libc::c_long);
+    let groups: [libc::gid_t; 1] = [who.gid];
+    // SAFETY: prctl and the set*id system calls take integers; setgroups reads `groups.len()`
+    // gids from a live array.
+    unsafe {
+        if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
+            return Err(os_err("PR_SET_KEEPCAPS"));
+        }
+        if libc::syscall(libc::SYS_setgroups, 1 as libc::c_long, groups.as_ptr()) != 0 {
+            return Err(os_err("setgroups"));
+        }
+        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
+            return Err(os_err(&format!("setresgid({})", who.gid)));
+        }
+        if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
+            return Err(os_err(&format!("setresuid({})", who.uid)));
+        }
+        if libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0 {
+            return Err(os_err("PR_SET_KEEPCAPS"));
+        }
+    }
+    Ok(())
+}
+
+/// Reduces the calling thread's capabilities to [`KEPT`], switches it to `run_as` when given,
+/// and sets `no_new_privs`.
+pub fn drop_to_minimum(run_as: Option<&RunAs>) -> Result<(), PrivsError> {
     let err = |e: caps::errors::CapsError| PrivsError(e.to_string());
     let kept: CapsHashSet = KEPT.into_iter().collect();
     // The bounding set needs CAP_SETPCAP, so it goes first, while that is still held.
@@ -31,6 +180,11 @@ pub fn drop_to_minimum() -> Result<(), PrivsError> {
                 caps::drop(None, CapSet::Bounding, cap).map_err(err)?;
             }
         }
+    }
+    // Leaving uid 0 empties the effective set; the permitted set survives (KEEPCAPS) and the
+    // kept capabilities are raised again below.
+    if let Some(who) = run_as {
+        switch_thread_user(who)?;
     }
     caps::clear(None, CapSet::Ambient).map_err(err)?;
     caps::clear(None, CapSet::Inheritable).map_err(err)?;
@@ -44,4 +198,62 @@ pub fn drop_to_minimum() -> Result<(), PrivsError> {
         return Err(PrivsError(std::io::Error::last_os_error().to_string()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_as_specs() {
+        // Debian always has root and nobody/nogroup (65534).
+        let nobody = parse_run_as("nobody").expect("nobody");
+        assert_eq!((nobody.uid, nobody.gid), (65534, 65534));
+        assert_eq!(
+            parse_run_as("nobody:nogroup").map(|r| (r.uid, r.gid)),
+            Ok((65534, 65534))
+        );
+        assert_eq!(
+            parse_run_as("4321:4322").map(|r| (r.uid, r.gid)),
+            Ok((4321, 4322))
+        );
+        assert!(
+            parse_run_as("4321")
+                .unwrap_err()
+                .contains("give its group too")
+        );
+        assert!(
+            parse_run_as("no-such-user-x")
+                .unwrap_err()
+                .contains("no such user")
+        );
+        assert!(
+            parse_run_as("nobody:no-such-group-x")
+                .unwrap_err()
+                .contains("no such group")
+        );
+        assert!(parse_run_as("root").unwrap_err().contains("leaving root"));
+        assert!(parse_run_as("nobody:").is_err());
+    }
+
+    #[test]
+    fn chown_tree_changes_only_what_differs() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        std::fs::write(dir.path().join("a/b/f"), b"x").expect("write");
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("a/link")).expect("link");
+        let md = std::fs::metadata(dir.path()).expect("meta");
+        let (uid, gid) = (md.uid(), md.gid());
+        assert_eq!(chown_tree(dir.path(), uid, gid).expect("chown"), 0);
+        if uid == 0 {
+            // Root can give files away: everything changes, the link's target does not.
+            let target = std::fs::metadata("/etc/hostname").expect("meta");
+            assert_eq!(chown_tree(dir.path(), 65534, 65534).expect("chown"), 5);
+            let f = std::fs::metadata(dir.path().join("a/b/f")).expect("meta");
+            assert_eq!((f.uid(), f.gid()), (65534, 65534));
+            let t = std::fs::metadata("/etc/hostname").expect("meta");
+            assert_eq!((t.uid(), t.gid()), (target.uid(), target.gid()));
+        }
+    }
 }

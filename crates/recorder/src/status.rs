@@ -32,6 +32,9 @@ pub struct LiveStatus {
     pub dropped_user: u64,
     pub rows_lost: u64,
     pub cut_by_cap: u64,
+    /// Queries given up by the full pairing table (written unanswered early).
+    #[serde(default)]
+    pub pair_evicted: u64,
     pub write_failures: u64,
 }
 
@@ -90,8 +93,8 @@ pub fn report(data_dir: &Path, now_unix: u64) -> Result<(Vec<String>, bool), Str
             let kernel: Vec<String> = s.kernel.iter().map(|(k, v)| format!("{k}={v}")).collect();
             lines.push(format!("kernel counters: {}", kernel.join(" ")));
             lines.push(format!(
-                "lost: dropped_user={} rows_lost={} cut_by_cap={} write_failures={}",
-                s.dropped_user, s.rows_lost, s.cut_by_cap, s.write_failures
+                "lost: dropped_user={} rows_lost={} cut_by_cap={} pair_evicted={} write_failures={}",
+                s.dropped_user, s.rows_lost, s.cut_by_cap, s.pair_evicted, s.write_failures
             ));
         }
         None => {

@@ -204,6 +204,11 @@ pub mod meta {
     pub const ROWS_LOST: &str = "dnsledger.rows_lost";
     /// DNS messages cut short by the payload cap (`--max-payload`) since the previous segment.
     pub const CUT_BY_CAP: &str = "dnsledger.cut_by_cap";
+    /// Queries the pairing table had to give up on before their response could arrive (the
+    /// table was full: `--max-pending`), since the previous segment. Each is still a row
+    /// (`unanswered`, with a note in `parse_error`); a response that came later is an
+    /// `unsolicited` row.
+    pub const PAIR_EVICTED: &str = "dnsledger.pair_evicted";
     /// Set on segments rebuilt from the spool of a run that died: that run's id.
     pub const RECOVERED_FROM: &str = "dnsledger.recovered_from";
     /// Rows the recovery rebuilt (over all its segments for that run).

@@ -1156,10 +1156,10 @@ fn segments_lists_every_file_with_its_footer_numbers() {
     let b = ok(&["--host", "host-b", "--format", "csv", "segments"]);
     assert_eq!(b.lines().count(), 3, "{b}");
     assert!(b.starts_with(
-        "host,ts_min,ts_max,rows,dropped_kernel,dropped_user,rows_lost,cut_by_cap,bytes,source,"
+        "host,ts_min,ts_max,rows,dropped_kernel,dropped_user,rows_lost,cut_by_cap,pair_evicted,bytes,source,"
     ));
     assert!(
-        b.contains("\nhost-b,2010-08-21T02:10:40.051082Z,2010-08-21T02:11:04.538177Z,222,0,0,,,72520,import,"),
+        b.contains("\nhost-b,2010-08-21T02:10:40.051082Z,2010-08-21T02:11:04.538177Z,222,0,0,,,,72520,import,"),
         "{b}"
     );
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -382,6 +383,135 @@ fn bpf_end_to_end_dnsmasq_clients() {
         .find(|r| r.qname.as_deref() == Some("r1.refused.test"))
         .expect("refused row");
     assert!(refused.ede_code.is_some(), "{refused:?}");
+
+    check_dnsql(&data, &expect, &rows);
+}
+
+/// `dnsql` (the binary) over the segments the recorder just wrote: every recipe answers with the
+/// live attribution, and agrees with what the segments hold.
+fn check_dnsql(data: &Path, expect: &HashMap<String, Expect>, rows: &[Row]) {
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
+    let list = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(s).collect())
+            .unwrap_or_default()
+    };
+
+    // segments: all of them, nothing dropped; SQL counts what the parquet reader counts.
+    let total = all_rows(data).len() as u64;
+    let segments = dnsql_json(data, &["segments"]);
+    assert!(!segments.is_empty());
+    let seg_rows: u64 = segments.iter().filter_map(|g| g["rows"].as_u64()).sum();
+    assert_eq!(seg_rows, total, "{segments:?}");
+    for g in &segments {
+        assert_eq!(g["dropped_kernel"].as_u64(), Some(0), "{g}");
+        assert_eq!(g["dropped_user"].as_u64(), Some(0), "{g}");
+    }
+    let n = dnsql_json(
+        data,
+        &[
+            "sql",
+            "SELECT count(*) AS n FROM dns WHERE qname LIKE '%.test' AND server_port = 53",
+        ],
+    );
+    assert_eq!(n[0]["n"].as_u64(), Some(rows.len() as u64));
+
+    // who: one row per process that asked for a name under a.test, with exactly its names.
+    let mut per_pid: HashMap<u32, Vec<&Row>> = HashMap::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.qname.as_deref().is_some_and(|q| q.ends_with(".a.test")))
+    {
+        per_pid.entry(r.pid.expect("pid")).or_default().push(r);
+    }
+    let who = dnsql_json(data, &["who", "a.test"]);
+    assert_eq!(who.len(), per_pid.len(), "who a.test: {who:?}");
+    for w in &who {
+        let pid = w["pid"].as_u64().expect("pid") as u32;
+        let mine = per_pid
+            .get(&pid)
+            .unwrap_or_else(|| panic!("who lists pid {pid}, which asked nothing: {w}"));
+        let name = mine[0].qname.as_deref().unwrap_or_default();
+        assert_eq!(s(&w["comm"]), expect[name].comm, "{w}");
+        assert!(s(&w["exe"]).contains(expect[name].comm), "{w}");
+        assert_eq!(w["queries"].as_u64(), Some(mine.len() as u64), "{w}");
+        let mut names: Vec<String> = mine.iter().filter_map(|r| r.qname.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(list(&w["queried_names"]), names, "{w}");
+        if names.iter().any(|n| n == "u1.a.test") {
+            assert_eq!(list(&w["answers_received"]), ["A 192.0.2.1"], "{w}");
+        }
+    }
+
+    // timeline --pid: kdig's three names over one TCP connection, in order.
+    let kdig = expect["k1.a.test"].pid.to_string();
+    let tl = dnsql_json(data, &["timeline", "--pid", &kdig]);
+    let names: Vec<String> = tl.iter().map(|t| s(&t["qname"])).collect();
+    assert_eq!(names, ["k1.a.test", "k2.a.test", "k3.a.test"], "{tl:?}");
+    for t in &tl {
+        assert_eq!(
+            (s(&t["comm"]), s(&t["transport"])),
+            ("kdig".into(), "tcp".into())
+        );
+        assert_eq!(s(&t["rcode"]), "NOERROR");
+    }
+
+    // show: the dig-like view names the process that asked.
+    let nx = &expect["n1.nx.test"];
+    let show = dnsql(data, &["show", "name=n1.nx.test"]);
+    assert_eq!(show.code, 0, "{show:?}");
+    for want in [
+        format!(";; PROCESS: pid {} ", nx.pid),
+        "comm dig exe ".to_string(),
+        "status: NXDOMAIN".to_string(),
+        ";n1.nx.test.".to_string(),
+    ] {
+        assert!(
+            show.stdout.contains(&want),
+            "no {want:?} in:\n{}",
+            show.stdout
+        );
+    }
+
+    // nxdomain: dig's failing names, per registered domain, with the pid.
+    let nxd = dnsql_json(data, &["nxdomain"]);
+    let row = nxd
+        .iter()
+        .find(|r| s(&r["domain"]) == "nx.test")
+        .unwrap_or_else(|| panic!("no nx.test in nxdomain: {nxd:?}"));
+    assert_eq!(s(&row["comm"]), "dig", "{row}");
+    assert_eq!(row["nxdomain"].as_u64(), Some(1), "{row}");
+    assert_eq!(list(&row["names"]), ["n1.nx.test"], "{row}");
+    assert_eq!(row["pids"][0].as_u64(), Some(u64::from(nx.pid)), "{row}");
+
+    // top --by exe: every dig process counted under dig's executable.
+    let top = dnsql_json(data, &["top", "--by", "exe", "-n", "0"]);
+    let dig_rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.comm.as_deref() == Some("dig"))
+        .collect();
+    let dig_exe = dig_rows[0].exe.clone().unwrap_or_default();
+    let t = top
+        .iter()
+        .find(|t| s(&t["exe"]) == dig_exe)
+        .unwrap_or_else(|| panic!("no {dig_exe} in top: {top:?}"));
+    let mut pids: Vec<u32> = dig_rows.iter().filter_map(|r| r.pid).collect();
+    pids.sort();
+    pids.dedup();
+    assert_eq!(t["queries"].as_u64(), Some(dig_rows.len() as u64), "{t}");
+    assert_eq!(t["pids"].as_u64(), Some(pids.len() as u64), "{t}");
+    assert_eq!(
+        t["nxdomain"].as_u64(),
+        Some(
+            dig_rows
+                .iter()
+                .filter(|r| r.rcode_name.as_deref() == Some("NXDOMAIN"))
+                .count() as u64
+        ),
+        "{t}"
+    );
+    assert_eq!(t["aaaa"].as_u64(), Some(1), "{t}");
 }
 
 /// A UDP and a TCP socket that connect()ed to the server before the recorder started.
@@ -629,7 +759,12 @@ fn bpf_privileges_dropped_after_attach() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _server = Dnsmasq::start(dir.path());
     let data = dir.path().join("data");
-    let rec = Recorder::start(&data, &["--rotate-age", "1s"]);
+    // A data directory left by an earlier run as root is handed to the user.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o750)
+        .create(data.join("segments"))
+        .expect("mkdir");
+    // Debian's nobody:nogroup (65534) stands for a dedicated user.
+    let rec = Recorder::start(&data, &["--rotate-age", "1s", "--user", "nobody"]);
     // CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19): see src/privs.rs.
     let kept: u64 = (1 << 2) | (1 << 19);
     let tasks = std::fs::read_dir(format!("/proc/{}/task", rec.pid())).expect("tasks");
@@ -649,6 +784,20 @@ fn bpf_privileges_dropped_after_attach() {
         }
         assert_eq!(field("CapInh:"), "0000000000000000");
         assert_eq!(field("NoNewPrivs:"), "1");
+        // real, effective, saved and filesystem ids; the only supplementary group is its own
+        assert_eq!(
+            field("Uid:"),
+            "65534\t65534\t65534\t65534",
+            "{:?}",
+            t.file_name()
+        );
+        assert_eq!(
+            field("Gid:"),
+            "65534\t65534\t65534\t65534",
+            "{:?}",
+            t.file_name()
+        );
+        assert_eq!(field("Groups:"), "65534", "{:?}", t.file_name());
         threads += 1;
     }
     assert!(
@@ -665,14 +814,23 @@ fn bpf_privileges_dropped_after_attach() {
         .find(|r| r.qname.as_deref() == Some("caps.a.test"))
         .expect("row recorded after dropping privileges");
     assert_eq!(r.exe.as_deref(), Some("/usr/bin/dig"));
-    // Modes: segments 0640, directories 0750.
-    for f in segment_files(&data) {
+    // Modes: segments 0640, directories 0750, all owned by the user and its group.
+    let owner = |p: &Path| {
+        let md = std::fs::metadata(p).expect("meta");
+        (md.uid(), md.gid())
+    };
+    assert_eq!(owner(&data), (65534, 65534));
+    let files = segment_files(&data);
+    assert!(!files.is_empty());
+    for f in files {
         let mode = std::fs::metadata(&f).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o640, "{f:?}");
+        assert_eq!(owner(&f), (65534, 65534), "{f:?}");
         let mut d = f.parent().map(std::path::Path::to_path_buf);
         while let Some(p) = d.filter(|p| p.starts_with(&data) && *p != data) {
             let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
             assert_eq!(mode, 0o750, "{p:?}");
+            assert_eq!(owner(&p), (65534, 65534), "{p:?}");
             d = p.parent().map(std::path::Path::to_path_buf);
         }
     }

@@ -427,3 +427,111 @@ pub fn python() -> PathBuf {
     }
     panic!("no python3 at /usr/bin/python3 (apt-get install python3)");
 }
+
+/// The `dnsql` binary of this build: it sits in the same target directory as this test binary
+/// (`target/<profile>/deps/integration-*`), and `cargo test --workspace` (the suite's command)
+/// builds it before any test runs. `DNSQL` overrides.
+pub fn dnsql_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("DNSQL") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary is in target/<profile>/deps");
+    let bin = dir.join("dnsql");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p dnsledger-query` \
+         (`cargo test --workspace`, as scripts/test.sh runs it, does)",
+        bin.display()
+    );
+    bin
+}
+
+/// What one `dnsql` run printed.
+#[derive(Debug)]
+pub struct DnsqlRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `dnsql --data <data> ARGS…` unprivileged-style (no terminal, no colours).
+pub fn dnsql(data: &Path, args: &[&str]) -> DnsqlRun {
+    let out = Command::new(dnsql_bin())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dnsql");
+    DnsqlRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a `dnsql` command with `--format json`, requires a complete answer (exit 0, nothing
+/// skipped) and returns one JSON object per result row.
+pub fn dnsql_json(data: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["--format", "json"];
+    all.extend_from_slice(args);
+    let run = dnsql(data, &all);
+    assert_eq!(
+        run.code, 0,
+        "dnsql {args:?} failed (exit {}): {}",
+        run.code, run.stderr
+    );
+    run.stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad json line {l:?}: {e}")))
+        .collect()
+}
+
+/// The Python with DuckDB that `scripts/setup-debian.sh --test` puts in `<repo>/.venv`.
+pub fn duckdb_python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let ok = Command::new(&venv)
+        .args(["-c", "import duckdb"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "no DuckDB at {}: run `scripts/setup-debian.sh --test`",
+        venv.display()
+    );
+    venv
+}
+
+/// Reads every sealed segment under `data_dir` with DuckDB (all columns, so every page is
+/// decoded) and returns (rows, rows with a qname, total bytes of query_raw).
+pub fn duckdb_totals(data_dir: &Path) -> (u64, u64, u64) {
+    let glob = data_dir.join("segments/**/*.parquet");
+    let script = "import duckdb, sys\n\
+        rel = duckdb.sql(\"SELECT * FROM read_parquet(?, union_by_name = true)\", params=[sys.argv[1]])\n\
+        print(*duckdb.sql(\"SELECT count(*), count(qname), coalesce(sum(octet_length(query_raw)), 0), \
+        count(answers), count(cmdline) FROM rel\").fetchall()[0])\n";
+    let out = Command::new(duckdb_python())
+        .args(["-c", script])
+        .arg(&glob)
+        .output()
+        .expect("run duckdb");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "DuckDB could not read {}: {}",
+        glob.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: Vec<u64> = stdout
+        .split_whitespace()
+        .map(|v| v.parse().expect("number"))
+        .collect();
+    (n[0], n[1], n[2])
+}
