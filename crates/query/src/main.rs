@@ -242,16 +242,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(async {
-        tokio::select! {
-            code = run(cli) => code,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted");
-                EXIT_INTERRUPTED
-            }
-        }
-    });
-    // Do not wait for scans still running after Ctrl-C.
+    // Ctrl-C is watched on a thread of its own: the query's futures can stay busy in one poll
+    // for a long time (a large join), so a `select!` beside them would notice the signal late.
+    let watcher = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| {
+            std::thread::spawn(move || {
+                if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+                    eprintln!("interrupted");
+                    std::process::exit(i32::from(EXIT_INTERRUPTED));
+                }
+            })
+        });
+    if let Err(e) = watcher {
+        eprintln!("error: cannot watch for Ctrl-C: {e}");
+        return ExitCode::FAILURE;
+    }
+    let code = runtime.block_on(run(cli));
     runtime.shutdown_background();
     ExitCode::from(code)
 }
