@@ -60,6 +60,9 @@ pub struct FileConfig {
     pub min_free: Option<String>,
     /// `record --user`: USER[:GROUP] to run as once attached.
     pub user: Option<String>,
+    /// `record --max-size` / `--max-age`: the recorder's own retention.
+    pub max_size: Option<String>,
+    pub max_age: Option<String>,
 }
 
 impl FileConfig {
@@ -94,6 +97,10 @@ pub struct Settings {
     pub min_free: u64,
     /// `record`: USER[:GROUP] to run as once attached (`None`: stay root, capabilities dropped).
     pub user: Option<String>,
+    /// `record`: delete this host's oldest sealed segments beyond this total size.
+    pub max_size: Option<u64>,
+    /// `record`: delete this host's sealed segments older than this.
+    pub max_age: Option<Duration>,
 }
 
 impl Settings {
@@ -111,6 +118,8 @@ impl Settings {
             spool_sync: None,
             min_free: DEFAULT_MIN_FREE,
             user: None,
+            max_size: None,
+            max_age: None,
         }
     }
 
@@ -150,6 +159,12 @@ impl Settings {
         }
         if let Some(u) = file.user {
             self.user = Some(u);
+        }
+        if let Some(v) = file.max_size {
+            self.max_size = Some(parse_size(&v).map_err(|m| bad("max-size", m))?);
+        }
+        if let Some(v) = file.max_age {
+            self.max_age = Some(parse_duration(&v).map_err(|m| bad("max-age", m))?);
         }
         if let Some(s) = file.ring_size {
             self.ring_size = parse_ring_size(&s).map_err(|m| bad("ring-size", m))?;

@@ -152,6 +152,14 @@ struct RecordArgs {
     /// [default: stay root, with the same two capabilities]
     #[arg(long, value_name = "USER[:GROUP]", value_parser = dnsledger::privs::parse_run_as)]
     user: Option<dnsledger::privs::RunAs>,
+    /// Keep this host's sealed segments under this total size (e.g. 20GiB): after each seal
+    /// the oldest are deleted, as `dnsledger prune --max-size` would. [default: no cap]
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
+    max_size: Option<u64>,
+    /// Delete this host's sealed segments older than this (e.g. 7d), checked every minute.
+    /// [default: keep]
+    #[arg(long, value_name = "AGE", value_parser = config::parse_duration)]
+    max_age: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -299,6 +307,12 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         s.ring_size = r;
     }
     s.spool_sync = Some(args.spool_sync.unwrap_or(config::DEFAULT_SPOOL_SYNC));
+    if args.max_size.is_some() {
+        s.max_size = args.max_size;
+    }
+    if args.max_age.is_some() {
+        s.max_age = args.max_age;
+    }
     let run_as = match args.user {
         Some(who) => Some(who),
         None => s
@@ -349,6 +363,12 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let (tx, rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
     let (free_tx, free_rx) = mpsc::channel::<Batch>();
     let status_dir = s.data_dir.clone();
+    let retention = Retention {
+        dir: s.data_dir.clone(),
+        host: dnsledger::segment::escape_component(&host.hostname),
+        max_size: s.max_size,
+        max_age: s.max_age,
+    };
     let status_template = dnsledger::status::LiveStatus {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -377,6 +397,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
                     &user_drops,
                     &status_dir,
                     status_template,
+                    &retention,
                 );
                 if r.is_err() {
                     // Nothing can be written: stop capturing too.
@@ -464,6 +485,47 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The recorder's own retention (`record --max-size` / `--max-age`): the same deletion as
+/// `dnsledger prune`, for this host's segments, after each seal and once a minute.
+struct Retention {
+    dir: PathBuf,
+    /// This host's `host=` partition value.
+    host: String,
+    max_size: Option<u64>,
+    max_age: Option<Duration>,
+}
+
+impl Retention {
+    fn active(&self) -> bool {
+        self.max_size.is_some() || self.max_age.is_some()
+    }
+
+    fn apply(&self) {
+        let opts = dnsledger::prune::PruneOptions {
+            dir: self.dir.clone(),
+            max_age_ns: self
+                .max_age
+                .map(|d| d.as_nanos().min(i64::MAX as u128) as i64),
+            max_size: self.max_size,
+            hosts: vec![self.host.clone()],
+            dry_run: false,
+            now_ns: unix_now_ns(),
+        };
+        // A prune run by cron holds the lock: it is doing the same work, try again later.
+        match dnsledger::prune::try_prune(&opts) {
+            Ok(Some(r)) if !r.deleted.is_empty() => info!(
+                deleted = r.deleted.len(),
+                freed_bytes = r.freed_bytes,
+                kept = r.kept,
+                kept_bytes = r.kept_bytes,
+                "retention: deleted the oldest segments"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!("retention: {e}"),
+        }
+    }
+}
+
 fn writer_loop(
     mut pipeline: Pipeline<LiveAttribution>,
     rx: Receiver<Batch>,
@@ -472,7 +534,10 @@ fn writer_loop(
     user_drops: &AtomicU64,
     data_dir: &Path,
     mut live: dnsledger::status::LiveStatus,
+    retention: &Retention,
 ) -> anyhow::Result<(u64, usize)> {
+    let mut retention_sealed = 0;
+    let mut last_retention = Instant::now();
     let mut last_status = Instant::now() - STATUS_EVERY;
     let mut clock = Clock::now();
     let mut clock_set = Instant::now();
@@ -531,6 +596,14 @@ fn writer_loop(
                 }
             }
         }
+        if retention.active()
+            && (pipeline.sealed().len() != retention_sealed
+                || last_retention.elapsed() >= SUMMARY_EVERY)
+        {
+            retention_sealed = pipeline.sealed().len();
+            last_retention = Instant::now();
+            retention.apply();
+        }
         if last_status.elapsed() >= STATUS_EVERY {
             last_status = Instant::now();
             let st = pipeline.stats();
@@ -574,6 +647,9 @@ fn writer_loop(
     }
     pipeline.set_drop_totals(counters.dropped(), user_drops.load(Ordering::Relaxed));
     let (stats, sealed) = pipeline.finish()?;
+    if retention.active() {
+        retention.apply();
+    }
     Ok((stats.transactions, sealed.len()))
 }
 
@@ -678,6 +754,13 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
         .unwrap_or(0)
 }
 

@@ -189,23 +189,39 @@ struct Lock {
     _file: File,
 }
 
-fn lock(path: &Path) -> Result<Lock, PruneError> {
+/// Takes the prune lock; `None` when `wait` is false and someone else holds it. The lock file
+/// is opened read-only when it exists (flock needs no write access), so a recorder running as
+/// its own user shares it with a root cron job that created it.
+fn lock(path: &Path, wait: bool) -> Result<Option<Lock>, PruneError> {
     let err = |source| PruneError::Lock {
         path: path.into(),
         source,
     };
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(err)?;
-    // SAFETY: flock on a valid, open file descriptor; it blocks until the lock is free.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    let file = match OpenOptions::new().read(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(err)?,
+        Err(e) => return Err(err(e)),
+    };
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock on a valid, open file descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
     if rc != 0 {
-        return Err(err(std::io::Error::last_os_error()));
+        let e = std::io::Error::last_os_error();
+        if !wait && e.kind() == std::io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(err(e));
     }
-    Ok(Lock { _file: file })
+    Ok(Some(Lock { _file: file }))
 }
 
 /// Where the prune lock lives: beside `segments/` in a data directory, in the tree otherwise.
@@ -218,12 +234,25 @@ fn lock_path(dir: &Path, root: &Path) -> PathBuf {
 }
 
 /// Applies the limits. With `dry_run` nothing is deleted and the report says what would be.
+/// Waits for a concurrent prune to finish first.
 pub fn prune(opts: &PruneOptions) -> Result<PruneReport, PruneError> {
+    prune_with(opts, true).map(|r| r.unwrap_or_default())
+}
+
+/// Like [`prune`], but returns `None` at once when another prune holds the lock (the recorder
+/// applies its own limits this way: its writer never waits for a cron job).
+pub fn try_prune(opts: &PruneOptions) -> Result<Option<PruneReport>, PruneError> {
+    prune_with(opts, false)
+}
+
+fn prune_with(opts: &PruneOptions, wait: bool) -> Result<Option<PruneReport>, PruneError> {
     if opts.max_age_ns.is_none() && opts.max_size.is_none() {
         return Err(PruneError::NoLimit);
     }
     let root = segments_root(&opts.dir)?;
-    let _lock = lock(&lock_path(&opts.dir, &root))?;
+    let Some(_lock) = lock(&lock_path(&opts.dir, &root), wait)? else {
+        return Ok(None);
+    };
     let mut segments = list_segments(&root)?;
     if !opts.hosts.is_empty() {
         segments.retain(|s| opts.hosts.contains(&s.host));
@@ -248,7 +277,7 @@ pub fn prune(opts: &PruneOptions) -> Result<PruneReport, PruneError> {
     report.kept = segments.len() - keep_from;
     report.kept_bytes = total;
     if opts.dry_run {
-        return Ok(report);
+        return Ok(Some(report));
     }
     for s in &report.deleted {
         match fs::remove_file(&s.path) {
@@ -283,7 +312,7 @@ pub fn prune(opts: &PruneOptions) -> Result<PruneReport, PruneError> {
             dir = d.parent().map(Path::to_path_buf);
         }
     }
-    Ok(report)
+    Ok(Some(report))
 }
 
 #[cfg(test)]

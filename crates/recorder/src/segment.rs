@@ -871,7 +871,7 @@ fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 /// Escapes `s` for use as one path component: bytes outside `[A-Za-z0-9._-]` become `%XX`.
-fn escape_component(s: &str) -> String {
+pub fn escape_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {

@@ -184,3 +184,64 @@ fn bpf_prune_while_recording() {
     // What the recorder sealed after the last prune is there and readable.
     assert!(!all_rows(&data).is_empty());
 }
+
+/// `record --max-size`: the recorder deletes its own oldest segments after each seal, keeps the
+/// newest, and leaves other hosts' segments in the tree alone.
+#[test]
+fn bpf_own_size_cap_deletes_oldest_segments() {
+    let _g = bpf_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _server = Dnsmasq::start(dir.path());
+    let data = dir.path().join("data");
+    let other = data.join("segments/host=other-host/date=2020-01-01/hour=00");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    let fixture = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/segments/host=host-c/date=2023-02-21/hour=08/",
+        "20230221T084157.288586000Z-host-c-18ebc0b1c4751cd9p7281-000017.parquet"
+    ));
+    let foreign = other.join("20200101T000000Z-other-host-1-0.parquet");
+    std::fs::copy(fixture, &foreign).expect("copy");
+    let cap: u64 = 120 * 1024;
+    let rec = Recorder::start(&data, &["--rotate-age", "1s", "--max-size", "120KiB"]);
+    let rounds = 8;
+    for round in 0..rounds {
+        burst(&format!("cap{round}-"), 20);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let logs = rec.stop();
+    let log = logs.join("\n");
+    assert!(log.contains("retention: deleted"), "{log}");
+    assert!(foreign.exists(), "another host's segment was deleted");
+    let own: Vec<PathBuf> = segment_files(&data)
+        .into_iter()
+        .filter(|p| !p.starts_with(data.join("segments/host=other-host")))
+        .collect();
+    let bytes: u64 = own
+        .iter()
+        .map(|p| std::fs::metadata(p).expect("meta").len())
+        .sum();
+    assert!(bytes <= cap, "{bytes} bytes kept over a {cap}-byte cap");
+    assert!(!own.is_empty(), "everything was deleted");
+    // What is left is the newest rounds, without holes.
+    let mut present: Vec<usize> = own
+        .iter()
+        .flat_map(|p| rows(&read_segment(p).0))
+        .filter_map(|r| {
+            let q = r.qname?;
+            q.strip_prefix("cap")?.split('-').next()?.parse().ok()
+        })
+        .collect();
+    present.sort_unstable();
+    present.dedup();
+    assert_eq!(
+        present.last(),
+        Some(&(rounds - 1)),
+        "newest round deleted: {present:?}"
+    );
+    assert!(present.len() < rounds, "nothing was deleted: {present:?}");
+    assert!(
+        present.windows(2).all(|w| w[1] == w[0] + 1),
+        "a hole in what was kept: {present:?}"
+    );
+}
