@@ -362,9 +362,8 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let user_drops = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
     let (free_tx, free_rx) = mpsc::channel::<Batch>();
-    let status_dir = s.data_dir.clone();
-    let retention = Retention {
-        dir: s.data_dir.clone(),
+    let upkeep = Upkeep {
+        data_dir: s.data_dir.clone(),
         host: dnsledger::segment::escape_component(&host.hostname),
         max_size: s.max_size,
         max_age: s.max_age,
@@ -395,9 +394,8 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
                     free_tx,
                     &counters,
                     &user_drops,
-                    &status_dir,
                     status_template,
-                    &retention,
+                    &upkeep,
                 );
                 if r.is_err() {
                     // Nothing can be written: stop capturing too.
@@ -485,24 +483,25 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The recorder's own retention (`record --max-size` / `--max-age`): the same deletion as
-/// `dnsledger prune`, for this host's segments, after each seal and once a minute.
-struct Retention {
-    dir: PathBuf,
+/// What the writer keeps up beside the segments: the status file in the data directory, and
+/// the recorder's own retention (`record --max-size` / `--max-age`: the same deletion as
+/// `dnsledger prune`, for this host's segments, after each seal and once a minute).
+struct Upkeep {
+    data_dir: PathBuf,
     /// This host's `host=` partition value.
     host: String,
     max_size: Option<u64>,
     max_age: Option<Duration>,
 }
 
-impl Retention {
-    fn active(&self) -> bool {
+impl Upkeep {
+    fn retention_active(&self) -> bool {
         self.max_size.is_some() || self.max_age.is_some()
     }
 
-    fn apply(&self) {
+    fn apply_retention(&self) {
         let opts = dnsledger::prune::PruneOptions {
-            dir: self.dir.clone(),
+            dir: self.data_dir.clone(),
             max_age_ns: self
                 .max_age
                 .map(|d| d.as_nanos().min(i64::MAX as u128) as i64),
@@ -532,9 +531,8 @@ fn writer_loop(
     free: mpsc::Sender<Batch>,
     counters: &KernelCounters,
     user_drops: &AtomicU64,
-    data_dir: &Path,
     mut live: dnsledger::status::LiveStatus,
-    retention: &Retention,
+    upkeep: &Upkeep,
 ) -> anyhow::Result<(u64, usize)> {
     let mut retention_sealed = 0;
     let mut last_retention = Instant::now();
@@ -596,13 +594,13 @@ fn writer_loop(
                 }
             }
         }
-        if retention.active()
+        if upkeep.retention_active()
             && (pipeline.sealed().len() != retention_sealed
                 || last_retention.elapsed() >= SUMMARY_EVERY)
         {
             retention_sealed = pipeline.sealed().len();
             last_retention = Instant::now();
-            retention.apply();
+            upkeep.apply_retention();
         }
         if last_status.elapsed() >= STATUS_EVERY {
             last_status = Instant::now();
@@ -622,7 +620,7 @@ fn writer_loop(
             live.dropped_user = user_drops.load(Ordering::Relaxed);
             live.rows_lost = pipeline.rows_lost();
             live.write_failures = write_failures;
-            if let Err(e) = dnsledger::status::publish(data_dir, &live) {
+            if let Err(e) = dnsledger::status::publish(&upkeep.data_dir, &live) {
                 debug!("cannot publish status: {e}");
             }
         }
@@ -647,8 +645,8 @@ fn writer_loop(
     }
     pipeline.set_drop_totals(counters.dropped(), user_drops.load(Ordering::Relaxed));
     let (stats, sealed) = pipeline.finish()?;
-    if retention.active() {
-        retention.apply();
+    if upkeep.retention_active() {
+        upkeep.apply_retention();
     }
     Ok((stats.transactions, sealed.len()))
 }
