@@ -94,7 +94,7 @@ pub struct Settings {
     /// Spool sync interval (live recording); `None` for imports.
     pub spool_sync: Option<Duration>,
     /// Stop writing below this much free space on the data directory's filesystem.
-    pub min_free: u64,
+    pub min_free: MinFree,
     /// `record`: USER[:GROUP] to run as once attached (`None`: stay root, capabilities dropped).
     pub user: Option<String>,
     /// `record`: delete this host's oldest sealed segments beyond this total size.
@@ -116,7 +116,7 @@ impl Settings {
             keep_raw: true,
             ring_size: DEFAULT_RING_SIZE as u32,
             spool_sync: None,
-            min_free: DEFAULT_MIN_FREE,
+            min_free: MinFree::Bytes(DEFAULT_MIN_FREE),
             user: None,
             max_size: None,
             max_age: None,
@@ -155,7 +155,7 @@ impl Settings {
             self.keep_raw = !b;
         }
         if let Some(v) = file.min_free {
-            self.min_free = parse_size_or_zero(&v).map_err(|m| bad("min-free", m))?;
+            self.min_free = parse_min_free(&v).map_err(|m| bad("min-free", m))?;
         }
         if let Some(u) = file.user {
             self.user = Some(u);
@@ -183,6 +183,58 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("`{s}`: the size must be greater than zero"));
     }
     Ok(v.as_u64())
+}
+
+/// Free space to leave on the data directory's filesystem: bytes, or a share of its size.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MinFree {
+    Bytes(u64),
+    /// Percent of the filesystem's size.
+    Percent(f64),
+}
+
+impl MinFree {
+    /// The threshold in bytes for the filesystem holding `dir` (`Percent` of its size; 0 when
+    /// the size cannot be read).
+    pub fn bytes_for(self, dir: &Path) -> u64 {
+        match self {
+            MinFree::Bytes(b) => b,
+            MinFree::Percent(p) => {
+                let total = fs_size(dir).unwrap_or(0) as f64;
+                (total * p / 100.0) as u64
+            }
+        }
+    }
+}
+
+/// Size of the filesystem holding `path` (or its nearest existing ancestor).
+fn fs_size(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data, zero is a valid value; the call writes only into `st`
+    // and reads the NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_blocks.saturating_mul(st.f_frsize))
+}
+
+/// Parses `--min-free`: a size (`1GiB`), `0` (off) or a percentage of the filesystem (`5%`).
+pub fn parse_min_free(s: &str) -> Result<MinFree, String> {
+    match s.trim().strip_suffix('%') {
+        Some(p) => {
+            let v: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not a percentage; use e.g. 5%"))?;
+            if !(0.0..100.0).contains(&v) {
+                return Err(format!("`{s}`: a percentage from 0% to below 100%"));
+            }
+            Ok(MinFree::Percent(v))
+        }
+        None => parse_size_or_zero(s).map(MinFree::Bytes),
+    }
 }
 
 /// Like [`parse_size`], but `0` (off) is allowed.
@@ -349,5 +401,17 @@ mod tests {
         std::fs::write(&path, "colour = 1\n").expect("write");
         let err = FileConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn min_free_sizes_and_percentages() {
+        assert_eq!(parse_min_free("1GiB"), Ok(MinFree::Bytes(1 << 30)));
+        assert_eq!(parse_min_free("0"), Ok(MinFree::Bytes(0)));
+        assert_eq!(parse_min_free("5%"), Ok(MinFree::Percent(5.0)));
+        assert!(parse_min_free("100%").is_err());
+        assert!(parse_min_free("lots%").unwrap_err().contains("lots%"));
+        let total = fs_size(Path::new("/")).expect("size of /");
+        let ten = MinFree::Percent(10.0).bytes_for(Path::new("/no/such/dir/below/root"));
+        assert!(ten > 0 && ten.abs_diff(total / 10) <= 1, "{ten} vs {total}");
     }
 }

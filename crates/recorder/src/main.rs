@@ -125,10 +125,10 @@ struct Common {
     #[arg(long)]
     no_raw: bool,
     /// Stop writing while the data directory's filesystem has less free space than this
-    /// (rows wait in memory, then the oldest are dropped and counted); 0 turns it off.
-    /// [default: 256MiB]
-    #[arg(long, value_name = "SIZE", value_parser = config::parse_size_or_zero)]
-    min_free: Option<u64>,
+    /// (rows wait in memory, then the oldest are dropped and counted): a size (1GiB) or a
+    /// share of the filesystem (5%); 0 turns it off. [default: 256MiB]
+    #[arg(long, value_name = "SIZE|PCT%", value_parser = config::parse_min_free)]
+    min_free: Option<config::MinFree>,
     /// TOML file with the same keys as the long flags (data-dir, ports, rotate-size, ...).
     /// Flags and environment override it.
     #[arg(long, value_name = "FILE")]

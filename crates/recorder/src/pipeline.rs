@@ -66,7 +66,7 @@ pub fn recover_spool(
             batch_rows: 8192,
             spool_sync: None,
             run_id: Some(format!("{run}r")),
-            min_free: settings.min_free,
+            min_free: settings.min_free.bytes_for(&settings.data_dir),
             max_buffered_rows: MAX_BUFFERED_ROWS,
             extra_meta: vec![
                 (meta::RECOVERED_FROM.into(), run.to_string()),
@@ -154,7 +154,7 @@ impl<A: Attributor> Pipeline<A> {
             spool_sync: settings.spool_sync,
             run_id: None,
             extra_meta: Vec::new(),
-            min_free: settings.min_free,
+            min_free: settings.min_free.bytes_for(&settings.data_dir),
             max_buffered_rows: MAX_BUFFERED_ROWS,
         })?;
         let pairer = Pairer::new(PairConfig {
