@@ -43,6 +43,10 @@ const volatile __u32 n_ports = 0;
 const volatile __u32 max_copy = 4096 + 128;
 /* The recorder's own process: never recorded. */
 const volatile __u32 self_tgid = 0;
+/* Wake the reader only once this many bytes wait in the ring (0: on every record). The reader
+ * also polls on a short timer, so a quiet host costs no wakeup per packet and a busy one gets
+ * large batches. */
+const volatile __u32 wakeup_bytes = 0;
 
 /* Largest copy the programs can make; user space refuses a larger --max-payload. */
 #define COPY_LIMIT 65664
@@ -51,6 +55,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20);
 } events SEC(".maps");
+
+static __always_inline __u64 wakeup_flag(void)
+{
+	if (!wakeup_bytes)
+		return 0;
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									    : BPF_RB_NO_WAKEUP;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -224,7 +236,7 @@ static __always_inline void owner_from_current(struct sock_owner *o)
 			bpf_ringbuf_discard(e, 0);                                         \
 			return;                                                            \
 		}                                                                          \
-		bpf_ringbuf_submit(e, 0);                                                  \
+		bpf_ringbuf_submit(e, wakeup_flag());                                                  \
 		count(CNT_PKT_SENT);                                                       \
 		return;                                                                    \
 	}
@@ -428,7 +440,7 @@ int BPF_PROG(dns_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 		e->args_len = len;
 	else
 		e->args_len = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wakeup_flag());
 	return 0;
 }
 
@@ -450,6 +462,6 @@ int BPF_PROG(dns_exit, struct task_struct *p)
 	e->_pad0 = 0;
 	e->pid = p->tgid;
 	e->ts_boot_ns = bpf_ktime_get_boot_ns();
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wakeup_flag());
 	return 0;
 }

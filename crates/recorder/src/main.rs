@@ -139,7 +139,7 @@ struct Common {
 struct RecordArgs {
     #[command(flatten)]
     common: Common,
-    /// Kernel ring buffer size (rounded up to a power of two, 16KiB..1GiB). [default: 32MiB]
+    /// Kernel ring buffer size (rounded up to a power of two, 16KiB..1GiB). [default: 8MiB]
     #[arg(long, value_name = "SIZE", value_parser = config::parse_ring_size)]
     ring_size: Option<u32>,
     /// How often transactions are synced to the crash-safe spool; after kill -9 or a power
@@ -288,10 +288,11 @@ impl Batch {
 }
 
 const BATCH_RECORDS: usize = 4096;
-const BATCH_BYTES: usize = 4 << 20;
-/// Events held in user space while the writer is behind, before they are dropped.
-const BATCH_MAX_PENDING: usize = 256 << 20;
-const CHANNEL_BATCHES: usize = 64;
+const BATCH_BYTES: usize = 1 << 20;
+/// Events held in user space while the writer is behind, before they are dropped: ~3 s of the
+/// busiest stream measured (P1 in bench/RESULTS.md), memory that is only used while behind.
+const BATCH_MAX_PENDING: usize = 64 << 20;
+const CHANNEL_BATCHES: usize = 16;
 const TICK: Duration = Duration::from_millis(200);
 /// Capture time between two expiry rounds of `import`.
 const IMPORT_TICK_NS: i64 = 1_000_000_000;

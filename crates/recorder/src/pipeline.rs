@@ -18,7 +18,9 @@ use crate::spool::{RecoveryError, RecoveryReport};
 const DECODER_IDLE_NS: i64 = 30_000_000_000;
 /// Rows are held back this long past "now" so that packets delivered slightly out of order
 /// (per-CPU ring buffer producers, pcap timestamps) still land in `ts` order.
-const REORDER_SLACK_NS: i64 = 2_000_000_000;
+/// Every buffered row costs ~1 KiB, so this is the recorder's largest memory term at high
+/// rates (rate x slack rows).
+const REORDER_SLACK_NS: i64 = 500_000_000;
 
 /// Rows that may wait in memory when they cannot be written (about 1 KiB each with raw bytes).
 const MAX_BUFFERED_ROWS: usize = 256 * 1024;

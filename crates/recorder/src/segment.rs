@@ -36,7 +36,7 @@ use dnsledger_schema::{
 use parquet::arrow::ArrowWriter;
 
 use crate::spool::Spool;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -782,6 +782,20 @@ fn writer_properties() -> Result<WriterProperties, SegmentError> {
     // Raw DNS messages rarely repeat: a dictionary would only cost memory and a fallback.
     for c in [col::QUERY_RAW, col::RESPONSE_RAW] {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    // Nanosecond times are nearly all distinct, so a dictionary only costs; rows are sorted by
+    // `ts` and the query/response times follow it closely, so deltas take a few bits each.
+    for c in [col::TS, col::QUERY_TS, col::RESPONSE_TS] {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
+    }
+    // Random values (DNS ids, ephemeral ports, latencies) have no dictionary to speak of;
+    // splitting their bytes into streams lets zstd squeeze the always-zero high bytes.
+    for c in [col::DNS_ID, col::CLIENT_PORT, col::LATENCY_NS] {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_encoding(ColumnPath::from(c), Encoding::BYTE_STREAM_SPLIT);
     }
     Ok(builder.build())
 }
