@@ -470,6 +470,7 @@ class Bench:
         if manifest.exists():
             m = json.loads(manifest.read_text())
             m["cached"] = True
+            m["_dir"] = key
             log(f"using cached data set {cache}")
             return cache, m
         shutil.rmtree(cache, ignore_errors=True)
@@ -487,6 +488,7 @@ class Bench:
         tmp.rename(cache)
         m = json.loads(manifest.read_text())
         m["cached"] = False
+        m["_dir"] = key
         return cache, m
 
     def p5_queries(self, m):
@@ -590,6 +592,28 @@ class Bench:
         self.raw["query"] = out
 
     # ---------------------------------------------------------------- profile
+    def profile_query(self):
+        """perf profile and EXPLAIN ANALYZE of dnsql on the query with the worst ratio to DuckDB."""
+        q = self.raw.get("query", {})
+        sets = [k for k in q if k != "tshark"]
+        if not sets:
+            return {}
+        label = sets[-1]
+        worst = max(q[label]["queries"].items(),
+                    key=lambda kv: (med(kv[1]["dnsql"]) or 0) / (med(kv[1]["duckdb"]) or 1))[0]
+        m = q[label]["manifest"]
+        sql = dict((n, s) for n, _, s in self.p5_queries(m))[worst].format(
+            t="dns", ts_lo="TIMESTAMP '2026-10-29T12:00:00Z'", ts_hi="TIMESTAMP '2026-10-29T14:00:00Z'")
+        data = Path(self.a.cache) / m["_dir"]
+        pdata = self.work / "perf-q.data"
+        run(["perf", "record", "-q", "-F", "999", "-o", str(pdata), "--", str(self.dnsql), "-q", "--data", str(data),
+             "--format", "csv", "sql", sql], check=False)
+        r = run(["perf", "report", "-i", str(pdata), "--stdio", "--no-children", "--percent-limit", "1.5",
+                 "--sort", "dso,sym"], check=False)
+        top = "\n".join(l for l in r.stdout.splitlines() if l.strip() and not l.startswith("#"))[:5000]
+        e = run([str(self.dnsql), "-q", "--data", str(data), "--format", "csv", "sql", "EXPLAIN ANALYZE " + sql], check=False)
+        return {"query": f"{label} `{worst}`", "query_perf": top, "explain": (e.stdout or e.stderr)[:6000]}
+
     def profile(self):
         """perf profile of the recorder at the max rate (kernel + user), top symbols."""
         if not shutil.which("perf"):
@@ -598,7 +622,7 @@ class Bench:
         d = self.work / "profile"
         rec = self.start_recorder(d)
         data = self.work / "perf.data"
-        pr = start(["perf", "record", "-q", "-F", "999", "-g", "-o", str(data), "-a", "--", "sleep", str(self.dur)],
+        pr = start(["perf", "record", "-q", "-F", "999", "-o", str(data), "-a", "--", "sleep", str(self.dur)],
                    stdout=subprocess.DEVNULL, stderr=open(self.work / "perf.stderr", "w"))
         perf = self.dnsperf(self.dur)
         smaps = smaps_by_mapping(rec.pid)
@@ -612,6 +636,7 @@ class Bench:
             rep[key] = "\n".join(l for l in r.stdout.splitlines() if l.strip() and not l.startswith("#"))[:6000]
         rep["qps"] = perf["qps"]
         rep["smaps"] = smaps
+        rep.update(self.profile_query())
         self.raw["profile"] = rep
         shutil.rmtree(d, ignore_errors=True)
 
@@ -798,6 +823,12 @@ def report(b, started, elapsed, path, versions):
             w("```\n" + "\n".join(f"{v:8} {k}" for k, v in prof.get("smaps", [])) + "\n```\n")
             w("Whole system, by comm/dso/symbol, ≥ 1.5 %:\n")
             w("```\n" + prof["system"] + "\n```\n")
+            if prof.get("query"):
+                w(f"### Profile: dnsql on {prof['query']} (worst ratio to DuckDB)\n")
+                w("`perf record` self time by dso/symbol, ≥ 1.5 %:\n")
+                w("```\n" + prof["query_perf"] + "\n```\n")
+                w("`EXPLAIN ANALYZE` (truncated):\n")
+                w("```\n" + prof["explain"] + "\n```\n")
     for n in b.results["notes"]:
         w(f"- note: {n}")
     notes = HERE / "UNMET.md"
@@ -857,7 +888,7 @@ def main():
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/var/tmp"))
     ap.add_argument("--cache", default=os.environ.get("BENCH_CACHE", "/var/tmp/dnsledger-bench-cache"))
     ap.add_argument("--out", help="results file (default bench/RESULTS.md, smoke: bench/RESULTS-smoke.md in the work dir)")
-    ap.add_argument("--only", default="p1,p3,p4,p5,profile", help="comma list of p1 (P1/P2/P6), p3, p4, p5, profile")
+    ap.add_argument("--only", default=None, help="comma list of p1 (P1/P2/P6), p3, p4, p5, profile")
     ap.add_argument("--p5-max-rows", type=int, default=0, help="skip P5 data sets larger than this")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     a = ap.parse_args()
@@ -874,7 +905,7 @@ def main():
         signal.signal(sig, lambda s, f: (stop_all(), sys.exit(128 + s)))
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.time()
-    only = set(a.only.split(","))
+    only = set((a.only or ("p1,p3,p4,p5" if a.smoke else "p1,p3,p4,p5,profile")).split(","))
     out = Path(a.out) if a.out else (Path(a.work) / "dnsledger-bench-RESULTS-smoke.md" if a.smoke else HERE / "RESULTS.md")
     versions = versions_of(b)
     failed = []
@@ -890,7 +921,7 @@ def main():
             steps.append(("P4", b.p4))
         if "p5" in only:
             steps.append(("P5", b.p5))
-        if "profile" in only and not a.smoke:
+        if "profile" in only:
             steps.append(("profile", b.profile))
         for name, fn in steps:
             log(f"--- {name} ({time.time() - t0:.0f} s so far)")
