@@ -115,8 +115,8 @@ def run(cmd, check=True, **kw):
 def version(cmd):
     try:
         out = subprocess.run(cmd, text=True, capture_output=True, timeout=20)
-        text = (out.stdout or out.stderr).strip().splitlines()
-        return text[0].strip() if text else "?"
+        text = [l.strip() for l in (out.stdout or out.stderr).strip().splitlines() if re.search(r"\d", l)]
+        return text[0].strip("* ") if text else "?"
     except Exception as e:
         return f"unavailable ({e})"
 
@@ -869,7 +869,7 @@ def report(b, started, elapsed, path, versions):
     notes = HERE / "UNMET.md"
     if notes.exists() and not b.smoke:
         w("\n" + notes.read_text())
-    w("\n<details><summary>machine-readable raw data</summary>\n\n```json\n" + json.dumps(raw, indent=1, default=str)[:200000] + "\n```\n</details>\n")
+    w("\nMachine-readable raw data: the `.json` file next to this one (`bench/bench.py --render` re-renders this file from it).")
     path.write_text("\n".join(L) + "\n")
     return summary
 
@@ -926,6 +926,8 @@ def main():
     ap.add_argument("--only", default=None, help="comma list of p1 (P1/P2/P6), p3, p4, p5, profile")
     ap.add_argument("--p5-max-rows", type=int, default=0, help="skip P5 data sets larger than this")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
+    ap.add_argument("--render", metavar="JSON", help="only re-render the results file from a saved results.json "
+                    "(e.g. after editing bench/UNMET.md); measures nothing")
     a = ap.parse_args()
     if a.reps is None:
         a.reps = 1 if a.smoke else 5
@@ -933,6 +935,15 @@ def main():
         a.duration = 2 if a.smoke else 10
     if a.bin_dir is None:
         a.bin_dir = str(REPO / "target" / ("debug" if a.smoke else "release"))
+    if a.render:
+        saved = json.loads(Path(a.render).read_text())
+        b = Bench.__new__(Bench)
+        b.smoke, b.reps, b.dur, b.bin, b.port = saved["smoke"], saved["reps"], saved["dur"], saved["bin"], saved["port"]
+        b.raw, b.results = saved["raw"], {"notes": saved["notes"]}
+        out = Path(a.out) if a.out else HERE / "RESULTS.md"
+        report(b, dt.datetime.fromisoformat(saved["started"]), saved["elapsed"], out, saved["versions"])
+        log(f"re-rendered {out} from {a.render}")
+        return
     if os.geteuid() != 0:
         sys.exit("error: the benchmarks attach BPF programs and run tcpdump: run as root")
     b = Bench(a)
@@ -968,7 +979,11 @@ def main():
                 b.results["notes"].append(f"{name} not measured: {str(e)[:500]}")
     finally:
         stop_all()
-    summary = report(b, started, time.time() - t0, out, versions)
+    elapsed = time.time() - t0
+    summary = report(b, started, elapsed, out, versions)
+    saved = {"smoke": b.smoke, "reps": b.reps, "dur": b.dur, "bin": str(b.bin), "port": b.port, "raw": b.raw,
+             "notes": b.results["notes"], "started": started.isoformat(), "elapsed": elapsed, "versions": versions}
+    out.with_suffix(".json").write_text(json.dumps(saved, indent=1, default=str) + "\n")
     log(f"results written to {out} ({(time.time() - t0):.0f} s)")
     for row in summary:
         log(" | ".join(str(x) if not isinstance(x, float) else f"{x:.3f}" for x in row))
