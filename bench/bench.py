@@ -926,8 +926,9 @@ def main():
     ap.add_argument("--only", default=None, help="comma list of p1 (P1/P2/P6), p3, p4, p5, profile")
     ap.add_argument("--p5-max-rows", type=int, default=0, help="skip P5 data sets larger than this")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
-    ap.add_argument("--render", metavar="JSON", help="only re-render the results file from a saved results.json "
-                    "(e.g. after editing bench/UNMET.md); measures nothing")
+    ap.add_argument("--render", metavar="JSON", nargs="+", help="only re-render the results file from saved "
+                    "results .json files (e.g. after editing bench/UNMET.md; several: runs of different arms "
+                    "merged, each comparison still within one run); measures nothing")
     a = ap.parse_args()
     if a.reps is None:
         a.reps = 1 if a.smoke else 5
@@ -936,10 +937,19 @@ def main():
     if a.bin_dir is None:
         a.bin_dir = str(REPO / "target" / ("debug" if a.smoke else "release"))
     if a.render:
-        saved = json.loads(Path(a.render).read_text())
+        runs = [json.loads(Path(f).read_text()) for f in a.render]
+        saved = runs[0]
         b = Bench.__new__(Bench)
         b.smoke, b.reps, b.dur, b.bin, b.port = saved["smoke"], saved["reps"], saved["dur"], saved["bin"], saved["port"]
-        b.raw, b.results = saved["raw"], {"notes": saved["notes"]}
+        b.raw, b.results = {}, {"notes": []}
+        for r in runs:
+            b.raw.update(r["raw"])
+            b.results["notes"] += r["notes"]
+        if len(runs) > 1:
+            b.results["notes"].append("this file merges %d runs of different arms: %s" % (len(runs), "; ".join(
+                f"{', '.join(r['raw'])} started {r['started'][:19]}Z ({r['elapsed'] / 60:.1f} min, binaries {r['bin']})"
+                for r in runs)))
+            saved["elapsed"] = sum(r["elapsed"] for r in runs)
         out = Path(a.out) if a.out else HERE / "RESULTS.md"
         report(b, dt.datetime.fromisoformat(saved["started"]), saved["elapsed"], out, saved["versions"])
         log(f"re-rendered {out} from {a.render}")
