@@ -973,9 +973,8 @@ fn run_host(sh: &Shared, host: u32, want_pcap: bool) -> Result<HostOut> {
                 ResponseCode::NoError
             };
             let key = (idx, u16::from(qtype) ^ (u16::from(rcode) << 12));
-            if !cache.contains_key(&key) {
-                let built = build(info, qtype, rcode, &mut rng)?;
-                cache.insert(key, built);
+            if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(key) {
+                e.insert(build(info, qtype, rcode, &mut rng)?);
             }
             let (q, r) = &cache[&key];
             (q.clone(), r.clone(), !rng.chance(0.003))
