@@ -36,4 +36,7 @@ if grep -qE '^test ([a-z_]+::)*bpf_.* \.\.\. ignored' "$log"; then
   echo "error: a BPF test was ignored" >&2
   exit 1
 fi
-echo "all tests passed, including $passed BPF tests"
+# The benchmark suite in its seconds-long smoke mode, on the debug binaries just built, so the
+# scripts cannot rot (the full run is `sudo bench/run.sh`, see bench/README.md).
+bench/run.sh --smoke
+echo "all tests passed, including $passed BPF tests; benchmark smoke run passed"
