@@ -123,6 +123,10 @@ impl LiveTx {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum LiveLine {
+    /// The first line a reader gets: the recorder has taken it on (later transactions follow).
+    Hello {
+        recorder: u32,
+    },
     /// This many transactions were dropped for this reader (it read too slowly).
     Dropped {
         dropped: u64,
@@ -214,9 +218,11 @@ impl LivePublisher {
                     if self.clients.len() >= MAX_CLIENTS || stream.set_nonblocking(true).is_err() {
                         continue;
                     }
+                    let mut queue = Vec::new();
+                    let _ = writeln!(queue, "{{\"recorder\":{}}}", std::process::id());
                     self.clients.push(Client {
                         stream,
-                        queue: Vec::new(),
+                        queue,
                         sent: 0,
                         dropped: 0,
                     });
@@ -306,14 +312,35 @@ impl Feed {
 
 const FEED_LINES: usize = 8192;
 
-/// Follows the recorder's socket: lines arrive on the returned receiver until it closes.
+/// How long the recorder may take to greet a new reader (it looks for them every 200 ms).
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Follows the recorder's socket: returns once the recorder has taken us on; lines arrive on
+/// the returned receiver until the socket closes.
 pub fn follow(pid: u32, socket: &Path) -> io::Result<Feed> {
     let stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(HELLO_TIMEOUT))?;
+    let mut reader = BufReader::new(stream);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    match serde_json::from_str::<LiveLine>(first.trim_end()) {
+        Ok(LiveLine::Hello { .. }) => {}
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "unexpected greeting from the recorder: {:?}",
+                    first.trim_end()
+                ),
+            ));
+        }
+    }
+    reader.get_ref().set_read_timeout(None)?;
     let (tx, rx) = mpsc::sync_channel(FEED_LINES);
     std::thread::Builder::new()
         .name("dnsledger-follow".into())
         .spawn(move || {
-            for line in BufReader::new(stream).lines() {
+            for line in reader.lines() {
                 let item = line.and_then(|l| {
                     serde_json::from_str::<LiveLine>(&l)
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))

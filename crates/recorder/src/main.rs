@@ -958,6 +958,7 @@ fn snoop(args: SnoopArgs) -> anyhow::Result<ExitCode> {
             };
             let t = match line {
                 LiveLine::Tx(t) => t,
+                LiveLine::Hello { .. } => continue,
                 LiveLine::Dropped { dropped } => {
                     warn!("{dropped} transaction(s) not shown: snoop read too slowly");
                     continue;

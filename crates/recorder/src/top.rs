@@ -287,6 +287,7 @@ pub fn run(
             match lines.try_recv() {
                 Ok(Ok(LiveLine::Tx(t))) => table.add(&t),
                 Ok(Ok(LiveLine::Dropped { dropped })) => table.dropped += dropped,
+                Ok(Ok(LiveLine::Hello { .. })) => {}
                 Ok(Err(e)) => return Err(e),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
