@@ -436,7 +436,7 @@ fn run_standalone(
     let pipeline = std::cell::RefCell::new(&mut pipeline);
     let mut last_tick = std::time::Instant::now();
     let mut announced = 0u64;
-    let result = bpf::capture(
+    bpf::capture(
         &cfg,
         &cgroup_root,
         &stop,
@@ -477,8 +477,7 @@ fn run_standalone(
                 announced = d;
             }
         },
-    );
-    result
+    )
 }
 
 fn boot_now() -> u64 {

@@ -510,8 +510,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
                     free_tx,
                     &counters,
                     &user_drops,
-                    &status_dir,
-                    status_template,
+                    (&status_dir, status_template),
                 );
                 if r.is_err() {
                     // Nothing can be written: stop capturing too.
@@ -612,8 +611,7 @@ fn writer_loop(
     free: mpsc::Sender<Batch>,
     counters: &KernelCounters,
     user_drops: &AtomicU64,
-    data_dir: &Path,
-    mut live: dnsledger::status::LiveStatus,
+    (data_dir, mut live): (&Path, dnsledger::status::LiveStatus),
 ) -> anyhow::Result<(u64, usize)> {
     let mut last_status = Instant::now() - STATUS_EVERY;
     let mut clock = Clock::now();

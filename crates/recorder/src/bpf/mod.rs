@@ -323,8 +323,8 @@ fn read_ring_fill(ring: &libbpf_rs::RingBuffer<'_>, out: &KernelCounters) {
             libbpf_sys::ring__size(r),
         )
     };
-    out.ring_used.store(used as u64, Ordering::Relaxed);
-    out.ring_size.store(size as u64, Ordering::Relaxed);
+    out.ring_used.store(used, Ordering::Relaxed);
+    out.ring_size.store(size, Ordering::Relaxed);
 }
 
 /// Reads the per-CPU counters, summed over CPUs.
