@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
+/// This module's dnsmasq listens here, so these tests run beside any server on 127.0.0.1:53.
+const SERVER: &str = "127.0.0.10";
+const AT_SERVER: &str = "@127.0.0.10";
+
 fn dig(args: &[&str]) -> Command {
     let mut c = Command::new("dig");
     c.args(["+tries=1", "+time=5"]).args(args);
@@ -110,7 +114,7 @@ const DNSWATCH: [&str; 6] = [
 fn bpf_metrics_dnswatch_counters_match_the_queries_sent() {
     let _g = bpf_lock();
     let dir = tempfile::tempdir().expect("tempdir");
-    let _server = Dnsmasq::start(dir.path());
+    let _server = Dnsmasq::start_on(dir.path(), &[SERVER]);
     let _servfail = ServfailServer::start(dir.path());
     let data = dir.path().join("data");
     let addr = format!("127.0.0.1:{}", free_port());
@@ -173,18 +177,18 @@ fn bpf_metrics_dnswatch_counters_match_the_queries_sent() {
         last_all_a = a;
     };
     for i in 0..4 {
-        let (_, out) = run_client(&mut dig(&["@127.0.0.1", &format!("m{i}.a.test")]));
+        let (_, out) = run_client(&mut dig(&[AT_SERVER, &format!("m{i}.a.test")]));
         add("dig", "A", &dig_status(&out));
         scrape_check();
     }
     for i in 0..2 {
-        let (_, out) = run_client(&mut dig(&["@127.0.0.1", &format!("m{i}.a.test"), "AAAA"]));
+        let (_, out) = run_client(&mut dig(&[AT_SERVER, &format!("m{i}.a.test"), "AAAA"]));
         add("dig", "AAAA", &dig_status(&out));
     }
-    let (_, out) = run_client(&mut dig(&["@127.0.0.1", "-x", "192.0.2.1"]));
+    let (_, out) = run_client(&mut dig(&[AT_SERVER, "-x", "192.0.2.1"]));
     add("dig", "PTR", &dig_status(&out));
     for i in 0..3 {
-        let (_, out) = run_client(&mut dig(&["@127.0.0.1", &format!("m{i}.nx.test")]));
+        let (_, out) = run_client(&mut dig(&[AT_SERVER, &format!("m{i}.nx.test")]));
         assert_eq!(dig_status(&out), "NXDOMAIN", "{out}");
         add("dig", "A", "NXDOMAIN");
         scrape_check();
@@ -197,7 +201,7 @@ fn bpf_metrics_dnswatch_counters_match_the_queries_sent() {
     // Another process: kdig, 5 names over one TCP connection.
     let names: Vec<String> = (0..5).map(|i| format!("k{i}.a.test")).collect();
     let mut kdig = Command::new("kdig");
-    kdig.args(["@127.0.0.1", "+tcp", "+keepopen"]).args(&names);
+    kdig.args([AT_SERVER, "+tcp", "+keepopen"]).args(&names);
     let (_, out) = run_client(&mut kdig);
     assert_eq!(out.matches("status: NOERROR").count(), 5, "{out}");
     for _ in 0..5 {
@@ -430,16 +434,16 @@ fn snoop_clients(prefix: &str) -> Vec<(String, u32, &'static str, &'static str)>
     let mut sent = Vec::new();
     for i in 0..3 {
         let name = format!("{prefix}{i}.a.test");
-        let (pid, out) = run_client(&mut dig(&["@127.0.0.1", &name]));
+        let (pid, out) = run_client(&mut dig(&[AT_SERVER, &name]));
         assert!(out.contains("192.0.2.1"), "{out}");
         sent.push((name, pid, "dig", "NOERROR"));
     }
     let name = format!("{prefix}x.nx.test");
-    let (pid, _) = run_client(&mut dig(&["@127.0.0.1", &name]));
+    let (pid, _) = run_client(&mut dig(&[AT_SERVER, &name]));
     sent.push((name, pid, "dig", "NXDOMAIN"));
     let names: Vec<String> = (0..2).map(|i| format!("{prefix}k{i}.a.test")).collect();
     let mut kdig = Command::new("kdig");
-    kdig.args(["@127.0.0.1", "+tcp", "+keepopen"]).args(&names);
+    kdig.args([AT_SERVER, "+tcp", "+keepopen"]).args(&names);
     let (pid, _) = run_client(&mut kdig);
     for n in names {
         sent.push((n, pid, "kdig", "NOERROR"));
@@ -451,7 +455,7 @@ fn snoop_clients(prefix: &str) -> Vec<(String, u32, &'static str, &'static str)>
 fn bpf_snoop_follows_a_running_recorder_json_and_detailed() {
     let _g = bpf_lock();
     let dir = tempfile::tempdir().expect("tempdir");
-    let _server = Dnsmasq::start(dir.path());
+    let _server = Dnsmasq::start_on(dir.path(), &[SERVER]);
     let data = dir.path().join("data");
     let rec = Recorder::start(&data, &["--ports", "53"]);
     let sock = data.join("live.sock");
@@ -534,7 +538,7 @@ fn bpf_snoop_follows_a_running_recorder_json_and_detailed() {
 fn bpf_snoop_standalone_without_a_recorder() {
     let _g = bpf_lock();
     let dir = tempfile::tempdir().expect("tempdir");
-    let _server = Dnsmasq::start(dir.path());
+    let _server = Dnsmasq::start_on(dir.path(), &[SERVER]);
     let data = dir.path().join("no-recorder");
     let mut snoop = Snoop::start(
         &[
@@ -677,7 +681,7 @@ fn row_of(pane: &str, key: &str) -> Option<usize> {
 fn bpf_top_in_a_terminal_sorts_groups_and_restores_on_q() {
     let _g = bpf_lock();
     let dir = tempfile::tempdir().expect("tempdir");
-    let _server = Dnsmasq::start(dir.path());
+    let _server = Dnsmasq::start_on(dir.path(), &[SERVER]);
     let data = dir.path().join("no-recorder");
     let cmd = format!(
         "{DNSLEDGER} -q top --data-dir {} --interval 200ms; echo \"top exited $?\"; sleep 600",
@@ -690,10 +694,10 @@ fn bpf_top_in_a_terminal_sorts_groups_and_restores_on_q() {
     // kdig: many queries, no NXDOMAIN; dig: fewer queries, all NXDOMAIN.
     let names: Vec<String> = (0..6).map(|i| format!("t{i}.a.test")).collect();
     let mut kdig = Command::new("kdig");
-    kdig.args(["@127.0.0.1", "+tcp", "+keepopen"]).args(&names);
+    kdig.args([AT_SERVER, "+tcp", "+keepopen"]).args(&names);
     run_client(&mut kdig);
     for i in 0..3 {
-        run_client(&mut dig(&["@127.0.0.1", &format!("t{i}.nx.test")]));
+        run_client(&mut dig(&[AT_SERVER, &format!("t{i}.nx.test")]));
     }
     let by_queries = tmux.wait_pane("the kdig and dig rows", |p| {
         let cols = |k: &str| {
