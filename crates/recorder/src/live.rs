@@ -192,6 +192,9 @@ impl LivePublisher {
         let listener = UnixListener::bind(&path)?;
         listener.set_nonblocking(true)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+        // The data directory's group (the analysts who may read the segments) may follow.
+        let gid = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(data_dir)?);
+        std::os::unix::fs::lchown(&path, None, Some(gid))?;
         Ok(LivePublisher {
             listener,
             path,
