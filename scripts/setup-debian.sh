@@ -18,7 +18,7 @@ packages=(
   # inspection and the SIGKILL test
   bpftool
   # end-to-end tests: real DNS servers and clients
-  dnsmasq-base bind9-dnsutils knot-dnsutils ldnsutils python3 util-linux iproute2
+  dnsmasq-base bind9-dnsutils knot-dnsutils ldnsutils python3 util-linux iproute2 tmux
   # independent oracle for the pcap import test
   tshark
 )

@@ -24,7 +24,6 @@
 //!
 //! Values of terms are SQL-escaped; a value with white space needs the `where` form.
 
-use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -33,9 +32,9 @@ use datafusion::arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
-use hickory_proto::op::{Edns, Message};
-use hickory_proto::rr::rdata::opt::EdnsOption;
-use hickory_proto::rr::{RData, Record};
+#[cfg(test)]
+use dnsledger_render::{HEX_DUMP_LIMIT, hex_dump};
+use dnsledger_render::{Transcript, write_transaction};
 
 use crate::recipes::{normalize_name, sql_str};
 
@@ -258,464 +257,47 @@ impl<'a> Row<'a> {
     }
 }
 
-fn or_dash(v: Option<impl std::fmt::Display>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
-}
-
-/// `addr#port`, with IPv6 addresses as they come.
-fn endpoint(ip: Option<String>, port: Option<u64>) -> String {
-    match (ip, port) {
-        (Some(ip), Some(port)) => format!("{ip}#{port}"),
-        (Some(ip), None) => ip,
-        (None, _) => "-".to_owned(),
-    }
-}
-
 /// Renders every row of `batch` (columns as selected by [`show_sql`]; missing columns are shown
-/// as `-`) as a dig-like transcript: a transaction line, the process, then the query and the
-/// response messages, each decoded from its raw bytes. A message that does not parse is shown
-/// with the parse error, whatever header fields could be read, and a hex dump.
+/// as `-`) as a dig-like transcript ([`dnsledger_render::write_transaction`], shared with
+/// `dnsledger snoop --detailed`).
 pub fn render(batch: &RecordBatch, out: &mut dyn Write) -> io::Result<()> {
     let r = Row::new(batch);
     for i in 0..batch.num_rows() {
         if i > 0 {
             writeln!(out)?;
         }
-        render_row(&r, i, out)?;
+        write_transaction(&transcript(&r, i), out)?;
     }
     Ok(())
 }
 
-fn render_row(r: &Row<'_>, i: usize, out: &mut dyn Write) -> io::Result<()> {
-    let status = r.text("status", i);
-    let transport = r
-        .text("transport", i)
-        .map(|t| t.to_ascii_uppercase())
-        .unwrap_or_else(|| "-".into());
-    let ip_version = r.text("ip_version", i).map(|v| format!(", IPv{v}"));
-    writeln!(
-        out,
-        ";; TRANSACTION {} {} on {}",
-        or_dash(r.text("qname", i)),
-        or_dash(r.text("qtype_name", i)),
-        or_dash(r.text("hostname", i)),
-    )?;
-    writeln!(
-        out,
-        ";; WHEN: {}  status: {}",
-        or_dash(r.text("ts", i)),
-        or_dash(status.as_deref())
-    )?;
-    writeln!(
-        out,
-        ";; SERVER: {} ({transport}{})  CLIENT: {}",
-        endpoint(r.text("server_ip", i), r.uint("server_port", i)),
-        ip_version.unwrap_or_default(),
-        endpoint(r.text("client_ip", i), r.uint("client_port", i)),
-    )?;
-    match r.int("latency_ns", i) {
-        Some(ns) => writeln!(out, ";; Query time: {:.3} msec", ns as f64 / 1e6)?,
-        None => writeln!(out, ";; Query time: - (no response paired)")?,
+fn transcript(r: &Row<'_>, i: usize) -> Transcript {
+    Transcript {
+        qname: r.text("qname", i),
+        qtype_name: r.text("qtype_name", i),
+        hostname: r.text("hostname", i),
+        ts: r.text("ts", i),
+        status: r.text("status", i),
+        transport: r.text("transport", i),
+        ip_version: r.text("ip_version", i),
+        server_ip: r.text("server_ip", i),
+        server_port: r.uint("server_port", i),
+        client_ip: r.text("client_ip", i),
+        client_port: r.uint("client_port", i),
+        latency_ns: r.int("latency_ns", i),
+        pid: r.uint("pid", i),
+        ppid: r.uint("ppid", i),
+        uid: r.uint("uid", i),
+        comm: r.text("comm", i),
+        exe: r.text("exe", i),
+        container_id: r.text("container_id", i),
+        cmdline: r.text("cmdline", i),
+        parse_error: r.text("parse_error", i),
+        query_raw: r.bytes("query_raw", i),
+        query_size: r.uint("query_size", i),
+        response_raw: r.bytes("response_raw", i),
+        response_size: r.uint("response_size", i),
     }
-    let pid = r.uint("pid", i);
-    if pid.is_none() && r.text("comm", i).is_none() && r.text("exe", i).is_none() {
-        writeln!(
-            out,
-            ";; PROCESS: unknown (not attributed, e.g. imported from a capture)"
-        )?;
-    } else {
-        writeln!(
-            out,
-            ";; PROCESS: pid {} ppid {} uid {} comm {} exe {} container {}",
-            or_dash(pid),
-            or_dash(r.uint("ppid", i)),
-            or_dash(r.uint("uid", i)),
-            or_dash(r.text("comm", i)),
-            or_dash(r.text("exe", i)),
-            or_dash(r.text("container_id", i)),
-        )?;
-        if let Some(cmdline) = r.text("cmdline", i) {
-            writeln!(out, ";; CMDLINE: {cmdline}")?;
-        }
-    }
-    if let Some(err) = r.text("parse_error", i) {
-        writeln!(out, ";; RECORDER PARSE ERROR: {err}")?;
-    }
-    let query = r.bytes("query_raw", i);
-    let response = r.bytes("response_raw", i);
-    writeln!(out)?;
-    match query {
-        Some(raw) => render_message("QUERY", &raw, r.uint("query_size", i), out)?,
-        None => writeln!(out, ";; QUERY: not captured")?,
-    }
-    writeln!(out)?;
-    match response {
-        Some(raw) => render_message("RESPONSE", &raw, r.uint("response_size", i), out)?,
-        None => writeln!(
-            out,
-            ";; RESPONSE: none{}",
-            if status.as_deref() == Some("unanswered") {
-                " (unanswered)"
-            } else {
-                ""
-            }
-        )?,
-    }
-    Ok(())
-}
-
-/// dig's mnemonic for an rcode (RFC 6895 registry).
-fn rcode_name(code: u16) -> String {
-    let s = match code {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        6 => "YXDOMAIN",
-        7 => "YXRRSET",
-        8 => "NXRRSET",
-        9 => "NOTAUTH",
-        10 => "NOTZONE",
-        11 => "DSOTYPENI",
-        16 => "BADVERS",
-        17 => "BADKEY",
-        18 => "BADTIME",
-        19 => "BADMODE",
-        20 => "BADNAME",
-        21 => "BADALG",
-        22 => "BADTRUNC",
-        23 => "BADCOOKIE",
-        n => return format!("RCODE{n}"),
-    };
-    s.to_owned()
-}
-
-fn opcode_name(code: u8) -> String {
-    match code {
-        0 => "QUERY".into(),
-        1 => "IQUERY".into(),
-        2 => "STATUS".into(),
-        4 => "NOTIFY".into(),
-        5 => "UPDATE".into(),
-        6 => "DSO".into(),
-        n => format!("OPCODE{n}"),
-    }
-}
-
-/// The fixed 12-byte header, read by hand so that it can be shown for messages that do not
-/// parse.
-struct RawHeader {
-    id: u16,
-    flags: u16,
-    counts: [u16; 4],
-}
-
-impl RawHeader {
-    fn read(raw: &[u8]) -> Option<Self> {
-        if raw.len() < 12 {
-            return None;
-        }
-        let w = |i: usize| u16::from_be_bytes([raw[i], raw[i + 1]]);
-        Some(RawHeader {
-            id: w(0),
-            flags: w(2),
-            counts: [w(4), w(6), w(8), w(10)],
-        })
-    }
-
-    fn opcode(&self) -> u8 {
-        ((self.flags >> 11) & 0xf) as u8
-    }
-
-    fn flag_names(&self) -> String {
-        let names = [
-            (15, "qr"),
-            (10, "aa"),
-            (9, "tc"),
-            (8, "rd"),
-            (7, "ra"),
-            (6, "z"),
-            (5, "ad"),
-            (4, "cd"),
-        ];
-        names
-            .iter()
-            .filter(|(bit, _)| self.flags & (1 << bit) != 0)
-            .map(|(_, n)| *n)
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
-fn header_lines(h: &RawHeader, rcode: u16, update: bool) -> String {
-    let (q, a, n, ad) = if update {
-        ("ZONE", "PREREQ", "UPDATE", "ADDITIONAL")
-    } else {
-        ("QUERY", "ANSWER", "AUTHORITY", "ADDITIONAL")
-    };
-    format!(
-        ";; ->>HEADER<<- opcode: {}, status: {}, id: {}\n;; flags: {}; {q}: {}, {a}: {}, {n}: {}, {ad}: {}\n",
-        opcode_name(h.opcode()),
-        rcode_name(rcode),
-        h.id,
-        h.flag_names(),
-        h.counts[0],
-        h.counts[1],
-        h.counts[2],
-        h.counts[3],
-    )
-}
-
-fn render_message(
-    what: &str,
-    raw: &[u8],
-    size: Option<u64>,
-    out: &mut dyn Write,
-) -> io::Result<()> {
-    let len = size.unwrap_or(raw.len() as u64);
-    match Message::from_vec(raw) {
-        Ok(msg) => {
-            writeln!(out, ";; {what}: {len} bytes")?;
-            out.write_all(format_message(&msg, raw).as_bytes())
-        }
-        Err(e) => {
-            writeln!(out, ";; {what}: {len} bytes, could not be parsed: {e}")?;
-            match RawHeader::read(raw) {
-                Some(h) => {
-                    out.write_all(header_lines(&h, h.flags & 0xf, h.opcode() == 5).as_bytes())?
-                }
-                None => writeln!(out, ";; (shorter than the 12-byte header)")?,
-            }
-            out.write_all(hex_dump(raw).as_bytes())
-        }
-    }
-}
-
-/// The message in dig's layout.
-fn format_message(msg: &Message, raw: &[u8]) -> String {
-    let mut s = String::new();
-    let update = u8::from(msg.metadata.op_code) == 5;
-    let rcode = u16::from(msg.metadata.response_code);
-    if let Some(h) = RawHeader::read(raw) {
-        s.push_str(&header_lines(&h, rcode, update));
-    }
-    if let Some(edns) = &msg.edns {
-        s.push_str("\n;; OPT PSEUDOSECTION:\n");
-        s.push_str(&format_edns(edns));
-    }
-    let sections: [(&str, &[Record]); 3] = if update {
-        [
-            ("PREREQUISITE", &msg.answers),
-            ("UPDATE", &msg.authorities),
-            ("ADDITIONAL", &msg.additionals),
-        ]
-    } else {
-        [
-            ("ANSWER", &msg.answers),
-            ("AUTHORITY", &msg.authorities),
-            ("ADDITIONAL", &msg.additionals),
-        ]
-    };
-    s.push_str(if update {
-        "\n;; ZONE SECTION:\n"
-    } else {
-        "\n;; QUESTION SECTION:\n"
-    });
-    for q in &msg.queries {
-        let _ = writeln!(s, ";{}\t\t{}\t{}", q.name, q.query_class, q.query_type);
-    }
-    for (title, records) in sections {
-        if records.is_empty() {
-            continue;
-        }
-        let _ = writeln!(s, "\n;; {title} SECTION:");
-        for rec in records {
-            s.push_str(&format_record(rec));
-            s.push('\n');
-        }
-    }
-    if let Some(sig) = msg.signature() {
-        let _ = writeln!(
-            s,
-            "\n;; TSIG PSEUDOSECTION:\n{}\t{}\t{}\tTSIG",
-            sig.name, sig.ttl, sig.dns_class
-        );
-    }
-    s
-}
-
-/// One resource record as dig prints it; rdata hickory does not decode (DNSSEC types without
-/// its crypto features, unknown types, NULL) in RFC 3597 generic form.
-fn format_record(rec: &Record) -> String {
-    let rdata = match &rec.data {
-        RData::Unknown { rdata, .. } | RData::NULL(rdata) => generic_rdata(&rdata.anything),
-        other => {
-            let mut t = String::new();
-            match write!(t, "{other}") {
-                Ok(()) => t,
-                Err(_) => "; (rdata not printable)".to_owned(),
-            }
-        }
-    };
-    format!(
-        "{}\t{}\t{}\t{}\t{}",
-        rec.name,
-        rec.ttl,
-        rec.dns_class,
-        rec.record_type(),
-        rdata
-    )
-}
-
-fn generic_rdata(bytes: &[u8]) -> String {
-    let mut s = format!("\\# {}", bytes.len());
-    if !bytes.is_empty() {
-        s.push(' ');
-        for b in bytes {
-            let _ = write!(s, "{b:02X}");
-        }
-    }
-    s
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The OPT pseudo-section in dig's words.
-fn format_edns(edns: &Edns) -> String {
-    let mut s = String::new();
-    let flags = if edns.flags().dnssec_ok { " do" } else { "" };
-    let _ = writeln!(
-        s,
-        "; EDNS: version: {}, flags:{flags}; udp: {}",
-        edns.version(),
-        edns.max_payload()
-    );
-    for (code, option) in &edns.options().options {
-        let code = u16::from(*code);
-        match option {
-            EdnsOption::Subnet(cs) => {
-                let _ = writeln!(
-                    s,
-                    "; CLIENT-SUBNET: {}/{}/{}",
-                    cs.addr(),
-                    cs.source_prefix(),
-                    cs.scope_prefix()
-                );
-            }
-            EdnsOption::NSID(payload) => {
-                let bytes: &[u8] = payload.as_ref();
-                let _ = writeln!(
-                    s,
-                    "; NSID: {} (\"{}\")",
-                    hex(bytes),
-                    String::from_utf8_lossy(bytes)
-                );
-            }
-            EdnsOption::Unknown(_, data) => s.push_str(&format_option(code, data)),
-            _ => {
-                let _ = writeln!(s, "; OPT={code}");
-            }
-        }
-    }
-    s
-}
-
-fn format_option(code: u16, data: &[u8]) -> String {
-    match code {
-        10 => {
-            let (client, server) = data.split_at(data.len().min(8));
-            if server.is_empty() {
-                format!("; COOKIE: {}\n", hex(client))
-            } else {
-                format!("; COOKIE: {} {}\n", hex(client), hex(server))
-            }
-        }
-        11 => match data {
-            [a, b] => format!(
-                "; TCP-KEEPALIVE: {:.1} secs\n",
-                f64::from(u16::from_be_bytes([*a, *b])) / 10.0
-            ),
-            _ => "; TCP-KEEPALIVE\n".to_owned(),
-        },
-        12 => format!("; PADDING: {} bytes\n", data.len()),
-        9 => match data {
-            [a, b, c, d] => format!("; EXPIRE: {}\n", u32::from_be_bytes([*a, *b, *c, *d])),
-            _ => "; EXPIRE\n".to_owned(),
-        },
-        5..=7 => {
-            let name = ["DAU", "DHU", "N3U"][usize::from(code - 5)];
-            let list: Vec<String> = data.iter().map(u8::to_string).collect();
-            format!("; {name}: {}\n", list.join(" "))
-        }
-        13 => format!("; CHAIN: {}\n", hex(data)),
-        14 => {
-            let tags: Vec<String> = data
-                .chunks(2)
-                .map(|c| match c {
-                    [a, b] => u16::from_be_bytes([*a, *b]).to_string(),
-                    _ => hex(c),
-                })
-                .collect();
-            format!("; KEY-TAG: {}\n", tags.join(", "))
-        }
-        15 if data.len() >= 2 => {
-            let info = u16::from_be_bytes([data[0], data[1]]);
-            let text = String::from_utf8_lossy(&data[2..]);
-            format!(
-                "; EDE: {info}{}\n",
-                if text.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (\"{text}\")")
-                }
-            )
-        }
-        8 => format!("; CLIENT-SUBNET (undecoded): {}\n", hex(data)),
-        _ => format!("; OPT={code}: {}\n", hex(data)),
-    }
-}
-
-/// Bytes of a message [`render`] dumps in hex; the rest is summarised (the full bytes are in
-/// the `query_raw`/`response_raw` columns, e.g. `encode(response_raw, 'hex')`).
-pub const HEX_DUMP_LIMIT: usize = 512;
-
-/// `xxd`-style dump: offset, 16 bytes in hex, printable ASCII; at most [`HEX_DUMP_LIMIT`]
-/// bytes.
-pub fn hex_dump(raw: &[u8]) -> String {
-    let mut s = String::new();
-    let shown = &raw[..raw.len().min(HEX_DUMP_LIMIT)];
-    for (n, chunk) in shown.chunks(16).enumerate() {
-        let _ = write!(s, ";; {:04x}  ", n * 16);
-        for j in 0..16 {
-            match chunk.get(j) {
-                Some(b) => {
-                    let _ = write!(s, "{b:02x} ");
-                }
-                None => s.push_str("   "),
-            }
-            if j == 7 {
-                s.push(' ');
-            }
-        }
-        s.push(' ');
-        s.push('|');
-        for &b in chunk {
-            s.push(if (0x20..0x7f).contains(&b) {
-                char::from(b)
-            } else {
-                '.'
-            });
-        }
-        s.push_str("|\n");
-    }
-    if raw.len() > shown.len() {
-        let _ = writeln!(s, ";; ... {} more bytes", raw.len() - shown.len());
-    }
-    s
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use dnsledger::bpf::events::{self, Clock, Event};
 use dnsledger::bpf::{self, BpfConfig, KernelCounters};
 use dnsledger::config::{self, FileConfig, Settings};
+use dnsledger::live::LivePublisher;
 use dnsledger::pair::NoAttribution;
 use dnsledger::pcap::PcapSource;
 use dnsledger::pipeline::{HostFacts, LiveAttribution, Pipeline, recover_spool};
@@ -58,6 +59,95 @@ enum Command {
     /// Safe while the recorder runs and from two jobs at once (they take turns on a lock).
     /// Never touches in-progress data. Prints each deleted segment and the space freed.
     Prune(PruneArgs),
+    /// Print each DNS transaction as it completes, one line each (like DNSWatch).
+    ///
+    /// Follows the recorder running in the data directory (through <DATA_DIR>/live.sock) when
+    /// there is one, else loads and attaches its own capture (root needed; nothing is written).
+    /// Says which on stderr. Runs until Ctrl-C/SIGTERM (exit 0) or --count transactions.
+    Snoop(SnoopArgs),
+    /// A live, refreshing table of DNS activity per process (or executable, container, pid).
+    ///
+    /// Keys: q/Esc/Ctrl-C quit; sort by c queries, n name, a A, x NXDOMAIN, s SERVFAIL,
+    /// l p99 latency, r reverse; g groups by comm, pid, exe, container in turn. Same sources
+    /// as `snoop`.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+struct LiveArgs {
+    /// Data directory of the recorder to follow. [default: /var/lib/dnsledger]
+    #[arg(long, env = "DNSLEDGER_DATA", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Never follow a recorder: always capture with our own BPF programs.
+    #[arg(long)]
+    standalone: bool,
+    /// DNS ports to capture when capturing on our own. [default: 53]
+    #[arg(long, value_name = "PORTS", value_parser = parse_port_list)]
+    ports: Option<PortList>,
+    /// When capturing on our own: a query with no response after this long is shown as
+    /// unanswered. [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pair_timeout: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SnoopFormat {
+    /// Aligned columns with a header line.
+    Text,
+    /// One JSON object per line, every column (no raw bytes).
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct SnoopArgs {
+    #[command(flatten)]
+    live: LiveArgs,
+    /// Columns to print, comma-separated (text format); `--fields help` lists them.
+    /// [default: time,pid,comm,qtype,qname,rcode,latency,answers]
+    #[arg(long, short = 'l', visible_alias = "list", value_name = "FIELDS")]
+    fields: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = SnoopFormat::Text)]
+    format: SnoopFormat,
+    /// Print each transaction in full, decoded like `dig` (the `dnsql show` view).
+    #[arg(long, short = 'd', conflicts_with = "format")]
+    detailed: bool,
+    /// Only this process id (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+    /// Only this process name (comm; repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    comms: Vec<String>,
+    /// Only query names matching this pattern (`*`, `?` wildcards, case ignored; repeatable).
+    #[arg(long = "name", value_name = "PATTERN", value_parser = dnsledger::snoop::parse_name_pattern)]
+    names: Vec<glob::Pattern>,
+    /// Only this response code, e.g. NXDOMAIN, SERVFAIL, or `unanswered` (repeatable).
+    #[arg(long = "rcode", value_name = "RCODE")]
+    rcodes: Vec<String>,
+    /// Only this query type, e.g. A, AAAA, PTR (repeatable).
+    #[arg(long = "qtype", value_name = "TYPE")]
+    qtypes: Vec<String>,
+    /// Exit after printing this many transactions. [default: run until interrupted]
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// No header line in the text format.
+    #[arg(long)]
+    no_header: bool,
+}
+
+#[derive(Debug, Args)]
+struct TopArgs {
+    #[command(flatten)]
+    live: LiveArgs,
+    /// Group rows by this key at start (`g` cycles).
+    #[arg(long, value_enum, default_value_t = dnsledger::top::Group::Comm)]
+    group: dnsledger::top::Group,
+    /// Sort key at start.
+    #[arg(long, value_enum, default_value_t = dnsledger::top::SortKey::Queries)]
+    sort: dnsledger::top::SortKey,
+    /// Screen refresh interval. [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration, default_value = "1s")]
+    interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +250,15 @@ struct RecordArgs {
     /// [default: keep]
     #[arg(long, value_name = "AGE", value_parser = config::parse_duration)]
     max_age: Option<Duration>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9422, DNSWatch's
+    /// port): DNSWatch's counters by process plus dnsledger_* series. [default: off]
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Distinct `process` label values of the DNSWatch counters; later processes are counted
+    /// under process="other". [default: 100]
+    #[arg(long, value_name = "N", default_value_t = dnsledger::metrics::DEFAULT_MAX_PROCESSES,
+          value_parser = clap::value_parser!(usize))]
+    metrics_max_processes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +341,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Prune(args) => prune(args),
         Command::Status(args) => status(args),
+        Command::Snoop(args) => snoop(args),
+        Command::Top(args) => top(args),
     };
     match result {
         Ok(code) => code,
@@ -351,6 +452,28 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         now_ns: 0,
     };
     let pipeline = Pipeline::new(&s, &host, "bpf", attr)?;
+    // Sockets are made now, as root and before anything is attached or dropped.
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let server = tiny_http::Server::http(addr).map_err(|e| {
+                anyhow::anyhow!("cannot listen on {addr} for --metrics-listen: {e}")
+            })?;
+            let (m, exposition) = dnsledger::metrics::Metrics::new(args.metrics_max_processes);
+            info!(%addr, "serving Prometheus metrics on /metrics");
+            Some((m, exposition, server))
+        }
+        None => None,
+    };
+    let live = match LivePublisher::bind(&s.data_dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warn!(
+                "cannot create {}: {e}; snoop and top will capture on their own",
+                s.data_dir.join(dnsledger::live::LIVE_SOCKET).display()
+            );
+            None
+        }
+    };
     if let Some(who) = &run_as {
         // Everything made so far as root (directories, recovered segments, the spool) goes to
         // the user the writer becomes.
@@ -389,14 +512,25 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
                     stop.store(true, Ordering::Relaxed);
                     return Err(anyhow::Error::new(e));
                 }
+                // Started from here, the HTTP thread has this thread's reduced privileges.
+                let metrics = match metrics {
+                    Some((m, exposition, server)) => {
+                        std::thread::Builder::new()
+                            .name("dnsledger-metrics".into())
+                            .spawn(move || dnsledger::metrics::serve(server, exposition))
+                            .context("cannot start the metrics thread")?;
+                        Some(m)
+                    }
+                    None => None,
+                };
                 let r = writer_loop(
                     pipeline,
+                    Extras { metrics, live },
                     rx,
                     free_tx,
                     &counters,
                     &user_drops,
-                    status_template,
-                    &upkeep,
+                    (status_template, &upkeep),
                 );
                 if r.is_err() {
                     // Nothing can be written: stop capturing too.
@@ -526,14 +660,20 @@ impl Upkeep {
     }
 }
 
+/// What the writer feeds besides the segments.
+struct Extras {
+    metrics: Option<dnsledger::metrics::Metrics>,
+    live: Option<LivePublisher>,
+}
+
 fn writer_loop(
     mut pipeline: Pipeline<LiveAttribution>,
+    extras: Extras,
     rx: Receiver<Batch>,
     free: mpsc::Sender<Batch>,
     counters: &KernelCounters,
     user_drops: &AtomicU64,
-    mut live: dnsledger::status::LiveStatus,
-    upkeep: &Upkeep,
+    (mut live, upkeep): (dnsledger::status::LiveStatus, &Upkeep),
 ) -> anyhow::Result<(u64, usize)> {
     let mut retention_sealed = 0;
     let mut last_retention = Instant::now();
@@ -545,6 +685,21 @@ fn writer_loop(
     let mut bad_events = 0u64;
     let mut write_failures = 0u64;
     let mut last_write_error: Option<Instant> = None;
+    let extras = (extras.metrics.is_some() || extras.live.is_some())
+        .then(|| Arc::new(std::sync::Mutex::new(extras)));
+    if let Some(x) = &extras {
+        let x = Arc::clone(x);
+        pipeline.set_tap(Box::new(move |rows| {
+            if let Ok(mut x) = x.lock() {
+                if let Some(m) = &mut x.metrics {
+                    m.observe(rows);
+                }
+                if let Some(l) = &mut x.live {
+                    l.publish(rows);
+                }
+            }
+        }));
+    }
     loop {
         match rx.recv_timeout(TICK) {
             Ok(mut batch) => {
@@ -577,6 +732,23 @@ fn writer_loop(
                 clock_set = Instant::now();
             }
             pipeline.set_drop_totals(counters.dropped(), user_drops.load(Ordering::Relaxed));
+            if let Some(x) = &extras
+                && let Ok(mut x) = x.lock()
+            {
+                if let Some(l) = &mut x.live {
+                    l.tick();
+                }
+                if let Some(m) = &x.metrics {
+                    m.update_totals(&dnsledger::metrics::Totals {
+                        kernel: counters,
+                        dropped_user: user_drops.load(Ordering::Relaxed),
+                        rows_lost: pipeline.rows_lost(),
+                        segments: pipeline.segment_stats(),
+                        watermark_ns: pipeline.watermark(),
+                        now_unix_ns: clock.to_utc(boot_now()),
+                    });
+                }
+            }
             // A full disk or a write error must not stop the capture: rows wait (bounded, the
             // excess counted) and writing resumes when it can. Said once a minute.
             match pipeline.tick(clock.to_utc(boot_now())) {
@@ -746,6 +918,173 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 .join(", ")
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows the running recorder, or captures on our own; says which on stderr.
+fn open_feed(
+    args: &LiveArgs,
+    stop: Arc<AtomicBool>,
+    what: &str,
+) -> anyhow::Result<dnsledger::live::Feed> {
+    use dnsledger::live;
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
+    if !args.standalone
+        && let Some((pid, sock)) = live::running_recorder(&dir)
+    {
+        match live::follow(pid, &sock) {
+            Ok(feed) => {
+                info!(
+                    "{what}: following the running recorder (pid {pid}) through {}",
+                    sock.display()
+                );
+                return Ok(feed);
+            }
+            Err(e) => warn!(
+                "{what}: cannot follow the recorder (pid {pid}) through {}: {e}; capturing on our own",
+                sock.display()
+            ),
+        }
+    }
+    let mut s = Settings::defaults(config::DEFAULT_PORTS);
+    if let Some(p) = &args.ports {
+        s.ports = p.0.clone();
+    }
+    if let Some(t) = args.pair_timeout {
+        s.pair_timeout = t;
+    }
+    // A live view needs far less than a recorder that must never lose an event.
+    s.ring_size = 8 << 20;
+    let feed = live::standalone(&s, stop).map_err(|e| {
+        anyhow::anyhow!(
+            "{what}: no recorder is running in {} and capturing on our own failed: {e}\n\
+             hint: run as root (or start `dnsledger record --data-dir {}` and follow it)",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    info!(
+        ports = ?s.ports,
+        "{what}: no recorder running in {}; capturing with our own BPF programs (nothing is written)",
+        dir.display()
+    );
+    Ok(feed)
+}
+
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install signal handler")?;
+    }
+    Ok(stop)
+}
+
+fn snoop(args: SnoopArgs) -> anyhow::Result<ExitCode> {
+    use dnsledger::live::{FeedMode, LiveLine};
+    use dnsledger::snoop as sn;
+    use std::io::Write;
+    if args.fields.as_deref() == Some("help") {
+        for (name, _, _, meaning) in sn::FIELDS {
+            println!("{name:<10} {meaning}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let fields = match sn::parse_fields(args.fields.as_deref().unwrap_or(sn::DEFAULT_FIELDS)) {
+        Ok(f) => f,
+        Err(m) => {
+            eprintln!("error: invalid value for --fields: {m}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let filter = sn::Filter {
+        pids: args.pids,
+        comms: args.comms,
+        names: args.names,
+        rcodes: args.rcodes.iter().map(|r| r.to_ascii_uppercase()).collect(),
+        qtypes: args.qtypes,
+    };
+    let stop = stop_flag()?;
+    let feed = open_feed(&args.live, Arc::clone(&stop), "snoop")?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut shown = 0u64;
+    let result: std::io::Result<()> = (|| {
+        if args.format == SnoopFormat::Text && !args.detailed && !args.no_header {
+            sn::write_header(&mut out, &fields)?;
+            out.flush()?;
+        }
+        while !stop.load(Ordering::Relaxed) && args.count.is_none_or(|c| shown < c) {
+            let line = match feed.lines.recv_timeout(TICK) {
+                Ok(line) => line?,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    if let FeedMode::Follow { pid, .. } = &feed.mode {
+                        return Err(std::io::Error::other(format!(
+                            "the recorder (pid {pid}) stopped publishing"
+                        )));
+                    }
+                    break;
+                }
+            };
+            let t = match line {
+                LiveLine::Tx(t) => t,
+                LiveLine::Hello { .. } => continue,
+                LiveLine::Dropped { dropped } => {
+                    warn!("{dropped} transaction(s) not shown: snoop read too slowly");
+                    continue;
+                }
+            };
+            if !filter.matches(&t) {
+                continue;
+            }
+            if args.detailed {
+                dnsledger::detailed::write_detailed(&mut out, &t)?;
+            } else if args.format == SnoopFormat::Json {
+                sn::write_json(&mut out, &t)?;
+            } else {
+                sn::write_text(&mut out, &fields, &t)?;
+            }
+            out.flush()?;
+            shown += 1;
+        }
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    match result {
+        Ok(()) => {}
+        // `snoop | head`: the reader had enough.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(anyhow::Error::new(e).context("snoop failed")),
+    }
+    feed.finish()
+        .map_err(|e| anyhow::anyhow!("the capture failed: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
+    let stop = stop_flag()?;
+    let feed = open_feed(&args.live, Arc::clone(&stop), "top")?;
+    let source = match &feed.mode {
+        dnsledger::live::FeedMode::Follow { pid, .. } => format!("following recorder pid {pid}"),
+        dnsledger::live::FeedMode::Standalone => "own capture".to_string(),
+    };
+    let r = dnsledger::top::run(
+        &feed.lines,
+        &stop,
+        dnsledger::top::Options {
+            group: args.group,
+            sort: args.sort,
+            interval: args.interval,
+            source,
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    r.context("top failed")?;
+    feed.finish()
+        .map_err(|e| anyhow::anyhow!("the capture failed: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,7 +11,7 @@ use crate::decode::{Decoder, PortSet};
 use crate::event::{DnsMessage, KernelOwner, RawPacket};
 use crate::pair::{Attributor, PairConfig, Pairer, ProcessAttrs};
 use crate::procs::ProcessTable;
-use crate::segment::{SegmentConfig, SegmentError, SegmentWriter};
+use crate::segment::{SegmentConfig, SegmentError, SegmentStats, SegmentWriter};
 use crate::spool::{RecoveryError, RecoveryReport};
 
 /// TCP streams and fragment buffers idle this long are flushed.
@@ -124,10 +124,18 @@ pub struct PipelineStats {
     pub pair_evicted: u64,
 }
 
+/// Sees every finished transaction before it is written (live views, metrics). Runs on the
+/// pipeline's thread: it must be quick and must not block.
+pub type RowTap = Box<dyn FnMut(&[Transaction]) + Send>;
+
 pub struct Pipeline<A: Attributor> {
     decoder: Decoder,
     pairer: Pairer,
-    writer: SegmentWriter,
+    /// `None` for a live view that writes no segments.
+    writer: Option<SegmentWriter>,
+    tap: Option<RowTap>,
+    /// The time up to which rows have been handed to the segment writer (UTC ns).
+    watermark: Option<i64>,
     attr: A,
     msgs: Vec<DnsMessage>,
     rows: Vec<Transaction>,
@@ -143,7 +151,6 @@ impl<A: Attributor> Pipeline<A> {
         source: &'static str,
         attr: A,
     ) -> Result<Self, PipelineError> {
-        let ports = PortSet::new(&settings.ports)?;
         let mut writer = SegmentWriter::open(SegmentConfig {
             data_dir: settings.data_dir.clone(),
             host: host.hostname.clone(),
@@ -159,6 +166,29 @@ impl<A: Attributor> Pipeline<A> {
             min_free: settings.min_free.bytes_for(&settings.data_dir),
             max_buffered_rows: MAX_BUFFERED_ROWS,
         })?;
+        // Counted from the start, so every segment says "0" rather than nothing.
+        writer.set_counter(meta::CUT_BY_CAP, 0);
+        writer.set_counter(meta::PAIR_EVICTED, 0);
+        Self::build(settings, host, attr, Some(writer))
+    }
+
+    /// A pipeline that decodes and pairs but writes nothing: finished transactions only go to
+    /// the tap (`snoop` and `top` capturing on their own).
+    pub fn without_segments(
+        settings: &Settings,
+        host: &HostFacts,
+        attr: A,
+    ) -> Result<Self, PipelineError> {
+        Self::build(settings, host, attr, None)
+    }
+
+    fn build(
+        settings: &Settings,
+        host: &HostFacts,
+        attr: A,
+        writer: Option<SegmentWriter>,
+    ) -> Result<Self, PipelineError> {
+        let ports = PortSet::new(&settings.ports)?;
         let pairer = Pairer::new(PairConfig {
             timeout_ns: settings.pair_timeout.as_nanos().min(i64::MAX as u128) as i64,
             max_pending: settings.max_pending,
@@ -166,13 +196,12 @@ impl<A: Attributor> Pipeline<A> {
             hostname: Arc::from(host.hostname.as_str()),
             boot_id: host.boot_id.as_deref().map(Arc::from),
         });
-        // Counted from the start, so every segment says "0" rather than nothing.
-        writer.set_counter(meta::CUT_BY_CAP, 0);
-        writer.set_counter(meta::PAIR_EVICTED, 0);
         Ok(Self {
             decoder: Decoder::new(ports),
             pairer,
             writer,
+            tap: None,
+            watermark: None,
             attr,
             msgs: Vec::with_capacity(64),
             rows: Vec::with_capacity(1024),
@@ -180,6 +209,26 @@ impl<A: Attributor> Pipeline<A> {
             sealed: Vec::new(),
             max_payload: settings.max_payload as usize,
         })
+    }
+
+    /// Hands every finished transaction to `tap` (in the order they finish, before the segment
+    /// writer's reordering by time).
+    pub fn set_tap(&mut self, tap: RowTap) {
+        self.tap = Some(tap);
+    }
+
+    /// The segment writer's counters (zero without segments).
+    pub fn segment_stats(&self) -> SegmentStats {
+        self.writer
+            .as_ref()
+            .map(SegmentWriter::stats)
+            .unwrap_or_default()
+    }
+
+    /// The time (UTC ns) up to which rows have been handed to the segments, as of the last
+    /// [`tick`](Self::tick).
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
     }
 
     pub fn attr_mut(&mut self) -> &mut A {
@@ -192,7 +241,7 @@ impl<A: Attributor> Pipeline<A> {
 
     /// Rows dropped because they could not be written in time.
     pub fn rows_lost(&self) -> u64 {
-        self.writer.rows_lost()
+        self.writer.as_ref().map_or(0, SegmentWriter::rows_lost)
     }
 
     /// Segments sealed so far.
@@ -211,8 +260,9 @@ impl<A: Attributor> Pipeline<A> {
                     format!("cut at {} bytes by --max-payload", self.max_payload)
                 });
                 self.stats.cut_by_cap += 1;
-                self.writer
-                    .set_counter(meta::CUT_BY_CAP, self.stats.cut_by_cap);
+                if let Some(w) = &mut self.writer {
+                    w.set_counter(meta::CUT_BY_CAP, self.stats.cut_by_cap);
+                }
             }
             self.pairer.push(msg, &mut self.attr, &mut self.rows);
         }
@@ -223,10 +273,21 @@ impl<A: Attributor> Pipeline<A> {
         let evicted = self.pairer.evicted();
         if evicted != self.stats.pair_evicted {
             self.stats.pair_evicted = evicted;
-            self.writer.set_counter(meta::PAIR_EVICTED, evicted);
+            if let Some(w) = &mut self.writer {
+                w.set_counter(meta::PAIR_EVICTED, evicted);
+            }
+        }
+        if self.rows.is_empty() {
+            return;
         }
         self.stats.transactions += self.rows.len() as u64;
-        self.writer.push(self.rows.drain(..));
+        if let Some(tap) = &mut self.tap {
+            tap(&self.rows);
+        }
+        match &mut self.writer {
+            Some(w) => w.push(self.rows.drain(..)),
+            None => self.rows.clear(),
+        }
     }
 
     pub fn packet(&mut self, pkt: &RawPacket<'_>) {
@@ -238,7 +299,9 @@ impl<A: Attributor> Pipeline<A> {
     }
 
     pub fn set_drop_totals(&mut self, kernel: u64, user: u64) {
-        self.writer.set_drop_totals(kernel, user);
+        if let Some(w) = &mut self.writer {
+            w.set_drop_totals(kernel, user);
+        }
     }
 
     /// Expires stale state as of `now_ns` (UTC ns) and writes rows that can no longer be
@@ -253,8 +316,11 @@ impl<A: Attributor> Pipeline<A> {
             .pairer
             .low_watermark()
             .map_or(horizon, |w| w.min(horizon));
-        let sealed = self.writer.advance(Some(watermark), Instant::now())?;
-        self.sealed.extend(sealed);
+        self.watermark = Some(watermark);
+        if let Some(w) = &mut self.writer {
+            let sealed = w.advance(Some(watermark), Instant::now())?;
+            self.sealed.extend(sealed);
+        }
         Ok(())
     }
 
@@ -264,8 +330,10 @@ impl<A: Attributor> Pipeline<A> {
         self.pair_messages();
         self.pairer.flush(&mut self.rows);
         self.flush_rows();
-        let sealed = self.writer.close()?;
-        self.sealed.extend(sealed);
+        if let Some(w) = self.writer.take() {
+            let sealed = w.close()?;
+            self.sealed.extend(sealed);
+        }
         Ok((self.stats, self.sealed))
     }
 }

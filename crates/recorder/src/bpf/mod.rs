@@ -120,6 +120,9 @@ pub struct BpfConfig {
 #[derive(Debug, Default)]
 pub struct KernelCounters {
     pub values: [AtomicU64; 6],
+    /// Bytes waiting in the ring buffer at the last look (every 500 ms) and its size.
+    pub ring_used: AtomicU64,
+    pub ring_size: AtomicU64,
 }
 
 impl KernelCounters {
@@ -308,6 +311,26 @@ fn open_cgroup(path: &Path) -> Result<File, BpfError> {
     })
 }
 
+/// Records how full the (only) ring buffer is.
+fn read_ring_fill(ring: &libbpf_rs::RingBuffer<'_>, out: &KernelCounters) {
+    use libbpf_rs::AsRawLibbpf;
+    let rb = ring.as_libbpf_object().as_ptr();
+    // SAFETY: `rb` is the live ring_buffer owned by `ring`; index 0 exists (one map was added),
+    // and the returned ring stays valid as long as `rb`. Both size functions only read it.
+    let (used, size) = unsafe {
+        let r = libbpf_sys::ring_buffer__ring(rb, 0);
+        if r.is_null() {
+            return;
+        }
+        (
+            libbpf_sys::ring__avail_data_size(r),
+            libbpf_sys::ring__size(r),
+        )
+    };
+    out.ring_used.store(used, Ordering::Relaxed);
+    out.ring_size.store(size, Ordering::Relaxed);
+}
+
 /// Reads the per-CPU counters, summed over CPUs.
 fn read_counters(skel: &DnsledgerSkel<'_>, out: &KernelCounters) {
     for (i, slot) in out.values.iter().enumerate() {
@@ -371,6 +394,7 @@ pub fn capture(
         }
         if last_counters.elapsed() >= Duration::from_millis(500) {
             read_counters(&skel, counters);
+            read_ring_fill(&ring, counters);
             last_counters = Instant::now();
         }
         on_idle();

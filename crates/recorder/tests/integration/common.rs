@@ -184,6 +184,12 @@ pub struct Dnsmasq {
 
 impl Dnsmasq {
     pub fn start(dir: &Path) -> Dnsmasq {
+        Self::start_on(dir, &["127.0.0.1", "::1"])
+    }
+
+    /// The same server on other loopback addresses (e.g. `127.0.0.10`), beside any other DNS
+    /// server on 127.0.0.1:53.
+    pub fn start_on(dir: &Path, addrs: &[&str]) -> Dnsmasq {
         let log = dir.join("dnsmasq.log");
         let child = Command::new("dnsmasq")
             .args([
@@ -191,8 +197,6 @@ impl Dnsmasq {
                 "--no-resolv",
                 "--no-hosts",
                 "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--listen-address=::1",
                 "--port=53",
                 "--log-queries",
                 "--address=/a.test/192.0.2.1",
@@ -201,6 +205,7 @@ impl Dnsmasq {
                 "--user=root",
                 "--pid-file",
             ])
+            .args(addrs.iter().map(|a| format!("--listen-address={a}")))
             .arg(format!("--log-facility={}", log.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

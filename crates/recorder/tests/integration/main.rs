@@ -4,6 +4,7 @@
 mod bpf_crash;
 mod bpf_disk;
 mod bpf_live;
+mod bpf_live_views;
 mod bpf_replay;
 mod cli;
 mod common;

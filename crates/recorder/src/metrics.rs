@@ -1,0 +1,676 @@
+//! The Prometheus exporter of `dnsledger record --metrics-listen ADDR`.
+//!
+//! Two groups of series:
+//!
+//! - DNSWatch's counters, with its names and its one label, so that dashboards and alerts built
+//!   on DNSWatch keep working: `a_queries`, `aaaa_queries`, `ptr_queries`, `noerror_responses`,
+//!   `nxdomain_responses`, `servfail_responses`, label `process` (the comm), plus the
+//!   aggregate `process="all"`. The first [`DEFAULT_MAX_PROCESSES`] (or
+//!   `--metrics-max-processes`) distinct comms get a series of their own; later ones are
+//!   counted under `process="other"`, so the number of series stays bounded whatever runs on
+//!   the host.
+//! - `dnsledger_*`: transactions by qtype/rcode/transport, unanswered queries, latency,
+//!   events dropped by reason, ring buffer fill, segments sealed, bytes written, spool lag,
+//!   last seal time, build info.
+//!
+//! The writer thread updates the counters from each finished transaction ([`Metrics::observe`]:
+//! a map lookup by `&str` and a few atomic adds, no allocation once a comm has been seen);
+//! the HTTP thread ([`serve`]) encodes them on each scrape.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dnsledger_schema::Transaction;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::bpf::{COUNTER_NAMES, KernelCounters};
+use crate::segment::SegmentStats;
+
+/// Distinct `process` label values of the DNSWatch counters, by default (`all` and `other`
+/// come on top).
+pub const DEFAULT_MAX_PROCESSES: usize = 100;
+
+/// DNSWatch's port for its exporter; `--metrics-listen` has no default (off), this is what the
+/// documentation suggests.
+pub const DNSWATCH_PORT: u16 = 9422;
+
+/// Query types with a `qtype` label value of their own; the rest are `other`.
+const QTYPES: [&str; 16] = [
+    "A", "AAAA", "PTR", "CNAME", "MX", "TXT", "SRV", "NS", "SOA", "HTTPS", "SVCB", "ANY", "CAA",
+    "DS", "DNSKEY", "NAPTR",
+];
+/// Response codes with an `rcode` label value of their own; the rest are `other`.
+const RCODES: [&str; 10] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "NOTAUTH",
+    "NOTZONE", "BADVERS",
+];
+
+fn bounded(name: Option<&str>, known: &[&'static str]) -> &'static str {
+    match name {
+        None => "none",
+        Some(n) => known.iter().find(|k| **k == n).copied().unwrap_or("other"),
+    }
+}
+
+/// One set of DNSWatch counters (one `process` label value).
+#[derive(Debug, Default)]
+pub struct DnswatchCounters {
+    pub a_queries: AtomicU64,
+    pub aaaa_queries: AtomicU64,
+    pub ptr_queries: AtomicU64,
+    pub noerror_responses: AtomicU64,
+    pub nxdomain_responses: AtomicU64,
+    pub servfail_responses: AtomicU64,
+}
+
+/// DNSWatch's metric names, in the order they are printed.
+pub const DNSWATCH_NAMES: [&str; 6] = [
+    "a_queries",
+    "aaaa_queries",
+    "ptr_queries",
+    "noerror_responses",
+    "nxdomain_responses",
+    "servfail_responses",
+];
+
+impl DnswatchCounters {
+    fn values(&self) -> [u64; 6] {
+        [
+            &self.a_queries,
+            &self.aaaa_queries,
+            &self.ptr_queries,
+            &self.noerror_responses,
+            &self.nxdomain_responses,
+            &self.servfail_responses,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn add(&self, tx: &Transaction) {
+        // A query was seen (answered or not): count it by type. A response was seen: count it
+        // by response code. An unsolicited response has no query.
+        if tx.status != "unsolicited" {
+            let c = match tx.qtype {
+                Some(1) => Some(&self.a_queries),
+                Some(28) => Some(&self.aaaa_queries),
+                Some(12) => Some(&self.ptr_queries),
+                _ => None,
+            };
+            if let Some(c) = c {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if tx.status != "unanswered" {
+            let c = match tx.rcode {
+                Some(0) => Some(&self.noerror_responses),
+                Some(3) => Some(&self.nxdomain_responses),
+                Some(2) => Some(&self.servfail_responses),
+                _ => None,
+            };
+            if let Some(c) = c {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The `process` label values seen so far, shared with the HTTP thread.
+type ProcessList = Arc<Mutex<Vec<(String, Arc<DnswatchCounters>)>>>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TxLabels {
+    qtype: &'static str,
+    rcode: &'static str,
+    transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// The writer thread's side: every counter, updated from transactions and from the capture's
+/// totals.
+pub struct Metrics {
+    max_processes: usize,
+    all: Arc<DnswatchCounters>,
+    other: Arc<DnswatchCounters>,
+    by_comm: HashMap<String, Arc<DnswatchCounters>>,
+    shared: ProcessList,
+    transactions: Family<TxLabels, Counter>,
+    unanswered: Counter,
+    latency: Histogram,
+    dropped: Family<ReasonLabels, Counter>,
+    ring_fill: Gauge<f64, AtomicU64>,
+    segments_sealed: Counter,
+    bytes_written: Counter,
+    spool_lag: Gauge<f64, AtomicU64>,
+    last_seal: Gauge<f64, AtomicU64>,
+}
+
+/// The HTTP thread's side: what a scrape prints.
+pub struct Exposition {
+    registry: Registry,
+    all: Arc<DnswatchCounters>,
+    other: Arc<DnswatchCounters>,
+    shared: ProcessList,
+}
+
+/// Drop reasons besides the kernel's counters.
+const USER_DROP_REASONS: [&str; 2] = ["user_queue_full", "rows_lost"];
+
+impl Metrics {
+    /// The counters and what exposes them.
+    pub fn new(max_processes: usize) -> (Metrics, Exposition) {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            max_processes,
+            all: Arc::default(),
+            other: Arc::default(),
+            by_comm: HashMap::new(),
+            shared: Arc::default(),
+            transactions: Family::default(),
+            unanswered: Counter::default(),
+            // 50 µs .. ~3.3 s: loopback caches answer in tens of µs, far resolvers in 100s of ms.
+            latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
+            dropped: Family::default(),
+            ring_fill: Gauge::default(),
+            segments_sealed: Counter::default(),
+            bytes_written: Counter::default(),
+            spool_lag: Gauge::default(),
+            last_seal: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("dnsledger");
+        r.register(
+            "transactions",
+            "DNS transactions recorded, by query type, response code (none: unanswered) and transport",
+            m.transactions.clone(),
+        );
+        r.register(
+            "unanswered",
+            "Queries that got no response within --pair-timeout",
+            m.unanswered.clone(),
+        );
+        r.register(
+            "latency_seconds",
+            "Time from query to response of answered transactions",
+            m.latency.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Events lost, by reason: the kernel's (ring buffer full, copy failed, ...), \
+             user_queue_full (writer behind), rows_lost (rows that could not be written)",
+            m.dropped.clone(),
+        );
+        r.register(
+            "ringbuf_fill_ratio",
+            "Share of the kernel ring buffer holding unread events (sampled every 500 ms)",
+            m.ring_fill.clone(),
+        );
+        r.register(
+            "segments_sealed",
+            "Segments sealed by this run",
+            m.segments_sealed.clone(),
+        );
+        r.register(
+            "segment_bytes_written",
+            "Bytes of the segments sealed by this run",
+            m.bytes_written.clone(),
+        );
+        r.register(
+            "spool_lag_seconds",
+            "How far behind now the rows handed to the segments are (reorder slack plus \
+             queries still waiting for their response)",
+            m.spool_lag.clone(),
+        );
+        r.register(
+            "last_seal_timestamp_seconds",
+            "Unix time of the last segment seal (0: none yet)",
+            m.last_seal.clone(),
+        );
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        r.register("build_info", "The recorder's version (value 1)", build);
+        for reason in COUNTER_NAMES
+            .iter()
+            .filter(|n| **n != "packets_sent")
+            .chain(USER_DROP_REASONS.iter())
+        {
+            // Every reason shows up from the start, at 0.
+            let _ = m.dropped.get_or_create(&ReasonLabels { reason });
+        }
+        let e = Exposition {
+            registry,
+            all: Arc::clone(&m.all),
+            other: Arc::clone(&m.other),
+            shared: Arc::clone(&m.shared),
+        };
+        (m, e)
+    }
+
+    fn counters_for(&mut self, comm: Option<&str>) -> &DnswatchCounters {
+        let comm = comm.unwrap_or("unknown");
+        if !self.by_comm.contains_key(comm) {
+            if self.by_comm.len() >= self.max_processes {
+                return &self.other;
+            }
+            let c = Arc::new(DnswatchCounters::default());
+            self.by_comm.insert(comm.to_string(), Arc::clone(&c));
+            if let Ok(mut list) = self.shared.lock() {
+                list.push((comm.to_string(), c));
+            }
+        }
+        self.by_comm.get(comm).map_or(&self.other, |c| c)
+    }
+
+    /// Counts finished transactions.
+    pub fn observe(&mut self, rows: &[Transaction]) {
+        for tx in rows {
+            self.all.add(tx);
+            self.counters_for(tx.comm.as_deref()).add(tx);
+            let rcode = if tx.status == "unanswered" {
+                "none"
+            } else {
+                bounded(tx.rcode_name.as_deref(), &RCODES)
+            };
+            self.transactions
+                .get_or_create(&TxLabels {
+                    qtype: bounded(tx.qtype_name.as_deref(), &QTYPES),
+                    rcode,
+                    transport: tx.transport,
+                })
+                .inc();
+            if tx.status == "unanswered" {
+                self.unanswered.inc();
+            }
+            if let Some(ns) = tx.latency_ns.filter(|_| tx.status == "answered") {
+                self.latency.observe(ns as f64 / 1e9);
+            }
+        }
+    }
+
+    /// Brings the capture's and the writer's totals up to date (on the writer's tick).
+    pub fn update_totals(&self, t: &Totals<'_>) {
+        let raise = |c: &Counter, total: u64| {
+            let now = c.get();
+            if total > now {
+                c.inc_by(total - now);
+            }
+        };
+        for (i, reason) in COUNTER_NAMES.iter().enumerate() {
+            if *reason != "packets_sent" {
+                raise(
+                    &self.dropped.get_or_create(&ReasonLabels { reason }),
+                    t.kernel.get(i),
+                );
+            }
+        }
+        raise(
+            &self.dropped.get_or_create(&ReasonLabels {
+                reason: "user_queue_full",
+            }),
+            t.dropped_user,
+        );
+        raise(
+            &self.dropped.get_or_create(&ReasonLabels {
+                reason: "rows_lost",
+            }),
+            t.rows_lost,
+        );
+        let size = t.kernel.ring_size.load(Ordering::Relaxed);
+        if size > 0 {
+            self.ring_fill
+                .set(t.kernel.ring_used.load(Ordering::Relaxed) as f64 / size as f64);
+        }
+        if t.segments.segments_sealed > self.segments_sealed.get() {
+            self.last_seal.set(t.now_unix_ns as f64 / 1e9);
+        }
+        raise(&self.segments_sealed, t.segments.segments_sealed);
+        raise(&self.bytes_written, t.segments.bytes_sealed);
+        if let Some(w) = t.watermark_ns {
+            self.spool_lag
+                .set((t.now_unix_ns.saturating_sub(w)).max(0) as f64 / 1e9);
+        }
+    }
+}
+
+/// What [`Metrics::update_totals`] reads.
+pub struct Totals<'a> {
+    pub kernel: &'a KernelCounters,
+    pub dropped_user: u64,
+    pub rows_lost: u64,
+    pub segments: SegmentStats,
+    pub watermark_ns: Option<i64>,
+    pub now_unix_ns: i64,
+}
+
+/// Escapes a label value for the text format.
+fn escape_label(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+impl Exposition {
+    /// The whole scrape, in the Prometheus text format (version 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        if let Err(e) = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
+        {
+            tracing::debug!("cannot encode metrics: {e}");
+        }
+        self.encode_dnswatch(&mut out);
+        out
+    }
+
+    /// DNSWatch's counters. Written here rather than through prometheus-client because that
+    /// library always appends `_total` to a counter's samples (OpenMetrics requires it), which
+    /// would rename `a_queries` to `a_queries_total` and break the alerts this exists for. The
+    /// text format for six counters with one label is a few lines (escaping included).
+    fn encode_dnswatch(&self, out: &mut String) {
+        let list: Vec<(String, Arc<DnswatchCounters>)> =
+            self.shared.lock().map(|l| l.clone()).unwrap_or_default();
+        let mut rows: Vec<(&str, [u64; 6])> = Vec::with_capacity(list.len() + 2);
+        rows.push(("all", self.all.values()));
+        for (name, c) in &list {
+            rows.push((name, c.values()));
+        }
+        let other = self.other.values();
+        if other.iter().any(|v| *v > 0) {
+            rows.push(("other", other));
+        }
+        for (i, name) in DNSWATCH_NAMES.iter().enumerate() {
+            let what = name.replace('_', " ");
+            let _ = writeln!(
+                out,
+                "# HELP {name} DNSWatch-compatible: {what}, by process (comm; all = every process)"
+            );
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (process, values) in &rows {
+                out.push_str(name);
+                out.push_str("{process=\"");
+                escape_label(process, out);
+                let _ = writeln!(out, "\"}} {}", values[i]);
+            }
+        }
+    }
+}
+
+/// Serves `/metrics` (and a pointer to it on `/`) on an already bound server until the process
+/// ends. Runs on its own thread.
+pub fn serve(server: tiny_http::Server, exposition: Exposition) {
+    let text_type = tiny_http::Header::from_bytes(
+        &b"Content-Type"[..],
+        &b"text/plain; version=0.0.4; charset=utf-8"[..],
+    )
+    .ok();
+    for req in server.incoming_requests() {
+        let path = req.url().split('?').next().unwrap_or("");
+        let response = match path {
+            "/metrics" => {
+                let mut r = tiny_http::Response::from_string(exposition.encode());
+                if let Some(h) = &text_type {
+                    r.add_header(h.clone());
+                }
+                r
+            }
+            "/" => tiny_http::Response::from_string("dnsledger: metrics at /metrics\n"),
+            _ => {
+                tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404)
+            }
+        };
+        if let Err(e) = req.respond(response) {
+            tracing::debug!("metrics client went away: {e}");
+        }
+    }
+}
+
+/// Transactions for unit tests of this crate.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub fn transaction(qname: &str) -> Transaction {
+        Transaction {
+            ts: 0,
+            query_ts: None,
+            response_ts: None,
+            latency_ns: Some(1_000_000),
+            status: "answered",
+            hostname: Arc::from("h"),
+            boot_id: None,
+            pid: Some(1),
+            tid: None,
+            ppid: None,
+            uid: None,
+            gid: None,
+            comm: Some("dig".into()),
+            exe: None,
+            cmdline: None,
+            cgroup_id: None,
+            cgroup_path: None,
+            container_id: None,
+            netns: None,
+            transport: "udp",
+            ip_version: 4,
+            client_ip: "127.0.0.1".into(),
+            client_port: 1,
+            server_ip: "127.0.0.1".into(),
+            server_port: 53,
+            dns_id: None,
+            opcode: None,
+            rcode: Some(0),
+            rcode_name: Some("NOERROR".into()),
+            aa: None,
+            tc: None,
+            rd: None,
+            ra: None,
+            ad: None,
+            cd: None,
+            qname: Some(qname.into()),
+            qtype: Some(1),
+            qtype_name: Some("A".into()),
+            qclass: None,
+            questions: None,
+            qdcount: None,
+            ancount: None,
+            nscount: None,
+            arcount: None,
+            registered_domain: None,
+            answers: None,
+            answer_ips: None,
+            edns_udp_size: None,
+            edns_version: None,
+            edns_do: None,
+            edns_ecs: None,
+            edns_cookie: None,
+            ede_code: None,
+            ede_text: None,
+            query_size: None,
+            response_size: None,
+            query_raw: None,
+            response_raw: None,
+            parse_error: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::transaction;
+    use super::*;
+
+    fn tx(
+        comm: &str,
+        qtype: u16,
+        qtype_name: &str,
+        rcode: Option<u16>,
+        status: &'static str,
+    ) -> Transaction {
+        let mut t = transaction("x.test");
+        t.comm = Some(comm.into());
+        t.status = status;
+        t.qtype = Some(qtype);
+        t.qtype_name = Some(qtype_name.into());
+        t.rcode = rcode;
+        t.latency_ns = rcode.map(|_| 1_000_000);
+        t.rcode_name = rcode.map(|r| {
+            match r {
+                0 => "NOERROR",
+                3 => "NXDOMAIN",
+                2 => "SERVFAIL",
+                _ => "REFUSED",
+            }
+            .into()
+        });
+        t
+    }
+
+    fn sample(text: &str, line_start: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(line_start) && l[line_start.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn dnswatch_counters_per_process_and_all() {
+        let (mut m, e) = Metrics::new(2);
+        m.observe(&[
+            tx("dig", 1, "A", Some(0), "answered"),
+            tx("dig", 28, "AAAA", Some(3), "answered"),
+            tx("curl", 12, "PTR", Some(2), "answered"),
+            tx("curl", 1, "A", None, "unanswered"),
+            // A third comm is folded into `other`.
+            tx("wget", 1, "A", Some(0), "answered"),
+            tx("we\"ird", 15, "MX", Some(5), "answered"),
+        ]);
+        let text = e.encode();
+        assert_eq!(
+            sample(&text, "a_queries{process=\"all\"}"),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "a_queries{process=\"dig\"}"), Some(1.0));
+        assert_eq!(sample(&text, "a_queries{process=\"curl\"}"), Some(1.0));
+        assert_eq!(sample(&text, "a_queries{process=\"other\"}"), Some(1.0));
+        assert_eq!(sample(&text, "aaaa_queries{process=\"dig\"}"), Some(1.0));
+        assert_eq!(sample(&text, "ptr_queries{process=\"curl\"}"), Some(1.0));
+        assert_eq!(
+            sample(&text, "noerror_responses{process=\"all\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, "nxdomain_responses{process=\"dig\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "servfail_responses{process=\"curl\"}"),
+            Some(1.0)
+        );
+        assert!(!text.contains("process=\"wget\""), "{text}");
+        assert!(text.contains("# TYPE a_queries counter"), "{text}");
+        assert_eq!(
+            sample(&text, "dnsledger_unanswered_total"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "dnsledger_transactions_total{qtype=\"A\",rcode=\"none\",transport=\"udp\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "dnsledger_transactions_total{qtype=\"MX\",rcode=\"REFUSED\",transport=\"udp\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "dnsledger_latency_seconds_count"),
+            Some(5.0),
+            "{text}"
+        );
+        assert!(text.contains("dnsledger_build_info{version=\""), "{text}");
+        assert!(
+            text.contains("dnsledger_events_dropped_total{reason=\"packet_ringbuf_full\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn totals_become_counters_and_gauges() {
+        let (m, e) = Metrics::new(10);
+        let k = KernelCounters::default();
+        k.values[0].store(7, Ordering::Relaxed);
+        k.ring_used.store(1024, Ordering::Relaxed);
+        k.ring_size.store(4096, Ordering::Relaxed);
+        let totals = Totals {
+            kernel: &k,
+            dropped_user: 3,
+            rows_lost: 0,
+            segments: SegmentStats {
+                segments_sealed: 2,
+                bytes_sealed: 5000,
+                ..Default::default()
+            },
+            watermark_ns: Some(1_000_000_000),
+            now_unix_ns: 3_500_000_000,
+        };
+        m.update_totals(&totals);
+        m.update_totals(&totals);
+        let text = e.encode();
+        assert_eq!(
+            sample(
+                &text,
+                "dnsledger_events_dropped_total{reason=\"packet_ringbuf_full\"}"
+            ),
+            Some(7.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "dnsledger_events_dropped_total{reason=\"user_queue_full\"}"
+            ),
+            Some(3.0)
+        );
+        assert_eq!(sample(&text, "dnsledger_ringbuf_fill_ratio"), Some(0.25));
+        assert_eq!(sample(&text, "dnsledger_segments_sealed_total"), Some(2.0));
+        assert_eq!(
+            sample(&text, "dnsledger_segment_bytes_written_total"),
+            Some(5000.0)
+        );
+        assert_eq!(sample(&text, "dnsledger_spool_lag_seconds"), Some(2.5));
+        assert_eq!(
+            sample(&text, "dnsledger_last_seal_timestamp_seconds"),
+            Some(3.5)
+        );
+    }
+}
