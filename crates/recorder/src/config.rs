@@ -60,6 +60,8 @@ pub struct FileConfig {
     pub min_free: Option<String>,
     /// `record --user`: USER[:GROUP] to run as once attached.
     pub user: Option<String>,
+    /// `record --stacks`: capture the user stack of the code sending each query.
+    pub stacks: Option<bool>,
 }
 
 impl FileConfig {
@@ -94,6 +96,8 @@ pub struct Settings {
     pub min_free: u64,
     /// `record`: USER[:GROUP] to run as once attached (`None`: stay root, capabilities dropped).
     pub user: Option<String>,
+    /// `record`: capture and symbolize the user stack of each query's sender.
+    pub stacks: bool,
 }
 
 impl Settings {
@@ -111,6 +115,7 @@ impl Settings {
             spool_sync: None,
             min_free: DEFAULT_MIN_FREE,
             user: None,
+            stacks: false,
         }
     }
 
@@ -150,6 +155,9 @@ impl Settings {
         }
         if let Some(u) = file.user {
             self.user = Some(u);
+        }
+        if let Some(b) = file.stacks {
+            self.stacks = b;
         }
         if let Some(s) = file.ring_size {
             self.ring_size = parse_ring_size(&s).map_err(|m| bad("ring-size", m))?;
@@ -309,7 +317,7 @@ mod tests {
         let path = dir.path().join("dnsledger.toml");
         std::fs::write(
             &path,
-            "data-dir = \"/tmp/x\"\nports = [53, 5300]\nrotate-age = \"2s\"\nno-raw = true\n",
+            "data-dir = \"/tmp/x\"\nports = [53, 5300]\nrotate-age = \"2s\"\nno-raw = true\nstacks = true\n",
         )
         .expect("write");
         let mut s = Settings::defaults(DEFAULT_PORTS);
@@ -319,6 +327,7 @@ mod tests {
         assert_eq!(s.ports, vec![53, 5300]);
         assert_eq!(s.rotate_age, Duration::from_secs(2));
         assert!(!s.keep_raw);
+        assert!(s.stacks);
         assert_eq!(s.rotate_size, DEFAULT_ROTATE_SIZE);
 
         std::fs::write(&path, "rotate-size = \"big\"\n").expect("write");

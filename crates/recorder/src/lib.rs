@@ -15,4 +15,5 @@ pub mod procs;
 pub mod prune;
 pub mod segment;
 pub mod spool;
+pub mod stacks;
 pub mod status;

@@ -5,6 +5,7 @@ mod bpf_crash;
 mod bpf_disk;
 mod bpf_live;
 mod bpf_replay;
+mod bpf_stacks;
 mod cli;
 mod common;
 mod import;
