@@ -1,6 +1,7 @@
 /*
  * Test client for `dnsledger record --stacks` (tests/integration/bpf_stacks.rs): sends one DNS
- * query for argv[1] to 127.0.0.1:53 over UDP (argv[2] = "udp") or TCP ("tcp") from a function
+ * query for argv[1] (or COUNT in a row) to 127.0.0.1:53 (or PORT) over UDP (argv[2] = "udp")
+ * or TCP ("tcp") from a function
  * with a name the test looks for in the recorded stack, waits for the answer, then stays
  * alive a little so that the recorder can symbolize its stack. Built with -g -O0 (frame
  * pointers).
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 static size_t build_query(const char *name, unsigned char *buf, size_t cap)
@@ -55,20 +57,22 @@ static __attribute__((noinline)) int send_packet(int fd, int tcp, const unsigned
 }
 
 /* Sends the query and reads the answer; returns the answer's length or -1. */
-int dnsledger_test_send_query(const char *name, int tcp)
+int dnsledger_test_send_query(const char *name, int tcp, int port)
 {
 	unsigned char q[600], a[4096];
 	struct sockaddr_in sa = {0};
+	struct timeval tv = {.tv_sec = 5};
 	size_t qlen = build_query(name, q + 2, sizeof(q) - 2);
 	ssize_t got;
 	int fd;
 
 	sa.sin_family = AF_INET;
-	sa.sin_port = htons(53);
+	sa.sin_port = htons(port);
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	fd = socket(AF_INET, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
 	if (fd < 0)
 		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (tcp) {
 		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 			return -1;
@@ -89,12 +93,13 @@ int main(int argc, char **argv)
 	int n;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s NAME udp|tcp [COUNT]\n", argv[0]);
+		fprintf(stderr, "usage: %s NAME udp|tcp [COUNT [LINGER_MS [PORT]]]\n", argv[0]);
 		return 2;
 	}
 	long count = argc > 3 ? atol(argv[3]) : 1;
 	for (long i = 0; i < count; i++) {
-		n = dnsledger_test_send_query(argv[1], strcmp(argv[2], "tcp") == 0);
+		n = dnsledger_test_send_query(argv[1], strcmp(argv[2], "tcp") == 0,
+					      argc > 5 ? atoi(argv[5]) : 53);
 		if (n <= 0) {
 			perror("query");
 			return 1;
@@ -104,6 +109,6 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	/* The recorder symbolizes while the process lives; its first stack (libc's debug
 	 * information, if installed) can take it a few hundred milliseconds. */
-	usleep(1000 * 1000);
+	usleep((argc > 4 ? atol(argv[4]) : 1000) * 1000);
 	return 0;
 }
