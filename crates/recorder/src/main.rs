@@ -18,6 +18,7 @@ use tracing::{debug, error, info, warn};
 use dnsledger::bpf::events::{self, Clock, Event};
 use dnsledger::bpf::{self, BpfConfig, KernelCounters};
 use dnsledger::config::{self, FileConfig, Settings};
+use dnsledger::event::Direction;
 use dnsledger::pair::NoAttribution;
 use dnsledger::pcap::PcapSource;
 use dnsledger::pipeline::{HostFacts, LiveAttribution, Pipeline, recover_spool};
@@ -298,6 +299,8 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the boot-time -> UTC offset is re-read (NTP may slew the wall clock).
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
+/// `--stacks`: symbolized stacks waiting for their packet, at most.
+const MAX_PENDING_STACKS: usize = 4096;
 
 fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let mut s = settings(&args.common, config::DEFAULT_PORTS)?;
@@ -502,16 +505,29 @@ fn writer_loop(
                     match events::parse(record, &clock) {
                         Ok(Event::Packet(pkt)) => {
                             pipeline.attr_mut().now_ns = pkt.ts_ns;
+                            // Only the egress packet the stack event precedes takes it (an
+                            // ingress packet may carry the same thread as socket owner).
                             let stack = match pkt.owner {
-                                Some(o) if !pending_stacks.is_empty() => pending_stacks
-                                    .remove(&o.tid)
-                                    .filter(|(cookie, _)| *cookie == pkt.sock_cookie)
-                                    .map(|(_, frames)| frames),
+                                Some(o)
+                                    if pkt.direction == Direction::Egress
+                                        && !pending_stacks.is_empty() =>
+                                {
+                                    pending_stacks
+                                        .remove(&o.tid)
+                                        .filter(|(cookie, _)| *cookie == pkt.sock_cookie)
+                                        .map(|(_, frames)| frames)
+                                }
                                 _ => None,
                             };
                             pipeline.packet_with_stack(&pkt, stack);
                         }
                         Ok(Event::Stack(st)) => {
+                            // A stack whose packet never came (lost in the kernel) is
+                            // replaced by its thread's next one; threads come and go, so
+                            // the map is bounded too.
+                            if pending_stacks.len() >= MAX_PENDING_STACKS {
+                                pending_stacks.clear();
+                            }
                             let frames = symbolizer.symbolize(st.pid, &st.ips);
                             pending_stacks.insert(st.tid, (st.sock_cookie, frames));
                         }
