@@ -9,7 +9,12 @@
  *    socket owner (on ingress the current task is NOT the receiver, e.g. on loopback it is
  *    the sender: the owner always comes from socket storage there);
  *  - tp_btf sched_process_exec/exit report exe, argv and exits so that user space knows
- *    processes that are gone by the time it looks.
+ *    processes that are gone by the time it looks;
+ *  - with --stacks only (not loaded otherwise): tp_btf sys_enter takes the user stack of a
+ *    send syscall (sendto, sendmsg, sendmmsg, write, writev) on a socket that talks to a DNS
+ *    port and keeps it per thread; the egress program, which runs in that syscall, emits it
+ *    as a stack event just before the packet; tp_btf sys_exit forgets it. cgroup_skb and
+ *    sock_addr programs cannot call bpf_get_stack, tracing programs can.
  * The programs only observe: cgroup_skb programs always return 1 (pass), sock_addr hooks 1
  * (allow). DNS is parsed in user space, never here.
  */
@@ -47,6 +52,8 @@ const volatile __u32 self_tgid = 0;
  * also polls on a short timer, so a quiet host costs no wakeup per packet and a busy one gets
  * large batches. */
 const volatile __u32 wakeup_bytes = 0;
+/* --stacks: egress packets of a thread with a pending stack are preceded by a stack event. */
+const volatile bool stacks_enabled = false;
 
 /* Largest copy the programs can make; user space refuses a larger --max-payload. */
 #define COPY_LIMIT 65664
@@ -78,7 +85,24 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* --stacks: the stack of the send syscall each thread is in (sized by user space: 1 entry
+ * when --stacks is off). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct pending_stack);
+} pending_stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pending_stack);
+} stack_scratch SEC(".maps");
+
 /* Zero-initialised globals make libbpf-cargo emit these types into the skeleton. */
+struct stack_event _stack_event = {};
 struct packet_event _packet_event = {};
 struct exec_event _exec_event = {};
 struct exit_event _exit_event = {};
@@ -260,6 +284,34 @@ static __always_inline void emit_packet(struct __sk_buff *skb, __u8 dir, __u8 sr
 	EMIT_TIER(COPY_LIMIT)
 }
 
+/* --stacks: the sending thread's pending stack, if its current syscall left one. */
+static __always_inline void emit_stack(struct __sk_buff *skb, struct sock_owner *owner)
+{
+	struct pending_stack *ps;
+	struct stack_event *e;
+	__u32 tid = owner->tid;
+
+	ps = bpf_map_lookup_elem(&pending_stacks, &tid);
+	if (!ps)
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_STACK_RB_FULL);
+		return;
+	}
+	e->kind = EVENT_STACK;
+	e->version = DNSLEDGER_EVENT_VERSION;
+	e->nr = ps->nr > STACK_DEPTH ? STACK_DEPTH : ps->nr;
+	e->pid = owner->pid;
+	e->tid = tid;
+	e->_pad = 0;
+	e->ts_boot_ns = ps->ts_boot_ns;
+	e->sock_cookie = bpf_get_socket_cookie(skb);
+	__builtin_memcpy(e->ips, ps->ips, sizeof(e->ips));
+	bpf_ringbuf_submit(e, wakeup_flag());
+	count(CNT_STACK_SENT);
+}
+
 static __always_inline void handle_skb(struct __sk_buff *skb, __u8 dir)
 {
 	struct l4 l4 = {};
@@ -326,6 +378,8 @@ static __always_inline void handle_skb(struct __sk_buff *skb, __u8 dir)
 	}
 	if (self_tgid && owner.pid == self_tgid)
 		return;
+	if (stacks_enabled && src == OWNER_CURRENT && l4.payload_len > 0)
+		emit_stack(skb, &owner);
 	emit_packet(skb, dir, src, &owner);
 }
 
@@ -463,5 +517,124 @@ int BPF_PROG(dns_exit, struct task_struct *p)
 	e->pid = p->tgid;
 	e->ts_boot_ns = bpf_ktime_get_boot_ns();
 	bpf_ringbuf_submit(e, wakeup_flag());
+	return 0;
+}
+
+/*
+ * --stacks. Syscall numbers are x86_64's (vmlinux.h is generated for x86_64; another
+ * architecture needs its own numbers and pt_regs argument registers).
+ */
+#define NR_write 1
+#define NR_writev 20
+#define NR_sendto 44
+#define NR_sendmsg 46
+#define NR_sendmmsg 307
+#define S_IFMT_ 00170000
+#define S_IFSOCK_ 0140000
+#define AF_INET_ 2
+#define AF_INET6_ 10
+
+static __always_inline bool is_send_syscall(long id)
+{
+	return id == NR_sendto || id == NR_sendmsg || id == NR_sendmmsg || id == NR_write ||
+	       id == NR_writev;
+}
+
+/* Port of a user-space sockaddr_in/sockaddr_in6 (same offset in both), 0 if unreadable. */
+static __always_inline __u16 user_sockaddr_port(const void *addr)
+{
+	__u16 fam_port[2] = {};
+
+	if (!addr || bpf_probe_read_user(fam_port, sizeof(fam_port), addr))
+		return 0;
+	if (fam_port[0] != AF_INET_ && fam_port[0] != AF_INET6_)
+		return 0;
+	return bpf_ntohs(fam_port[1]);
+}
+
+/*
+ * True if syscall `id` with arguments in `regs` sends to a DNS port: fd is an inet socket
+ * whose destination (the syscall's address, else the connected peer) is a DNS port.
+ */
+static __always_inline bool sends_to_dns(struct pt_regs *regs, long id)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int fd = (unsigned int)BPF_CORE_READ(regs, di);
+	struct file **fds;
+	struct file *f = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	__u16 family, port = 0;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return false;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return false;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT_) != S_IFSOCK_)
+		return false;
+	sock = BPF_CORE_READ(f, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return false;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET_ && family != AF_INET6_)
+		return false;
+	if (id == NR_sendto) {
+		port = user_sockaddr_port((void *)BPF_CORE_READ(regs, r8));
+	} else if (id == NR_sendmsg || id == NR_sendmmsg) {
+		/* A struct mmsghdr starts with its struct user_msghdr. */
+		struct user_msghdr *um = (void *)BPF_CORE_READ(regs, si);
+		void *name = NULL;
+
+		if (um && !bpf_probe_read_user(&name, sizeof(name), &um->msg_name))
+			port = user_sockaddr_port(name);
+	}
+	if (!port)
+		port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	return port && is_dns_port(port);
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(dns_stack_enter, struct pt_regs *regs, long id)
+{
+	struct pending_stack *s;
+	__u64 pid_tgid;
+	__u32 zero = 0, tid;
+	long n;
+
+	if (!stacks_enabled || !is_send_syscall(id))
+		return 0;
+	pid_tgid = bpf_get_current_pid_tgid();
+	if (self_tgid && (pid_tgid >> 32) == self_tgid)
+		return 0;
+	if (!sends_to_dns(regs, id))
+		return 0;
+	s = bpf_map_lookup_elem(&stack_scratch, &zero);
+	if (!s)
+		return 0;
+	n = bpf_get_stack(ctx, s->ips, sizeof(s->ips), BPF_F_USER_STACK);
+	if (n <= 0) {
+		count(CNT_STACK_FAILED);
+		return 0;
+	}
+	s->nr = n / sizeof(__u64);
+	s->_pad = 0;
+	s->ts_boot_ns = bpf_ktime_get_boot_ns();
+	tid = (__u32)pid_tgid;
+	bpf_map_update_elem(&pending_stacks, &tid, s, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(dns_stack_exit, struct pt_regs *regs, long ret)
+{
+	__u32 tid;
+
+	if (!stacks_enabled || !is_send_syscall(BPF_CORE_READ(regs, orig_ax)))
+		return 0;
+	tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&pending_stacks, &tid);
 	return 0;
 }

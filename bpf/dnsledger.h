@@ -13,6 +13,7 @@ enum event_kind {
 	EVENT_PACKET = 1,
 	EVENT_EXEC = 2,
 	EVENT_EXIT = 3,
+	EVENT_STACK = 4,
 };
 
 enum direction {
@@ -37,13 +38,18 @@ enum counter {
 	CNT_LOAD_BYTES = 3,    /* bpf_skb_load_bytes failed: packet lost */
 	CNT_STORAGE = 4,       /* socket storage could not be created */
 	CNT_PKT_SENT = 5,      /* packet events emitted (not a drop) */
-	CNT_MAX = 6,
+	CNT_STACK_RB_FULL = 6, /* --stacks: stack event lost, ring buffer full (packet kept) */
+	CNT_STACK_FAILED = 7,  /* --stacks: bpf_get_stack found no user frame */
+	CNT_STACK_SENT = 8,    /* --stacks: stack events emitted (not a drop) */
+	CNT_MAX = 9,
 };
 
 #define MAX_PORTS 16
 #define COMM_LEN 16
 #define EXEC_FILENAME_LEN 256
 #define EXEC_ARGS_LEN 4096
+/* User frames kept per stack (--stacks). */
+#define STACK_DEPTH 64
 
 /* Owner of a socket, kept in socket storage. */
 struct sock_owner {
@@ -95,6 +101,29 @@ struct exit_event {
 	__u16 _pad0;
 	__u32 pid;
 	__u64 ts_boot_ns;
+};
+
+/* --stacks: the user stack of a send syscall on a DNS socket, kept per thread until the
+ * syscall returns. */
+struct pending_stack {
+	__u64 ts_boot_ns;
+	__u32 nr;
+	__u32 _pad;
+	__u64 ips[STACK_DEPTH];
+};
+
+/* --stacks: emitted just before the egress packet event it belongs to (same tid and socket
+ * cookie); `nr` frames of `ips` are valid, innermost first. */
+struct stack_event {
+	__u8 kind;
+	__u8 version;
+	__u16 nr;
+	__u32 pid;
+	__u32 tid;
+	__u32 _pad;
+	__u64 ts_boot_ns;
+	__u64 sock_cookie;
+	__u64 ips[STACK_DEPTH];
 };
 
 #endif

@@ -66,6 +66,8 @@ pub struct FileConfig {
     /// `record --max-size` / `--max-age`: the recorder's own retention.
     pub max_size: Option<String>,
     pub max_age: Option<String>,
+    /// `record --stacks`: capture the user stack of the code sending each query.
+    pub stacks: Option<bool>,
 }
 
 impl FileConfig {
@@ -104,6 +106,8 @@ pub struct Settings {
     pub max_size: Option<u64>,
     /// `record`: delete this host's sealed segments older than this.
     pub max_age: Option<Duration>,
+    /// `record`: capture and symbolize the user stack of each query's sender.
+    pub stacks: bool,
 }
 
 impl Settings {
@@ -123,6 +127,7 @@ impl Settings {
             user: None,
             max_size: None,
             max_age: None,
+            stacks: false,
         }
     }
 
@@ -168,6 +173,9 @@ impl Settings {
         }
         if let Some(v) = file.max_age {
             self.max_age = Some(parse_duration(&v).map_err(|m| bad("max-age", m))?);
+        }
+        if let Some(b) = file.stacks {
+            self.stacks = b;
         }
         if let Some(s) = file.ring_size {
             self.ring_size = parse_ring_size(&s).map_err(|m| bad("ring-size", m))?;
@@ -379,7 +387,7 @@ mod tests {
         let path = dir.path().join("dnsledger.toml");
         std::fs::write(
             &path,
-            "data-dir = \"/tmp/x\"\nports = [53, 5300]\nrotate-age = \"2s\"\nno-raw = true\n",
+            "data-dir = \"/tmp/x\"\nports = [53, 5300]\nrotate-age = \"2s\"\nno-raw = true\nstacks = true\n",
         )
         .expect("write");
         let mut s = Settings::defaults(DEFAULT_PORTS);
@@ -389,6 +397,7 @@ mod tests {
         assert_eq!(s.ports, vec![53, 5300]);
         assert_eq!(s.rotate_age, Duration::from_secs(2));
         assert!(!s.keep_raw);
+        assert!(s.stacks);
         assert_eq!(s.rotate_size, DEFAULT_ROTATE_SIZE);
 
         std::fs::write(&path, "rotate-size = \"big\"\n").expect("write");

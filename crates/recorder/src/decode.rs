@@ -565,6 +565,7 @@ impl Decoder {
             wire_len: u32::try_from(wire_len).unwrap_or(u32::MAX),
             bytes: payload.to_vec(),
             capture_error,
+            stack: None,
         });
     }
 
@@ -1261,6 +1262,7 @@ impl Sink<'_> {
             wire_len: u32::try_from(wire_len).unwrap_or(u32::MAX),
             bytes,
             capture_error,
+            stack: None,
         });
     }
 }
@@ -2500,6 +2502,7 @@ mod tests {
                 wire_len: q.len() as u32,
                 bytes: q,
                 capture_error: None,
+                stack: None,
             }
         );
         assert_eq!(

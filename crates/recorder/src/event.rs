@@ -117,4 +117,7 @@ pub struct DnsMessage {
     pub bytes: Vec<u8>,
     /// Why the message is incomplete, if it is (capture cap, missing fragment, TCP gap...).
     pub capture_error: Option<String>,
+    /// Symbolized user stack of the code that sent the message (`--stacks`), innermost
+    /// frame first.
+    pub stack: Option<std::sync::Arc<[String]>>,
 }

@@ -19,5 +19,6 @@ pub mod prune;
 pub mod segment;
 pub mod snoop;
 pub mod spool;
+pub mod stacks;
 pub mod status;
 pub mod top;

@@ -384,6 +384,8 @@ pub fn standalone(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Feed, St
         max_payload: settings.max_payload,
         ring_bytes: settings.ring_size,
         self_tgid: std::process::id(),
+        // snoop shows no stacks: the stack programs stay unloaded.
+        stacks: false,
     };
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
@@ -457,6 +459,8 @@ fn run_standalone(
                 }
                 Ok(Event::Exec(e)) => p.attr_mut().table.exec(&e),
                 Ok(Event::Exit { pid, ts_ns }) => p.attr_mut().table.exit(pid, ts_ns),
+                // Never sent: the stack programs are not loaded for snoop.
+                Ok(Event::Stack(_)) => {}
                 Err(e) => tracing::debug!("skipping ring buffer record: {e}"),
             }
         },

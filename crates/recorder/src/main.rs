@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use tracing::{debug, error, info, warn};
 use dnsledger::bpf::events::{self, Clock, Event};
 use dnsledger::bpf::{self, BpfConfig, KernelCounters};
 use dnsledger::config::{self, FileConfig, Settings};
+use dnsledger::event::Direction;
 use dnsledger::live::LivePublisher;
 use dnsledger::pair::NoAttribution;
 use dnsledger::pcap::PcapSource;
@@ -259,6 +261,11 @@ struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = dnsledger::metrics::DEFAULT_MAX_PROCESSES,
           value_parser = clap::value_parser!(usize))]
     metrics_max_processes: usize,
+    /// Also record the user stack of the code that sent each query (`stack` column),
+    /// symbolized while the process runs. Costs CPU on every send syscall of the host; see
+    /// the README for measurements.
+    #[arg(long)]
+    stacks: bool,
 }
 
 #[derive(Debug, Args)]
@@ -402,6 +409,8 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the boot-time -> UTC offset is re-read (NTP may slew the wall clock).
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
+/// `--stacks`: symbolized stacks waiting for their packet, at most.
+const MAX_PENDING_STACKS: usize = 4096;
 
 fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let mut s = settings(&args.common, config::DEFAULT_PORTS)?;
@@ -414,6 +423,9 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     if args.max_age.is_some() {
         s.max_age = args.max_age;
+    }
+    if args.stacks {
+        s.stacks = true;
     }
     let run_as = match args.user {
         Some(who) => Some(who),
@@ -546,6 +558,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         max_payload: s.max_payload,
         ring_bytes: s.ring_size,
         self_tgid: std::process::id(),
+        stacks: s.stacks,
     };
     // Hands the batch to the writer. When the writer is behind (channel full) the batch keeps
     // growing here instead; only past BATCH_MAX_PENDING bytes are its events dropped, and
@@ -581,6 +594,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
             info!(
                 cgroup = %cgroup_root.display(),
                 ports = ?s.ports,
+                stacks = s.stacks,
                 data_dir = %s.data_dir.display(),
                 "recording: all programs attached, capturing DNS"
             )
@@ -700,6 +714,9 @@ fn writer_loop(
             }
         }));
     }
+    let mut symbolizer = dnsledger::stacks::StackSymbolizer::new();
+    // Symbolized stacks waiting for the egress packet they precede, by thread id.
+    let mut pending_stacks: HashMap<u32, (u64, Arc<[String]>)> = HashMap::new();
     loop {
         match rx.recv_timeout(TICK) {
             Ok(mut batch) => {
@@ -707,10 +724,35 @@ fn writer_loop(
                     match events::parse(record, &clock) {
                         Ok(Event::Packet(pkt)) => {
                             pipeline.attr_mut().now_ns = pkt.ts_ns;
-                            pipeline.packet(&pkt);
+                            // Only the egress packet the stack event precedes takes it (an
+                            // ingress packet may carry the same thread as socket owner).
+                            let stack = match pkt.owner {
+                                Some(o)
+                                    if pkt.direction == Direction::Egress
+                                        && !pending_stacks.is_empty() =>
+                                {
+                                    pending_stacks
+                                        .remove(&o.tid)
+                                        .filter(|(cookie, _)| *cookie == pkt.sock_cookie)
+                                        .map(|(_, frames)| frames)
+                                }
+                                _ => None,
+                            };
+                            pipeline.packet_with_stack(&pkt, stack);
+                        }
+                        Ok(Event::Stack(st)) => {
+                            // A stack whose packet never came (lost in the kernel) is
+                            // replaced by its thread's next one; threads come and go, so
+                            // the map is bounded too.
+                            if pending_stacks.len() >= MAX_PENDING_STACKS {
+                                pending_stacks.clear();
+                            }
+                            let frames = symbolizer.symbolize(st.pid, &st.ips);
+                            pending_stacks.insert(st.tid, (st.sock_cookie, frames));
                         }
                         Ok(Event::Exec(e)) => pipeline.attr_mut().table.exec(&e),
                         Ok(Event::Exit { pid, ts_ns }) => {
+                            symbolizer.forget(pid);
                             pipeline.attr_mut().table.exit(pid, ts_ns)
                         }
                         Err(e) => {
@@ -812,6 +854,8 @@ fn writer_loop(
                 pair_evicted = st.pair_evicted,
                 segments = pipeline.sealed().len(),
                 processes = pipeline.attr_mut().table.len(),
+                stacks_symbolized = symbolizer.symbolized,
+                stacks_process_gone = symbolizer.process_gone,
                 "summary"
             );
         }
@@ -1163,16 +1207,21 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         max_payload: config::DEFAULT_MAX_PAYLOAD,
         ring_bytes: 1 << 20,
         self_tgid: std::process::id(),
+        stacks: false,
     };
     let probes = bpf::check(&cfg);
     let width = probes.iter().map(|p| p.what.len()).max().unwrap_or(0);
     let mut all_ok = true;
     for p in &probes {
-        all_ok &= p.ok;
+        all_ok &= p.ok || p.optional;
         println!(
             "{:<width$}  {}  {}",
             p.what,
-            if p.ok { "ok  " } else { "FAIL" },
+            match (p.ok, p.optional) {
+                (true, _) => "ok  ",
+                (false, false) => "FAIL",
+                (false, true) => "no  ",
+            },
             p.detail
         );
     }

@@ -71,6 +71,8 @@ struct Side {
     /// Capture and parse problems of this message.
     error: Option<String>,
     dns: ParsedDns,
+    /// User stack of the sender (`--stacks`).
+    stack: Option<Arc<[String]>>,
 }
 
 impl Side {
@@ -100,6 +102,7 @@ impl Side {
             raw: keep_raw.then_some(msg.bytes),
             error,
             dns,
+            stack: msg.stack,
         }
     }
 
@@ -445,6 +448,8 @@ impl Pairer {
             query_raw: q.as_mut().and_then(|s| s.raw.take()),
             response_raw: r.as_mut().and_then(|s| s.raw.take()),
             parse_error,
+            // The code that sent the query; a response's stack would be the server's.
+            stack: q.as_mut().and_then(|s| s.stack.take()),
         }
     }
 }
@@ -531,6 +536,7 @@ mod tests {
             wire_len: bytes.len() as u32,
             bytes,
             capture_error: None,
+            stack: None,
         }
     }
 

@@ -291,8 +291,22 @@ impl<A: Attributor> Pipeline<A> {
     }
 
     pub fn packet(&mut self, pkt: &RawPacket<'_>) {
+        self.packet_with_stack(pkt, None);
+    }
+
+    /// Like [`packet`](Self::packet); `stack` is the sender's user stack (`--stacks`), given to
+    /// the queries this packet completes.
+    pub fn packet_with_stack(&mut self, pkt: &RawPacket<'_>, stack: Option<Arc<[String]>>) {
         self.stats.packets += 1;
         self.decoder.push(pkt, &mut self.msgs);
+        if let Some(stack) = stack {
+            let tid = pkt.owner.map(|o| o.tid);
+            for m in self.msgs.iter_mut() {
+                if m.from_client && m.owner.map(|o| o.tid) == tid {
+                    m.stack = Some(Arc::clone(&stack));
+                }
+            }
+        }
         if !self.msgs.is_empty() {
             self.pair_messages();
         }

@@ -94,6 +94,8 @@ pub struct Transaction {
     pub query_raw: Option<Vec<u8>>,
     pub response_raw: Option<Vec<u8>>,
     pub parse_error: Option<String>,
+    /// Symbolized frames of the sender's user stack, innermost first.
+    pub stack: Option<Arc<[String]>>,
 }
 
 type Dict = StringDictionaryBuilder<Int32Type>;
@@ -161,6 +163,7 @@ pub struct TransactionBatchBuilder {
     query_raw: BinaryBuilder,
     response_raw: BinaryBuilder,
     parse_error: StringBuilder,
+    stack: ListBuilder<StringBuilder>,
 }
 
 impl Default for TransactionBatchBuilder {
@@ -253,6 +256,7 @@ impl TransactionBatchBuilder {
             query_raw: BinaryBuilder::new(),
             response_raw: BinaryBuilder::new(),
             parse_error: StringBuilder::new(),
+            stack: ListBuilder::new(StringBuilder::new()),
         }
     }
 
@@ -364,6 +368,15 @@ impl TransactionBatchBuilder {
         self.query_raw.append_option(t.query_raw.as_deref());
         self.response_raw.append_option(t.response_raw.as_deref());
         self.parse_error.append_option(t.parse_error.as_deref());
+        match &t.stack {
+            Some(frames) => {
+                for f in frames.iter() {
+                    self.stack.values().append_value(f);
+                }
+                self.stack.append(true);
+            }
+            None => self.stack.append(false),
+        }
     }
 
     /// Builds the batch and resets the builder.
@@ -429,6 +442,7 @@ impl TransactionBatchBuilder {
             Arc::new(self.query_raw.finish()),
             Arc::new(self.response_raw.finish()),
             Arc::new(self.parse_error.finish()),
+            Arc::new(self.stack.finish()),
         ];
         RecordBatch::try_new(schema(), columns)
     }
@@ -514,12 +528,14 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
             })
             .collect()
     });
-    let answer_ips = get(c::ANSWER_IPS).and_then(|col| {
-        let l = col.as_list_opt::<i32>()?;
+    let strings = |name: &str| -> Option<Vec<String>> {
+        let l = get(name)?.as_list_opt::<i32>()?;
         let v = l.value(i);
         let s = v.as_string::<i32>();
         Some((0..s.len()).map(|j| s.value(j).to_string()).collect())
-    });
+    };
+    let answer_ips = strings(c::ANSWER_IPS);
+    let stack = strings(c::STACK).map(Arc::from);
     Transaction {
         ts: prim::<TimestampNanosecondType>(get(c::TS), i).unwrap_or_default(),
         query_ts: prim::<TimestampNanosecondType>(get(c::QUERY_TS), i),
@@ -587,6 +603,7 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
         query_raw: binary(c::QUERY_RAW),
         response_raw: binary(c::RESPONSE_RAW),
         parse_error: string(c::PARSE_ERROR),
+        stack,
     }
 }
 
@@ -632,6 +649,10 @@ mod tests {
         full.latency_ns = Some(5);
         full.aa = Some(true);
         full.edns_ecs = Some("192.0.2.0/24/0".into());
+        full.stack = Some(Arc::from(vec![
+            "send_query (client.c:12)".to_string(),
+            "/usr/bin/client+0x1234".to_string(),
+        ]));
         let sparse = Transaction {
             answers: None,
             answer_ips: None,

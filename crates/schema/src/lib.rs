@@ -80,6 +80,7 @@ pub mod col {
     pub const QUERY_RAW: &str = "query_raw";
     pub const RESPONSE_RAW: &str = "response_raw";
     pub const PARSE_ERROR: &str = "parse_error";
+    pub const STACK: &str = "stack";
 }
 
 /// One-line meaning of a column or partition key (for `dnsql schema` and documentation); the
@@ -164,6 +165,11 @@ pub fn column_doc(name: &str) -> &'static str {
         col::RESPONSE_RAW => "response message bytes (up to --max-payload; NULL with --no-raw)",
         col::PARSE_ERROR => {
             "what could not be decoded in the query or response; NULL if both parsed"
+        }
+        col::STACK => {
+            "user stack of the code that sent the query, innermost frame first: \
+             \"function (file:line)\", else \"object+0xoffset\" or \"0xaddress\" \
+             (recorded with --stacks only, else NULL)"
         }
         partition::HOST => "partition key: host directory of the segment (host=<h>)",
         partition::DATE => "partition key: UTC date of the segment (date=YYYY-MM-DD)",
@@ -327,6 +333,11 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         f(col::QUERY_RAW, Binary, true),
         f(col::RESPONSE_RAW, Binary, true),
         f(col::PARSE_ERROR, Utf8, true),
+        f(
+            col::STACK,
+            List(Arc::new(Field::new("item", Utf8, true))),
+            true,
+        ),
     ]))
 });
 

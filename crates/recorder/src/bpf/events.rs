@@ -2,12 +2,13 @@
 
 use std::mem::size_of;
 
-use super::skel::types::{exec_event, exit_event, packet_event, sock_owner};
+use super::skel::types::{exec_event, exit_event, packet_event, sock_owner, stack_event};
 use crate::event::{Direction, KernelOwner, RawPacket};
 
 const EVENT_PACKET: u8 = 1;
 const EVENT_EXEC: u8 = 2;
 const EVENT_EXIT: u8 = 3;
+const EVENT_STACK: u8 = 4;
 const EVENT_VERSION: u8 = 1;
 const DIR_EGRESS: u8 = 1;
 const OWNER_NONE: u8 = 0;
@@ -29,11 +30,23 @@ pub struct ExecInfo {
     pub cmdline: String,
 }
 
+/// The user stack of a send syscall (`--stacks`). It precedes, in the ring buffer, the
+/// egress packet of the same thread and socket that the syscall sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackInfo {
+    pub pid: u32,
+    pub tid: u32,
+    pub sock_cookie: u64,
+    /// Return addresses, innermost first (the first is the instruction after the syscall).
+    pub ips: Vec<u64>,
+}
+
 #[derive(Debug)]
 pub enum Event<'a> {
     Packet(RawPacket<'a>),
     Exec(ExecInfo),
     Exit { pid: u32, ts_ns: i64 },
+    Stack(StackInfo),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -173,6 +186,16 @@ pub fn parse<'a>(data: &'a [u8], clock: &Clock) -> Result<Event<'a>, EventError>
                 ts_ns: clock.to_utc(e.ts_boot_ns),
             })
         }
+        EVENT_STACK => {
+            let e: stack_event = read(data).ok_or(EventError::Short(data.len()))?;
+            let nr = (e.nr as usize).min(e.ips.len());
+            Ok(Event::Stack(StackInfo {
+                pid: e.pid,
+                tid: e.tid,
+                sock_cookie: e.sock_cookie,
+                ips: e.ips[..nr].to_vec(),
+            }))
+        }
         _ => Err(EventError::Unknown { kind, version }),
     }
 }
@@ -261,6 +284,32 @@ mod tests {
         assert_eq!(x.ppid, 1);
         assert_eq!(x.filename, "/usr/bin/dig");
         assert_eq!(x.cmdline, "dig +short example.com");
+    }
+
+    #[test]
+    fn parses_stack_event() {
+        let mut e = stack_event {
+            kind: EVENT_STACK,
+            version: EVENT_VERSION,
+            nr: 3,
+            pid: 10,
+            tid: 11,
+            sock_cookie: 99,
+            ..Default::default()
+        };
+        e.ips[..4].copy_from_slice(&[0x401000, 0x401100, 0x7f00_0000_1000, 0xdead]);
+        let data = bytes_of(&e);
+        let Event::Stack(s) = parse(&data, &Clock::with_offset(0)).expect("stack") else {
+            panic!("not a stack")
+        };
+        assert_eq!((s.pid, s.tid, s.sock_cookie), (10, 11, 99));
+        assert_eq!(s.ips, vec![0x401000, 0x401100, 0x7f00_0000_1000]);
+        // A count beyond the array is clamped.
+        e.nr = 1000;
+        let Event::Stack(s) = parse(&bytes_of(&e), &Clock::with_offset(0)).expect("stack") else {
+            panic!("not a stack")
+        };
+        assert_eq!(s.ips.len(), 64);
     }
 
     #[test]

@@ -27,13 +27,16 @@ pub const HEADER_ROOM: u32 = 128;
 pub const MAX_PORTS: usize = 16;
 
 /// Counters kept by the programs in the per-CPU `counters` map (index = `enum counter`).
-pub const COUNTER_NAMES: [&str; 6] = [
+pub const COUNTER_NAMES: [&str; 9] = [
     "packet_ringbuf_full",
     "exec_ringbuf_full",
     "exit_ringbuf_full",
     "packet_copy_failed",
     "socket_storage_failed",
     "packets_sent",
+    "stack_ringbuf_full",
+    "stack_unwind_failed",
+    "stacks_sent",
 ];
 const CNT_PKT_RB_FULL: usize = 0;
 const CNT_EXEC_RB_FULL: usize = 1;
@@ -53,6 +56,10 @@ const CGROUP_PROGRAMS: [&str; 8] = [
 ];
 /// Programs attached to tracepoints.
 const TRACE_PROGRAMS: [&str; 2] = ["dns_exec", "dns_exit"];
+/// Programs loaded and attached only with `--stacks` (tracepoints too).
+const STACK_PROGRAMS: [&str; 2] = ["dns_stack_enter", "dns_stack_exit"];
+/// Threads that can be inside a DNS send syscall at once, with `--stacks`.
+const PENDING_STACKS: u32 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -114,15 +121,17 @@ pub struct BpfConfig {
     pub ring_bytes: u32,
     /// Process never to record (the recorder itself).
     pub self_tgid: u32,
+    /// Capture the user stack of each DNS send (`--stacks`).
+    pub stacks: bool,
 }
 
 /// In-kernel counters, summed over CPUs, as last read.
 #[derive(Debug, Default)]
 pub struct KernelCounters {
-    pub values: [AtomicU64; 6],
     /// Bytes waiting in the ring buffer at the last look (every 500 ms) and its size.
     pub ring_used: AtomicU64,
     pub ring_size: AtomicU64,
+    pub values: [AtomicU64; 9],
 }
 
 impl KernelCounters {
@@ -254,14 +263,32 @@ fn configure(open: &mut OpenDnsledgerSkel<'_>, cfg: &BpfConfig) -> Result<(), Bp
     // every POLL_EVERY anyway, so the kernel only wakes it early when an eighth of the ring
     // is waiting.
     rodata.wakeup_bytes = cfg.ring_bytes / 8;
+    rodata.stacks_enabled = cfg.stacks;
     open.maps
         .events
         .set_max_entries(cfg.ring_bytes)
         .map_err(BpfError::Open)?;
+    // Without --stacks the stack programs are not loaded and their map holds nothing (an LRU
+    // hash is preallocated: 4096 entries would take 2 MiB for nothing).
+    open.maps
+        .pending_stacks
+        .set_max_entries(if cfg.stacks { PENDING_STACKS } else { 1 })
+        .map_err(BpfError::Open)?;
+    if !cfg.stacks {
+        for mut prog in open.open_object_mut().progs_mut() {
+            if STACK_PROGRAMS.iter().any(|n| prog.name() == *n) {
+                prog.set_autoload(false);
+            }
+        }
+    }
     Ok(())
 }
 
-fn attach_all(skel: &DnsledgerSkel<'_>, cgroup: &File) -> Result<Vec<Link>, BpfError> {
+fn attach_all(
+    skel: &DnsledgerSkel<'_>,
+    cgroup: &File,
+    stacks: bool,
+) -> Result<Vec<Link>, BpfError> {
     let mut links = Vec::new();
     for name in CGROUP_PROGRAMS {
         let prog = program(skel, name)?;
@@ -273,7 +300,8 @@ fn attach_all(skel: &DnsledgerSkel<'_>, cgroup: &File) -> Result<Vec<Link>, BpfE
             })?;
         links.push(link);
     }
-    for name in TRACE_PROGRAMS {
+    let stack_programs: &[&'static str] = if stacks { &STACK_PROGRAMS } else { &[] };
+    for &name in TRACE_PROGRAMS.iter().chain(stack_programs) {
         let prog = program(skel, name)?;
         let link = prog.attach().map_err(|source| BpfError::Attach {
             program: name,
@@ -300,6 +328,8 @@ fn program<'a>(
         "dns_recvmsg6" => &p.dns_recvmsg6,
         "dns_exec" => &p.dns_exec,
         "dns_exit" => &p.dns_exit,
+        "dns_stack_enter" => &p.dns_stack_enter,
+        "dns_stack_exit" => &p.dns_stack_exit,
         other => return Err(BpfError::MissingProgram(other)),
     })
 }
@@ -369,7 +399,7 @@ pub fn capture(
     configure(&mut open, cfg)?;
     let skel = open.load().map_err(BpfError::Load)?;
     let cgroup = open_cgroup(cgroup_root)?;
-    let _links = attach_all(&skel, &cgroup)?;
+    let _links = attach_all(&skel, &cgroup, cfg.stacks)?;
 
     let mut builder = RingBufferBuilder::new();
     builder
@@ -411,6 +441,8 @@ pub fn capture(
 pub struct Probe {
     pub what: String,
     pub ok: bool,
+    /// Needed only by an option (`--stacks`): a failure does not stop plain recording.
+    pub optional: bool,
     pub detail: String,
 }
 
@@ -422,6 +454,7 @@ pub fn check(cfg: &BpfConfig) -> Vec<Probe> {
         probes.push(Probe {
             what: what.to_string(),
             ok,
+            optional: false,
             detail,
         })
     };
@@ -462,6 +495,22 @@ pub fn check(cfg: &BpfConfig) -> Vec<Probe> {
             Err(e) => (false, e.to_string()),
         };
         push(&format!("program {name}"), ok, detail);
+    }
+    // The --stacks programs, probed with --stacks configured whatever `cfg` says.
+    let stacks_cfg = BpfConfig {
+        stacks: true,
+        ..cfg.clone()
+    };
+    for name in STACK_PROGRAMS {
+        let (ok, detail) = match probe_program(&stacks_cfg, name, root.as_ref().ok()) {
+            Ok(d) => (true, format!("{d} (only for --stacks)")),
+            Err(e) => (false, format!("{e} (only --stacks needs it)")),
+        };
+        push(&format!("program {name}"), ok, detail);
+    }
+    let n = probes.len();
+    for p in &mut probes[n - STACK_PROGRAMS.len()..] {
+        p.optional = true;
     }
     probes
 }
@@ -540,5 +589,7 @@ mod tests {
         assert_eq!(size_of::<skel::types::packet_event>(), 80);
         assert_eq!(size_of::<skel::types::exec_event>(), 4416);
         assert_eq!(size_of::<skel::types::exit_event>(), 16);
+        assert_eq!(size_of::<skel::types::pending_stack>(), 528);
+        assert_eq!(size_of::<skel::types::stack_event>(), 544);
     }
 }

@@ -51,6 +51,8 @@ fn bpf_programs_load_and_attach() {
         "dns_recvmsg6",
         "dns_exec",
         "dns_exit",
+        "dns_stack_enter",
+        "dns_stack_exit",
     ] {
         let line = stdout
             .lines()

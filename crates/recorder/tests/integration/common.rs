@@ -328,6 +328,8 @@ pub struct Row {
     pub response_size: Option<u32>,
     pub parse_error: Option<String>,
     pub ede_code: Option<u16>,
+    /// `stack` (`record --stacks`); None when NULL.
+    pub stack: Option<Vec<String>>,
 }
 
 fn col<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn arrow_array::Array {
@@ -381,6 +383,13 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
                     .filter_map(|j| string_at(list.as_ref(), j))
                     .collect()
             };
+            let stack_col = col(b, "stack");
+            let stack = (!stack_col.is_null(i)).then(|| {
+                let list = stack_col.as_list::<i32>().value(i);
+                (0..list.len())
+                    .filter_map(|j| string_at(list.as_ref(), j))
+                    .collect()
+            });
             out.push(Row {
                 ts: prim::<TimestampNanosecondType>(col(b, "ts"), i).expect("ts"),
                 status: string_at(col(b, "status"), i).expect("status"),
@@ -409,6 +418,7 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
                 response_size: prim::<UInt32Type>(col(b, "response_size"), i),
                 parse_error: string_at(col(b, "parse_error"), i),
                 ede_code: prim::<UInt16Type>(col(b, "ede_code"), i),
+                stack,
             });
         }
     }

@@ -6,6 +6,7 @@ mod bpf_disk;
 mod bpf_live;
 mod bpf_live_views;
 mod bpf_replay;
+mod bpf_stacks;
 mod cli;
 mod common;
 mod import;
