@@ -879,6 +879,7 @@ fn run_host(sh: &Shared, host: u32, want_pcap: bool) -> Result<HostOut> {
     })?;
     let mut pairer = Pairer::new(PairConfig {
         timeout_ns: 5_000_000_000,
+        max_pending: dnsledger::config::DEFAULT_MAX_PENDING,
         keep_raw: sh.keep_raw,
         hostname: Arc::from(hostname.as_str()),
         boot_id: Some(Arc::from(
@@ -1041,6 +1042,7 @@ fn run_host(sh: &Shared, host: u32, want_pcap: bool) -> Result<HostOut> {
                 wire_len: qlen,
                 bytes: qb,
                 capture_error: None,
+                stack: None,
             },
             &mut attr,
             &mut out_rows,
@@ -1056,6 +1058,7 @@ fn run_host(sh: &Shared, host: u32, want_pcap: bool) -> Result<HostOut> {
                     wire_len: rlen,
                     bytes: rb,
                     capture_error: None,
+                    stack: None,
                 },
                 &mut attr,
                 &mut out_rows,

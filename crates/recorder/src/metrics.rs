@@ -512,6 +512,7 @@ pub(crate) mod tests_support {
             query_raw: None,
             response_raw: None,
             parse_error: None,
+            stack: None,
         }
     }
 }
