@@ -35,6 +35,8 @@ use crate::segment::SegmentStats;
 
 /// Distinct `process` label values of the DNSWatch counters, by default (`all` and `other`
 /// come on top).
+/// `process` label of transactions with no known process (DNSWatch's `UNK`).
+pub const UNKNOWN_PROCESS: &str = "UNK";
 pub const DEFAULT_MAX_PROCESSES: usize = 100;
 
 /// DNSWatch's port for its exporter; `--metrics-listen` has no default (off), this is what the
@@ -265,7 +267,8 @@ impl Metrics {
     }
 
     fn counters_for(&mut self, comm: Option<&str>) -> &DnswatchCounters {
-        let comm = comm.unwrap_or("unknown");
+        // DNSWatch's name for traffic of no known process, so alerts on it keep working.
+        let comm = comm.unwrap_or(UNKNOWN_PROCESS);
         if !self.by_comm.contains_key(comm) {
             if self.by_comm.len() >= self.max_processes {
                 return &self.other;

@@ -55,14 +55,31 @@ pub const FIELDS: [(&str, &str, usize, &str); 25] = [
 /// The default `--fields`.
 pub const DEFAULT_FIELDS: &str = "time,pid,comm,qtype,qname,rcode,latency,answers";
 
-/// Parses a comma-separated field list; names the unknown field and lists the known ones.
+/// DNSWatch's `snoop --list` field names and ours, so its field lists work unchanged (its
+/// `LAT` was microseconds; ours is milliseconds).
+const DNSWATCH_FIELDS: &[(&str, &str)] = &[
+    ("pname", "comm"),
+    ("type", "qtype"),
+    ("lat", "latency"),
+    ("rip", "answers"),
+    ("qaddr", "client"),
+    ("raddr", "server"),
+    ("qtime", "time"),
+];
+
+/// Parses a comma-separated field list (ours or DNSWatch's names, any case); names the unknown
+/// field and lists the known ones.
 pub fn parse_fields(s: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
-    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+    for given in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let name = DNSWATCH_FIELDS
+            .iter()
+            .find(|(theirs, _)| theirs.eq_ignore_ascii_case(given))
+            .map_or(given, |(_, ours)| ours);
         let Some(i) = FIELDS.iter().position(|f| f.0.eq_ignore_ascii_case(name)) else {
             let known: Vec<&str> = FIELDS.iter().map(|f| f.0).collect();
             return Err(format!(
-                "unknown field `{name}`; known fields: {}",
+                "unknown field `{given}`; known fields: {}",
                 known.join(",")
             ));
         };
@@ -261,6 +278,15 @@ mod tests {
         assert_eq!(parse_fields("comm,qname").expect("ok"), vec![6, 17]);
         let err = parse_fields("comm,bogus").expect_err("bad");
         assert!(err.contains("`bogus`") && err.contains("qname"), "{err}");
+        // DNSWatch's own example list works unchanged.
+        assert_eq!(
+            parse_fields("PID,PNAME,QNAME,RIP").expect("dnswatch names"),
+            parse_fields("pid,comm,qname,answers").expect("ours")
+        );
+        assert_eq!(
+            parse_fields("PID,PNAME,TYPE,QNAME,RCODE,LAT,QADDR,RADDR,QTIME").map(|f| f.len()),
+            Ok(9)
+        );
     }
 
     #[test]
