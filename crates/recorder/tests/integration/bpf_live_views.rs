@@ -796,6 +796,15 @@ fn bpf_top_restores_the_terminal_on_sigterm() {
             .trim(),
         "dnsledger"
     );
+    // Only once top catches SIGTERM (a loaded machine may draw before it gets there).
+    wait_for("top to catch SIGTERM", Duration::from_secs(20), || {
+        std::fs::read_to_string(format!("/proc/{top}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << (libc::SIGTERM - 1)) != 0)
+    });
     signal(top, libc::SIGTERM);
     let after = tmux.wait_pane("top to exit", |p| p.contains("top exited"));
     assert!(after.contains("top exited 0"), "{after}");
