@@ -141,6 +141,8 @@ def fmt(x, digits=3):
     if x is None:
         return "n/a"
     if isinstance(x, float):
+        if digits == 0 and abs(x) < 1e15:  # counts: every digit ("2e+05" hid 150000 once)
+            return f"{x:.0f}"
         if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
             return f"{x:.{digits}g}"
         return f"{x:.{digits}f}".rstrip("0").rstrip(".") if digits else f"{x:.0f}"
@@ -464,7 +466,10 @@ class Bench:
         out = {"completed": perf["completed"], "qps": perf["qps"], "raw": seg_raw, "noraw": seg_noraw,
                "pcap_bytes": pcap.stat().st_size, "pcap_zst_bytes": Path(str(pcap) + ".zst").stat().st_size,
                "tcpdump_dropped": drops, "zstd_seconds": zstd_s}
-        log(f"p4: {out}")
+        # Which columns the bytes are in (compressed, summed over the segments' row groups).
+        for key, d in (("raw_columns", d_raw), ("noraw_columns", d_noraw)):
+            out[key] = self.column_sizes(d)
+        log(f"p4: { {k: v for k, v in out.items() if not k.endswith('_columns')} }")
         self.raw["storage"] = out
         for p in (d_raw, d_noraw):
             shutil.rmtree(p, ignore_errors=True)
@@ -532,6 +537,15 @@ class Bench:
         if r.returncode != 0:
             raise RuntimeError(f"dnsql failed ({r.returncode}): {r.stderr[-1000:]}\n{sql}")
         return wall, max(0, len(r.stdout.strip().splitlines()) - 1)
+
+    def column_sizes(self, data):
+        """[[column, compressed bytes], ...], largest first, from the Parquet footers (DuckDB)."""
+        sql = (f"SELECT path_in_schema, sum(total_compressed_size)::BIGINT AS b "
+               f"FROM parquet_metadata('{data}/segments/**/*.parquet') GROUP BY 1 ORDER BY 2 DESC")
+        r = run([sys.executable, str(HERE / "duck.py"), str(data), sql, "--values"], check=False)
+        if r.returncode != 0:
+            return [["error", r.stderr[-300:]]]
+        return json.loads(r.stdout)["values"]
 
     def run_duckdb(self, data, sql):
         t0 = time.time()
@@ -822,6 +836,21 @@ def report(b, started, elapsed, path, versions):
         w(f"| tcpdump pcap (-i any) | {fmt(st['completed'], 0)} | {st['pcap_bytes']} | {fmt(st['pcap_bytes'] / (st['completed'] or 1), 1)} |")
         w(f"| pcap, zstd -19 | {fmt(st['completed'], 0)} | {st['pcap_zst_bytes']} | {fmt(st['pcap_zst_bytes'] / (st['completed'] or 1), 1)} |")
         w("")
+        cols = {k: st.get(k) for k in ("raw_columns", "noraw_columns") if st.get(k)}
+        if cols:
+            w("Where the segment bytes are (compressed bytes per transaction by column, from the Parquet "
+              "footers; columns under 0.5 B per transaction left out):\n")
+            w("| column | raw kept | --no-raw |")
+            w("|---|---|---|")
+            per = {k: {c: b / (st['raw' if k == 'raw_columns' else 'noraw']['rows'] or 1)
+                       for c, b in v if isinstance(b, (int, float))} for k, v in cols.items()}
+            names = sorted(set().union(*[set(v) for v in per.values()]),
+                           key=lambda c: -max(v.get(c, 0) for v in per.values()))
+            for c in names:
+                vals = [per.get(k, {}).get(c) for k in ("raw_columns", "noraw_columns")]
+                if max(v or 0 for v in vals) >= 0.5:
+                    w(f"| `{c}` | " + " | ".join(fmt(v, 1) if v is not None else "—" for v in vals) + " |")
+            w("")
     if q:
         w("### P5: forensic queries, dnsql vs DuckDB on the same segment files\n")
         w("Wall time of one fresh process per query (what a user waits for), both engines; DuckDB runs from "
@@ -974,7 +1003,7 @@ def main():
     failed = []
     try:
         steps = []
-        if "p1" in only or "p4" in only:
+        if only & {"p1", "p4", "profile"}:
             b.start_unbound()
         if "p1" in only:
             steps.append(("P1/P2/P6", b.p1_p2_p6))

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Runs one SQL query with DuckDB over a dnsledger data directory; prints rows and timing as JSON.
 
+Usage: duck.py DATA_DIR SQL [--values]   (--values: the result rows too, not only their count)
+
 The table `dns` is every segment under <data>/segments (hive partitions host/date/hour), the same
 files dnsql reads. `{t}`, `{ts_lo}` and `{ts_hi}` in the SQL are filled in here.
 """
@@ -11,6 +13,7 @@ import time
 import duckdb
 
 data, sql = sys.argv[1], sys.argv[2]
+values = "--values" in sys.argv[3:]
 t0 = time.time()
 con = duckdb.connect()
 con.execute(
@@ -18,4 +21,7 @@ con.execute(
 )
 sql = sql.format(t="dns", ts_lo="TIMESTAMPTZ '2026-10-29 12:00:00+00'", ts_hi="TIMESTAMPTZ '2026-10-29 14:00:00+00'")
 rows = con.execute(sql).fetchall()
-print(json.dumps({"rows": len(rows), "query_seconds": time.time() - t0}))
+out = {"rows": len(rows), "query_seconds": time.time() - t0}
+if values:
+    out["values"] = [[v if isinstance(v, (int, float, str, type(None))) else str(v) for v in r] for r in rows]
+print(json.dumps(out))

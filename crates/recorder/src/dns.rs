@@ -21,7 +21,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use dnsledger_schema::{Answer, Question};
+use dnsledger_schema::{Answer, Question, names};
 use hickory_proto::rr::rdata::opt::ClientSubnet;
 use hickory_proto::rr::rdata::svcb::{SVCB, SvcParamValue};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -116,7 +116,7 @@ impl ParsedDns {
     fn set_first_question(&mut self, name: String, qtype: Option<u16>, qclass: Option<u16>) {
         self.qname = Some(name);
         self.qtype = qtype;
-        self.qtype_name = qtype.map(type_name);
+        self.qtype_name = qtype.map(|t| names::rtype(t).into_owned());
         self.qclass = qclass;
     }
 }
@@ -201,7 +201,7 @@ fn read_header(bytes: &[u8], p: &mut ParsedDns) {
         p.cd = Some(bit(4));
         let rcode = flags & 0xF;
         p.rcode = Some(rcode);
-        p.rcode_name = Some(rcode_name(rcode));
+        p.rcode_name = Some(names::rcode(rcode).into_owned());
     }
     p.qdcount = be16(bytes, 4);
     p.ancount = be16(bytes, 6);
@@ -354,8 +354,9 @@ fn read_rr<'a>(dec: &mut BinDecoder<'a>) -> Result<Rr<'a>, DecodeError> {
 fn push_answer(bytes: &[u8], rr: &Rr<'_>, i: u16, ancount: u16, p: &mut ParsedDns) {
     let data = match rdata_text(bytes, rr) {
         Ok((text, ip)) => {
-            if let Some(ip) = ip {
-                p.answer_ips.push(ip.to_string());
+            // The text of an A/AAAA record is its address, as `answer_ips` wants it.
+            if ip.is_some() {
+                p.answer_ips.push(text.clone());
             }
             text
         }
@@ -363,14 +364,14 @@ fn push_answer(bytes: &[u8], rr: &Rr<'_>, i: u16, ancount: u16, p: &mut ParsedDn
             p.note_error(format!(
                 "malformed message: answer record {} of {ancount} ({}) rdata: {e}",
                 i + 1,
-                type_name(rr.rtype)
+                names::rtype(rr.rtype)
             ));
             generic_rdata(rr.rdata)
         }
     };
     p.answers.push(Answer {
         name: name_to_string(&rr.name),
-        rtype: type_name(rr.rtype),
+        rtype: names::rtype(rr.rtype).into_owned(),
         ttl: rr.ttl,
         data,
     });
@@ -421,6 +422,32 @@ fn rdata_text(bytes: &[u8], rr: &Rr<'_>) -> Result<(String, Option<IpAddr>), Str
     Ok((text, rdata.ip_addr()))
 }
 
+/// An address as `Display` prints it. IPv4 is written here by hand: `Display` goes through the
+/// formatting machinery (padding, width), and the three or more addresses of every row made it
+/// ~6 % of the recorder's CPU at 10k q/s (bench/RESULTS.md, profile). IPv6, with its zero-run
+/// rules, is left to the standard library.
+pub fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut s = String::with_capacity(15);
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                if o >= 100 {
+                    s.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    s.push(char::from(b'0' + o / 10 % 10));
+                }
+                s.push(char::from(b'0' + o % 10));
+            }
+            s
+        }
+        IpAddr::V6(v6) => v6.to_string(),
+    }
+}
+
 /// Presentation format of the decoded types; `None` for variants left to the generic form.
 ///
 /// Written here rather than taken from hickory's `Display`, which prints names with a trailing
@@ -429,8 +456,8 @@ fn rdata_text(bytes: &[u8], rr: &Rr<'_>) -> Result<(String, Option<IpAddr>), Str
 fn typed_rdata_text(rdata: &RData) -> Option<String> {
     let mut s = String::new();
     match rdata {
-        RData::A(a) => write!(s, "{}", a.0).ok()?,
-        RData::AAAA(a) => write!(s, "{}", a.0).ok()?,
+        RData::A(a) => s = ip_text(IpAddr::V4(a.0)),
+        RData::AAAA(a) => s = ip_text(IpAddr::V6(a.0)),
         RData::NS(n) => s = name_to_string(&n.0),
         RData::CNAME(n) => s = name_to_string(&n.0),
         RData::PTR(n) => s = name_to_string(&n.0),
@@ -613,7 +640,7 @@ fn read_opt(rr: &Rr<'_>, p: &mut ParsedDns) {
     if let Some(low) = p.rcode {
         let rcode = (rcode_high << 4) | low;
         p.rcode = Some(rcode);
-        p.rcode_name = Some(rcode_name(rcode));
+        p.rcode_name = Some(names::rcode(rcode).into_owned());
     }
     // The option list is walked by hand: hickory's OPT decoder discards every option when one
     // of them fails to decode, and has no types for COOKIE or Extended DNS Errors. Each option
@@ -720,142 +747,6 @@ fn push_decimal_escape(out: &mut String, b: u8) {
     let _ = write!(out, "\\{b:03}");
 }
 
-/// Mnemonic of a response code (IANA "DNS RCODEs"), `RCODE<n>` when unassigned.
-pub fn rcode_name(rcode: u16) -> String {
-    let name = match rcode {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        6 => "YXDOMAIN",
-        7 => "YXRRSET",
-        8 => "NXRRSET",
-        9 => "NOTAUTH",
-        10 => "NOTZONE",
-        11 => "DSOTYPENI",
-        16 => "BADVERS",
-        17 => "BADKEY",
-        18 => "BADTIME",
-        19 => "BADMODE",
-        20 => "BADNAME",
-        21 => "BADALG",
-        22 => "BADTRUNC",
-        23 => "BADCOOKIE",
-        n => return format!("RCODE{n}"),
-    };
-    name.to_owned()
-}
-
-/// Mnemonic of a record type (IANA "Resource Record (RR) TYPEs"), `TYPE<n>` when unassigned.
-///
-/// A table of our own: hickory's `RecordType` names only about 40 types, prints
-/// `Unknown(n)`-style text for the rest and maps ANAME to the private-use code 65305.
-pub fn type_name(rtype: u16) -> String {
-    let name = match rtype {
-        1 => "A",
-        2 => "NS",
-        3 => "MD",
-        4 => "MF",
-        5 => "CNAME",
-        6 => "SOA",
-        7 => "MB",
-        8 => "MG",
-        9 => "MR",
-        10 => "NULL",
-        11 => "WKS",
-        12 => "PTR",
-        13 => "HINFO",
-        14 => "MINFO",
-        15 => "MX",
-        16 => "TXT",
-        17 => "RP",
-        18 => "AFSDB",
-        19 => "X25",
-        20 => "ISDN",
-        21 => "RT",
-        22 => "NSAP",
-        23 => "NSAP-PTR",
-        24 => "SIG",
-        25 => "KEY",
-        26 => "PX",
-        27 => "GPOS",
-        28 => "AAAA",
-        29 => "LOC",
-        30 => "NXT",
-        31 => "EID",
-        32 => "NIMLOC",
-        33 => "SRV",
-        34 => "ATMA",
-        35 => "NAPTR",
-        36 => "KX",
-        37 => "CERT",
-        38 => "A6",
-        39 => "DNAME",
-        40 => "SINK",
-        41 => "OPT",
-        42 => "APL",
-        43 => "DS",
-        44 => "SSHFP",
-        45 => "IPSECKEY",
-        46 => "RRSIG",
-        47 => "NSEC",
-        48 => "DNSKEY",
-        49 => "DHCID",
-        50 => "NSEC3",
-        51 => "NSEC3PARAM",
-        52 => "TLSA",
-        53 => "SMIMEA",
-        55 => "HIP",
-        56 => "NINFO",
-        57 => "RKEY",
-        58 => "TALINK",
-        59 => "CDS",
-        60 => "CDNSKEY",
-        61 => "OPENPGPKEY",
-        62 => "CSYNC",
-        63 => "ZONEMD",
-        64 => "SVCB",
-        65 => "HTTPS",
-        66 => "DSYNC",
-        67 => "HHIT",
-        68 => "BRID",
-        99 => "SPF",
-        100 => "UINFO",
-        101 => "UID",
-        102 => "GID",
-        103 => "UNSPEC",
-        104 => "NID",
-        105 => "L32",
-        106 => "L64",
-        107 => "LP",
-        108 => "EUI48",
-        109 => "EUI64",
-        128 => "NXNAME",
-        249 => "TKEY",
-        250 => "TSIG",
-        251 => "IXFR",
-        252 => "AXFR",
-        253 => "MAILB",
-        254 => "MAILA",
-        255 => "ANY",
-        256 => "URI",
-        257 => "CAA",
-        258 => "AVC",
-        259 => "DOA",
-        260 => "AMTRELAY",
-        261 => "RESINFO",
-        262 => "WALLET",
-        263 => "CLA",
-        264 => "IPN",
-        32768 => "TA",
-        32769 => "DLV",
-        n => return format!("TYPE{n}"),
-    };
-    name.to_owned()
-}
-
 /// The registrable domain ("eTLD+1") of a name in this module's format, from the Public Suffix
 /// List: `www.example.co.uk` -> `example.co.uk`. `None` for public suffixes themselves, the
 /// root, and names that are not plain host names (escaped bytes, empty labels, characters
@@ -878,6 +769,18 @@ pub fn registered_domain(qname: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_is_display() {
+        for a in [0u8, 1, 9, 10, 99, 100, 199, 200, 255] {
+            for b in [0u8, 7, 42, 255] {
+                let v4 = std::net::Ipv4Addr::new(a, b, 255 - a, b / 3);
+                assert_eq!(ip_text(IpAddr::V4(v4)), v4.to_string());
+            }
+        }
+        let v6: IpAddr = "2001:db8::1:0:0:1".parse().expect("v6");
+        assert_eq!(ip_text(v6), v6.to_string());
+    }
 
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::str::FromStr;
@@ -1303,15 +1206,6 @@ mod tests {
         assert_eq!(p.cd, Some(true));
         assert_eq!(p.qname, None);
         assert!(p.has_header());
-    }
-
-    #[test]
-    fn unassigned_rcode_and_type_names() {
-        assert_eq!(rcode_name(12), "RCODE12");
-        assert_eq!(rcode_name(3), "NXDOMAIN");
-        assert_eq!(rcode_name(23), "BADCOOKIE");
-        assert_eq!(type_name(65534), "TYPE65534");
-        assert_eq!(type_name(65), "HTTPS");
     }
 
     #[test]

@@ -23,10 +23,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use dnsledger_schema::Transaction;
 use serde::{Deserialize, Serialize};
 
-use crate::bpf::events::{self, Clock, Event};
+use crate::bpf::events::{Clock, boot_now};
 use crate::bpf::{self, BpfConfig, KernelCounters};
 use crate::config::Settings;
-use crate::pipeline::{HostFacts, LiveAttribution, Pipeline};
+use crate::pipeline::{HostFacts, LiveAttribution, Pipeline, RingFeed};
 use crate::procs::ProcessTable;
 
 /// The recorder's live socket, in the data directory.
@@ -441,6 +441,7 @@ fn run_standalone(
     let pipeline = std::cell::RefCell::new(&mut pipeline);
     let mut last_tick = std::time::Instant::now();
     let mut announced = 0u64;
+    let mut feed = RingFeed::default();
     bpf::capture(
         &cfg,
         &cgroup_root,
@@ -449,21 +450,7 @@ fn run_standalone(
         || {
             let _ = ready.send(());
         },
-        |record: &[u8]| {
-            let clock = clock.get();
-            let mut p = pipeline.borrow_mut();
-            match events::parse(record, &clock) {
-                Ok(Event::Packet(pkt)) => {
-                    p.attr_mut().now_ns = pkt.ts_ns;
-                    p.packet(&pkt);
-                }
-                Ok(Event::Exec(e)) => p.attr_mut().table.exec(&e),
-                Ok(Event::Exit { pid, ts_ns }) => p.attr_mut().table.exit(pid, ts_ns),
-                // Never sent: the stack programs are not loaded for snoop.
-                Ok(Event::Stack(_)) => {}
-                Err(e) => tracing::debug!("skipping ring buffer record: {e}"),
-            }
-        },
+        |record: &[u8]| feed.record(&mut pipeline.borrow_mut(), record, &clock.get()),
         || {
             if last_tick.elapsed() < STANDALONE_TICK {
                 return;
@@ -485,16 +472,6 @@ fn run_standalone(
             }
         },
     )
-}
-
-fn boot_now() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes into it.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

@@ -761,8 +761,12 @@ fn writer_loop(
                         }
                     }
                 }
-                batch.clear();
-                let _ = free.send(batch);
+                // A batch that grew while the writer was behind is freed rather than recycled:
+                // kept, its pages would stay resident for good.
+                if batch.buf.capacity() <= 2 * BATCH_BYTES {
+                    batch.clear();
+                    let _ = free.send(batch);
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,

@@ -61,62 +61,44 @@ fn bounded(name: Option<&str>, known: &[&'static str]) -> &'static str {
     }
 }
 
-/// One set of DNSWatch counters (one `process` label value).
-#[derive(Debug, Default)]
-pub struct DnswatchCounters {
-    pub a_queries: AtomicU64,
-    pub aaaa_queries: AtomicU64,
-    pub ptr_queries: AtomicU64,
-    pub noerror_responses: AtomicU64,
-    pub nxdomain_responses: AtomicU64,
-    pub servfail_responses: AtomicU64,
+/// Which transactions a DNSWatch counter counts.
+#[derive(Clone, Copy)]
+enum Counts {
+    /// Queries seen (answered or not) of this qtype.
+    Queries(u16),
+    /// Responses seen (paired or unsolicited) with this rcode.
+    Responses(u16),
 }
 
-/// DNSWatch's metric names, in the order they are printed.
-pub const DNSWATCH_NAMES: [&str; 6] = [
-    "a_queries",
-    "aaaa_queries",
-    "ptr_queries",
-    "noerror_responses",
-    "nxdomain_responses",
-    "servfail_responses",
+/// DNSWatch's counters, in the order they are printed, with what each counts.
+const DNSWATCH: [(&str, Counts); 6] = [
+    ("a_queries", Counts::Queries(1)),
+    ("aaaa_queries", Counts::Queries(28)),
+    ("ptr_queries", Counts::Queries(12)),
+    ("noerror_responses", Counts::Responses(0)),
+    ("nxdomain_responses", Counts::Responses(3)),
+    ("servfail_responses", Counts::Responses(2)),
 ];
 
+/// One set of DNSWatch counters (one `process` label value), indexed like [`DNSWATCH`].
+#[derive(Debug, Default)]
+pub struct DnswatchCounters([AtomicU64; DNSWATCH.len()]);
+
 impl DnswatchCounters {
-    fn values(&self) -> [u64; 6] {
-        [
-            &self.a_queries,
-            &self.aaaa_queries,
-            &self.ptr_queries,
-            &self.noerror_responses,
-            &self.nxdomain_responses,
-            &self.servfail_responses,
-        ]
-        .map(|c| c.load(Ordering::Relaxed))
+    fn values(&self) -> [u64; DNSWATCH.len()] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
     }
 
     fn add(&self, tx: &Transaction) {
-        // A query was seen (answered or not): count it by type. A response was seen: count it
-        // by response code. An unsolicited response has no query.
-        if tx.status != "unsolicited" {
-            let c = match tx.qtype {
-                Some(1) => Some(&self.a_queries),
-                Some(28) => Some(&self.aaaa_queries),
-                Some(12) => Some(&self.ptr_queries),
-                _ => None,
+        // An unsolicited response has no query; an unanswered query has no response.
+        let query = tx.status != "unsolicited";
+        let response = tx.status != "unanswered";
+        for ((_, counts), c) in DNSWATCH.iter().zip(&self.0) {
+            let hit = match *counts {
+                Counts::Queries(t) => query && tx.qtype == Some(t),
+                Counts::Responses(r) => response && tx.rcode == Some(r),
             };
-            if let Some(c) = c {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        if tx.status != "unanswered" {
-            let c = match tx.rcode {
-                Some(0) => Some(&self.noerror_responses),
-                Some(3) => Some(&self.nxdomain_responses),
-                Some(2) => Some(&self.servfail_responses),
-                _ => None,
-            };
-            if let Some(c) = c {
+            if hit {
                 c.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -394,7 +376,7 @@ impl Exposition {
     fn encode_dnswatch(&self, out: &mut String) {
         let list: Vec<(String, Arc<DnswatchCounters>)> =
             self.shared.lock().map(|l| l.clone()).unwrap_or_default();
-        let mut rows: Vec<(&str, [u64; 6])> = Vec::with_capacity(list.len() + 2);
+        let mut rows: Vec<(&str, [u64; DNSWATCH.len()])> = Vec::with_capacity(list.len() + 2);
         rows.push(("all", self.all.values()));
         for (name, c) in &list {
             rows.push((name, c.values()));
@@ -403,7 +385,7 @@ impl Exposition {
         if other.iter().any(|v| *v > 0) {
             rows.push(("other", other));
         }
-        for (i, name) in DNSWATCH_NAMES.iter().enumerate() {
+        for (i, (name, _)) in DNSWATCH.iter().enumerate() {
             let what = name.replace('_', " ");
             let _ = writeln!(
                 out,

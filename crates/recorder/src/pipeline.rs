@@ -1,18 +1,21 @@
 //! The one pipeline both sources feed: packets -> messages -> transactions -> segments.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use dnsledger_schema::{Transaction, meta};
 
+use crate::bpf::events::{self, Clock, Event};
 use crate::config::Settings;
 use crate::decode::{Decoder, PortSet};
-use crate::event::{DnsMessage, KernelOwner, RawPacket};
+use crate::event::{Direction, DnsMessage, KernelOwner, RawPacket};
 use crate::pair::{Attributor, PairConfig, Pairer, ProcessAttrs};
 use crate::procs::ProcessTable;
 use crate::segment::{SegmentConfig, SegmentError, SegmentStats, SegmentWriter};
 use crate::spool::{RecoveryError, RecoveryReport};
+use crate::stacks::StackSymbolizer;
 
 /// TCP streams and fragment buffers idle this long are flushed.
 const DECODER_IDLE_NS: i64 = 30_000_000_000;
@@ -21,6 +24,12 @@ const DECODER_IDLE_NS: i64 = 30_000_000_000;
 /// Every buffered row costs ~1 KiB, so this is the recorder's largest memory term at high
 /// rates (rate x slack rows).
 const REORDER_SLACK_NS: i64 = 500_000_000;
+
+/// Rows wait this long at most for a pending query older than them to be settled. Beyond it
+/// they are written, and the query's row, when it comes (answered late or given up after the
+/// pair timeout), goes into the next segment (see `segment`). Waiting for the full pair timeout
+/// held rate x 5 s of rows in memory whenever any query went unanswered.
+const PENDING_WAIT_NS: i64 = 1_000_000_000;
 
 /// Rows that may wait in memory when they cannot be written (about 1 KiB each with raw bytes).
 const MAX_BUFFERED_ROWS: usize = 256 * 1024;
@@ -101,6 +110,83 @@ impl Attributor for LiveAttribution {
             cmdline: info.cmdline,
             cgroup_path: info.cgroup_path,
             container_id: info.container_id,
+        }
+    }
+}
+
+/// Stacks waiting for their packet, at most (a stack whose packet was lost in the kernel is
+/// replaced by its thread's next one, but threads come and go).
+const MAX_PENDING_STACKS: usize = 4096;
+
+/// Feeds ring-buffer records to a live pipeline, for `record` and for a standalone `snoop`/`top`:
+/// packets, process exec/exit, and the user stacks of `--stacks`, each joined to the egress
+/// packet it precedes.
+#[derive(Default)]
+pub struct RingFeed {
+    /// Made at the first stack event (only `record --stacks` loads the stack programs).
+    symbolizer: Option<StackSymbolizer>,
+    /// Symbolized stacks waiting for the egress packet they precede, by thread id, with the
+    /// socket cookie they were taken for.
+    pending_stacks: HashMap<u32, (u64, Arc<[String]>)>,
+    /// Records that did not parse (skipped).
+    pub bad_events: u64,
+}
+
+impl RingFeed {
+    /// Stacks symbolized, and of those, ones whose process was gone by then.
+    pub fn stack_counts(&self) -> (u64, u64) {
+        self.symbolizer
+            .as_ref()
+            .map_or((0, 0), |s| (s.symbolized, s.process_gone))
+    }
+
+    /// Hands one ring-buffer record to `pipeline`; `clock` converts its boot-time stamp.
+    pub fn record(
+        &mut self,
+        pipeline: &mut Pipeline<LiveAttribution>,
+        record: &[u8],
+        clock: &Clock,
+    ) {
+        match events::parse(record, clock) {
+            Ok(Event::Packet(pkt)) => {
+                pipeline.attr_mut().now_ns = pkt.ts_ns;
+                // Only the egress packet the stack event precedes takes it (an ingress packet
+                // may carry the same thread as socket owner).
+                let stack = match pkt.owner {
+                    Some(o)
+                        if pkt.direction == Direction::Egress
+                            && !self.pending_stacks.is_empty() =>
+                    {
+                        self.pending_stacks
+                            .remove(&o.tid)
+                            .filter(|(cookie, _)| *cookie == pkt.sock_cookie)
+                            .map(|(_, frames)| frames)
+                    }
+                    _ => None,
+                };
+                pipeline.packet_with_stack(&pkt, stack);
+            }
+            Ok(Event::Stack(st)) => {
+                if self.pending_stacks.len() >= MAX_PENDING_STACKS {
+                    self.pending_stacks.clear();
+                }
+                let frames = self
+                    .symbolizer
+                    .get_or_insert_with(StackSymbolizer::new)
+                    .symbolize(st.pid, &st.ips);
+                self.pending_stacks.insert(st.tid, (st.sock_cookie, frames));
+            }
+            Ok(Event::Exec(e)) => pipeline.attr_mut().table.exec(&e),
+            Ok(Event::Exit { pid, ts_ns }) => {
+                if let Some(s) = &mut self.symbolizer {
+                    s.forget(pid);
+                }
+                pipeline.attr_mut().table.exit(pid, ts_ns)
+            }
+            Err(e) => {
+                self.bad_events += 1;
+                tracing::debug!("skipping ring buffer record: {e}");
+            }
         }
     }
 }
@@ -326,10 +412,11 @@ impl<A: Attributor> Pipeline<A> {
         self.pairer.expire(now_ns, &mut self.rows);
         self.flush_rows();
         let horizon = now_ns.saturating_sub(REORDER_SLACK_NS);
+        let pending_floor = now_ns.saturating_sub(PENDING_WAIT_NS);
         let watermark = self
             .pairer
             .low_watermark()
-            .map_or(horizon, |w| w.min(horizon));
+            .map_or(horizon, |w| w.max(pending_floor).min(horizon));
         self.watermark = Some(watermark);
         if let Some(w) = &mut self.writer {
             let sealed = w.advance(Some(watermark), Instant::now())?;

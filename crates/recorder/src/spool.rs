@@ -645,9 +645,10 @@ mod tests {
         // Rows 0..10 written; rows 10..20 still buffered above the watermark.
         w.push((0..20).map(row));
         w.advance(Some(T0 + 10), now).expect("advance");
-        // A row older than the open segment's last seals it (rows 0..10 sealed).
+        // The open segment is due by age: rows 0..10 sealed; the older row 5 opens the next.
         w.push([row(5)]);
-        w.advance(Some(T0 + 10), now).expect("advance");
+        w.advance(Some(T0 + 10), now + Duration::from_secs(3600))
+            .expect("advance");
         // Sync everything (interval zero), then "crash": no close.
         w.advance(Some(T0 + 10), now).expect("advance");
         let run = w.run_id().to_string();

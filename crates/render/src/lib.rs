@@ -10,6 +10,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use dnsledger_schema::names;
 use hickory_proto::op::{Edns, Message};
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{RData, Record};
@@ -139,46 +140,6 @@ pub fn write_transaction(t: &Transcript, out: &mut dyn Write) -> io::Result<()> 
     Ok(())
 }
 
-/// dig's mnemonic for an rcode (RFC 6895 registry).
-fn rcode_name(code: u16) -> String {
-    let s = match code {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        6 => "YXDOMAIN",
-        7 => "YXRRSET",
-        8 => "NXRRSET",
-        9 => "NOTAUTH",
-        10 => "NOTZONE",
-        11 => "DSOTYPENI",
-        16 => "BADVERS",
-        17 => "BADKEY",
-        18 => "BADTIME",
-        19 => "BADMODE",
-        20 => "BADNAME",
-        21 => "BADALG",
-        22 => "BADTRUNC",
-        23 => "BADCOOKIE",
-        n => return format!("RCODE{n}"),
-    };
-    s.to_owned()
-}
-
-fn opcode_name(code: u8) -> String {
-    match code {
-        0 => "QUERY".into(),
-        1 => "IQUERY".into(),
-        2 => "STATUS".into(),
-        4 => "NOTIFY".into(),
-        5 => "UPDATE".into(),
-        6 => "DSO".into(),
-        n => format!("OPCODE{n}"),
-    }
-}
-
 /// The fixed 12-byte header, read by hand so that it can be shown for messages that do not
 /// parse.
 struct RawHeader {
@@ -232,8 +193,8 @@ fn header_lines(h: &RawHeader, rcode: u16, update: bool) -> String {
     };
     format!(
         ";; ->>HEADER<<- opcode: {}, status: {}, id: {}\n;; flags: {}; {q}: {}, {a}: {}, {n}: {}, {ad}: {}\n",
-        opcode_name(h.opcode()),
-        rcode_name(rcode),
+        names::opcode(h.opcode()),
+        names::rcode(rcode),
         h.id,
         h.flag_names(),
         h.counts[0],

@@ -9,6 +9,7 @@
 //! refuse versions newer than they know with a clear message.
 
 mod batch;
+pub mod names;
 
 pub use batch::{Answer, Question, Transaction, TransactionBatchBuilder, transaction_at};
 

@@ -73,6 +73,11 @@ fn clock_ns(id: libc::clockid_t) -> i64 {
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
+/// CLOCK_BOOTTIME now, in ns: the kernel's event clock (`bpf_ktime_get_boot_ns`).
+pub fn boot_now() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME) as u64
+}
+
 impl Clock {
     /// Offset between CLOCK_REALTIME and CLOCK_BOOTTIME, now.
     pub fn now() -> Self {
