@@ -20,11 +20,6 @@ use dnsledger_query::source::{self, Scope, Skipped};
 use dnsledger_query::table::{Problems, ScanProgress, table_schema};
 use dnsledger_query::{recipes, segments, show, udf};
 
-// mimalloc, as datafusion-cli does: DataFusion allocates and frees many short-lived buffers on
-// every core at once, which glibc's malloc serves with more lock traffic and retained memory.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const EXIT_CODES: &str = "\
 Tables:
   dns       one row per DNS transaction within --since/--until/--host (what recipes read)

@@ -281,13 +281,16 @@ impl TableProvider for SegmentTable {
             usize::from(state.config_options().execution.meta_fetch_concurrency).max(1);
 
         // Footers: read (through DataFusion's metadata cache, so the scan does not read them
-        // again) and check each candidate.
+        // again) and check each candidate. Each file is its own task: decoding a footer and its
+        // statistics is CPU work, and one task polling them all used one core (segments are
+        // many and small: ~1 ms each, most of a point lookup over thousands of files).
         let checked: Vec<(SegmentFile, Result<PartitionedFile, String>)> = stream::iter(candidates)
             .map(|f| {
                 let store = store.clone();
                 let cache = cache.clone();
                 let file_schema = file_schema.clone();
-                async move {
+                let kept = f.clone();
+                let task = tokio::spawn(async move {
                     let result = async {
                         let meta = object_meta(&f).map_err(|e| e.to_string())?;
                         let md: Arc<ParquetMetaData> =
@@ -312,6 +315,12 @@ impl TableProvider for SegmentTable {
                     }
                     .await;
                     (f, result)
+                });
+                async move {
+                    // Only a panic in the parquet reader ends a task early: that file is
+                    // reported as unreadable like any other.
+                    task.await
+                        .unwrap_or_else(|e| (kept, Err(format!("footer check failed: {e}"))))
                 }
             })
             .buffered(concurrency)
