@@ -449,10 +449,13 @@ name_stats AS (
   FROM names
   GROUP BY {k}
 ),
+-- Distinct names per hour as DISTINCT rows, then counted: a count(DISTINCT) per group keeps
+-- a hash set per (key, hour) group in DataFusion (~36 KiB each; 18 GB at 5M rows).
 hourly AS (
   SELECT {k}, max(n) AS peak_names_per_hour
-  FROM (SELECT {k}, count(DISTINCT qname) AS n
-        FROM k GROUP BY {k}, date_bin(INTERVAL '1 hour', ts)) AS h
+  FROM (SELECT {k}, hour, count(*) AS n
+        FROM (SELECT DISTINCT {k}, date_bin(INTERVAL '1 hour', ts) AS hour, qname FROM k) AS d
+        GROUP BY {k}, hour) AS h
   GROUP BY {k}
 ),
 quarterly AS (
