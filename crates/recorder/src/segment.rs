@@ -191,9 +191,8 @@ type SpaceCheck = Result<(), (u64, u64)>;
 /// A pushed row and the spool epoch it was appended in (0 without a spool).
 ///
 /// The row is boxed: a `Transaction` is ~600 bytes, and the buffer is split by the watermark
-/// and sorted on every tick. Moving the rows themselves there was the recorder's largest CPU
-/// cost at high rates (memmove ~30 % of its samples, plus page faults of the fresh vectors);
-/// moving 24-byte entries is not.
+/// and sorted on every tick, which moved every waiting row into fresh vectors (copies and page
+/// faults, several times per row at high rates); moving 32-byte entries costs little.
 struct Spooled {
     /// `row.ts`, kept beside the pointer so that sorting and splitting touch no row.
     ts: i64,
