@@ -3,7 +3,6 @@
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,14 +14,13 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tracing::{debug, error, info, warn};
 
-use dnsledger::bpf::events::{self, Clock, Event};
+use dnsledger::bpf::events::{Clock, boot_now};
 use dnsledger::bpf::{self, BpfConfig, KernelCounters};
 use dnsledger::config::{self, FileConfig, Settings};
-use dnsledger::event::Direction;
 use dnsledger::live::LivePublisher;
 use dnsledger::pair::NoAttribution;
 use dnsledger::pcap::PcapSource;
-use dnsledger::pipeline::{HostFacts, LiveAttribution, Pipeline, recover_spool};
+use dnsledger::pipeline::{HostFacts, LiveAttribution, Pipeline, RingFeed, recover_spool};
 use dnsledger::procs::ProcessTable;
 
 /// A DNS flight recorder: which process asked for which name, when, and what it got back.
@@ -409,8 +407,6 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the boot-time -> UTC offset is re-read (NTP may slew the wall clock).
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
-/// `--stacks`: symbolized stacks waiting for their packet, at most.
-const MAX_PENDING_STACKS: usize = 4096;
 
 fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let mut s = settings(&args.common, config::DEFAULT_PORTS)?;
@@ -696,7 +692,6 @@ fn writer_loop(
     let mut clock_set = Instant::now();
     let mut last_tick = Instant::now();
     let mut last_summary = Instant::now();
-    let mut bad_events = 0u64;
     let mut write_failures = 0u64;
     let mut last_write_error: Option<Instant> = None;
     let extras = (extras.metrics.is_some() || extras.live.is_some())
@@ -714,52 +709,12 @@ fn writer_loop(
             }
         }));
     }
-    let mut symbolizer = dnsledger::stacks::StackSymbolizer::new();
-    // Symbolized stacks waiting for the egress packet they precede, by thread id.
-    let mut pending_stacks: HashMap<u32, (u64, Arc<[String]>)> = HashMap::new();
+    let mut feed = RingFeed::default();
     loop {
         match rx.recv_timeout(TICK) {
             Ok(mut batch) => {
                 for record in batch.records() {
-                    match events::parse(record, &clock) {
-                        Ok(Event::Packet(pkt)) => {
-                            pipeline.attr_mut().now_ns = pkt.ts_ns;
-                            // Only the egress packet the stack event precedes takes it (an
-                            // ingress packet may carry the same thread as socket owner).
-                            let stack = match pkt.owner {
-                                Some(o)
-                                    if pkt.direction == Direction::Egress
-                                        && !pending_stacks.is_empty() =>
-                                {
-                                    pending_stacks
-                                        .remove(&o.tid)
-                                        .filter(|(cookie, _)| *cookie == pkt.sock_cookie)
-                                        .map(|(_, frames)| frames)
-                                }
-                                _ => None,
-                            };
-                            pipeline.packet_with_stack(&pkt, stack);
-                        }
-                        Ok(Event::Stack(st)) => {
-                            // A stack whose packet never came (lost in the kernel) is
-                            // replaced by its thread's next one; threads come and go, so
-                            // the map is bounded too.
-                            if pending_stacks.len() >= MAX_PENDING_STACKS {
-                                pending_stacks.clear();
-                            }
-                            let frames = symbolizer.symbolize(st.pid, &st.ips);
-                            pending_stacks.insert(st.tid, (st.sock_cookie, frames));
-                        }
-                        Ok(Event::Exec(e)) => pipeline.attr_mut().table.exec(&e),
-                        Ok(Event::Exit { pid, ts_ns }) => {
-                            symbolizer.forget(pid);
-                            pipeline.attr_mut().table.exit(pid, ts_ns)
-                        }
-                        Err(e) => {
-                            bad_events += 1;
-                            debug!("skipping ring buffer record: {e}");
-                        }
-                    }
+                    feed.record(&mut pipeline, record, &clock);
                 }
                 // A batch that grew while the writer was behind is freed rather than recycled:
                 // kept, its pages would stay resident for good.
@@ -852,14 +807,14 @@ fn writer_loop(
                 packets = st.packets,
                 dropped_kernel = counters.dropped(),
                 dropped_user = user_drops.load(Ordering::Relaxed),
-                bad_events,
+                bad_events = feed.bad_events,
                 rows_lost = pipeline.rows_lost(),
                 cut_by_cap = st.cut_by_cap,
                 pair_evicted = st.pair_evicted,
                 segments = pipeline.sealed().len(),
                 processes = pipeline.attr_mut().table.len(),
-                stacks_symbolized = symbolizer.symbolized,
-                stacks_process_gone = symbolizer.process_gone,
+                stacks_symbolized = feed.stack_counts().0,
+                stacks_process_gone = feed.stack_counts().1,
                 "summary"
             );
         }
@@ -884,16 +839,6 @@ fn seal_leftovers(s: &Settings, host: &HostFacts) {
         Ok(_) => {}
         Err(e) => warn!("spooled rows are left for the next start: {e}"),
     }
-}
-
-fn boot_now() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes into it.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
