@@ -9,7 +9,9 @@
 //! refuse versions newer than they know with a clear message.
 
 mod batch;
+pub mod dnstext;
 pub mod names;
+pub mod partition;
 
 pub use batch::{Answer, Question, Transaction, TransactionBatchBuilder, transaction_at};
 
@@ -224,12 +226,6 @@ pub mod meta {
     pub const RECOVERY_CUT_BYTES: &str = "dnsledger.recovery_cut_bytes";
 }
 
-/// Name of the Hive partition keys under `segments/`. None equals a column name.
-pub mod partition {
-    pub const HOST: &str = "host";
-    pub const DATE: &str = "date";
-    pub const HOUR: &str = "hour";
-}
 
 /// Columns whose Parquet column chunks carry bloom filters.
 pub const BLOOM_FILTER_COLUMNS: &[&str] = &[col::QNAME, col::REGISTERED_DOMAIN];
