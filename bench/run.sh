@@ -33,8 +33,9 @@ if [[ "${BENCH_NO_INSTALL:-0}" != 1 ]]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
-  # unbound's package starts a system service on port 53: the bench runs its own instance.
-  python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install -q duckdb
+  # DuckDB from PyPI into the project's .venv (made from Debian's python3; PEP 668 forbids
+  # installing into the system Python).
+  scripts/setup-debian.sh --venv
 fi
 
 if ((smoke)); then
@@ -52,6 +53,12 @@ for b in dnsledger dnsql examples/bench_gen; do
   [[ -x "$bin/$b" ]] || { echo "error: $bin/$b not found (set DNSLEDGER_BIN_DIR)" >&2; exit 2; }
 done
 
-# python3 by full path: a pyenv shim would add bash/readlink processes to every measurement.
-py=$(python3 -c 'import sys; print(sys.executable)')
+# The project's .venv python by full path (DuckDB lives there; a pyenv shim would add
+# bash/readlink processes to every measurement).
+py=$PWD/.venv/bin/python
+"$py" -c 'import duckdb' 2>/dev/null || {
+  echo "error: $py cannot import duckdb" >&2
+  echo "hint: run scripts/setup-debian.sh --venv (or drop BENCH_NO_INSTALL=1)" >&2
+  exit 2
+}
 exec "$py" bench/bench.py --bin-dir "$bin" "$@"

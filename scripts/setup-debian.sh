@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages dnsledger needs to build, record and run its tests.
 # Idempotent: packages already present are left alone.
-# --test also sets up what only the test suite needs: DuckDB (from PyPI, in <repo>/.venv), an
-# independent Parquet reader the crash tests check every segment with.
+# --test also sets up what only the test suite needs: systemd (`systemd-analyze verify` checks the
+# shipped units) and DuckDB from PyPI in <repo>/.venv, an independent Parquet reader the tests and
+# the benchmarks check segments with. --venv sets up only that .venv (bench/run.sh).
+# Python packages go into the project's .venv, made from Debian's /usr/bin/python3, never into
+# a system Python (PEP 668 refuses that on Debian 12).
 set -euo pipefail
 test_extras=0
+venv_only=0
 for arg in "$@"; do
   case "$arg" in
     --test) test_extras=1 ;;
-    *) echo "error: unknown argument '$arg' (expected --test)" >&2; exit 2 ;;
+    --venv) venv_only=1 ;;
+    *) echo "error: unknown argument '$arg' (expected --test or --venv)" >&2; exit 2 ;;
   esac
 done
 
@@ -23,7 +28,10 @@ packages=(
   tshark
 )
 if [ "$test_extras" -eq 1 ]; then
-  packages+=(python3-venv)
+  packages+=(python3-venv systemd)
+fi
+if [ "$venv_only" -eq 1 ]; then
+  packages=(python3 python3-venv)
 fi
 
 missing=()
@@ -40,13 +48,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-if ! command -v cargo >/dev/null; then
+if [ "$venv_only" -eq 0 ] && ! command -v cargo >/dev/null; then
   echo "error: cargo is not installed" >&2
   echo "hint: install Rust >= 1.94 with rustup (https://rustup.rs) and re-run" >&2
   exit 1
 fi
 
-if [ "$test_extras" -eq 1 ]; then
+if [ "$test_extras" -eq 1 ] || [ "$venv_only" -eq 1 ]; then
   venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
   if ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
     /usr/bin/python3 -m venv "$venv"
