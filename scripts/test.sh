@@ -26,7 +26,7 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace -- --test-threads 2 2>&1 | tee "$log"
 
 # Every BPF test (named bpf_*) that exists must have run and passed: none skipped, none ignored.
-expected=$(cargo test --workspace --test integration -- --list 2>/dev/null | grep -cE '^([a-z_]+::)*bpf_[a-z0-9_]+: test$' || true)
+expected=$(cargo test -p dnsledger-tests --test e2e -- --list 2>/dev/null | grep -cE '^([a-z_]+::)*bpf_[a-z0-9_]+: test$' || true)
 passed=$(grep -cE '^test ([a-z_]+::)*bpf_[a-z0-9_]+ \.\.\. ok$' "$log" || true)
 if [ "$expected" -eq 0 ] || [ "$passed" -ne "$expected" ]; then
   echo "error: $passed of $expected BPF tests passed; BPF tests must all run" >&2

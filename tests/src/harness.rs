@@ -1,10 +1,10 @@
-//! Fixtures for the end-to-end tests: the recorder binary, a dnsmasq server, segment reading.
+//! The end-to-end harness: the built binaries, a running recorder, a dnsmasq server, clients,
+//! `dnsql` runs and DuckDB as an independent reader.
 //!
 //! Every process a fixture starts, it stops by pid (also on panic, in `Drop`). Tests that load
 //! BPF programs hold [`bpf_lock`] so that only one recorder runs at a time, and fail (never
 //! skip) when they cannot run as root.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -12,10 +12,10 @@ use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use arrow_array::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::sync::LazyLock;
 
-pub const DNSLEDGER: &str = env!("CARGO_BIN_EXE_dnsledger");
+/// The `dnsledger` binary of this build (see [`built_binary`]).
+pub static DNSLEDGER: LazyLock<PathBuf> = LazyLock::new(|| built_binary("dnsledger"));
 
 static BPF_LOCK: Mutex<()> = Mutex::new(());
 
@@ -80,7 +80,7 @@ pub struct Recorder {
 impl Recorder {
     /// Starts the recorder and waits until it logs that it is recording.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Recorder {
-        let mut child = Command::new(DNSLEDGER)
+        let mut child = Command::new(&*DNSLEDGER)
             .arg("record")
             .arg("--data-dir")
             .arg(data_dir)
@@ -259,180 +259,6 @@ pub fn run_client(cmd: &mut Command) -> (u32, String) {
     (pid, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Every sealed segment under `<data_dir>/segments`.
-pub fn segment_files(data_dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![data_dir.join("segments")];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-pub fn read_segment(path: &Path) -> (Vec<RecordBatch>, HashMap<String, String>) {
-    let file = std::fs::File::open(path).expect("open segment");
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet footer");
-    let meta: HashMap<String, String> = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .map(|kv| {
-            kv.iter()
-                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let reader = builder.build().expect("reader");
-    let batches = reader.collect::<Result<Vec<_>, _>>().expect("read batches");
-    (batches, meta)
-}
-
-/// A row of a segment, with the columns the tests look at.
-#[derive(Clone, Debug, Default)]
-pub struct Row {
-    pub ts: i64,
-    pub status: String,
-    pub pid: Option<u32>,
-    pub tid: Option<u32>,
-    pub ppid: Option<u32>,
-    pub uid: Option<u32>,
-    pub comm: Option<String>,
-    pub exe: Option<String>,
-    pub cmdline: Option<String>,
-    pub cgroup_id: Option<u64>,
-    pub cgroup_path: Option<String>,
-    pub netns: Option<u32>,
-    pub transport: String,
-    pub ip_version: u8,
-    pub client_ip: String,
-    pub server_ip: String,
-    pub server_port: u16,
-    pub qname: Option<String>,
-    pub qtype_name: Option<String>,
-    pub rcode_name: Option<String>,
-    pub answer_ips: Vec<String>,
-    pub query_raw: Option<Vec<u8>>,
-    pub response_raw: Option<Vec<u8>>,
-    pub query_size: Option<u32>,
-    pub response_size: Option<u32>,
-    pub parse_error: Option<String>,
-    pub ede_code: Option<u16>,
-    /// `stack` (`record --stacks`); None when NULL.
-    pub stack: Option<Vec<String>>,
-}
-
-fn col<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn arrow_array::Array {
-    b.column_by_name(name)
-        .unwrap_or_else(|| panic!("column {name} missing"))
-        .as_ref()
-}
-
-fn string_at(a: &dyn arrow_array::Array, i: usize) -> Option<String> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::Int32Type;
-    if a.is_null(i) {
-        return None;
-    }
-    match a.data_type() {
-        arrow_schema::DataType::Utf8 => Some(a.as_string::<i32>().value(i).to_string()),
-        arrow_schema::DataType::Dictionary(_, _) => {
-            let d = a.as_dictionary::<Int32Type>();
-            let key = d.keys().value(i) as usize;
-            Some(d.values().as_string::<i32>().value(key).to_string())
-        }
-        other => panic!("not a string column: {other}"),
-    }
-}
-
-fn prim<T: arrow_array::ArrowPrimitiveType>(
-    a: &dyn arrow_array::Array,
-    i: usize,
-) -> Option<T::Native> {
-    use arrow_array::cast::AsArray;
-    (!a.is_null(i)).then(|| a.as_primitive::<T>().value(i))
-}
-
-fn binary_at(a: &dyn arrow_array::Array, i: usize) -> Option<Vec<u8>> {
-    use arrow_array::cast::AsArray;
-    (!a.is_null(i)).then(|| a.as_binary::<i32>().value(i).to_vec())
-}
-
-pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::*;
-    let mut out = Vec::new();
-    for b in batches {
-        for i in 0..b.num_rows() {
-            let ips = col(b, "answer_ips");
-            let answer_ips = if ips.is_null(i) {
-                Vec::new()
-            } else {
-                let list = ips.as_list::<i32>().value(i);
-                (0..list.len())
-                    .filter_map(|j| string_at(list.as_ref(), j))
-                    .collect()
-            };
-            let stack_col = col(b, "stack");
-            let stack = (!stack_col.is_null(i)).then(|| {
-                let list = stack_col.as_list::<i32>().value(i);
-                (0..list.len())
-                    .filter_map(|j| string_at(list.as_ref(), j))
-                    .collect()
-            });
-            out.push(Row {
-                ts: prim::<TimestampNanosecondType>(col(b, "ts"), i).expect("ts"),
-                status: string_at(col(b, "status"), i).expect("status"),
-                pid: prim::<UInt32Type>(col(b, "pid"), i),
-                tid: prim::<UInt32Type>(col(b, "tid"), i),
-                ppid: prim::<UInt32Type>(col(b, "ppid"), i),
-                uid: prim::<UInt32Type>(col(b, "uid"), i),
-                comm: string_at(col(b, "comm"), i),
-                exe: string_at(col(b, "exe"), i),
-                cmdline: string_at(col(b, "cmdline"), i),
-                cgroup_id: prim::<UInt64Type>(col(b, "cgroup_id"), i),
-                cgroup_path: string_at(col(b, "cgroup_path"), i),
-                netns: prim::<UInt32Type>(col(b, "netns"), i),
-                transport: string_at(col(b, "transport"), i).expect("transport"),
-                ip_version: prim::<UInt8Type>(col(b, "ip_version"), i).expect("ip_version"),
-                client_ip: string_at(col(b, "client_ip"), i).expect("client_ip"),
-                server_ip: string_at(col(b, "server_ip"), i).expect("server_ip"),
-                server_port: prim::<UInt16Type>(col(b, "server_port"), i).expect("server_port"),
-                qname: string_at(col(b, "qname"), i),
-                qtype_name: string_at(col(b, "qtype_name"), i),
-                rcode_name: string_at(col(b, "rcode_name"), i),
-                answer_ips,
-                query_raw: binary_at(col(b, "query_raw"), i),
-                response_raw: binary_at(col(b, "response_raw"), i),
-                query_size: prim::<UInt32Type>(col(b, "query_size"), i),
-                response_size: prim::<UInt32Type>(col(b, "response_size"), i),
-                parse_error: string_at(col(b, "parse_error"), i),
-                ede_code: prim::<UInt16Type>(col(b, "ede_code"), i),
-                stack,
-            });
-        }
-    }
-    out
-}
-
-/// All rows of all sealed segments under `data_dir`.
-pub fn all_rows(data_dir: &Path) -> Vec<Row> {
-    segment_files(data_dir)
-        .iter()
-        .flat_map(|p| rows(&read_segment(p).0))
-        .collect()
-}
-
 /// Full path of the Debian python (not a pyenv shim, whose wrappers exec many processes).
 pub fn python() -> PathBuf {
     for p in ["/usr/bin/python3", "/usr/local/bin/python3"] {
@@ -443,26 +269,58 @@ pub fn python() -> PathBuf {
     panic!("no python3 at /usr/bin/python3 (apt-get install python3)");
 }
 
-/// The `dnsql` binary of this build: it sits in the same target directory as this test binary
-/// (`target/<profile>/deps/integration-*`), and `cargo test --workspace` (the suite's command)
-/// builds it before any test runs. `DNSQL` overrides.
+/// The `dnsql` binary of this build (see [`built_binary`]); `DNSQL` overrides.
 pub fn dnsql_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("DNSQL") {
         return PathBuf::from(p);
     }
+    built_binary("dnsql")
+}
+
+/// A binary of the workspace in the target directory of this test binary
+/// (`target/<profile>/deps/e2e-*` → `target/<profile>/<name>`). `cargo test --workspace` (the
+/// suite's command) builds `dnsledger` and `dnsql` before any test runs, because their own
+/// crates have integration tests. Run alone (`cargo test -p dnsledger-tests`), cargo does not
+/// rebuild them: a binary older than its sources fails here rather than testing stale code.
+pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test binary is in target/<profile>/deps");
-    let bin = dir.join("dnsql");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p dnsledger-query` \
-         (`cargo test --workspace`, as scripts/test.sh runs it, does)",
-        bin.display()
-    );
+    let bin = dir.join(name);
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified());
+    let Ok(built) = built else {
+        panic!(
+            "{} is missing: build it with `cargo build --workspace` \
+             (`cargo test --workspace`, as scripts/test.sh runs it, does)",
+            bin.display()
+        );
+    };
+    let sources: &[&str] = match name {
+        "dnsledger" => &["crates/recorder/src", "crates/schema/src", "crates/render/src", "bpf"],
+        _ => &["crates/query/src", "crates/schema/src", "crates/render/src"],
+    };
+    for src in sources {
+        for f in crate::fixture::files_under(&repo_root().join(src)) {
+            let changed = std::fs::metadata(&f).and_then(|m| m.modified());
+            assert!(
+                changed.is_ok_and(|c| c <= built),
+                "{} is older than {}: rebuild it with `cargo build --workspace`",
+                bin.display(),
+                f.display()
+            );
+        }
+    }
     bin
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is below the repository root")
+        .to_path_buf()
 }
 
 /// What one `dnsql` run printed.
@@ -509,7 +367,7 @@ pub fn dnsql_json(data: &Path, args: &[&str]) -> Vec<serde_json::Value> {
 
 /// The Python with DuckDB that `scripts/setup-debian.sh --test` puts in `<repo>/.venv`.
 pub fn duckdb_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let venv = repo_root().join(".venv/bin/python");
     let ok = Command::new(&venv)
         .args(["-c", "import duckdb"])
         .stdout(Stdio::null())

@@ -1,8 +1,12 @@
-//! The command line: clear errors for bad input, without privileges or BPF.
+//! The command line of `dnsledger`: clear errors for bad input, without privileges or BPF; the
+//! payload cap on an import; the shipped systemd units. (What spans the kernel or `dnsql` is in
+//! the top-level `tests/` suite.)
 
 use std::process::Command;
 
-use crate::common::*;
+use dnsledger_tests::segments::all_rows;
+
+const DNSLEDGER: &str = env!("CARGO_BIN_EXE_dnsledger");
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(DNSLEDGER)
@@ -118,7 +122,7 @@ fn payload_cap_cuts_and_says_so() {
         capture,
     ]);
     assert_eq!(code, 0, "{err}");
-    let rows = crate::common::all_rows(&data);
+    let rows = all_rows(&data);
     assert_eq!(rows.len(), 1, "{rows:?}");
     let r = &rows[0];
     assert_eq!(r.response_raw.as_ref().map(Vec::len), Some(512));
@@ -160,75 +164,4 @@ fn systemd_units_verify() {
     // Warnings about our units (not about unrelated host units) fail the test too.
     let ours: Vec<&str> = err.lines().filter(|l| l.contains("dnsledger")).collect();
     assert!(ours.is_empty(), "{}", ours.join("\n"));
-}
-
-/// A full pairing table writes its oldest query unanswered at once and counts it: in the rows
-/// (a note), in the segment metadata and in `dnsql segments`.
-#[test]
-fn full_pairing_table_is_counted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pcap = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/pcap/dns-tunnel-iodine.pcap"
-    );
-    let import = |name: &str, extra: &[&str]| {
-        let data = dir.path().join(name);
-        let mut args = vec!["import", "--data-dir", data.to_str().expect("utf8")];
-        args.extend_from_slice(extra);
-        args.push(pcap);
-        let (code, _, err) = run(&args);
-        assert_eq!(code, 0, "{err}");
-        data
-    };
-    let roomy = all_rows(&import("roomy", &[]));
-    let data = import("tight", &["--max-pending", "1"]);
-    let rows = all_rows(&data);
-    let evicted_rows = rows
-        .iter()
-        .filter(|r| {
-            r.parse_error
-                .as_deref()
-                .is_some_and(|e| e.contains("pairing table full (1 queries pending)"))
-        })
-        .count() as u64;
-    let mut evicted_meta = 0;
-    for f in segment_files(&data) {
-        evicted_meta += read_segment(&f)
-            .1
-            .get("dnsledger.pair_evicted")
-            .and_then(|v| v.parse::<u64>().ok())
-            .expect("pair_evicted in every segment");
-    }
-    assert!(
-        evicted_meta > 0,
-        "no eviction with one pending query allowed"
-    );
-    assert_eq!(evicted_meta, evicted_rows);
-    // Nothing is lost: each evicted query is a row, and its late response another.
-    let count = |rows: &[Row], st: &str| rows.iter().filter(|r| r.status == st).count() as u64;
-    let (a0, u0, s0) = (
-        count(&roomy, "answered"),
-        count(&roomy, "unanswered"),
-        count(&roomy, "unsolicited"),
-    );
-    let (a1, u1, s1) = (
-        count(&rows, "answered"),
-        count(&rows, "unanswered"),
-        count(&rows, "unsolicited"),
-    );
-    assert_eq!(a1 + u1, a0 + u0, "every query is a row either way");
-    assert!(
-        a1 < a0 && a0 - a1 <= evicted_meta,
-        "{a0} {a1} {evicted_meta}"
-    );
-    assert_eq!(
-        s1 - s0,
-        a0 - a1,
-        "each response of an evicted query is a row"
-    );
-    let listed: u64 = dnsql_json(&data, &["segments"])
-        .iter()
-        .map(|g| g["pair_evicted"].as_u64().expect("pair_evicted listed"))
-        .sum();
-    assert_eq!(listed, evicted_meta);
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::*;
+use dnsledger_tests::fixture::*;
+use dnsledger_tests::harness::*;
+use dnsledger_tests::segments::*;
 
 /// A tmpfs mounted by the test and unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -132,7 +134,7 @@ fn bpf_prune_while_recording() {
     let data = dir.path().join("data");
     let rec = Recorder::start(&data, &["--rotate-age", "1s"]);
     let prune = |args: &[&str]| {
-        Command::new(DNSLEDGER)
+        Command::new(&*DNSLEDGER)
             .arg("prune")
             .arg("--data-dir")
             .arg(&data)
@@ -154,7 +156,7 @@ fn bpf_prune_while_recording() {
         assert_eq!(segment_files(&data), before, "--dry-run deleted something");
         assert!(String::from_utf8_lossy(&dry.stdout).contains("would delete"));
         // Two at once: they take turns on the lock; both succeed.
-        let a = Command::new(DNSLEDGER)
+        let a = Command::new(&*DNSLEDGER)
             .args(["prune", "--max-size", "1", "--data-dir"])
             .arg(&data)
             .output();
@@ -195,9 +197,8 @@ fn bpf_own_size_cap_deletes_oldest_segments() {
     let data = dir.path().join("data");
     let other = data.join("segments/host=other-host/date=2020-01-01/hour=00");
     std::fs::create_dir_all(&other).expect("mkdir");
-    let fixture = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/segments/host=host-c/date=2023-02-21/hour=08/",
+    let fixture = repo_root().join(concat!(
+        "testdata/segments/host=host-c/date=2023-02-21/hour=08/",
         "20230221T084157.288586000Z-host-c-18ebc0b1c4751cd9p7281-000017.parquet"
     ));
     let foreign = other.join("20200101T000000Z-other-host-1-0.parquet");

@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use dnsledger_tests::fixture::*;
+use dnsledger_tests::harness::*;
+use dnsledger_tests::segments::*;
 
 /// This module's dnsmasq listens here, so these tests run beside any server on 127.0.0.1:53.
 const SERVER: &str = "127.0.0.10";
@@ -335,7 +337,7 @@ fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 impl Snoop {
     /// Starts `snoop` and waits for the stderr line saying it is ready (`ready` in it).
     fn start(args: &[&str], ready: &str) -> Snoop {
-        let mut child = Command::new(DNSLEDGER)
+        let mut child = Command::new(&*DNSLEDGER)
             .arg("snoop")
             .args(args)
             .env("RUST_LOG", "info")
@@ -582,7 +584,7 @@ fn bpf_snoop_standalone_without_a_recorder() {
 
 #[test]
 fn snoop_rejects_bad_fields() {
-    let out = Command::new(DNSLEDGER)
+    let out = Command::new(&*DNSLEDGER)
         .args(["snoop", "--fields", "pid,bogus"])
         .output()
         .expect("run snoop");
@@ -684,7 +686,8 @@ fn bpf_top_in_a_terminal_sorts_groups_and_restores_on_q() {
     let _server = Dnsmasq::start_on(dir.path(), &[SERVER]);
     let data = dir.path().join("no-recorder");
     let cmd = format!(
-        "{DNSLEDGER} -q top --data-dir {} --interval 200ms; echo \"top exited $?\"; sleep 600",
+        "{} -q top --data-dir {} --interval 200ms; echo \"top exited $?\"; sleep 600",
+        DNSLEDGER.display(),
         data.display()
     );
     let tmux = Tmux::start(&cmd);
@@ -767,7 +770,8 @@ fn bpf_top_restores_the_terminal_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("no-recorder");
     let cmd = format!(
-        "{DNSLEDGER} -q top --data-dir {}; echo \"top exited $?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -e '-*icanon' -e '-*echo'; sleep 600",
+        "{} -q top --data-dir {}; echo \"top exited $?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -e '-*icanon' -e '-*echo'; sleep 600",
+        DNSLEDGER.display(),
         data.display()
     );
     let tmux = Tmux::start(&cmd);

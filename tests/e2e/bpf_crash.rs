@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::common::*;
+use dnsledger_tests::fixture::*;
+use dnsledger_tests::harness::*;
+use dnsledger_tests::segments::*;
 
 /// A synchronous UDP client: each query waits for its answer; prints `<label> <unix time>` per
 /// answered query at the end. Several run side by side for the load.
@@ -95,7 +97,7 @@ fn bpf_sigkill_under_load_loses_at_most_the_sync_interval() {
 
     // A restart killed right away (during its recovery, or before or after it: any moment
     // must be safe), then one that recovers and records until SIGTERM.
-    let mut second = Command::new(DNSLEDGER)
+    let mut second = Command::new(&*DNSLEDGER)
         .args(["record", "--data-dir"])
         .arg(&data)
         .stdin(Stdio::null())

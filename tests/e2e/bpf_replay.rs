@@ -12,12 +12,14 @@ use dnsledger::decode::{Decoder, PortSet};
 use dnsledger::event::{DnsMessage, Flow, Transport};
 use dnsledger::pcap::PcapSource;
 
-use crate::common::*;
+use dnsledger_tests::fixture::*;
+use dnsledger_tests::harness::*;
+use dnsledger_tests::segments::*;
 
 const REPLAY_PORT: u16 = 5399;
 
 pub fn capture_files() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/pcap");
+    let root = repo_root().join("testdata/pcap");
     let mut out = Vec::new();
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {

@@ -72,7 +72,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-use crate::common::{DNSLEDGER, Row, all_rows};
+use dnsledger_tests::fixture::files_under;
+use dnsledger_tests::harness::{DNSLEDGER, repo_root, serial_lock};
+use dnsledger_tests::segments::{Row, all_rows, read_segment, segment_files};
 
 /// The ports `dnsledger import` uses by default (DNS, mDNS, LLMNR).
 const PORTS: [u16; 3] = [53, 5353, 5355];
@@ -86,26 +88,15 @@ const UNSOLICITED: &str = "unsolicited";
 const STATUSES: [&str; 3] = [ANSWERED, UNANSWERED, UNSOLICITED];
 
 fn pcap_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/pcap")
+    repo_root().join("testdata/pcap")
 }
 
 /// Every capture under `dir`, subfolders included, sorted.
 fn captures(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read {}: {e}", d.display()));
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect()
 }
 
 /// One DNS message as tshark dissected it.
@@ -576,7 +567,7 @@ fn check_capture(file: &Path, root: &Path, scratch: &Path) -> Report {
     let data_dir = scratch.join(name.replace('/', "_")).join("data");
     let config_dir = scratch.join(name.replace('/', "_")).join("wireshark");
     std::fs::create_dir_all(&config_dir).expect("tshark config dir");
-    let out = Command::new(DNSLEDGER)
+    let out = Command::new(&*DNSLEDGER)
         .args([
             "--quiet",
             "import",
@@ -665,7 +656,7 @@ fn table(reports: &[Report]) -> String {
 #[test]
 fn import_matches_tshark_on_every_capture() {
     // CPU-heavy (tshark over every capture): not beside the load-sensitive BPF tests.
-    let _serial = crate::common::serial_lock();
+    let _serial = serial_lock();
     let root = pcap_dir();
     assert!(
         root.is_dir(),
@@ -724,4 +715,73 @@ fn import_matches_tshark_on_every_capture() {
         "dnsledger import disagrees with tshark (A/U/S = answered/unanswered/unsolicited)\n\
          {summary}\n{failures}"
     );
+}
+
+/// A full pairing table writes its oldest query unanswered at once and counts it: in the rows
+/// (a note), in the segment metadata and in `dnsql segments`.
+#[test]
+fn full_pairing_table_is_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcap = repo_root().join("testdata/pcap/dns-tunnel-iodine.pcap");
+    let pcap = pcap.to_str().expect("utf8");
+    let import = |name: &str, extra: &[&str]| {
+        let data = dir.path().join(name);
+        let mut args = vec!["import", "--data-dir", data.to_str().expect("utf8")];
+        args.extend_from_slice(extra);
+        args.push(pcap);
+        let out = Command::new(&*DNSLEDGER).args(&args).output().expect("run dnsledger");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        data
+    };
+    let roomy = all_rows(&import("roomy", &[]));
+    let data = import("tight", &["--max-pending", "1"]);
+    let rows = all_rows(&data);
+    let evicted_rows = rows
+        .iter()
+        .filter(|r| {
+            r.parse_error
+                .as_deref()
+                .is_some_and(|e| e.contains("pairing table full (1 queries pending)"))
+        })
+        .count() as u64;
+    let mut evicted_meta = 0;
+    for f in segment_files(&data) {
+        evicted_meta += read_segment(&f)
+            .1
+            .get("dnsledger.pair_evicted")
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("pair_evicted in every segment");
+    }
+    assert!(
+        evicted_meta > 0,
+        "no eviction with one pending query allowed"
+    );
+    assert_eq!(evicted_meta, evicted_rows);
+    // Nothing is lost: each evicted query is a row, and its late response another.
+    let count = |rows: &[Row], st: &str| rows.iter().filter(|r| r.status == st).count() as u64;
+    let (a0, u0, s0) = (
+        count(&roomy, "answered"),
+        count(&roomy, "unanswered"),
+        count(&roomy, "unsolicited"),
+    );
+    let (a1, u1, s1) = (
+        count(&rows, "answered"),
+        count(&rows, "unanswered"),
+        count(&rows, "unsolicited"),
+    );
+    assert_eq!(a1 + u1, a0 + u0, "every query is a row either way");
+    assert!(
+        a1 < a0 && a0 - a1 <= evicted_meta,
+        "{a0} {a1} {evicted_meta}"
+    );
+    assert_eq!(
+        s1 - s0,
+        a0 - a1,
+        "each response of an evicted query is a row"
+    );
+    let listed: u64 = dnsledger_tests::harness::dnsql_json(&data, &["segments"])
+        .iter()
+        .map(|g| g["pair_evicted"].as_u64().expect("pair_evicted listed"))
+        .sum();
+    assert_eq!(listed, evicted_meta);
 }

@@ -3,14 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::*;
+use dnsledger_tests::fixture::*;
+use dnsledger_tests::harness::*;
+use dnsledger_tests::segments::*;
 
-/// Compiles tests/integration/data/stack_client.c with symbols and frame pointers.
+/// Compiles tests/e2e/data/stack_client.c with symbols and frame pointers.
 fn build_client(dir: &Path) -> PathBuf {
-    let src = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/integration/data/stack_client.c"
-    );
+    let src = repo_root().join("tests/e2e/data/stack_client.c");
     let bin = dir.join("stack_client");
     let out = Command::new("gcc")
         .args(["-g", "-O0", "-fno-omit-frame-pointer", "-Wall", "-o"])

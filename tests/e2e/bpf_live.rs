@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::*;
+use dnsledger_tests::fixture::*;
+use dnsledger_tests::harness::*;
+use dnsledger_tests::segments::*;
 
 /// What the test expects of the row(s) of one client's name.
 #[derive(Debug, Clone)]
@@ -27,10 +29,62 @@ fn dig(args: &[&str]) -> Command {
     c
 }
 
+fn command(program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(program);
+    c.args(args);
+    c
+}
+
+/// One client run of the end-to-end table.
+struct Client {
+    command: Command,
+    /// The names it asks for, each answered once.
+    names: &'static [&'static str],
+    /// Text its output must hold, and how many times.
+    prints: Option<(&'static str, usize)>,
+    /// What its rows must say (the pid is filled in once it ran).
+    expect: Expect,
+}
+
+impl Client {
+    /// A client asking over UDP/IPv4 and getting NOERROR: the common case the builders vary.
+    fn udp4(comm: &'static str, command: Command, names: &'static [&'static str]) -> Self {
+        Client {
+            command,
+            names,
+            prints: None,
+            expect: Expect {
+                pid: 0,
+                comm,
+                transport: "udp",
+                ip_version: 4,
+                rcode: "NOERROR",
+                child_of_test: true,
+            },
+        }
+    }
+    fn tcp(mut self) -> Self {
+        self.expect.transport = "tcp";
+        self
+    }
+    fn ipv6(mut self) -> Self {
+        self.expect.ip_version = 6;
+        self
+    }
+    fn rcode(mut self, rcode: &'static str) -> Self {
+        self.expect.rcode = rcode;
+        self
+    }
+    fn prints(mut self, text: &'static str, times: usize) -> Self {
+        self.prints = Some((text, times));
+        self
+    }
+}
+
 #[test]
 fn bpf_programs_load_and_attach() {
     let _g = bpf_lock();
-    let out = Command::new(DNSLEDGER)
+    let out = Command::new(&*DNSLEDGER)
         .arg("check")
         .output()
         .expect("run dnsledger check");
@@ -72,75 +126,7 @@ fn bpf_end_to_end_dnsmasq_clients() {
     let data = dir.path().join("data");
     let rec = Recorder::start(&data, &["--ports", "53"]);
 
-    let mut expect: HashMap<String, Expect> = HashMap::new();
     let me = std::process::id();
-    let mut add = |name: &str, e: Expect| {
-        expect.insert(name.to_string(), e);
-    };
-
-    let (pid, out) = run_client(&mut dig(&["@127.0.0.1", "u1.a.test"]));
-    assert!(out.contains("192.0.2.1"), "{out}");
-    add(
-        "u1.a.test",
-        Expect {
-            pid,
-            comm: "dig",
-            transport: "udp",
-            ip_version: 4,
-            rcode: "NOERROR",
-            child_of_test: true,
-        },
-    );
-
-    let (pid, _) = run_client(&mut dig(&["+tcp", "@127.0.0.1", "t1.a.test"]));
-    add(
-        "t1.a.test",
-        Expect {
-            pid,
-            comm: "dig",
-            transport: "tcp",
-            ip_version: 4,
-            rcode: "NOERROR",
-            child_of_test: true,
-        },
-    );
-
-    let (pid, out) = run_client(Command::new("kdig").args([
-        "@127.0.0.1",
-        "+tcp",
-        "+keepopen",
-        "k1.a.test",
-        "k2.a.test",
-        "k3.a.test",
-    ]));
-    assert_eq!(out.matches("ANSWER SECTION").count(), 3, "{out}");
-    for n in ["k1.a.test", "k2.a.test", "k3.a.test"] {
-        add(
-            n,
-            Expect {
-                pid,
-                comm: "kdig",
-                transport: "tcp",
-                ip_version: 4,
-                rcode: "NOERROR",
-                child_of_test: true,
-            },
-        );
-    }
-
-    let (pid, _) = run_client(Command::new("drill").args(["d1.a.test", "@127.0.0.1"]));
-    add(
-        "d1.a.test",
-        Expect {
-            pid,
-            comm: "drill",
-            transport: "udp",
-            ip_version: 4,
-            rcode: "NOERROR",
-            child_of_test: true,
-        },
-    );
-
     // glibc's resolver through getent, with a private resolv.conf in a mount namespace.
     let resolv = dir.path().join("resolv.conf");
     std::fs::write(
@@ -148,40 +134,12 @@ fn bpf_end_to_end_dnsmasq_clients() {
         "nameserver 127.0.0.1\noptions attempts:1 timeout:5\n",
     )
     .expect("resolv.conf");
-    let script = format!(
+    let getent = format!(
         "mount --bind {} /etc/resolv.conf && exec getent hosts g1.a.test",
         resolv.display()
     );
-    let (pid, out) = run_client(Command::new("unshare").args(["-m", "sh", "-c", &script]));
-    assert!(out.contains("g1.a.test"), "{out}");
-    add(
-        "g1.a.test",
-        Expect {
-            pid,
-            comm: "getent",
-            transport: "udp",
-            ip_version: 4,
-            rcode: "NOERROR",
-            child_of_test: true,
-        },
-    );
-
-    let (pid, out) = run_client(&mut dig(&["@::1", "v6.a.test", "AAAA"]));
-    assert!(out.contains("2001:db8::1"), "{out}");
-    add(
-        "v6.a.test",
-        Expect {
-            pid,
-            comm: "dig",
-            transport: "udp",
-            ip_version: 6,
-            rcode: "NOERROR",
-            child_of_test: true,
-        },
-    );
-
     // A process that exits the moment its answer arrives.
-    let py = "import socket, struct, os, sys\n\
+    let exits_at_once = "import socket, struct, os, sys\n\
               name = sys.argv[1]\n\
               q = struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0)\n\
               q += b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\x00'\n\
@@ -191,46 +149,58 @@ fn bpf_end_to_end_dnsmasq_clients() {
               s.sendto(q, ('127.0.0.1', 53))\n\
               s.recv(4096)\n\
               os._exit(0)\n";
-    let (pid, _) = run_client(Command::new(python()).args(["-c", py, "p1.a.test"]));
-    add(
-        "p1.a.test",
-        Expect {
-            pid,
-            comm: "python3",
-            transport: "udp",
-            ip_version: 4,
-            rcode: "NOERROR",
-            child_of_test: true,
-        },
-    );
 
-    let (pid, out) = run_client(&mut dig(&["@127.0.0.1", "n1.nx.test"]));
-    assert!(out.contains("NXDOMAIN"), "{out}");
-    add(
-        "n1.nx.test",
-        Expect {
-            pid,
-            comm: "dig",
-            transport: "udp",
-            ip_version: 4,
-            rcode: "NXDOMAIN",
-            child_of_test: true,
-        },
-    );
-
-    let (pid, out) = run_client(&mut dig(&["@127.0.0.1", "r1.refused.test"]));
-    assert!(out.contains("REFUSED"), "{out}");
-    add(
-        "r1.refused.test",
-        Expect {
-            pid,
-            comm: "dig",
-            transport: "udp",
-            ip_version: 4,
-            rcode: "REFUSED",
-            child_of_test: true,
-        },
-    );
+    // One row per client: the command, what it must print, the names it asks (one answered row
+    // each), and what the recorder must say of them.
+    let clients: Vec<Client> = vec![
+        Client::udp4("dig", dig(&["@127.0.0.1", "u1.a.test"]), &["u1.a.test"])
+            .prints("192.0.2.1", 1),
+        Client::udp4("dig", dig(&["+tcp", "@127.0.0.1", "t1.a.test"]), &["t1.a.test"]).tcp(),
+        Client::udp4(
+            "kdig",
+            command(
+                "kdig",
+                &["@127.0.0.1", "+tcp", "+keepopen", "k1.a.test", "k2.a.test", "k3.a.test"],
+            ),
+            &["k1.a.test", "k2.a.test", "k3.a.test"],
+        )
+        .tcp()
+        .prints("ANSWER SECTION", 3),
+        Client::udp4("drill", command("drill", &["d1.a.test", "@127.0.0.1"]), &["d1.a.test"]),
+        Client::udp4("getent", command("unshare", &["-m", "sh", "-c", &getent]), &["g1.a.test"])
+            .prints("g1.a.test", 1),
+        Client::udp4("dig", dig(&["@::1", "v6.a.test", "AAAA"]), &["v6.a.test"])
+            .ipv6()
+            .prints("2001:db8::1", 1),
+        Client::udp4(
+            "python3",
+            {
+                let mut c = Command::new(python());
+                c.args(["-c", exits_at_once, "p1.a.test"]);
+                c
+            },
+            &["p1.a.test"],
+        ),
+        Client::udp4("dig", dig(&["@127.0.0.1", "n1.nx.test"]), &["n1.nx.test"])
+            .rcode("NXDOMAIN")
+            .prints("status: NXDOMAIN", 1),
+        Client::udp4("dig", dig(&["@127.0.0.1", "r1.refused.test"]), &["r1.refused.test"])
+            .rcode("REFUSED")
+            .prints("status: REFUSED", 1),
+    ];
+    let mut expect: HashMap<String, Expect> = HashMap::new();
+    let mut add = |name: &str, e: Expect| {
+        expect.insert(name.to_string(), e);
+    };
+    for mut c in clients {
+        let (pid, out) = run_client(&mut c.command);
+        if let Some((text, n)) = c.prints {
+            assert_eq!(out.matches(text).count(), n, "{:?} printed:\n{out}", c.command);
+        }
+        for name in c.names {
+            add(name, Expect { pid, ..c.expect.clone() });
+        }
+    }
 
     // 200 short-lived dig processes, 8 at a time.
     let names: Vec<String> = (0..200).map(|i| format!("s{i}.a.test")).collect();
@@ -642,7 +612,7 @@ fn bpf_rotation_seals_several_segments() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // `dnsledger status` sees the live recorder and its counters.
-    let status = Command::new(DNSLEDGER)
+    let status = Command::new(&*DNSLEDGER)
         .args(["status", "--data-dir"])
         .arg(&data)
         .output()
@@ -653,7 +623,7 @@ fn bpf_rotation_seals_several_segments() {
     assert!(text.contains("packet_ringbuf_full=0"), "{text}");
     assert!(text.contains("segments:"), "{text}");
     rec.stop();
-    let after = Command::new(DNSLEDGER)
+    let after = Command::new(&*DNSLEDGER)
         .args(["status", "--data-dir"])
         .arg(&data)
         .output()
