@@ -19,23 +19,7 @@ use dnsledger_tests::segments::*;
 const REPLAY_PORT: u16 = 5399;
 
 pub fn capture_files() -> Vec<PathBuf> {
-    let root = repo_root().join("testdata/pcap");
-    let mut out = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .flatten()
-        {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
+    let out = captures_under(&repo_root().join("testdata/pcap"));
     assert!(
         out.len() >= 20,
         "testdata/pcap holds only {} captures",

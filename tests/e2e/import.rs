@@ -72,7 +72,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-use dnsledger_tests::fixture::files_under;
+use dnsledger_tests::fixture::captures_under;
 use dnsledger_tests::harness::{DNSLEDGER, repo_root, serial_lock};
 use dnsledger_tests::segments::{Row, all_rows, read_segment, segment_files};
 
@@ -91,13 +91,6 @@ fn pcap_dir() -> PathBuf {
     repo_root().join("testdata/pcap")
 }
 
-/// Every capture under `dir`, subfolders included, sorted.
-fn captures(dir: &Path) -> Vec<PathBuf> {
-    files_under(dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
-        .collect()
-}
 
 /// One DNS message as tshark dissected it.
 #[derive(Debug)]
@@ -663,7 +656,7 @@ fn import_matches_tshark_on_every_capture() {
         "{} is missing: the test captures live in testdata/pcap",
         root.display()
     );
-    let files = captures(&root);
+    let files = captures_under(&root);
     assert!(!files.is_empty(), "no captures under {}", root.display());
     let scratch = tempfile::tempdir().expect("tempdir");
 

@@ -73,6 +73,14 @@ fn properties(kv: &[(&str, &str)]) -> WriterProperties {
         .build()
 }
 
+/// Every capture (`.pcap`, `.pcapng`) below `dir`, subfolders included, sorted.
+pub fn captures_under(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect()
+}
+
 /// Every regular file below `dir` (none when it does not exist), sorted.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
