@@ -14,11 +14,13 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use dnsledger_query::catalog::segments;
+use dnsledger_query::catalog::session::{self, Dnsql, RunError};
+use dnsledger_query::catalog::source::{self, Scope, Skipped};
+use dnsledger_query::catalog::table::{Problems, ScanProgress, table_schema};
 use dnsledger_query::output::{self, Format, OutputError, Sink, TableOptions};
-use dnsledger_query::session::{self, Dnsql, RunError};
-use dnsledger_query::source::{self, Scope, Skipped};
-use dnsledger_query::table::{Problems, ScanProgress, table_schema};
-use dnsledger_query::{recipes, segments, show, udf};
+use dnsledger_query::recipes::{self, show};
+use dnsledger_query::udf;
 
 const EXIT_CODES: &str = "\
 Tables:

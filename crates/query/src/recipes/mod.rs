@@ -10,6 +10,8 @@
 //! spreads one channel over thousands of pids, so the pids are listed instead (`pids`). `top
 //! --by process` and `who` do key on the pid.
 
+pub mod show;
+
 /// A SQL string literal for `s`: single quotes doubled. A backslash is spliced in as `chr(92)`
 /// so the literal means the same under every SQL dialect DataFusion can be configured with
 /// (MySQL-style dialects treat `\` in literals as an escape); constant folding turns the

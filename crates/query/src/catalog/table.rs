@@ -45,8 +45,8 @@ use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::segments::{SegmentError, inspect};
-use crate::source::{SegmentFile, Skipped};
+use crate::catalog::segments::{SegmentError, inspect};
+use crate::catalog::source::{SegmentFile, Skipped};
 
 /// The partition columns, in the order they follow the file columns.
 pub fn partition_fields() -> Vec<FieldRef> {

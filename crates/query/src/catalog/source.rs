@@ -16,7 +16,7 @@ use arrow::datatypes::Date32Type;
 use dnsledger_schema::partition;
 use parquet::file::metadata::ParquetMetaDataReader;
 
-use crate::segments::{SegmentError, inspect};
+use crate::catalog::segments::{SegmentError, inspect};
 
 const NS_PER_HOUR: i64 = 3_600_000_000_000;
 const NS_PER_DAY: i64 = 24 * NS_PER_HOUR;
@@ -284,7 +284,7 @@ pub fn parse_time(s: &str, now: SystemTime) -> Result<i64, String> {
             .unwrap_or(Duration::ZERO);
         return i64::try_from(since_epoch.as_nanos()).map_err(|_| format!("`{s}` is out of range"));
     }
-    crate::segments::parse_ts(s).ok_or_else(|| {
+    crate::catalog::segments::parse_ts(s).ok_or_else(|| {
         format!(
             "`{s}` is neither a duration (90m, 2h, 7d) nor an RFC 3339 time (2024-05-01T12:00:00Z)"
         )
