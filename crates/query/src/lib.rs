@@ -1,21 +1,20 @@
 //! dnsql: DataFusion SQL and forensic recipes over dnsledger segments.
 //!
-//! - [`source`] finds segment files under `--data` paths and defines the `--since/--until/--host`
-//!   scope;
-//! - [`segments`] reads and checks segment footers (and lists them for `dnsql segments`);
-//! - [`table`] is the DataFusion table over the segments (partition pruning, skipped files);
-//! - [`session`] builds the SQL session with the tables `dns_all` and `dns`;
-//! - [`udf`] registers the SQL functions ([`udf::register_all`]);
-//! - [`recipes`] and [`show`] build the SQL of the forensic commands and the dig-like view;
-//! - [`output`] prints results as table, CSV, JSON lines or Parquet.
+//! The path of a query, one module per step:
+//!
+//! 1. [`catalog`]: segment files found under `--data` → the tables `dns_all` and `dns` of a SQL
+//!    session (sources, footers, table provider, session);
+//! 2. [`udf`]: the SQL functions over DNS names and answers the session registers
+//!    ([`udf::register_all`]);
+//! 3. [`recipes`]: the SQL of the forensic commands (`who`, `top`, `timeline`, `exfil`,
+//!    `nxdomain`) and the dig-like `show`;
+//! 4. [`output`]: results printed as table, CSV, JSON lines or Parquet.
+//!
+//! The binary (`main.rs`, its command line in `cli.rs`) runs these steps for each command.
 
+pub mod catalog;
 pub mod output;
 pub mod recipes;
-pub mod segments;
-pub mod session;
-pub mod show;
-pub mod source;
-pub mod table;
 pub mod udf;
 
 #[cfg(test)]

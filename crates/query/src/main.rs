@@ -1,4 +1,7 @@
-//! `dnsql`: SQL and forensic recipes over dnsledger segments.
+//! `dnsql`: SQL and forensic recipes over dnsledger segments. The command line is in [`cli`];
+//! this file dispatches each command along the query path: find the segments
+//! ([`dnsledger_query::catalog`]), build the SQL (the recipes), run it and print the result
+//! ([`dnsledger_query::output`]).
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
@@ -6,202 +9,25 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use clap::{CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use dnsledger_query::catalog::segments;
+use dnsledger_query::catalog::session::{self, Dnsql, RunError};
+use dnsledger_query::catalog::source::{self, Scope, Skipped};
+use dnsledger_query::catalog::table::{self, Problems, ScanProgress};
 use dnsledger_query::output::{self, Format, OutputError, Sink, TableOptions};
-use dnsledger_query::session::{self, Dnsql, RunError};
-use dnsledger_query::source::{self, Scope, Skipped};
-use dnsledger_query::table::{Problems, ScanProgress, table_schema};
-use dnsledger_query::{recipes, segments, show, udf};
+use dnsledger_query::recipes::{self, show};
+use dnsledger_query::udf;
 
-const EXIT_CODES: &str = "\
-Tables:
-  dns       one row per DNS transaction within --since/--until/--host (what recipes read)
-  dns_all   every segment found, whatever the scope
-  Both have the segment columns (`dnsql schema`) and the partition columns host, date, hour.
+mod cli;
 
-Exit status:
-  0    success
-  1    failure (bad SQL, no segments found, unreadable data, cannot write the output)
-  2    usage error (bad flag or value, parquet output to a terminal)
-  3    partial answer: some segments were skipped (truncated, corrupt, foreign, or written by a
-       newer recorder); each is named on stderr, the rest were answered
-  130  interrupted (Ctrl-C)
-A closed output pipe (`dnsql ... | head`) ends dnsql quietly with the status it would have had.";
-
-/// SQL and forensic recipes over dnsledger segments.
-///
-/// Reads the Parquet segments written by `dnsledger` (one host's data dir, or trees collected
-/// from many hosts) as one SQL table, `dns`. Runs unprivileged; never writes to the segments.
-#[derive(Debug, Parser)]
-#[command(name = "dnsql", version, after_long_help = EXIT_CODES)]
-struct Cli {
-    #[command(flatten)]
-    global: Global,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Args)]
-struct Global {
-    /// Segments to read: a data dir (its segments/ tree), a segments/ tree or any directory of
-    /// segments, one .parquet file, or a glob (quote it). Repeatable; trees of many hosts
-    /// form one table. inprogress/ directories and non-.parquet files are never read
-    #[arg(
-        long = "data",
-        value_name = "PATH",
-        global = true,
-        env = "DNSLEDGER_DATA",
-        default_value = "/var/lib/dnsledger"
-    )]
-    data: Vec<PathBuf>,
-
-    /// Only transactions at or after this time: a duration before now (90m, 2h, 7d) or an RFC
-    /// 3339 time (2024-05-01T12:00:00Z; no offset means UTC; a bare date means midnight UTC)
-    #[arg(long, value_name = "TIME", global = true, value_parser = parse_time_arg)]
-    since: Option<i64>,
-
-    /// Only transactions before this time (same forms as --since)
-    #[arg(long, value_name = "TIME", global = true, value_parser = parse_time_arg)]
-    until: Option<i64>,
-
-    /// Only segments of this host (the host=<h> directory); repeatable
-    #[arg(long = "host", value_name = "HOST", global = true)]
-    hosts: Vec<String>,
-
-    /// Output format: table (fitted to the terminal), csv, json (one object per line) or
-    /// parquet (never to a terminal: use -o or a redirect)
-    #[arg(long, value_name = "FORMAT", global = true, default_value = "table", value_parser = parse_format)]
-    format: Format,
-
-    /// Write the result to FILE instead of stdout (created or truncated once the query is
-    /// planned)
-    #[arg(short = 'o', long = "output", value_name = "FILE", global = true)]
-    output: Option<PathBuf>,
-
-    /// At most N rows per result
-    #[arg(long, value_name = "N", global = true)]
-    limit: Option<usize>,
-
-    /// Width the table format fits in, in columns; 0 for no limit. Default: the terminal's
-    /// width when stdout is a terminal, else no limit
-    #[arg(long, value_name = "COLUMNS", global = true)]
-    width: Option<usize>,
-
-    /// No progress indicator
-    #[arg(short, long, global = true)]
-    quiet: bool,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run SQL over the table `dns` (and `dns_all`)
-    ///
-    /// Any DataFusion SQL; several statements separated by `;` print one result each. Statements
-    /// that write (INSERT, COPY) are refused. Examples:
-    ///   dnsql sql "SELECT host, count(*) FROM dns GROUP BY host"
-    ///   dnsql --since 2h sql "SELECT ts, comm, qname FROM dns WHERE rcode_name = 'NXDOMAIN'"
-    ///   dnsql sql -f query.sql;  echo "SELECT 1" | dnsql sql
-    Sql(SqlArgs),
-    /// The columns of `dns`, their types and meaning
-    Schema,
-    /// Each segment: host, time range, rows, dropped events, size (footers only, no scan)
-    ///
-    /// Shows where the record has gaps or lost events before an absence is trusted. Respects
-    /// --host, --since and --until.
-    Segments,
-    /// Which hosts and processes resolved NAME or any name under it
-    Who(WhoArgs),
-    /// Top processes, domains, rcodes, ... by number of queries
-    Top(TopArgs),
-    /// One process's DNS in time order
-    Timeline(TimelineArgs),
-    /// Rank (registered domain, process) pairs by signs of DNS tunnelling or exfiltration
-    #[command(after_long_help = recipes::EXFIL_THRESHOLDS_HELP)]
-    Exfil,
-    /// Processes with many failing names (DGA-like bursts), per registered domain
-    Nxdomain,
-    /// Dig-like rendering of full transactions, decoded from the raw bytes
-    Show(ShowArgs),
-}
-
-#[derive(Debug, Args)]
-struct SqlArgs {
-    /// The SQL; without it (and without -f) SQL is read from stdin
-    #[arg(value_name = "SQL", conflicts_with = "file")]
-    sql: Option<String>,
-    /// Read the SQL from FILE
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    file: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-struct WhoArgs {
-    /// A name (example.com matches example.com and every name under it)
-    #[arg(value_name = "NAME")]
-    name: String,
-}
-
-/// What `top` ranks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum TopBy {
-    Process,
-    Exe,
-    Domain,
-    RegisteredDomain,
-    Rcode,
-    Qtype,
-    Server,
-    Container,
-}
-
-#[derive(Debug, Args)]
-struct TopArgs {
-    /// What to rank
-    #[arg(long, value_enum, default_value = "process")]
-    by: TopBy,
-    /// How many
-    #[arg(short = 'n', value_name = "N", default_value_t = 10)]
-    n: usize,
-}
-
-#[derive(Debug, Args)]
-#[group(id = "process", required = true, multiple = false)]
-struct TimelineArgs {
-    /// Process id (pids are reused: add --host, and --since/--until to pick one process)
-    #[arg(long, group = "process")]
-    pid: Option<u32>,
-    /// Process name (comm)
-    #[arg(long, group = "process")]
-    comm: Option<String>,
-    /// Executable path
-    #[arg(long, group = "process")]
-    exe: Option<String>,
-}
-
-#[derive(Debug, Args)]
-struct ShowArgs {
-    /// Which transactions: a NAME, KEY=VALUE terms that must all hold (name, under, id, pid,
-    /// uid, comm, exe, host, container, qtype, rcode, status, server, client), or
-    /// `where EXPR` with any SQL condition over the columns of dns. With --format other than
-    /// table, the selected rows are printed in that format instead
-    #[arg(value_name = "SELECTOR", required = true, num_args = 1.., trailing_var_arg = true)]
-    selector: Vec<String>,
-}
-
-fn parse_time_arg(s: &str) -> Result<i64, String> {
-    source::parse_time(s, SystemTime::now())
-}
-
-fn parse_format(s: &str) -> Result<Format, String> {
-    s.parse()
-}
+use cli::{Cli, Command, Global, SqlArgs};
 
 /// How a run ended.
 enum Failure {
@@ -360,7 +186,8 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
 
     let sql = match &cli.command {
         Command::Schema => {
-            let batch = schema_batch();
+            let batch = table::schema_listing()
+                .map_err(|e| anyhow!(e).context("cannot list the columns"))?;
             return out.print(&batch);
         }
         Command::Segments => return list_segments(g, &scope, &problems, &mut out).await,
@@ -431,21 +258,6 @@ fn recipe(cmd: &Command, g: &Global) -> Result<Recipe, Failure> {
         }
         Command::Sql(_) | Command::Schema | Command::Segments => unreachable!("not a recipe"),
     })
-}
-
-impl From<TopBy> for recipes::TopBy {
-    fn from(by: TopBy) -> Self {
-        match by {
-            TopBy::Process => recipes::TopBy::Process,
-            TopBy::Exe => recipes::TopBy::Exe,
-            TopBy::Domain => recipes::TopBy::Domain,
-            TopBy::RegisteredDomain => recipes::TopBy::RegisteredDomain,
-            TopBy::Rcode => recipes::TopBy::Rcode,
-            TopBy::Qtype => recipes::TopBy::Qtype,
-            TopBy::Server => recipes::TopBy::Server,
-            TopBy::Container => recipes::TopBy::Container,
-        }
-    }
 }
 
 fn read_sql(args: &SqlArgs) -> Result<String, Failure> {
@@ -525,7 +337,8 @@ fn warn_scope_misses(g: &Global, files: &[source::SegmentFile]) {
     };
     if !scope.is_empty() && !files.iter().any(|f| scope.admits_key(&f.key)) {
         let first = files.iter().map(|f| f.key.start_ns()).min().unwrap_or(0);
-        let last = files.iter().map(|f| f.key.start_ns()).max().unwrap_or(0) + 3_600_000_000_000;
+        let last = files.iter().map(|f| f.key.start_ns()).max().unwrap_or(0)
+            + dnsledger_schema::partition::NS_PER_HOUR;
         eprintln!(
             "warning: no segments between --since and --until (the segments found cover {} to {})",
             hour_text(first),
@@ -701,99 +514,5 @@ impl Output {
                 None,
             )),
         }
-    }
-}
-
-/// `dnsql schema`: every column of `dns` with its type and meaning.
-fn schema_batch() -> RecordBatch {
-    let schema = table_schema();
-    let partitions = [
-        dnsledger_schema::partition::HOST,
-        dnsledger_schema::partition::DATE,
-        dnsledger_schema::partition::HOUR,
-    ];
-    let fields = schema.fields();
-    let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
-    let types: Vec<String> = fields.iter().map(|f| type_name(f.data_type())).collect();
-    let nullable: Vec<bool> = fields.iter().map(|f| f.is_nullable()).collect();
-    let meaning: Vec<&str> = names
-        .iter()
-        .map(|n| dnsledger_schema::column_doc(n))
-        .collect();
-    let partition: Vec<bool> = names.iter().map(|n| partitions.contains(n)).collect();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(names)),
-        Arc::new(StringArray::from(types)),
-        Arc::new(BooleanArray::from(nullable)),
-        Arc::new(BooleanArray::from(partition)),
-        Arc::new(StringArray::from(meaning)),
-    ];
-    let out = Schema::new(vec![
-        Field::new("column", DataType::Utf8, false),
-        Field::new("type", DataType::Utf8, false),
-        Field::new("nullable", DataType::Boolean, false),
-        Field::new("partition", DataType::Boolean, false),
-        Field::new("meaning", DataType::Utf8, false),
-    ]);
-    RecordBatch::try_new(Arc::new(out), columns).expect("columns match the schema")
-}
-
-/// A type as SQL users read it.
-fn type_name(t: &DataType) -> String {
-    match t {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
-        DataType::Dictionary(_, v) => type_name(v),
-        DataType::Timestamp(unit, tz) => {
-            let unit = match unit {
-                arrow::datatypes::TimeUnit::Second => "s",
-                arrow::datatypes::TimeUnit::Millisecond => "ms",
-                arrow::datatypes::TimeUnit::Microsecond => "us",
-                arrow::datatypes::TimeUnit::Nanosecond => "ns",
-            };
-            match tz {
-                Some(tz) => format!("timestamp({unit}, {tz})"),
-                None => format!("timestamp({unit})"),
-            }
-        }
-        DataType::Date32 => "date".into(),
-        DataType::Boolean => "boolean".into(),
-        DataType::Binary | DataType::LargeBinary => "binary".into(),
-        DataType::List(item) | DataType::LargeList(item) => {
-            format!("list<{}>", type_name(item.data_type()))
-        }
-        DataType::Struct(fields) => format!(
-            "struct<{}>",
-            fields
-                .iter()
-                .map(|f| format!("{} {}", f.name(), type_name(f.data_type())))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        other => other.to_string().to_lowercase(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn type_names() {
-        assert_eq!(type_name(&dnsledger_schema::dict_utf8()), "string");
-        assert_eq!(
-            type_name(&dnsledger_schema::ts_type()),
-            "timestamp(ns, UTC)"
-        );
-        let answers = dnsledger_schema::schema();
-        let answers = answers.field_with_name("answers").unwrap();
-        assert_eq!(
-            type_name(answers.data_type()),
-            "list<struct<name string, type string, ttl uint32, data string>>"
-        );
     }
 }

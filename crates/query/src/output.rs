@@ -1,4 +1,5 @@
-//! Printing results: one [`Format`] enum, one [`Sink`] per format writing to any `Write`.
+//! Step 4 of a query, the output: printing results, one [`Format`] enum, one [`Sink`] per
+//! format writing to any `Write`.
 //!
 //! - `table`: a boxed text table fitted to a width (long cells end in `…`), numbers
 //!   right-aligned, multi-line cells kept, NULL shown as `NULL`; buffered (it needs the widths).

@@ -345,3 +345,54 @@ fn batches_to_rows(batches: &[RecordBatch]) -> Vec<Vec<Option<String>>> {
     }
     out
 }
+
+/// Writes a one-row segment of `host` at `ts` (ns) to `path` (directories created), with the
+/// footer metadata the recorder writes: schema version, host and time range.
+pub fn write_segment(path: &std::path::Path, host: &str, ts: i64) {
+    use dnsledger_schema::{Transaction, TransactionBatchBuilder, meta, status};
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+
+    let mut b = TransactionBatchBuilder::new();
+    b.append(&Transaction {
+        ts,
+        status: status::ANSWERED,
+        hostname: host.into(),
+        transport: "udp",
+        ip_version: 4,
+        client_ip: "192.0.2.1".into(),
+        server_ip: "192.0.2.53".into(),
+        server_port: 53,
+        qname: Some("www.example.com".into()),
+        registered_domain: Some("example.com".into()),
+        ..Default::default()
+    });
+    let batch = b.finish().expect("batch");
+    let c = dnsledger_schema::partition::Civil::from_ns(ts);
+    let time = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.nanos
+    );
+    let kv = [
+        (
+            meta::SCHEMA_VERSION,
+            dnsledger_schema::SCHEMA_VERSION.to_string(),
+        ),
+        (meta::HOST, host.to_owned()),
+        (meta::TS_MIN, time.clone()),
+        (meta::TS_MAX, time),
+    ];
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(Some(
+            kv.into_iter()
+                .map(|(k, v)| KeyValue::new(k.to_owned(), v))
+                .collect(),
+        ))
+        .build();
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("create dirs");
+    let file = std::fs::File::create(path).expect("create segment");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+}

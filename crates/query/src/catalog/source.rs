@@ -3,51 +3,24 @@
 //!
 //! Only `*.parquet` files are segments; anything else in a tree is ignored and never opened.
 //! `inprogress/` directories and hidden entries are never entered. Partition keys come from the
-//! Hive path (`host=<h>/date=YYYY-MM-DD/hour=HH/`); a file outside such a tree (a single copied
-//! segment) gets them from its footer.
+//! Hive path (`host=<h>/date=YYYY-MM-DD/hour=HH/`, decoded by `dnsledger_schema::partition`,
+//! the host `%XX`-unescaped); a file outside such a tree (a single copied segment) gets them from
+//! its footer, whose host the recorder never escapes. Either way `--host` and the `host` column
+//! see the host name itself.
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use arrow::compute::kernels::cast_utils::Parser;
-use arrow::datatypes::Date32Type;
-use dnsledger_schema::partition;
+use dnsledger_schema::partition::NS_PER_HOUR;
 use parquet::file::metadata::ParquetMetaDataReader;
 
-use crate::segments::{SegmentError, inspect};
+use crate::catalog::segments::{SegmentError, inspect};
 
-const NS_PER_HOUR: i64 = 3_600_000_000_000;
-const NS_PER_DAY: i64 = 24 * NS_PER_HOUR;
-
-/// Where a segment belongs: the values of the partition columns `host`, `date`, `hour`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PartitionKey {
-    pub host: String,
-    /// Days since 1970-01-01 (UTC).
-    pub date: i32,
-    /// 0..=23 (UTC).
-    pub hour: i32,
-}
-
-impl PartitionKey {
-    /// Start of the hour this key covers, in nanoseconds since the epoch.
-    pub fn start_ns(&self) -> i64 {
-        i64::from(self.date) * NS_PER_DAY + i64::from(self.hour) * NS_PER_HOUR
-    }
-
-    /// The key of the hour containing `ts_ns`.
-    pub fn of_ts(host: String, ts_ns: i64) -> Self {
-        let date = ts_ns.div_euclid(NS_PER_DAY);
-        let hour = ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_HOUR;
-        PartitionKey {
-            host,
-            date: i32::try_from(date).unwrap_or(i32::MAX),
-            hour: i32::try_from(hour).unwrap_or(0),
-        }
-    }
-}
+/// Where a segment belongs (`host`, `date`, `hour`): the one definition of the partition
+/// layout, shared with the recorder. `host` is the unescaped host name.
+pub use dnsledger_schema::partition::PartitionKey;
 
 /// A segment file found on disk.
 #[derive(Debug, Clone)]
@@ -214,7 +187,7 @@ fn add_file(
     let size = fs::metadata(&canonical)
         .map_err(|e| SourceError::Io(path.to_owned(), e))?
         .len();
-    let key = match key_from_path(path) {
+    let key = match PartitionKey::from_path(path) {
         Some(k) => k,
         None => match key_from_footer(&canonical) {
             Ok(k) => k,
@@ -236,29 +209,8 @@ fn add_file(
     Ok(())
 }
 
-/// Partition keys from the nearest `host=`, `date=` and `hour=` directories of the path.
-pub fn key_from_path(path: &Path) -> Option<PartitionKey> {
-    let (mut host, mut date, mut hour) = (None, None, None);
-    for c in path.parent()?.components() {
-        let Component::Normal(c) = c else { continue };
-        let c = c.to_str()?;
-        if let Some((k, v)) = c.split_once('=') {
-            match k {
-                partition::HOST => host = Some(v.to_owned()),
-                partition::DATE => date = Date32Type::parse(v),
-                partition::HOUR => hour = v.parse::<i32>().ok().filter(|h| (0..24).contains(h)),
-                _ => {}
-            }
-        }
-    }
-    Some(PartitionKey {
-        host: host?,
-        date: date?,
-        hour: hour?,
-    })
-}
-
-/// Partition keys of a file outside a Hive tree: its footer's host and first timestamp.
+/// Partition keys of a file outside a Hive tree: its footer's host (as the recorder knew it,
+/// never escaped) and first timestamp.
 fn key_from_footer(path: &Path) -> Result<PartitionKey, String> {
     let file = fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let md = ParquetMetaDataReader::new()
@@ -284,7 +236,7 @@ pub fn parse_time(s: &str, now: SystemTime) -> Result<i64, String> {
             .unwrap_or(Duration::ZERO);
         return i64::try_from(since_epoch.as_nanos()).map_err(|_| format!("`{s}` is out of range"));
     }
-    crate::segments::parse_ts(s).ok_or_else(|| {
+    crate::catalog::segments::parse_ts(s).ok_or_else(|| {
         format!(
             "`{s}` is neither a duration (90m, 2h, 7d) nor an RFC 3339 time (2024-05-01T12:00:00Z)"
         )
@@ -326,7 +278,7 @@ mod tests {
 
     #[test]
     fn keys_from_hive_paths() {
-        let k = key_from_path(Path::new(
+        let k = PartitionKey::from_path(Path::new(
             "/x/segments/host=web-1/date=2023-02-21/hour=08/a.parquet",
         ))
         .unwrap();
@@ -334,21 +286,60 @@ mod tests {
         assert_eq!(k.hour, 8);
         assert_eq!(k.start_ns(), 1_676_966_400_000_000_000);
         assert_eq!(
-            PartitionKey::of_ts("web-1".into(), k.start_ns() + 59 * 60 * 1_000_000_000),
+            PartitionKey::of_ts("web-1", k.start_ns() + 59 * 60 * 1_000_000_000),
             k
         );
         assert_eq!(
-            key_from_path(Path::new("/x/host=a/date=2023-02-21/a.parquet")),
+            PartitionKey::from_path(Path::new("/x/host=a/date=2023-02-21/a.parquet")),
             None
         );
         assert_eq!(
-            key_from_path(Path::new("/x/host=a/date=2023-02-21/hour=24/a.parquet")),
+            PartitionKey::from_path(Path::new("/x/host=a/date=2023-02-21/hour=24/a.parquet")),
             None
         );
         assert_eq!(
-            key_from_path(Path::new("/x/host=a/date=nope/hour=1/a.parquet")),
+            PartitionKey::from_path(Path::new("/x/host=a/date=nope/hour=1/a.parquet")),
             None
         );
+    }
+
+    #[test]
+    fn hosts_are_unescaped_from_paths_and_footers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ts = 1_676_966_400_000_000_000; // 2023-02-21T08:00:00Z
+        let key = PartitionKey::of_ts("a/b c", ts);
+        let in_tree = dir
+            .path()
+            .join("segments")
+            .join(key.dir())
+            .join("s.parquet");
+        assert!(
+            in_tree.to_string_lossy().contains("host=a%2Fb%20c/"),
+            "{in_tree:?}"
+        );
+        crate::testutil::write_segment(&in_tree, "a/b c", ts);
+        // A single segment copied out of its tree: the key comes from the footer.
+        let loose = dir.path().join("loose").join("copied.parquet");
+        crate::testutil::write_segment(&loose, "d%2Fe f", ts);
+        // (A directory with a `segments/` tree is searched there only: give the file too.)
+        let found = discover(&[dir.path().to_owned(), loose.clone()]).expect("discover");
+        assert!(found.skipped.is_empty(), "{:?}", found.skipped);
+        let hosts: Vec<(&str, &Path)> = found
+            .files
+            .iter()
+            .map(|f| (f.key.host.as_str(), f.path.as_path()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [("a/b c", in_tree.as_path()), ("d%2Fe f", loose.as_path())]
+        );
+        assert!(found.files.iter().all(|f| f.key.start_ns() == ts));
+        let scope = Scope {
+            hosts: vec!["a/b c".into()],
+            ..Default::default()
+        };
+        assert!(scope.admits_key(&found.files[0].key));
+        assert!(!scope.admits_key(&found.files[1].key));
     }
 
     #[test]

@@ -16,9 +16,9 @@ use dnsledger_schema::{col as c, partition};
 use futures::StreamExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::catalog::source::{PartitionKey, Scope, SegmentFile};
+use crate::catalog::table::{Problems, ScanProgress, SegmentTable, table_schema};
 use crate::output::{OutputError, Sink};
-use crate::source::{PartitionKey, Scope, SegmentFile};
-use crate::table::{Problems, ScanProgress, SegmentTable, table_schema};
 
 /// The table every query and recipe reads: `dns_all` within the scope.
 pub const TABLE: &str = "dns";

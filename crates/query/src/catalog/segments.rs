@@ -16,7 +16,7 @@ use futures::StreamExt;
 use parquet::arrow::parquet_to_arrow_schema;
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::source::{Scope, SegmentFile, Skipped};
+use crate::catalog::source::{Scope, SegmentFile, Skipped};
 
 /// Why a `.parquet` file cannot be read as a segment.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

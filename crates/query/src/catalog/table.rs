@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, Date32Array, Int32Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Int32Array, RecordBatch, StringArray,
+};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -45,8 +47,8 @@ use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::segments::{SegmentError, inspect};
-use crate::source::{SegmentFile, Skipped};
+use crate::catalog::segments::{SegmentError, inspect};
+use crate::catalog::source::{SegmentFile, Skipped};
 
 /// The partition columns, in the order they follow the file columns.
 pub fn partition_fields() -> Vec<FieldRef> {
@@ -458,5 +460,91 @@ impl AsyncFileReader for CountingReader {
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         self.inner.get_metadata(options).boxed()
+    }
+}
+
+/// `dnsql schema`: every column of `dns` with its type, nullability, whether it is a partition
+/// column, and its meaning.
+pub fn schema_listing() -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = table_schema();
+    let partitions = [partition::HOST, partition::DATE, partition::HOUR];
+    let fields = schema.fields();
+    let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+    let types: Vec<String> = fields.iter().map(|f| type_name(f.data_type())).collect();
+    let nullable: Vec<bool> = fields.iter().map(|f| f.is_nullable()).collect();
+    let meaning: Vec<&str> = names
+        .iter()
+        .map(|n| dnsledger_schema::column_doc(n))
+        .collect();
+    let partition: Vec<bool> = names.iter().map(|n| partitions.contains(n)).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(names)),
+        Arc::new(StringArray::from(types)),
+        Arc::new(BooleanArray::from(nullable)),
+        Arc::new(BooleanArray::from(partition)),
+        Arc::new(StringArray::from(meaning)),
+    ];
+    let out = Schema::new(vec![
+        Field::new("column", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("nullable", DataType::Boolean, false),
+        Field::new("partition", DataType::Boolean, false),
+        Field::new("meaning", DataType::Utf8, false),
+    ]);
+    RecordBatch::try_new(Arc::new(out), columns)
+}
+
+/// A type as SQL users read it.
+pub fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Dictionary(_, v) => type_name(v),
+        DataType::Timestamp(unit, tz) => {
+            let unit = match unit {
+                arrow::datatypes::TimeUnit::Second => "s",
+                arrow::datatypes::TimeUnit::Millisecond => "ms",
+                arrow::datatypes::TimeUnit::Microsecond => "us",
+                arrow::datatypes::TimeUnit::Nanosecond => "ns",
+            };
+            match tz {
+                Some(tz) => format!("timestamp({unit}, {tz})"),
+                None => format!("timestamp({unit})"),
+            }
+        }
+        DataType::Date32 => "date".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Binary | DataType::LargeBinary => "binary".into(),
+        DataType::List(item) | DataType::LargeList(item) => {
+            format!("list<{}>", type_name(item.data_type()))
+        }
+        DataType::Struct(fields) => format!(
+            "struct<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{} {}", f.name(), type_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names() {
+        assert_eq!(type_name(&dnsledger_schema::dict_utf8()), "string");
+        assert_eq!(
+            type_name(&dnsledger_schema::ts_type()),
+            "timestamp(ns, UTC)"
+        );
+        let answers = dnsledger_schema::schema();
+        let answers = answers.field_with_name("answers").unwrap();
+        assert_eq!(
+            type_name(answers.data_type()),
+            "list<struct<name string, type string, ttl uint32, data string>>"
+        );
     }
 }

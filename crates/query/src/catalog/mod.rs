@@ -1,0 +1,12 @@
+//! Step 1 of a query, the catalog: from `--data` paths to the SQL tables `dns_all` and `dns`.
+//!
+//! - [`source`] finds segment files under `--data` paths, places each in its partition
+//!   (`dnsledger_schema::partition`) and defines the `--since/--until/--host` scope;
+//! - [`segments`] reads and checks segment footers (and lists them for `dnsql segments`);
+//! - [`table`] is the DataFusion table over the segments (partition pruning, skipped files);
+//! - [`session`] builds the SQL session with the tables `dns_all` and `dns` and runs statements.
+
+pub mod segments;
+pub mod session;
+pub mod source;
+pub mod table;

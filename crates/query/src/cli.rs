@@ -1,0 +1,220 @@
+//! The command line of `dnsql`: global flags (data, scope, output) and one subcommand per
+//! command, with their `--help` texts. Parsing only; `main.rs` dispatches.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dnsledger_query::catalog::source;
+use dnsledger_query::output::Format;
+use dnsledger_query::recipes;
+
+const EXIT_CODES: &str = "\
+Tables:
+  dns       one row per DNS transaction within --since/--until/--host (what recipes read)
+  dns_all   every segment found, whatever the scope
+  Both have the segment columns (`dnsql schema`) and the partition columns host, date, hour.
+
+Exit status:
+  0    success
+  1    failure (bad SQL, no segments found, unreadable data, cannot write the output)
+  2    usage error (bad flag or value, parquet output to a terminal)
+  3    partial answer: some segments were skipped (truncated, corrupt, foreign, or written by a
+       newer recorder); each is named on stderr, the rest were answered
+  130  interrupted (Ctrl-C)
+A closed output pipe (`dnsql ... | head`) ends dnsql quietly with the status it would have had.";
+
+/// SQL and forensic recipes over dnsledger segments.
+///
+/// Reads the Parquet segments written by `dnsledger` (one host's data dir, or trees collected
+/// from many hosts) as one SQL table, `dns`. Runs unprivileged; never writes to the segments.
+#[derive(Debug, Parser)]
+#[command(name = "dnsql", version, after_long_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Segments to read: a data dir (its segments/ tree), a segments/ tree or any directory of
+    /// segments, one .parquet file, or a glob (quote it). Repeatable; trees of many hosts
+    /// form one table. inprogress/ directories and non-.parquet files are never read
+    #[arg(
+        long = "data",
+        value_name = "PATH",
+        global = true,
+        env = "DNSLEDGER_DATA",
+        default_value = "/var/lib/dnsledger"
+    )]
+    pub data: Vec<PathBuf>,
+
+    /// Only transactions at or after this time: a duration before now (90m, 2h, 7d) or an RFC
+    /// 3339 time (2024-05-01T12:00:00Z; no offset means UTC; a bare date means midnight UTC)
+    #[arg(long, value_name = "TIME", global = true, value_parser = parse_time_arg)]
+    pub since: Option<i64>,
+
+    /// Only transactions before this time (same forms as --since)
+    #[arg(long, value_name = "TIME", global = true, value_parser = parse_time_arg)]
+    pub until: Option<i64>,
+
+    /// Only segments of this host: its name as recorded (the host=<h> directory, %XX escapes
+    /// decoded); repeatable
+    #[arg(long = "host", value_name = "HOST", global = true)]
+    pub hosts: Vec<String>,
+
+    /// Output format: table (fitted to the terminal), csv, json (one object per line) or
+    /// parquet (never to a terminal: use -o or a redirect)
+    #[arg(long, value_name = "FORMAT", global = true, default_value = "table", value_parser = parse_format)]
+    pub format: Format,
+
+    /// Write the result to FILE instead of stdout (created or truncated once the query is
+    /// planned)
+    #[arg(short = 'o', long = "output", value_name = "FILE", global = true)]
+    pub output: Option<PathBuf>,
+
+    /// At most N rows per result
+    #[arg(long, value_name = "N", global = true)]
+    pub limit: Option<usize>,
+
+    /// Width the table format fits in, in columns; 0 for no limit. Default: the terminal's
+    /// width when stdout is a terminal, else no limit
+    #[arg(long, value_name = "COLUMNS", global = true)]
+    pub width: Option<usize>,
+
+    /// No progress indicator
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run SQL over the table `dns` (and `dns_all`)
+    ///
+    /// Any DataFusion SQL; several statements separated by `;` print one result each. Statements
+    /// that write (INSERT, COPY) are refused. Examples:
+    ///   dnsql sql "SELECT host, count(*) FROM dns GROUP BY host"
+    ///   dnsql --since 2h sql "SELECT ts, comm, qname FROM dns WHERE rcode_name = 'NXDOMAIN'"
+    ///   dnsql sql -f query.sql;  echo "SELECT 1" | dnsql sql
+    Sql(SqlArgs),
+    /// The columns of `dns`, their types and meaning
+    Schema,
+    /// Each segment: host, time range, rows, dropped events, size (footers only, no scan)
+    ///
+    /// Shows where the record has gaps or lost events before an absence is trusted. Respects
+    /// --host, --since and --until.
+    Segments,
+    /// Which hosts and processes resolved NAME or any name under it
+    Who(WhoArgs),
+    /// Top processes, domains, rcodes, ... by number of queries
+    Top(TopArgs),
+    /// One process's DNS in time order
+    Timeline(TimelineArgs),
+    /// Rank (registered domain, process) pairs by signs of DNS tunnelling or exfiltration
+    #[command(after_long_help = recipes::exfil::help())]
+    Exfil,
+    /// Processes with many failing names (DGA-like bursts), per registered domain
+    Nxdomain,
+    /// Dig-like rendering of full transactions, decoded from the raw bytes
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The SQL; without it (and without -f) SQL is read from stdin
+    #[arg(value_name = "SQL", conflicts_with = "file")]
+    pub sql: Option<String>,
+    /// Read the SQL from FILE
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WhoArgs {
+    /// A name (example.com matches example.com and every name under it)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// What `top` ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopBy {
+    Process,
+    Exe,
+    Domain,
+    RegisteredDomain,
+    Rcode,
+    Qtype,
+    Server,
+    Container,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// What to rank
+    #[arg(long, value_enum, default_value = "process")]
+    pub by: TopBy,
+    /// How many
+    #[arg(short = 'n', value_name = "N", default_value_t = 10)]
+    pub n: usize,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "process", required = true, multiple = false)]
+pub struct TimelineArgs {
+    /// Process id (pids are reused: add --host, and --since/--until to pick one process)
+    #[arg(long, group = "process")]
+    pub pid: Option<u32>,
+    /// Process name (comm)
+    #[arg(long, group = "process")]
+    pub comm: Option<String>,
+    /// Executable path
+    #[arg(long, group = "process")]
+    pub exe: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Which transactions: a NAME, KEY=VALUE terms that must all hold (name, under, id, pid,
+    /// uid, comm, exe, host, container, qtype, rcode, status, server, client), or
+    /// `where EXPR` with any SQL condition over the columns of dns. With --format other than
+    /// table, the selected rows are printed in that format instead
+    #[arg(value_name = "SELECTOR", required = true, num_args = 1.., trailing_var_arg = true)]
+    pub selector: Vec<String>,
+}
+
+fn parse_time_arg(s: &str) -> Result<i64, String> {
+    source::parse_time(s, SystemTime::now())
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+impl From<TopBy> for recipes::TopBy {
+    fn from(by: TopBy) -> Self {
+        match by {
+            TopBy::Process => recipes::TopBy::Process,
+            TopBy::Exe => recipes::TopBy::Exe,
+            TopBy::Domain => recipes::TopBy::Domain,
+            TopBy::RegisteredDomain => recipes::TopBy::RegisteredDomain,
+            TopBy::Rcode => recipes::TopBy::Rcode,
+            TopBy::Qtype => recipes::TopBy::Qtype,
+            TopBy::Server => recipes::TopBy::Server,
+            TopBy::Container => recipes::TopBy::Container,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,583 @@
+//! `dnsql exfil`: ranks (registered domain, process) pairs by signs of DNS tunnelling or
+//! exfiltration, with the evidence per row.
+//!
+//! One table, [`THRESHOLDS`], says everything about the signals: each row has the threshold's
+//! value, the signal it decides (its family, its condition over the evidence columns, its label
+//! in `reasons`) and its `--help` line; the source of each number is the row's doc comment in
+//! [`thresholds`]. From it come the SQL's `score`, `reasons` and `flagged` ([`exfil`]), the
+//! thresholds inside the evidence columns, and `dnsql exfil --help` ([`help`]). The SQL itself
+//! is `exfil.sql`.
+
+use super::{PROC_KEY, join_on, sql_str};
+
+/// Which family a signal belongs to; `flagged` = a volume signal AND an encoding or records
+/// signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Volume,
+    Encoding,
+    Records,
+}
+
+impl Family {
+    const ALL: [Family; 3] = [Family::Volume, Family::Encoding, Family::Records];
+
+    fn name(self) -> &'static str {
+        match self {
+            Family::Volume => "volume",
+            Family::Encoding => "encoding",
+            Family::Records => "records",
+        }
+    }
+}
+
+/// A threshold's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    /// Names, bytes, characters or queries.
+    Count(u64),
+    /// A share between 0 and 1 (a percentage in `--help`).
+    Share(f64),
+    /// Bits per character.
+    Bits(f64),
+}
+
+impl Value {
+    /// The count, for [`Value::Count`] (0 otherwise).
+    pub const fn count(self) -> u64 {
+        match self {
+            Value::Count(n) => n,
+            Value::Share(_) | Value::Bits(_) => 0,
+        }
+    }
+
+    /// As written into the SQL.
+    fn sql(self) -> String {
+        match self {
+            Value::Count(n) => n.to_string(),
+            Value::Share(f) => format!("{f:.2}"),
+            Value::Bits(b) => format!("{b:.1}"),
+        }
+    }
+
+    /// As written for people (`--help`, `reasons`).
+    fn text(self) -> String {
+        match self {
+            Value::Count(n) => n.to_string(),
+            Value::Share(f) => format!("{}%", (f * 100.0).round()),
+            Value::Bits(b) => format!("{b:.1}"),
+        }
+    }
+}
+
+/// The signal a threshold decides.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Signal {
+    pub family: Family,
+    /// The condition over the evidence columns of `exfil.sql`; `{}` is the value.
+    pub condition: &'static str,
+    /// Its label in the `reasons` column; `{}` is the value.
+    pub reason: &'static str,
+}
+
+/// One row of [`THRESHOLDS`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    /// Its name in `exfil.sql` (`{long_name}`), where an evidence column uses the value.
+    pub name: &'static str,
+    pub value: Value,
+    /// The signal it decides; `None` for a threshold of evidence only.
+    pub signal: Option<Signal>,
+    /// The `--help` line; `{}` is the value.
+    pub help: &'static str,
+}
+
+impl Threshold {
+    fn fill(&self, template: &str, sql: bool) -> String {
+        let v = if sql {
+            self.value.sql()
+        } else {
+            self.value.text()
+        };
+        template.replace("{}", &v)
+    }
+}
+
+/// The thresholds of [`exfil`], each with where its number comes from.
+pub mod thresholds {
+    use super::{Family, Signal, Threshold, Value};
+
+    /// More distinct names under one registered domain within one hour than this. Zeek package
+    /// jbaggs/anomalous-dns, `scripts/an-dns-domain.zeek`: `domain_query_limit = 8` unique
+    /// queries per domain per `query_period = 60min` (12 for recursive resolvers). We count per
+    /// process, so 8 applies.
+    pub const UNIQUE_NAMES_PER_HOUR: Threshold = Threshold {
+        name: "unique_names_per_hour",
+        value: Value::Count(8),
+        signal: Some(Signal {
+            family: Family::Volume,
+            condition: "peak_names_per_hour > {}",
+            reason: "names/hour>{}",
+        }),
+        help: "more than {} distinct names in one hour (Zeek jbaggs/anomalous-dns \
+               domain_query_limit)",
+    };
+
+    /// Information content of one registered domain's names in a 15-minute bucket at least
+    /// this many bytes. Elastic's DNS-tunnelling anomaly job (Kibana
+    /// `security_packetbeat/ml/packetbeat_dns_tunneling.json`): `high_info_content` of
+    /// `dns.question.name` over `dns_question_etld`, `bucket_span` 15m, results with `actual`
+    /// below 350 skipped. ml-cpp computes info content as the zlib-compressed length of the
+    /// bucket's distinct strings (our `info_content()`). Elastic then asks its model whether
+    /// the value is unusual; we use the floor as a fixed threshold.
+    pub const INFO_CONTENT_15M: Threshold = Threshold {
+        name: "info_content_15m",
+        value: Value::Count(350),
+        signal: Some(Signal {
+            family: Family::Volume,
+            condition: "peak_info_content_15m >= {}",
+            reason: "info-content>={}",
+        }),
+        help: "information content >= {} bytes in a 15-minute bucket (Elastic ML \
+               DNS-tunnelling job: high_info_content over the eTLD+1, results below {} \
+               skipped; info content is the zlib-compressed length of the distinct names)",
+    };
+
+    /// Characters of distinct names plus distinct answers above this. Splunk ESCU "Detection of
+    /// DNS Tunnels" (`detections/network/detection_of_dns_tunnels.yml`): `sum(len(query)) +
+    /// sum(len(answer))` over distinct values per source, `where length > 10000`. We sum per
+    /// (registered domain, process) over the queried window.
+    pub const NAME_ANSWER_CHARS: Threshold = Threshold {
+        name: "name_answer_chars",
+        value: Value::Count(10_000),
+        signal: Some(Signal {
+            family: Family::Volume,
+            condition: "name_answer_chars > {}",
+            reason: "chars>{}",
+        }),
+        help: "more than {} characters of distinct names + answers (Splunk ESCU 'Detection \
+               of DNS Tunnels')",
+    };
+
+    /// Length-weighted mean Shannon entropy (bits/char) of the subdomain part of the distinct
+    /// names at least this. Our choice: the sources above publish no entropy number. Weighted
+    /// by length because tunnels mix short polls (`paeacg4a`, entropy 2.5) with long data names
+    /// (entropy 4.3-5.5); a plain mean would be the polls'. Random strings average about 4.3
+    /// bits/char at 32 base32 characters and more for base64 and 8-bit data; host-name words
+    /// stay below 4 (`windowsupdate` 3.4, `upload` 2.6). Hex stays below 4 too: the alphabet
+    /// signal covers it.
+    pub const WEIGHTED_ENTROPY: Threshold = Threshold {
+        name: "weighted_entropy",
+        value: Value::Bits(4.0),
+        signal: Some(Signal {
+            family: Family::Encoding,
+            condition: "weighted_entropy >= {}",
+            reason: "entropy>={}",
+        }),
+        help: "length-weighted mean subdomain entropy >= {} bits/char (our choice)",
+    };
+
+    /// At least this share of the characters of the distinct names are in names whose subdomain
+    /// looks encoded (`label_alphabet()` is hex, base32, base64 or 8bit). Our choice: a
+    /// majority, weighted by length for the same reason as the entropy.
+    pub const ENCODED_SHARE: Threshold = Threshold {
+        name: "encoded_share",
+        value: Value::Share(0.5),
+        signal: Some(Signal {
+            family: Family::Encoding,
+            condition: "encoded_chars >= {} * name_chars",
+            reason: "encoded-alphabet",
+        }),
+        help: ">= {} of the names' characters in names whose subdomain looks hex, base32, \
+               base64 or 8-bit (our choice)",
+    };
+
+    /// A name longer than this many octets. jbaggs/anomalous-dns
+    /// `scripts/an-dns-oversized.zeek`: `oversize_query = 90`.
+    pub const LONG_NAME: Threshold = Threshold {
+        name: "long_name",
+        value: Value::Count(90),
+        signal: Some(Signal {
+            family: Family::Encoding,
+            condition: "long_names > 0",
+            reason: "name>{}",
+        }),
+        help: "a name longer than {} octets (anomalous-dns oversize_query)",
+    };
+
+    /// A label at least this long. Our choice: tunnels fill labels towards the 63-octet limit
+    /// (dns2tcp, iodine); host-name labels past 40 are rare (UUIDs are 36).
+    pub const LONG_LABEL: Threshold = Threshold {
+        name: "long_label",
+        value: Value::Count(40),
+        signal: Some(Signal {
+            family: Family::Encoding,
+            condition: "long_label_names > 0",
+            reason: "label>={}",
+        }),
+        help: "a label of {} or more characters (our choice; tunnels fill labels towards 63)",
+    };
+
+    /// At least this many NULL (type 10) queries. jbaggs/anomalous-dns
+    /// `scripts/an-dns-query_type.zeek`: `query_type_blacklist = [10, 65399]` ("NULL is obsolete
+    /// (RFC 883), used in iodine").
+    pub const NULL_QUERIES: Threshold = Threshold {
+        name: "null_queries",
+        value: Value::Count(1),
+        signal: Some(Signal {
+            family: Family::Records,
+            condition: "null_queries >= {}",
+            reason: "NULL-queries",
+        }),
+        help: ">= {} NULL queries (anomalous-dns query_type_blacklist: NULL is iodine's type)",
+    };
+
+    /// At least this many TXT queries from one process. Elastic detection-rules hunt
+    /// "Suspicious DNS TXT Record lookups by process"
+    /// (`hunting/windows/queries/suspicious_dns_txt_record_lookups_by_process.toml`):
+    /// `where occurrences >= 50` per process.
+    pub const TXT_QUERIES: Threshold = Threshold {
+        name: "txt_queries",
+        value: Value::Count(50),
+        signal: Some(Signal {
+            family: Family::Records,
+            condition: "txt_queries >= {}",
+            reason: "TXT>={}",
+        }),
+        help: ">= {} TXT queries (Elastic hunt 'Suspicious DNS TXT Record lookups by process')",
+    };
+
+    /// At least this share of the queries are TXT, NULL or CNAME. Our choice: ordinary clients
+    /// ask for A/AAAA (and HTTPS, MX, PTR); a majority of data-carrying types is the tunnel's mix.
+    pub const RECORD_SHARE: Threshold = Threshold {
+        name: "record_share",
+        value: Value::Share(0.5),
+        signal: Some(Signal {
+            family: Family::Records,
+            condition: "(txt_queries + null_queries + cname_queries) >= {} * queries",
+            reason: "TXT/NULL/CNAME-mix",
+        }),
+        help: ">= {} TXT/NULL/CNAME queries (our choice)",
+    };
+
+    /// A TXT answer longer than this many characters. Splunk ESCU "Detect Long DNS TXT Record
+    /// Response" (`detections/network/detect_long_dns_txt_record_response.yml`):
+    /// `eval anslen=len(answer) | search anslen>100`.
+    pub const LONG_TXT: Threshold = Threshold {
+        name: "long_txt",
+        value: Value::Count(100),
+        signal: Some(Signal {
+            family: Family::Records,
+            condition: "long_txt_answers > 0",
+            reason: "TXT-answer>{}",
+        }),
+        help: "a TXT answer longer than {} characters (Splunk ESCU 'Detect Long DNS TXT \
+               Record Response')",
+    };
+
+    /// Responses larger than this many bytes are counted (`oversized_responses`), as evidence
+    /// only: DNSSEC and EDNS answers pass it routinely. jbaggs/anomalous-dns
+    /// `oversize_response = 544`.
+    pub const OVERSIZED_RESPONSE: Threshold = Threshold {
+        name: "oversized_response",
+        value: Value::Count(544),
+        signal: None,
+        help: "oversized_responses counts responses larger than {} bytes (anomalous-dns \
+               oversize_response); DNSSEC and EDNS answers pass it routinely, so it is no signal",
+    };
+}
+
+/// Every threshold of [`exfil`], signals in `--help` order, then evidence-only ones.
+pub const THRESHOLDS: [Threshold; 12] = {
+    use thresholds::*;
+    [
+        UNIQUE_NAMES_PER_HOUR,
+        INFO_CONTENT_15M,
+        NAME_ANSWER_CHARS,
+        WEIGHTED_ENTROPY,
+        ENCODED_SHARE,
+        LONG_NAME,
+        LONG_LABEL,
+        NULL_QUERIES,
+        TXT_QUERIES,
+        RECORD_SHARE,
+        LONG_TXT,
+        OVERSIZED_RESPONSE,
+    ]
+};
+
+/// The SQL, with `{name}` placeholders.
+const TEMPLATE: &str = include_str!("exfil.sql");
+
+/// The signals: (family, SQL condition, `reasons` label).
+fn signals() -> impl Iterator<Item = (Family, String, String)> {
+    THRESHOLDS.iter().filter_map(|t| {
+        let s = t.signal?;
+        Some((s.family, t.fill(s.condition, true), t.fill(s.reason, false)))
+    })
+}
+
+/// `(c1) OR (c2) …` over one family's conditions.
+fn any_of(family: Family) -> String {
+    signals()
+        .filter(|(f, _, _)| *f == family)
+        .map(|(_, cond, _)| cond)
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// Replaces every `{name}` of `template` whose name is in `vars`; other braces stay.
+fn fill(template: &str, vars: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len() * 2);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after
+            .find('}')
+            .and_then(|close| Some((close, vars.iter().find(|(k, _)| *k == &after[..close])?)));
+        match value {
+            Some((close, (_, v))) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `dnsql exfil`: the SQL of `exfil.sql` with the thresholds and signals of [`THRESHOLDS`].
+///
+/// The names' features are computed once per distinct `qname`, so a name repeated a thousand
+/// times counts once, on the name as sent (`question_name(query_raw)`: the `qname` column is
+/// lower-cased, and mixed case is a base64 sign; `qname` when the raw query is missing).
+pub fn exfil() -> String {
+    let k = PROC_KEY;
+    let score = signals()
+        .map(|(_, cond, _)| format!("CASE WHEN {cond} THEN 1 ELSE 0 END"))
+        .collect::<Vec<_>>()
+        .join("\n         + ");
+    let reasons = signals()
+        .map(|(_, cond, label)| format!("CASE WHEN {cond} THEN {} END", sql_str(&label)))
+        .collect::<Vec<_>>()
+        .join(",\n                   ");
+    let flagged = format!(
+        "(({}) AND (({}) OR ({})))",
+        any_of(Family::Volume),
+        any_of(Family::Encoding),
+        any_of(Family::Records)
+    );
+    let mut vars: Vec<(&str, String)> = vec![
+        ("key", k.to_owned()),
+        ("on_n", join_on("t", "n", k)),
+        ("on_h", join_on("t", "h", k)),
+        ("on_q", join_on("t", "q", k)),
+        ("on_a", join_on("t", "a", k)),
+        ("score", score),
+        ("reasons", reasons),
+        ("flagged", flagged),
+    ];
+    vars.extend(THRESHOLDS.iter().map(|t| (t.name, t.value.sql())));
+    fill(TEMPLATE, &vars)
+}
+
+/// Appends `text` to `out` as lines of at most `width` columns, the first after `first`, the
+/// others after as many spaces.
+fn wrap(out: &mut String, first: &str, text: &str, width: usize) {
+    let indent = " ".repeat(first.chars().count());
+    let mut line = first.to_owned();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = indent.clone();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+}
+
+/// `--help` text for `dnsql exfil`: the signals, their thresholds and sources.
+pub fn help() -> String {
+    const WIDTH: usize = 100;
+    let mut out = String::from(
+        "\
+Ranks (registered domain, process) pairs by signs of DNS tunnelling or exfiltration. A process is
+(host, comm, exe, container); its pids are listed. Names without a registered domain (single
+labels, public suffixes) are not ranked. Only pairs with at least one signal are shown.
+
+Signals, in three families:
+",
+    );
+    for family in Family::ALL {
+        let mut first = format!("  {:<8} - ", family.name());
+        for t in THRESHOLDS
+            .iter()
+            .filter(|t| t.signal.is_some_and(|s| s.family == family))
+        {
+            wrap(&mut out, &first, &t.fill(t.help, false), WIDTH);
+            first = format!("  {:<8} - ", "");
+        }
+    }
+    out.push_str("Evidence only:\n");
+    for t in THRESHOLDS.iter().filter(|t| t.signal.is_none()) {
+        wrap(&mut out, "  - ", &t.fill(t.help, false), WIDTH);
+    }
+    out.push_str(
+        "\nscore = number of signals met; flagged = a volume signal AND an encoding or records \
+         signal.\nRows are ordered flagged first, then by score, distinct names and bytes.",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{fixtures, process_fixture, query};
+
+    #[test]
+    fn one_table_makes_the_sql_and_the_help() {
+        let sql = exfil();
+        assert!(!sql.contains('{') && !sql.contains('}'), "{sql}");
+        let help = help();
+        let mut names = std::collections::HashSet::new();
+        for t in THRESHOLDS {
+            assert!(names.insert(t.name), "{} twice", t.name);
+            // Each threshold is used by the SQL and stated in the help.
+            let used_in_template = TEMPLATE.contains(&format!("{{{}}}", t.name));
+            match t.signal {
+                Some(s) => {
+                    assert!(s.condition.contains("{}") || used_in_template, "{}", t.name);
+                    assert!(sql.contains(&t.fill(s.condition, true)), "{}", t.name);
+                    assert!(
+                        sql.contains(&sql_str(&t.fill(s.reason, false))),
+                        "{}",
+                        t.name
+                    );
+                }
+                None => assert!(used_in_template, "{}", t.name),
+            }
+            assert!(t.help.contains("{}"), "{}", t.name);
+            assert!(help.contains(&t.value.text()), "{}: {help}", t.name);
+        }
+        assert_eq!(signals().count(), 11);
+        assert!(help.contains("anomalous-dns"));
+        assert!(help.lines().all(|l| l.chars().count() <= 100), "{help}");
+        assert!(help.contains("  volume   - more than 8 distinct names in one hour"));
+        assert!(help.contains(">= 50% of the names' characters"), "{help}");
+        // The evidence columns use the thresholds.
+        assert!(sql.contains("name_len > 90) AS long_names"), "{sql}");
+        assert!(
+            sql.contains("label_len >= 40) AS long_label_names"),
+            "{sql}"
+        );
+        assert!(sql.contains("character_length(a) - 4 > 100) AS long_txt_answers"));
+        assert!(
+            sql.contains("rbytes > 544) AS oversized_responses"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn placeholders_are_filled_and_other_braces_kept() {
+        let vars = [("a", "1".to_owned()), ("bc", "{a}".to_owned())];
+        assert_eq!(fill("{a}+{bc} {x} {", &vars), "1+{a} {x} {");
+        assert_eq!(fill("", &vars), "");
+    }
+
+    #[test]
+    fn help_wraps_at_words() {
+        let mut s = String::new();
+        wrap(&mut s, "  - ", "aaa bbb ccc", 10);
+        assert_eq!(s, "  - aaa\n    bbb\n    ccc\n");
+    }
+
+    #[tokio::test]
+    async fn exfil_ranks_and_flags_the_tunnels_only() {
+        let ctx = fixtures().await;
+        let t = query(&ctx, &exfil()).await;
+        let top2: Vec<(Option<&str>, Option<&str>, Option<&str>)> = (0..2)
+            .map(|r| {
+                (
+                    t.get(r, "domain"),
+                    t.get(r, "hostname"),
+                    t.get(r, "flagged"),
+                )
+            })
+            .collect();
+        assert!(
+            top2.contains(&(Some("pirate.sea"), Some("host-b"), Some("true"))),
+            "{top2:?}"
+        );
+        assert!(
+            top2.contains(&(Some("tunnel.com"), Some("host-b"), Some("true"))),
+            "{top2:?}"
+        );
+        // Nothing else is flagged: not host-a's browsing, resolver, reverse lookups, CDNs,
+        // LLMNR or mDNS, not host-c's DNSSEC, EDNS, TCP, mDNS, update or malformed traffic.
+        for r in 2..t.rows.len() {
+            assert_eq!(t.get(r, "flagged"), Some("false"), "{:?}", t.rows[r]);
+        }
+        // The evidence is the real signals.
+        let iodine = t.find("domain", "pirate.sea").expect("iodine");
+        assert_eq!(t.get(iodine, "unique_names"), Some("222"));
+        assert_eq!(t.get(iodine, "null_queries"), Some("222"));
+        assert!(t.get(iodine, "alphabets").unwrap_or("").contains("8bit"));
+        assert!(
+            t.get(iodine, "reasons")
+                .unwrap_or("")
+                .contains("NULL-queries")
+        );
+        let dns2tcp = t.find("domain", "tunnel.com").expect("dns2tcp");
+        assert_eq!(t.get(dns2tcp, "unique_names"), Some("81"));
+        assert_eq!(t.get(dns2tcp, "txt_queries"), Some("81"));
+        assert!(t.get(dns2tcp, "alphabets").unwrap_or("").contains("base64"));
+        assert!(
+            t.get(dns2tcp, "reasons")
+                .unwrap_or("")
+                .contains("TXT-answer>100")
+        );
+        for r in [iodine, dns2tcp] {
+            let ic: u64 = t
+                .get(r, "peak_info_content_15m")
+                .expect("ic")
+                .parse()
+                .expect("int");
+            assert!(ic >= thresholds::INFO_CONTENT_15M.value.count());
+            let names: u64 = t
+                .get(r, "peak_names_per_hour")
+                .expect("n")
+                .parse()
+                .expect("int");
+            assert!(names > thresholds::UNIQUE_NAMES_PER_HOUR.value.count());
+        }
+    }
+
+    #[tokio::test]
+    async fn exfil_attributes_to_processes_and_spares_cdn_names() {
+        let (_dir, ctx) = process_fixture().await;
+        let t = query(&ctx, &exfil()).await;
+        assert_eq!(t.get(0, "domain"), Some("evil.example"));
+        assert_eq!(t.get(0, "comm"), Some("dnscat"));
+        assert_eq!(t.get(0, "pids"), Some("[4242]"));
+        assert_eq!(t.get(0, "flagged"), Some("true"));
+        assert_eq!(t.get(0, "alphabets"), Some("[hex]"));
+        // Many distinct CDN names (sequential, or random 13-character ids) are volume only.
+        for r in 1..t.rows.len() {
+            assert_eq!(t.get(r, "flagged"), Some("false"), "{:?}", t.rows[r]);
+        }
+        assert!(t.find("domain", "cloudfront.net").is_some());
+    }
+}
