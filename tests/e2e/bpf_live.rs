@@ -155,20 +155,40 @@ fn bpf_end_to_end_dnsmasq_clients() {
     let clients: Vec<Client> = vec![
         Client::udp4("dig", dig(&["@127.0.0.1", "u1.a.test"]), &["u1.a.test"])
             .prints("192.0.2.1", 1),
-        Client::udp4("dig", dig(&["+tcp", "@127.0.0.1", "t1.a.test"]), &["t1.a.test"]).tcp(),
+        Client::udp4(
+            "dig",
+            dig(&["+tcp", "@127.0.0.1", "t1.a.test"]),
+            &["t1.a.test"],
+        )
+        .tcp(),
         Client::udp4(
             "kdig",
             command(
                 "kdig",
-                &["@127.0.0.1", "+tcp", "+keepopen", "k1.a.test", "k2.a.test", "k3.a.test"],
+                &[
+                    "@127.0.0.1",
+                    "+tcp",
+                    "+keepopen",
+                    "k1.a.test",
+                    "k2.a.test",
+                    "k3.a.test",
+                ],
             ),
             &["k1.a.test", "k2.a.test", "k3.a.test"],
         )
         .tcp()
         .prints("ANSWER SECTION", 3),
-        Client::udp4("drill", command("drill", &["d1.a.test", "@127.0.0.1"]), &["d1.a.test"]),
-        Client::udp4("getent", command("unshare", &["-m", "sh", "-c", &getent]), &["g1.a.test"])
-            .prints("g1.a.test", 1),
+        Client::udp4(
+            "drill",
+            command("drill", &["d1.a.test", "@127.0.0.1"]),
+            &["d1.a.test"],
+        ),
+        Client::udp4(
+            "getent",
+            command("unshare", &["-m", "sh", "-c", &getent]),
+            &["g1.a.test"],
+        )
+        .prints("g1.a.test", 1),
         Client::udp4("dig", dig(&["@::1", "v6.a.test", "AAAA"]), &["v6.a.test"])
             .ipv6()
             .prints("2001:db8::1", 1),
@@ -184,9 +204,13 @@ fn bpf_end_to_end_dnsmasq_clients() {
         Client::udp4("dig", dig(&["@127.0.0.1", "n1.nx.test"]), &["n1.nx.test"])
             .rcode("NXDOMAIN")
             .prints("status: NXDOMAIN", 1),
-        Client::udp4("dig", dig(&["@127.0.0.1", "r1.refused.test"]), &["r1.refused.test"])
-            .rcode("REFUSED")
-            .prints("status: REFUSED", 1),
+        Client::udp4(
+            "dig",
+            dig(&["@127.0.0.1", "r1.refused.test"]),
+            &["r1.refused.test"],
+        )
+        .rcode("REFUSED")
+        .prints("status: REFUSED", 1),
     ];
     let mut expect: HashMap<String, Expect> = HashMap::new();
     let mut add = |name: &str, e: Expect| {
@@ -195,10 +219,21 @@ fn bpf_end_to_end_dnsmasq_clients() {
     for mut c in clients {
         let (pid, out) = run_client(&mut c.command);
         if let Some((text, n)) = c.prints {
-            assert_eq!(out.matches(text).count(), n, "{:?} printed:\n{out}", c.command);
+            assert_eq!(
+                out.matches(text).count(),
+                n,
+                "{:?} printed:\n{out}",
+                c.command
+            );
         }
         for name in c.names {
-            add(name, Expect { pid, ..c.expect.clone() });
+            add(
+                name,
+                Expect {
+                    pid,
+                    ..c.expect.clone()
+                },
+            );
         }
     }
 

@@ -91,7 +91,6 @@ fn pcap_dir() -> PathBuf {
     repo_root().join("testdata/pcap")
 }
 
-
 /// One DNS message as tshark dissected it.
 #[derive(Debug)]
 struct Msg {
@@ -722,8 +721,15 @@ fn full_pairing_table_is_counted() {
         let mut args = vec!["import", "--data-dir", data.to_str().expect("utf8")];
         args.extend_from_slice(extra);
         args.push(pcap);
-        let out = Command::new(&*DNSLEDGER).args(&args).output().expect("run dnsledger");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&*DNSLEDGER)
+            .args(&args)
+            .output()
+            .expect("run dnsledger");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         data
     };
     let roomy = all_rows(&import("roomy", &[]));
@@ -802,12 +808,26 @@ fn escaped_host_names_round_trip_through_import_dnsql_and_prune() {
     let data_arg = data.to_str().expect("utf8");
     let pcap_arg = pcap.to_str().expect("utf8");
     for host in [odd, "plain"] {
-        dnsledger(&["-q", "import", "--host", host, "--data-dir", data_arg, pcap_arg]);
+        dnsledger(&[
+            "-q",
+            "import",
+            "--host",
+            host,
+            "--data-dir",
+            data_arg,
+            pcap_arg,
+        ]);
     }
     let host_dirs = |files: &[PathBuf]| -> std::collections::BTreeSet<String> {
         files
             .iter()
-            .filter_map(|f| f.ancestors().nth(3)?.file_name()?.to_str().map(str::to_owned))
+            .filter_map(|f| {
+                f.ancestors()
+                    .nth(3)?
+                    .file_name()?
+                    .to_str()
+                    .map(str::to_owned)
+            })
             .collect()
     };
     let files = segment_files(&data);
@@ -821,7 +841,10 @@ fn escaped_host_names_round_trip_through_import_dnsql_and_prune() {
 
     let hosts = dnsledger_tests::harness::dnsql_json(
         &data,
-        &["sql", "SELECT host, count(*) AS n FROM dns GROUP BY host ORDER BY host"],
+        &[
+            "sql",
+            "SELECT host, count(*) AS n FROM dns GROUP BY host ORDER BY host",
+        ],
     );
     let names: Vec<&str> = hosts.iter().filter_map(|r| r["host"].as_str()).collect();
     assert_eq!(names, ["plain", odd], "{hosts:?}");
@@ -839,6 +862,15 @@ fn escaped_host_names_round_trip_through_import_dnsql_and_prune() {
         .cloned()
         .collect();
     assert!(!plain_before.is_empty());
-    dnsledger(&["-q", "prune", "--data-dir", data_arg, "--host", odd, "--max-age", "1d"]);
+    dnsledger(&[
+        "-q",
+        "prune",
+        "--data-dir",
+        data_arg,
+        "--host",
+        odd,
+        "--max-age",
+        "1d",
+    ]);
     assert_eq!(segment_files(&data), plain_before);
 }

@@ -57,7 +57,8 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch, kv: &[(&str, &str)]) {
 /// The same file as [`write_parquet`], in memory.
 pub fn parquet_bytes(batch: &RecordBatch, kv: &[(&str, &str)]) -> Vec<u8> {
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(properties(kv))).expect("writer");
+    let mut w =
+        ArrowWriter::try_new(&mut buf, batch.schema(), Some(properties(kv))).expect("writer");
     w.write(batch).expect("write fixture batch");
     w.close().expect("close fixture file");
     buf

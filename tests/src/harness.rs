@@ -298,7 +298,12 @@ pub fn built_binary(name: &str) -> PathBuf {
         );
     };
     let sources: &[&str] = match name {
-        "dnsledger" => &["crates/recorder/src", "crates/schema/src", "crates/render/src", "bpf"],
+        "dnsledger" => &[
+            "crates/recorder/src",
+            "crates/schema/src",
+            "crates/render/src",
+            "bpf",
+        ],
         _ => &["crates/query/src", "crates/schema/src", "crates/render/src"],
     };
     for src in sources {

@@ -166,4 +166,3 @@ pub fn all_rows(data_dir: &Path) -> Vec<Row> {
         .flat_map(|p| rows(&read_segment(p).0))
         .collect()
 }
-

@@ -195,10 +195,7 @@ mod tests {
     #[test]
     fn names_are_escaped() {
         let labels: [&[u8]; 3] = [b"A.b\\c", b"\x00\xff ", b"WWW"];
-        assert_eq!(
-            name_from_labels(labels, true),
-            r"a\.b\\c.\000\255\032.www"
-        );
+        assert_eq!(name_from_labels(labels, true), r"a\.b\\c.\000\255\032.www");
         assert_eq!(name_from_labels(labels, false), r"A\.b\\c.\000\255\032.WWW");
         assert_eq!(name_from_labels(std::iter::empty(), true), ".");
         // What is written reads back to the same octets.
@@ -240,7 +237,15 @@ mod tests {
             rd("1.0.168.192.in-addr.arpa").as_deref(),
             Some("192.in-addr.arpa")
         );
-        for none in ["co.uk", "com", "wpad", ".", "", "x.b=d.com", r"a.ex\.ample.com"] {
+        for none in [
+            "co.uk",
+            "com",
+            "wpad",
+            ".",
+            "",
+            "x.b=d.com",
+            r"a.ex\.ample.com",
+        ] {
             assert_eq!(rd(none), None, "{none}");
         }
         // An escaped dot is part of a label, not a separator.

@@ -226,7 +226,6 @@ pub mod meta {
     pub const RECOVERY_CUT_BYTES: &str = "dnsledger.recovery_cut_bytes";
 }
 
-
 /// Columns whose Parquet column chunks carry bloom filters.
 pub const BLOOM_FILTER_COLUMNS: &[&str] = &[col::QNAME, col::REGISTERED_DOMAIN];
 

@@ -250,11 +250,24 @@ mod tests {
 
     #[test]
     fn dir_round_trips_through_from_path() {
-        for host in ["web-1.example_x", "a/b c%é", "", "%41", "host=x", "ünï code"] {
+        for host in [
+            "web-1.example_x",
+            "a/b c%é",
+            "",
+            "%41",
+            "host=x",
+            "ünï code",
+        ] {
             for ts in [T0, 0, -1, 951_782_400_000_000_000 /* 2000-02-29 */] {
                 let key = PartitionKey::of_ts(host, ts);
-                let path = Path::new("/data/segments").join(key.dir()).join("x.parquet");
-                assert_eq!(PartitionKey::from_path(&path), Some(key.clone()), "{path:?}");
+                let path = Path::new("/data/segments")
+                    .join(key.dir())
+                    .join("x.parquet");
+                assert_eq!(
+                    PartitionKey::from_path(&path),
+                    Some(key.clone()),
+                    "{path:?}"
+                );
                 assert!(key.start_ns() <= ts && ts < key.start_ns() + NS_PER_HOUR);
             }
         }
