@@ -124,7 +124,7 @@ pub async fn query(ctx: &SessionContext, sql: &str) -> Table {
 pub async fn process_fixture() -> (tempfile::TempDir, SessionContext) {
     use std::sync::Arc;
 
-    use dnsledger_schema::{Answer, Transaction, TransactionBatchBuilder};
+    use dnsledger_schema::{Answer, Transaction};
     use hickory_proto::op::Query;
     use hickory_proto::op::{Message, OpCode};
     use hickory_proto::rr::rdata::A;
@@ -278,18 +278,9 @@ pub async fn process_fixture() -> (tempfile::TempDir, SessionContext) {
     rows.push(t);
     rows.reverse();
 
-    let mut builder = TransactionBatchBuilder::new();
-    for t in &rows {
-        builder.append(t);
-    }
-    let batch = builder.finish().expect("batch");
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("segment.parquet");
-    let file = std::fs::File::create(&path).expect("create segment");
-    let mut writer =
-        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
-    writer.write(&batch).expect("write");
-    writer.close().expect("close");
+    dnsledger_tests::fixture::write_parquet(&path, &dnsledger_tests::fixture::batch(&rows), &[]);
     let ctx = session_over(&path.display().to_string(), false, true).await;
     (dir, ctx)
 }
@@ -349,25 +340,13 @@ fn batches_to_rows(batches: &[RecordBatch]) -> Vec<Vec<Option<String>>> {
 /// Writes a one-row segment of `host` at `ts` (ns) to `path` (directories created), with the
 /// footer metadata the recorder writes: schema version, host and time range.
 pub fn write_segment(path: &std::path::Path, host: &str, ts: i64) {
-    use dnsledger_schema::{Transaction, TransactionBatchBuilder, meta, status};
-    use parquet::file::metadata::KeyValue;
-    use parquet::file::properties::WriterProperties;
+    use dnsledger_schema::{Transaction, meta, status};
 
-    let mut b = TransactionBatchBuilder::new();
-    b.append(&Transaction {
-        ts,
+    let batch = dnsledger_tests::fixture::batch(&[Transaction {
         status: status::ANSWERED,
         hostname: host.into(),
-        transport: "udp",
-        ip_version: 4,
-        client_ip: "192.0.2.1".into(),
-        server_ip: "192.0.2.53".into(),
-        server_port: 53,
-        qname: Some("www.example.com".into()),
-        registered_domain: Some("example.com".into()),
-        ..Default::default()
-    });
-    let batch = b.finish().expect("batch");
+        ..dnsledger_tests::fixture::tx(ts, "www.example.com")
+    }]);
     let c = dnsledger_schema::partition::Civil::from_ns(ts);
     let time = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
@@ -382,17 +361,6 @@ pub fn write_segment(path: &std::path::Path, host: &str, ts: i64) {
         (meta::TS_MIN, time.clone()),
         (meta::TS_MAX, time),
     ];
-    let props = WriterProperties::builder()
-        .set_key_value_metadata(Some(
-            kv.into_iter()
-                .map(|(k, v)| KeyValue::new(k.to_owned(), v))
-                .collect(),
-        ))
-        .build();
-    std::fs::create_dir_all(path.parent().expect("a parent")).expect("create dirs");
-    let file = std::fs::File::create(path).expect("create segment");
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).expect("writer");
-    w.write(&batch).expect("write");
-    w.close().expect("close");
+    let kv: Vec<(&str, &str)> = kv.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    dnsledger_tests::fixture::write_parquet(path, &batch, &kv);
 }

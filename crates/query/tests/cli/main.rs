@@ -10,11 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
-use dnsledger_schema::{Transaction, TransactionBatchBuilder, meta, status};
-use parquet::arrow::ArrowWriter;
+use dnsledger_schema::{Transaction, meta, status};
+use dnsledger_tests::fixture::{self, files_under, write_parquet};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dnsql");
@@ -116,60 +114,20 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 fn segment_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(root).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            out.extend(segment_files(&p));
-        } else if p.extension().is_some_and(|e| e == "parquet") {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
+    files_under(root)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect()
 }
 
+/// A row of an older recorder's segment (host `old`, a parse error no current build writes).
 fn tx(ts: i64, qname: &str) -> Transaction {
     Transaction {
-        ts,
-        query_ts: Some(ts),
-        status: status::UNANSWERED,
         hostname: "old".into(),
-        transport: "udp",
-        ip_version: 4,
-        client_ip: "192.0.2.1".into(),
-        client_port: 40000,
-        server_ip: "192.0.2.53".into(),
-        server_port: 53,
-        qname: Some(qname.into()),
         registered_domain: Some(qname.into()),
         parse_error: Some("not from this schema".into()),
-        ..Default::default()
+        ..fixture::tx(ts, qname)
     }
-}
-
-/// Writes a Parquet file of `batch` with key-value metadata.
-fn write_parquet(path: &Path, batch: &RecordBatch, kv: &[(&str, &str)]) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let props = WriterProperties::builder()
-        .set_key_value_metadata(Some(
-            kv.iter()
-                .map(|(k, v)| KeyValue::new((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        ))
-        .build();
-    let mut w =
-        ArrowWriter::try_new(fs::File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
-    w.write(batch).unwrap();
-    w.close().unwrap();
-}
-
-fn segment_batch(rows: &[Transaction]) -> RecordBatch {
-    let mut b = TransactionBatchBuilder::new();
-    for t in rows {
-        b.append(t);
-    }
-    b.finish().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,7 +346,7 @@ fn older_segments_missing_nullable_columns_read_as_null() {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&fixture(), dir.path());
     // A segment of an older schema version: parse_error did not exist yet.
-    let full = segment_batch(&[tx(1_600_000_000_000_000_000, "old.example.org")]);
+    let full = fixture::batch(&[tx(1_600_000_000_000_000_000, "old.example.org")]);
     let missing = full.schema().index_of("parse_error").unwrap();
     let keep: Vec<usize> = (0..full.num_columns()).filter(|&i| i != missing).collect();
     let older = full.project(&keep).unwrap();
@@ -417,7 +375,7 @@ fn host_names_that_need_escaping_match_and_read_unescaped() {
     let segment = |host: &str| {
         let mut t = tx(ts, "example.com");
         t.hostname = host.into();
-        segment_batch(&[t])
+        fixture::batch(&[t])
     };
     let kv = |host: &'static str| {
         [
@@ -918,7 +876,7 @@ fn corrupt_foreign_and_newer_files_are_named_skipped_and_exit_3() {
     let newer = root.join("host=host-c/date=2030-01-01/hour=00/newer.parquet");
     write_parquet(
         &newer,
-        &segment_batch(&[tx(1_893_456_000_000_000_000, "future.example")]),
+        &fixture::batch(&[tx(1_893_456_000_000_000_000, "future.example")]),
         &[(meta::SCHEMA_VERSION, "99"), (meta::HOST, "host-c")],
     );
     // Not segments: never read.
@@ -1381,7 +1339,7 @@ fn attributed_tree() -> tempfile::TempDir {
     write_parquet(
         &dir.path()
             .join("host=lab/date=2024-05-01/hour=12/lab.parquet"),
-        &segment_batch(&rows),
+        &fixture::batch(&rows),
         &[
             (meta::SCHEMA_VERSION, "1"),
             (meta::HOST, "lab"),
