@@ -45,7 +45,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u16 dns_ports[MAX_PORTS] = {};
 const volatile __u32 n_ports = 0;
 /* Bytes of the L3 packet to copy at most (headers + DNS payload cap). */
-const volatile __u32 max_copy = 4096 + 128;
+const volatile __u32 max_copy = 4096 + HEADER_ROOM;
 /* The recorder's own process: never recorded. */
 const volatile __u32 self_tgid = 0;
 /* Wake the reader only once this many bytes wait in the ring (0: on every record). The reader
@@ -54,9 +54,6 @@ const volatile __u32 self_tgid = 0;
 const volatile __u32 wakeup_bytes = 0;
 /* --stacks: egress packets of a thread with a pending stack are preceded by a stack event. */
 const volatile bool stacks_enabled = false;
-
-/* Largest copy the programs can make; user space refuses a larger --max-payload. */
-#define COPY_LIMIT 65664
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -106,6 +103,12 @@ struct stack_event _stack_event = {};
 struct packet_event _packet_event = {};
 struct exec_event _exec_event = {};
 struct exit_event _exit_event = {};
+/* ... and these enums (the numbers user space must agree with: see dnsledger.h). */
+enum dnsledger_abi _abi = 0;
+enum event_kind _event_kind = 0;
+enum direction _direction = 0;
+enum owner_source _owner_source = 0;
+enum counter _counter = 0;
 
 static __always_inline void count(__u32 idx)
 {
