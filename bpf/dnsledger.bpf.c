@@ -26,7 +26,15 @@
 
 #include "dnsledger.h"
 
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
+/*
+ * The kernel only asks whether the program is GPL-compatible: the tp_btf programs read
+ * struct task_struct through BTF pointers and call GPL-only helpers (bpf_probe_read_kernel*,
+ * bpf_probe_read_user, bpf_get_stack, bpf_get_current_task_btf), which it refuses otherwise
+ * ("Cannot access kernel 'struct task_struct' from non-GPL compatible program"). This file is
+ * (GPL-2.0-only OR Apache-2.0), see the SPDX line; "GPL" is the true one of the strings the
+ * kernel accepts ("Dual BSD/GPL" would claim a BSD licence it does not have).
+ */
+char LICENSE[] SEC("license") = "GPL";
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD

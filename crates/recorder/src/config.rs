@@ -359,6 +359,11 @@ pub fn unix_now_ns() -> i64 {
         .map_or(0, duration_ns)
 }
 
+/// Now, in whole seconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_now_secs() -> u64 {
+    u64::try_from(unix_now_ns() / 1_000_000_000).unwrap_or(0)
+}
+
 /// The file's values: strings parsed by the same functions as the flags.
 mod de {
     use super::*;

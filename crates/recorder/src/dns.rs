@@ -1,4 +1,5 @@
-//! DNS wire messages -> the fields one transaction row needs.
+//! Step 3 of the path: **DNS wire messages -> the fields one transaction row needs** (between
+//! [`crate::decode`] and [`crate::pair`]).
 //!
 //! [`parse`] never panics and never drops a message: whatever can be read is returned, and
 //! whatever could not be read is described in [`ParsedDns::parse_error`].

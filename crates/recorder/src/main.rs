@@ -170,7 +170,7 @@ fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
 fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let dir = args.data_dir.resolve();
     let (lines, healthy) =
-        live::status::report(&dir, recorder::unix_now()).map_err(anyhow::Error::msg)?;
+        live::status::report(&dir, config::unix_now_secs()).map_err(anyhow::Error::msg)?;
     for l in lines {
         println!("{l}");
     }

@@ -1,4 +1,5 @@
-//! Query/response pairing: [`DnsMessage`]s in, [`Transaction`] rows out.
+//! Step 4 of the path: **query/response pairing** — [`DnsMessage`]s in, [`Transaction`] rows
+//! out (to [`crate::store`]).
 //!
 //! The direction of a message decides its role (`from_client` = query), not its QR bit, so a
 //! message too broken to parse still gets one. Queries wait in the [`Pairer`] until a response

@@ -1,4 +1,7 @@
-//! The one pipeline both sources feed: packets -> messages -> transactions -> segments.
+//! The one pipeline both sources feed: packets -> messages -> transactions -> segments, i.e.
+//! [`crate::decode`] -> [`crate::dns`] -> [`crate::pair`] -> [`crate::store`]. The live source
+//! ([`crate::recorder`], through [`crate::capture::ring::RingFeed`]) and capture files
+//! ([`import`]) drive the same [`Pipeline`].
 
 use std::path::PathBuf;
 use std::sync::Arc;

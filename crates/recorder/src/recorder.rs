@@ -28,7 +28,7 @@ use crate::capture::events::{Clock, boot_now};
 use crate::capture::privs::{self, PrivsError, RunAs};
 use crate::capture::procs::ProcessTable;
 use crate::capture::ring::{LiveAttribution, RingFeed};
-use crate::config::{Settings, duration_ns, unix_now_ns};
+use crate::config::{Settings, duration_ns, unix_now_ns, unix_now_secs};
 use crate::live::metrics::{self, Metrics};
 use crate::live::status::{self as live_status, LiveStatus};
 use crate::live::{self, LivePublisher};
@@ -105,11 +105,6 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>, RecordError> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RecordError::Signal)?;
     }
     Ok(stop)
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    u64::try_from(unix_now_ns() / 1_000_000_000).unwrap_or(0)
 }
 
 /// A batch of ring-buffer records, concatenated; `ends[i]` is the end offset of record i.
@@ -223,7 +218,7 @@ pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, Reco
     let status = LiveStatus {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        started_unix: unix_now(),
+        started_unix: unix_now_secs(),
         ports: s.ports.clone(),
         ..Default::default()
     };
@@ -426,7 +421,7 @@ fn fill_status(
     write_failures: u64,
 ) {
     let stats = pipeline.stats();
-    st.updated_unix = unix_now();
+    st.updated_unix = unix_now_secs();
     st.packets = stats.packets;
     st.messages = stats.messages;
     st.transactions = stats.transactions;

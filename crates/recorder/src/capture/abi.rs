@@ -97,7 +97,7 @@ mod tests {
         assert_eq!(st.ips.len(), STACK_DEPTH);
         assert_eq!(packet_event::default().owner.comm.len(), 16);
         assert_eq!(COPY_LIMIT, 65536 + HEADER_ROOM);
-        assert!(MAX_PORTS > 0);
+        const { assert!(MAX_PORTS > 0) };
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl Decoder {
             proto: key.proto,
             v6: key.src.is_ipv6(),
             data,
-            declared: declared,
+            declared,
             meta,
             origin: Origin::IncompleteFragments,
         };
