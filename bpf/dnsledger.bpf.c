@@ -26,7 +26,15 @@
 
 #include "dnsledger.h"
 
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
+/*
+ * The kernel only asks whether the program is GPL-compatible: the tp_btf programs read
+ * struct task_struct through BTF pointers and call GPL-only helpers (bpf_probe_read_kernel*,
+ * bpf_probe_read_user, bpf_get_stack, bpf_get_current_task_btf), which it refuses otherwise
+ * ("Cannot access kernel 'struct task_struct' from non-GPL compatible program"). This file is
+ * (GPL-2.0-only OR Apache-2.0), see the SPDX line; "GPL" is the true one of the strings the
+ * kernel accepts ("Dual BSD/GPL" would claim a BSD licence it does not have).
+ */
+char LICENSE[] SEC("license") = "GPL";
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
@@ -45,7 +53,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u16 dns_ports[MAX_PORTS] = {};
 const volatile __u32 n_ports = 0;
 /* Bytes of the L3 packet to copy at most (headers + DNS payload cap). */
-const volatile __u32 max_copy = 4096 + 128;
+const volatile __u32 max_copy = 4096 + HEADER_ROOM;
 /* The recorder's own process: never recorded. */
 const volatile __u32 self_tgid = 0;
 /* Wake the reader only once this many bytes wait in the ring (0: on every record). The reader
@@ -54,9 +62,6 @@ const volatile __u32 self_tgid = 0;
 const volatile __u32 wakeup_bytes = 0;
 /* --stacks: egress packets of a thread with a pending stack are preceded by a stack event. */
 const volatile bool stacks_enabled = false;
-
-/* Largest copy the programs can make; user space refuses a larger --max-payload. */
-#define COPY_LIMIT 65664
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -106,6 +111,12 @@ struct stack_event _stack_event = {};
 struct packet_event _packet_event = {};
 struct exec_event _exec_event = {};
 struct exit_event _exit_event = {};
+/* ... and these enums (the numbers user space must agree with: see dnsledger.h). */
+enum dnsledger_abi _abi = 0;
+enum event_kind _event_kind = 0;
+enum direction _direction = 0;
+enum owner_source _owner_source = 0;
+enum counter _counter = 0;
 
 static __always_inline void count(__u32 idx)
 {

@@ -7,8 +7,6 @@
 #ifndef DNSLEDGER_H
 #define DNSLEDGER_H
 
-#define DNSLEDGER_EVENT_VERSION 1
-
 enum event_kind {
 	EVENT_PACKET = 1,
 	EVENT_EXEC = 2,
@@ -44,12 +42,25 @@ enum counter {
 	CNT_MAX = 9,
 };
 
-#define MAX_PORTS 16
-#define COMM_LEN 16
-#define EXEC_FILENAME_LEN 256
-#define EXEC_ARGS_LEN 4096
-/* User frames kept per stack (--stacks). */
-#define STACK_DEPTH 64
+/*
+ * Numbers user space must agree with. Enum constants rather than #defines so that they reach
+ * BTF and, through the zero-initialised globals in dnsledger.bpf.c, the skeleton's `types`
+ * module: Rust reads them from there (crates/recorder/src/capture/abi.rs), never copies them.
+ */
+enum dnsledger_abi {
+	DNSLEDGER_EVENT_VERSION = 1,
+	MAX_PORTS = 16,
+	COMM_LEN = 16,
+	EXEC_FILENAME_LEN = 256,
+	EXEC_ARGS_LEN = 4096,
+	/* User frames kept per stack (--stacks). */
+	STACK_DEPTH = 64,
+	/* Room for IP and TCP/UDP headers in front of the DNS payload cap. */
+	HEADER_ROOM = 128,
+	/* Largest copy the programs can make (a 64 KiB DNS message and its headers); user space
+	 * refuses a larger --max-payload. */
+	COPY_LIMIT = 65536 + HEADER_ROOM,
+};
 
 /* Owner of a socket, kept in socket storage. */
 struct sock_owner {

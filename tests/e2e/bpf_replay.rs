@@ -8,9 +8,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dnsledger::capture::pcap::PcapSource;
 use dnsledger::decode::{Decoder, PortSet};
-use dnsledger::event::{DnsMessage, Flow, Transport};
-use dnsledger::pcap::PcapSource;
+use dnsledger::decode::{DnsMessage, Flow, Transport};
 
 use dnsledger_tests::fixture::*;
 use dnsledger_tests::harness::*;

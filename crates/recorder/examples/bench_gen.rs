@@ -1,6 +1,6 @@
 //! Benchmark data generator (bench/ P5): realistic DNS transactions written as segments through
 //! the recorder's real path — DNS wire messages built with hickory-proto, parsed and paired by
-//! [`dnsledger::pair::Pairer`], written by [`dnsledger::segment::SegmentWriter`].
+//! [`dnsledger::pair::Pairer`], written by [`dnsledger::store::segment::SegmentWriter`].
 //!
 //! ```sh
 //! cargo build --release -p dnsledger-recorder --example bench_gen
@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use dnsledger::event::{DnsMessage, Flow, KernelOwner, Transport};
+use dnsledger::capture::KernelOwner;
+use dnsledger::decode::{DnsMessage, Flow, Transport};
 use dnsledger::pair::{Attributor, PairConfig, Pairer, ProcessAttrs};
-use dnsledger::segment::{SegmentConfig, SegmentWriter};
+use dnsledger::store::segment::{SegmentConfig, SegmentWriter};
 use dnsledger_schema::Transaction;
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};

@@ -1,9 +1,14 @@
 //! Recorder configuration: defaults < TOML file < environment < flags, validated once.
 
+use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::capture::abi::MAX_PORTS;
+use crate::capture::privs::{RunAs, parse_run_as};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/dnsledger";
 pub const DEFAULT_PORTS: &[u16] = &[53];
@@ -23,9 +28,11 @@ pub const DEFAULT_MIN_FREE: u64 = 256 * 1024 * 1024;
 /// raw bytes (~0.5 KiB for a typical query), so the table stays under ~32 MiB; 65,536 covers
 /// 13k q/s with no answers at all for the default 5 s timeout.
 pub const DEFAULT_MAX_PENDING: usize = 65_536;
-pub const MAX_PORTS: usize = 16;
 /// Largest DNS payload cap: a DNS message is at most 65535 bytes.
 pub const MAX_PAYLOAD_LIMIT: u32 = 65535;
+
+/// Environment variables and the key each one sets (between the file and the flags).
+pub const ENV_VARS: &[(&str, &str)] = &[("data-dir", "DNSLEDGER_DATA")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -39,38 +46,129 @@ pub enum ConfigError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
-    #[error("invalid `{key}` in {path}: {message}")]
-    Value {
-        path: PathBuf,
-        key: &'static str,
-        message: String,
-    },
 }
 
-/// Keys of the TOML file: the long flag names.
-#[derive(Debug, Default, Deserialize)]
+/// A comma-separated port list as one flag value (`53,5353`; clap would take a `Vec` as many
+/// values), or a TOML array (`ports = [53, 5353]`); validated either way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortList(pub Vec<u16>);
+
+/// Parses `--ports`.
+pub fn parse_port_list(s: &str) -> Result<PortList, String> {
+    parse_ports(s).map(PortList)
+}
+
+/// Every setting of `record` and `import` that the TOML file, the environment or a flag can
+/// set: one struct for the three, so a key is declared once. `None` leaves the layer below in
+/// place. The flags are the long names; the file's keys are the same names.
+///
+/// Keys marked "record only" are accepted in the file by `import` and ignored there; as flags,
+/// `import` rejects them (see [`Overrides::record_only_flag`]).
+#[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileConfig {
+pub struct Overrides {
+    /// Data directory: sealed segments go to <DIR>/segments, in-progress files elsewhere.
+    /// [default: /var/lib/dnsledger] [env: DNSLEDGER_DATA]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    pub ports: Option<Vec<u16>>,
-    pub rotate_size: Option<String>,
-    pub rotate_age: Option<String>,
-    pub max_payload: Option<String>,
-    pub pair_timeout: Option<String>,
+    /// DNS ports to watch, comma-separated, at most 16. [default: 53 (record), 53,5353,5355 (import)]
+    #[arg(long, value_name = "PORTS", value_parser = parse_port_list)]
+    #[serde(default, deserialize_with = "de::ports")]
+    pub ports: Option<PortList>,
+    /// Seal a segment once it reaches this size (e.g. 128MiB). [default: 128MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "de::size")]
+    pub rotate_size: Option<u64>,
+    /// Seal a segment once it is this old (e.g. 5m, 30s). [default: 5m]
+    #[arg(long, value_name = "AGE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de::duration")]
+    pub rotate_age: Option<Duration>,
+    /// Bytes of each DNS message to keep at most (12..65535); longer ones are kept cut short
+    /// with their original length. [default: 4096]
+    #[arg(long, value_name = "BYTES", value_parser = parse_max_payload)]
+    #[serde(default, deserialize_with = "de::max_payload")]
+    pub max_payload: Option<u32>,
+    /// A query with no response after this long is written as `unanswered`. [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de::duration")]
+    pub pair_timeout: Option<Duration>,
+    /// Queries waiting for a response, at most: beyond it the oldest is written as
+    /// `unanswered` early and counted (`dnsledger.pair_evicted`). [default: 65536]
+    #[arg(long, value_name = "N", value_parser = parse_max_pending)]
+    #[serde(default, deserialize_with = "de::max_pending")]
     pub max_pending: Option<usize>,
+    /// Do not store the raw DNS messages (query_raw/response_raw columns stay empty).
+    #[arg(long, num_args = 0, default_missing_value = "true")]
     pub no_raw: Option<bool>,
-    pub ring_size: Option<String>,
-    pub min_free: Option<String>,
-    /// `record --user`: USER[:GROUP] to run as once attached.
-    pub user: Option<String>,
-    /// `record --max-size` / `--max-age`: the recorder's own retention.
-    pub max_size: Option<String>,
-    pub max_age: Option<String>,
-    /// `record --stacks`: capture the user stack of the code sending each query.
+    /// Stop writing while the data directory's filesystem has less free space than this
+    /// (rows wait in memory, then the oldest are dropped and counted): a size (1GiB) or a
+    /// share of the filesystem (5%); 0 turns it off. [default: 256MiB]
+    #[arg(long, value_name = "SIZE|PCT%", value_parser = parse_min_free)]
+    #[serde(default, deserialize_with = "de::min_free")]
+    pub min_free: Option<MinFree>,
+    /// Kernel ring buffer size (rounded up to a power of two, 16KiB..1GiB). [default: 8MiB]
+    /// Record only.
+    #[arg(long, value_name = "SIZE", value_parser = parse_ring_size)]
+    #[serde(default, deserialize_with = "de::ring_size")]
+    pub ring_size: Option<u32>,
+    /// How often transactions are synced to the crash-safe spool; after kill -9 or a power
+    /// cut at most this much is lost. [default: 1s] Record only.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de::duration")]
+    pub spool_sync: Option<Duration>,
+    /// Run as this user (and group; default: the user's primary group) once the programs are
+    /// attached, keeping only the capabilities `record --help` lists as kept. The data directory is
+    /// given to that user at start, so analysts in GROUP can read the segments.
+    /// [default: stay root, with the same two capabilities] Record only.
+    #[arg(long, value_name = "USER[:GROUP]", value_parser = parse_run_as)]
+    #[serde(default, deserialize_with = "de::run_as")]
+    pub user: Option<RunAs>,
+    /// Keep this host's sealed segments under this total size (e.g. 20GiB): after each seal
+    /// the oldest are deleted, as `dnsledger prune --max-size` would. [default: no cap]
+    /// Record only.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "de::size")]
+    pub max_size: Option<u64>,
+    /// Delete this host's sealed segments older than this (e.g. 7d), checked every minute.
+    /// [default: keep] Record only.
+    #[arg(long, value_name = "AGE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de::duration")]
+    pub max_age: Option<Duration>,
+    /// Also record the user stack of the code that sent each query (`stack` column),
+    /// symbolized while the process runs. Costs CPU on every send syscall of the host; see
+    /// the README for measurements. Record only.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
     pub stacks: Option<bool>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9422, DNSWatch's
+    /// port): DNSWatch's counters by process plus dnsledger_* series. [default: off]
+    /// Record only.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Distinct `process` label values of the DNSWatch counters; later processes are counted
+    /// under process="other". [default: 100] Record only.
+    #[arg(long, value_name = "N")]
+    pub metrics_max_processes: Option<usize>,
+    /// TOML file with the same keys as the long flags (data-dir, ports, rotate-size, ...).
+    /// The environment and flags override it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
 }
 
-impl FileConfig {
+/// The keys only `record` uses (flag ids).
+pub const RECORD_ONLY: [&str; 8] = [
+    "ring_size",
+    "spool_sync",
+    "user",
+    "max_size",
+    "max_age",
+    "stacks",
+    "metrics_listen",
+    "metrics_max_processes",
+];
+
+impl Overrides {
+    /// Reads a TOML file of overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
@@ -81,9 +179,45 @@ impl FileConfig {
             source: Box::new(source),
         })
     }
+
+    /// The overrides the environment makes ([`ENV_VARS`]); `get` reads a variable (empty
+    /// counts as unset).
+    pub fn from_env(get: impl Fn(&str) -> Option<OsString>) -> Self {
+        let get = |var: &str| get(var).filter(|v| !v.is_empty());
+        Overrides {
+            data_dir: get("DNSLEDGER_DATA").map(PathBuf::from),
+            ..Overrides::default()
+        }
+    }
+
+    /// The flag of the first record-only key set here, if any (`import` rejects them as
+    /// flags).
+    pub fn record_only_flag(&self) -> Option<String> {
+        // In the order of RECORD_ONLY.
+        let set = [
+            self.ring_size.is_some(),
+            self.spool_sync.is_some(),
+            self.user.is_some(),
+            self.max_size.is_some(),
+            self.max_age.is_some(),
+            self.stacks.is_some(),
+            self.metrics_listen.is_some(),
+            self.metrics_max_processes.is_some(),
+        ];
+        RECORD_ONLY
+            .iter()
+            .zip(set)
+            .find(|(_, set)| *set)
+            .map(|(id, _)| format!("--{}", id.replace('_', "-")))
+    }
 }
 
-/// The validated settings of `dnsledger record` / `import`.
+/// The process environment, for [`Settings::resolve`].
+pub fn process_env(var: &str) -> Option<OsString> {
+    std::env::var_os(var)
+}
+
+/// The validated settings of `dnsledger record` / `import` (and a standalone `snoop`/`top`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub data_dir: PathBuf,
@@ -100,14 +234,18 @@ pub struct Settings {
     pub spool_sync: Option<Duration>,
     /// Stop writing below this much free space on the data directory's filesystem.
     pub min_free: MinFree,
-    /// `record`: USER[:GROUP] to run as once attached (`None`: stay root, capabilities dropped).
-    pub user: Option<String>,
+    /// `record`: the user to run as once attached (`None`: stay root, capabilities dropped).
+    pub user: Option<RunAs>,
     /// `record`: delete this host's oldest sealed segments beyond this total size.
     pub max_size: Option<u64>,
     /// `record`: delete this host's sealed segments older than this.
     pub max_age: Option<Duration>,
     /// `record`: capture and symbolize the user stack of each query's sender.
     pub stacks: bool,
+    /// `record`: serve Prometheus metrics on this address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `record`: distinct `process` label values of the DNSWatch counters.
+    pub metrics_max_processes: usize,
 }
 
 impl Settings {
@@ -128,59 +266,145 @@ impl Settings {
             max_size: None,
             max_age: None,
             stacks: false,
+            metrics_listen: None,
+            metrics_max_processes: crate::live::metrics::DEFAULT_MAX_PROCESSES,
         }
     }
 
-    /// Applies a TOML file over these settings.
-    pub fn apply_file(&mut self, path: &Path, file: FileConfig) -> Result<(), ConfigError> {
-        let bad = |key: &'static str, message: String| ConfigError::Value {
-            path: path.into(),
-            key,
-            message,
-        };
-        if let Some(d) = file.data_dir {
-            self.data_dir = d;
+    /// The one merge of the settings: defaults < TOML file (`flags.config`) < environment
+    /// (`env`, see [`ENV_VARS`]) < flags. Every value was validated when its layer was parsed.
+    pub fn resolve(
+        default_ports: &[u16],
+        flags: &Overrides,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, ConfigError> {
+        let mut s = Settings::defaults(default_ports);
+        if let Some(path) = &flags.config {
+            s.apply(&Overrides::load(path)?);
         }
-        if let Some(p) = file.ports {
-            self.ports = validate_ports(p).map_err(|m| bad("ports", m))?;
-        }
-        if let Some(s) = file.rotate_size {
-            self.rotate_size = parse_size(&s).map_err(|m| bad("rotate-size", m))?;
-        }
-        if let Some(s) = file.rotate_age {
-            self.rotate_age = parse_duration(&s).map_err(|m| bad("rotate-age", m))?;
-        }
-        if let Some(s) = file.max_payload {
-            self.max_payload = parse_max_payload(&s).map_err(|m| bad("max-payload", m))?;
-        }
-        if let Some(s) = file.pair_timeout {
-            self.pair_timeout = parse_duration(&s).map_err(|m| bad("pair-timeout", m))?;
-        }
-        if let Some(n) = file.max_pending {
-            self.max_pending = validate_max_pending(n).map_err(|m| bad("max-pending", m))?;
-        }
-        if let Some(b) = file.no_raw {
-            self.keep_raw = !b;
-        }
-        if let Some(v) = file.min_free {
-            self.min_free = parse_min_free(&v).map_err(|m| bad("min-free", m))?;
-        }
-        if let Some(u) = file.user {
-            self.user = Some(u);
-        }
-        if let Some(v) = file.max_size {
-            self.max_size = Some(parse_size(&v).map_err(|m| bad("max-size", m))?);
-        }
-        if let Some(v) = file.max_age {
-            self.max_age = Some(parse_duration(&v).map_err(|m| bad("max-age", m))?);
-        }
-        if let Some(b) = file.stacks {
-            self.stacks = b;
-        }
-        if let Some(s) = file.ring_size {
-            self.ring_size = parse_ring_size(&s).map_err(|m| bad("ring-size", m))?;
-        }
-        Ok(())
+        s.apply(&Overrides::from_env(env));
+        s.apply(flags);
+        Ok(s)
+    }
+
+    /// Sets every key `o` sets.
+    fn apply(&mut self, o: &Overrides) {
+        let Overrides {
+            data_dir,
+            ports,
+            rotate_size,
+            rotate_age,
+            max_payload,
+            pair_timeout,
+            max_pending,
+            no_raw,
+            min_free,
+            ring_size,
+            spool_sync,
+            user,
+            max_size,
+            max_age,
+            stacks,
+            metrics_listen,
+            metrics_max_processes,
+            config: _,
+        } = o.clone();
+        set(&mut self.data_dir, data_dir);
+        set(&mut self.ports, ports.map(|p| p.0));
+        set(&mut self.rotate_size, rotate_size);
+        set(&mut self.rotate_age, rotate_age);
+        set(&mut self.max_payload, max_payload);
+        set(&mut self.pair_timeout, pair_timeout);
+        set(&mut self.max_pending, max_pending);
+        set(&mut self.keep_raw, no_raw.map(|b| !b));
+        set(&mut self.min_free, min_free);
+        set(&mut self.ring_size, ring_size);
+        set(&mut self.spool_sync, spool_sync.map(Some));
+        set(&mut self.user, user.map(Some));
+        set(&mut self.max_size, max_size.map(Some));
+        set(&mut self.max_age, max_age.map(Some));
+        set(&mut self.stacks, stacks);
+        set(&mut self.metrics_listen, metrics_listen.map(Some));
+        set(&mut self.metrics_max_processes, metrics_max_processes);
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// The data directory of the commands that only read it (`status`, `prune`, `snoop`, `top`):
+/// the flag, else the environment, else the default; the same layers as [`Settings::resolve`].
+pub fn data_dir(flag: Option<&Path>, env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
+    let mut s = Settings::defaults(DEFAULT_PORTS);
+    s.apply(&Overrides::from_env(env));
+    s.apply(&Overrides {
+        data_dir: flag.map(Path::to_path_buf),
+        ..Overrides::default()
+    });
+    s.data_dir
+}
+
+/// A `Duration` as the signed nanoseconds the pipeline counts in (saturating).
+pub fn duration_ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Now, in nanoseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, duration_ns)
+}
+
+/// Now, in whole seconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_now_secs() -> u64 {
+    u64::try_from(unix_now_ns() / 1_000_000_000).unwrap_or(0)
+}
+
+/// The file's values: strings parsed by the same functions as the flags.
+mod de {
+    use super::*;
+    use serde::Deserializer;
+    use serde::de::Error as _;
+
+    fn parsed<'de, D, T>(d: D, parse: fn(&str) -> Result<T, String>) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        let s = String::deserialize(d)?;
+        parse(&s).map(Some).map_err(D::Error::custom)
+    }
+
+    pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        parsed(d, parse_size)
+    }
+    pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        parsed(d, parse_duration)
+    }
+    pub fn max_payload<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        parsed(d, parse_max_payload)
+    }
+    pub fn ring_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        parsed(d, parse_ring_size)
+    }
+    pub fn min_free<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MinFree>, D::Error> {
+        parsed(d, parse_min_free)
+    }
+    pub fn run_as<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RunAs>, D::Error> {
+        parsed(d, parse_run_as)
+    }
+    pub fn max_pending<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        let n = usize::deserialize(d)?;
+        validate_max_pending(n).map(Some).map_err(D::Error::custom)
+    }
+    pub fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PortList>, D::Error> {
+        let v = Vec::<u16>::deserialize(d)?;
+        validate_ports(v)
+            .map(|p| Some(PortList(p)))
+            .map_err(D::Error::custom)
     }
 }
 
@@ -211,24 +435,11 @@ impl MinFree {
         match self {
             MinFree::Bytes(b) => b,
             MinFree::Percent(p) => {
-                let total = fs_size(dir).unwrap_or(0) as f64;
+                let total = crate::store::fs::space(dir).map_or(0, |s| s.total) as f64;
                 (total * p / 100.0) as u64
             }
         }
     }
-}
-
-/// Size of the filesystem holding `path` (or its nearest existing ancestor).
-fn fs_size(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let existing = path.ancestors().find(|p| p.exists())?;
-    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs is plain data, zero is a valid value; the call writes only into `st`
-    // and reads the NUL-terminated path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: see above.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_blocks.saturating_mul(st.f_frsize))
 }
 
 /// Parses `--min-free`: a size (`1GiB`), `0` (off) or a percentage of the filesystem (`5%`).
@@ -390,9 +601,11 @@ mod tests {
             "data-dir = \"/tmp/x\"\nports = [53, 5300]\nrotate-age = \"2s\"\nno-raw = true\nstacks = true\n",
         )
         .expect("write");
-        let mut s = Settings::defaults(DEFAULT_PORTS);
-        s.apply_file(&path, FileConfig::load(&path).expect("load"))
-            .expect("apply");
+        let flags = Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(DEFAULT_PORTS, &flags, no_env).expect("resolve");
         assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(s.ports, vec![53, 5300]);
         assert_eq!(s.rotate_age, Duration::from_secs(2));
@@ -401,8 +614,7 @@ mod tests {
         assert_eq!(s.rotate_size, DEFAULT_ROTATE_SIZE);
 
         std::fs::write(&path, "rotate-size = \"big\"\n").expect("write");
-        let err = s
-            .apply_file(&path, FileConfig::load(&path).expect("load"))
+        let err = Settings::resolve(DEFAULT_PORTS, &flags, no_env)
             .unwrap_err()
             .to_string();
         assert!(
@@ -411,8 +623,215 @@ mod tests {
         );
 
         std::fs::write(&path, "colour = 1\n").expect("write");
-        let err = FileConfig::load(&path).unwrap_err().to_string();
+        let err = Overrides::load(&path).unwrap_err().to_string();
         assert!(err.contains("colour"), "{err}");
+    }
+
+    fn no_env(_: &str) -> Option<OsString> {
+        None
+    }
+
+    /// The flags as `record` and `import` parse them.
+    #[derive(Debug, clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        o: Overrides,
+    }
+
+    /// One key of the settings: its value in the file, in the environment (when it has a
+    /// variable) and as a flag, and what the settings hold after each layer.
+    struct Case {
+        key: &'static str,
+        file: &'static str,
+        /// The file's value under the flag (differs from `file` only for switches, which a flag
+        /// can only turn on).
+        file_under_flag: &'static str,
+        env: Option<&'static str>,
+        flag: &'static [&'static str],
+        get: fn(&Settings) -> String,
+        default: &'static str,
+        from_file: &'static str,
+        from_env: &'static str,
+        from_flag: &'static str,
+    }
+
+    fn dbg<T: std::fmt::Debug>(v: T) -> String {
+        format!("{v:?}")
+    }
+
+    #[rustfmt::skip]
+    const CASES: &[Case] = &[
+        Case { key: "data-dir", file: "\"/file\"", file_under_flag: "\"/file\"", env: Some("/env"),
+            flag: &["--data-dir", "/flag"], get: |s| dbg(&s.data_dir),
+            default: "\"/var/lib/dnsledger\"", from_file: "\"/file\"", from_env: "\"/env\"", from_flag: "\"/flag\"" },
+        Case { key: "ports", file: "[5300, 53]", file_under_flag: "[5300, 53]", env: None,
+            flag: &["--ports", "5353"], get: |s| dbg(&s.ports),
+            default: "[53]", from_file: "[53, 5300]", from_env: "[53, 5300]", from_flag: "[5353]" },
+        Case { key: "rotate-size", file: "\"1MiB\"", file_under_flag: "\"1MiB\"", env: None,
+            flag: &["--rotate-size", "2MiB"], get: |s| dbg(s.rotate_size),
+            default: "134217728", from_file: "1048576", from_env: "1048576", from_flag: "2097152" },
+        Case { key: "rotate-age", file: "\"2s\"", file_under_flag: "\"2s\"", env: None,
+            flag: &["--rotate-age", "3s"], get: |s| dbg(s.rotate_age),
+            default: "300s", from_file: "2s", from_env: "2s", from_flag: "3s" },
+        Case { key: "max-payload", file: "\"512\"", file_under_flag: "\"512\"", env: None,
+            flag: &["--max-payload", "1024"], get: |s| dbg(s.max_payload),
+            default: "4096", from_file: "512", from_env: "512", from_flag: "1024" },
+        Case { key: "pair-timeout", file: "\"1s\"", file_under_flag: "\"1s\"", env: None,
+            flag: &["--pair-timeout", "7s"], get: |s| dbg(s.pair_timeout),
+            default: "5s", from_file: "1s", from_env: "1s", from_flag: "7s" },
+        Case { key: "max-pending", file: "10", file_under_flag: "10", env: None,
+            flag: &["--max-pending", "20"], get: |s| dbg(s.max_pending),
+            default: "65536", from_file: "10", from_env: "10", from_flag: "20" },
+        Case { key: "no-raw", file: "true", file_under_flag: "false", env: None,
+            flag: &["--no-raw"], get: |s| dbg(!s.keep_raw),
+            default: "false", from_file: "true", from_env: "true", from_flag: "true" },
+        Case { key: "min-free", file: "\"5%\"", file_under_flag: "\"5%\"", env: None,
+            flag: &["--min-free", "1GiB"], get: |s| dbg(s.min_free),
+            default: "Bytes(268435456)", from_file: "Percent(5.0)", from_env: "Percent(5.0)", from_flag: "Bytes(1073741824)" },
+        Case { key: "ring-size", file: "\"1MiB\"", file_under_flag: "\"1MiB\"", env: None,
+            flag: &["--ring-size", "2MiB"], get: |s| dbg(s.ring_size),
+            default: "8388608", from_file: "1048576", from_env: "1048576", from_flag: "2097152" },
+        Case { key: "spool-sync", file: "\"2s\"", file_under_flag: "\"2s\"", env: None,
+            flag: &["--spool-sync", "3s"], get: |s| dbg(s.spool_sync),
+            default: "None", from_file: "Some(2s)", from_env: "Some(2s)", from_flag: "Some(3s)" },
+        Case { key: "user", file: "\"nobody\"", file_under_flag: "\"nobody\"", env: None,
+            flag: &["--user", "65534:100"], get: |s| dbg(s.user.as_ref().map(|u| (&u.spec, u.uid, u.gid))),
+            default: "None", from_file: "Some((\"nobody\", 65534, 65534))", from_env: "Some((\"nobody\", 65534, 65534))", from_flag: "Some((\"65534:100\", 65534, 100))" },
+        Case { key: "max-size", file: "\"1GiB\"", file_under_flag: "\"1GiB\"", env: None,
+            flag: &["--max-size", "2GiB"], get: |s| dbg(s.max_size),
+            default: "None", from_file: "Some(1073741824)", from_env: "Some(1073741824)", from_flag: "Some(2147483648)" },
+        Case { key: "max-age", file: "\"1h\"", file_under_flag: "\"1h\"", env: None,
+            flag: &["--max-age", "2h"], get: |s| dbg(s.max_age),
+            default: "None", from_file: "Some(3600s)", from_env: "Some(3600s)", from_flag: "Some(7200s)" },
+        Case { key: "stacks", file: "true", file_under_flag: "false", env: None,
+            flag: &["--stacks"], get: |s| dbg(s.stacks),
+            default: "false", from_file: "true", from_env: "true", from_flag: "true" },
+        Case { key: "metrics-listen", file: "\"127.0.0.1:9422\"", file_under_flag: "\"127.0.0.1:9422\"", env: None,
+            flag: &["--metrics-listen", "127.0.0.1:9423"], get: |s| dbg(s.metrics_listen),
+            default: "None", from_file: "Some(127.0.0.1:9422)", from_env: "Some(127.0.0.1:9422)", from_flag: "Some(127.0.0.1:9423)" },
+        Case { key: "metrics-max-processes", file: "5", file_under_flag: "5", env: None,
+            flag: &["--metrics-max-processes", "6"], get: |s| dbg(s.metrics_max_processes),
+            default: "100", from_file: "5", from_env: "5", from_flag: "6" },
+    ];
+
+    #[test]
+    fn precedence_of_every_key() {
+        use clap::{CommandFactory, Parser};
+        // Every key of the struct has a case (`config` names the file; it is no setting).
+        let mut ids: Vec<String> = Flags::command()
+            .get_arguments()
+            .map(|a| a.get_id().as_str().replace('_', "-"))
+            .filter(|id| id != "config")
+            .collect();
+        ids.sort();
+        let mut keys: Vec<String> = CASES.iter().map(|c| c.key.to_string()).collect();
+        keys.sort();
+        assert_eq!(
+            ids, keys,
+            "a key without a precedence case (or a stale case)"
+        );
+        // Every variable in ENV_VARS sets the key its case says.
+        for (key, _) in ENV_VARS {
+            assert!(
+                CASES.iter().any(|c| c.key == *key && c.env.is_some()),
+                "{key}"
+            );
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dnsledger.toml");
+        let path_str = path.to_str().expect("utf-8 temp path");
+        for c in CASES {
+            let var = ENV_VARS.iter().find(|(k, _)| *k == c.key).map(|(_, v)| *v);
+            // Every variable is set in the env layer, so a key without one shows it is untouched.
+            let env = |v: &str| {
+                ENV_VARS.iter().any(|(_, var)| *var == v).then(|| {
+                    OsString::from(if Some(v) == var {
+                        c.env.unwrap_or("/env")
+                    } else {
+                        "/other-env"
+                    })
+                })
+            };
+            let resolve = |argv: &[&str], with_env: bool| {
+                let flags =
+                    Flags::try_parse_from(["t", "--config", path_str].iter().chain(argv).copied())
+                        .unwrap_or_else(|e| panic!("{}: {e}", c.key));
+                let s = if with_env {
+                    Settings::resolve(DEFAULT_PORTS, &flags.o, env)
+                } else {
+                    Settings::resolve(DEFAULT_PORTS, &flags.o, no_env)
+                };
+                (c.get)(&s.unwrap_or_else(|e| panic!("{}: {e}", c.key)))
+            };
+
+            std::fs::write(&path, "").expect("write");
+            assert_eq!(resolve(&[], false), c.default, "{}: default", c.key);
+
+            std::fs::write(&path, format!("{} = {}\n", c.key, c.file)).expect("write");
+            assert_eq!(
+                resolve(&[], false),
+                c.from_file,
+                "{}: file over default",
+                c.key
+            );
+            assert_eq!(
+                resolve(&[], true),
+                c.from_env,
+                "{}: environment over file",
+                c.key
+            );
+            if c.env.is_some() {
+                assert_ne!(c.from_env, c.from_file, "{}: the env case must show", c.key);
+            }
+
+            std::fs::write(&path, format!("{} = {}\n", c.key, c.file_under_flag)).expect("write");
+            assert_eq!(
+                resolve(c.flag, true),
+                c.from_flag,
+                "{}: flag over environment",
+                c.key
+            );
+            assert_ne!(
+                resolve(&[], true),
+                c.from_flag,
+                "{}: the flag case must show",
+                c.key
+            );
+        }
+    }
+
+    #[test]
+    fn read_only_commands_take_the_data_dir_from_flag_env_default() {
+        let env = |v: &str| (v == "DNSLEDGER_DATA").then(|| OsString::from("/env"));
+        assert_eq!(data_dir(None, no_env), PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(data_dir(None, env), PathBuf::from("/env"));
+        assert_eq!(
+            data_dir(Some(Path::new("/flag")), env),
+            PathBuf::from("/flag")
+        );
+        let empty = |_: &str| Some(OsString::new());
+        assert_eq!(data_dir(None, empty), PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn record_only_flags_are_named() {
+        use clap::Parser;
+        let f = Flags::try_parse_from(["t", "--ports", "53"]).expect("parse");
+        assert_eq!(f.o.record_only_flag(), None);
+        let f = Flags::try_parse_from(["t", "--stacks"]).expect("parse");
+        assert_eq!(f.o.record_only_flag().as_deref(), Some("--stacks"));
+        let f = Flags::try_parse_from(["t", "--metrics-max-processes", "3"]).expect("parse");
+        assert_eq!(
+            f.o.record_only_flag().as_deref(),
+            Some("--metrics-max-processes")
+        );
+    }
+
+    #[test]
+    fn nanoseconds_saturate() {
+        assert_eq!(duration_ns(Duration::from_millis(1500)), 1_500_000_000);
+        assert_eq!(duration_ns(Duration::MAX), i64::MAX);
     }
 
     #[test]
@@ -422,7 +841,9 @@ mod tests {
         assert_eq!(parse_min_free("5%"), Ok(MinFree::Percent(5.0)));
         assert!(parse_min_free("100%").is_err());
         assert!(parse_min_free("lots%").unwrap_err().contains("lots%"));
-        let total = fs_size(Path::new("/")).expect("size of /");
+        let total = crate::store::fs::space(Path::new("/"))
+            .expect("size of /")
+            .total;
         let ten = MinFree::Percent(10.0).bytes_for(Path::new("/no/such/dir/below/root"));
         assert!(ten > 0 && ten.abs_diff(total / 10) <= 1, "{ten} vs {total}");
     }

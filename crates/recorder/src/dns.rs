@@ -1,4 +1,5 @@
-//! DNS wire messages -> the fields one transaction row needs.
+//! Step 3 of the path: **DNS wire messages -> the fields one transaction row needs** (between
+//! [`crate::decode`] and [`crate::pair`]).
 //!
 //! [`parse`] never panics and never drops a message: whatever can be read is returned, and
 //! whatever could not be read is described in [`ParsedDns::parse_error`].
@@ -21,7 +22,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use dnsledger_schema::{Answer, Question, names};
+use dnsledger_schema::{Answer, Question, dnstext, names};
 use hickory_proto::rr::rdata::opt::ClientSubnet;
 use hickory_proto::rr::rdata::svcb::{SVCB, SvcParamValue};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -302,7 +303,7 @@ fn fallback_name(bytes: &[u8], start: usize) -> Option<(String, usize)> {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                push_label(&mut out, label);
+                dnstext::push_label(&mut out, label, true);
                 pos += 1 + label.len();
             }
             0xC0 => {
@@ -366,7 +367,7 @@ fn push_answer(bytes: &[u8], rr: &Rr<'_>, i: u16, ancount: u16, p: &mut ParsedDn
                 i + 1,
                 names::rtype(rr.rtype)
             ));
-            generic_rdata(rr.rdata)
+            dnstext::generic_rdata(rr.rdata)
         }
     };
     p.answers.push(Answer {
@@ -389,7 +390,7 @@ const DNAME: u16 = 39;
 /// that does not decode as its type says.
 fn rdata_text(bytes: &[u8], rr: &Rr<'_>) -> Result<(String, Option<IpAddr>), String> {
     if rr.rdata.is_empty() {
-        return Ok((generic_rdata(rr.rdata), None));
+        return Ok((dnstext::generic_rdata(rr.rdata), None));
     }
     let end = rr.rdata_start + rr.rdata.len();
     // A decoder over the message up to the end of this rdata, positioned at its start: names
@@ -412,13 +413,13 @@ fn rdata_text(bytes: &[u8], rr: &Rr<'_>) -> Result<(String, Option<IpAddr>), Str
         return Ok((name_to_string(&name), None));
     }
     if !TYPED_RDATA.contains(&rr.rtype) {
-        return Ok((generic_rdata(rr.rdata), None));
+        return Ok((dnstext::generic_rdata(rr.rdata), None));
     }
     // rdata.len() came from a u16 field, so it fits.
     let len = u16::try_from(rr.rdata.len()).map_err(|e| e.to_string())?;
     let rdata = RData::read(&mut sub, RecordType::from(rr.rtype), Restrict::new(len))
         .map_err(|e| e.to_string())?;
-    let text = typed_rdata_text(&rdata).unwrap_or_else(|| generic_rdata(rr.rdata));
+    let text = typed_rdata_text(&rdata).unwrap_or_else(|| dnstext::generic_rdata(rr.rdata));
     Ok((text, rdata.ip_addr()))
 }
 
@@ -478,9 +479,9 @@ fn typed_rdata_text(rdata: &RData) -> Option<String> {
             .ok()?;
         }
         RData::HINFO(h) => {
-            push_char_string(&mut s, &h.cpu);
+            dnstext::push_char_string(&mut s, &h.cpu);
             s.push(' ');
-            push_char_string(&mut s, &h.os);
+            dnstext::push_char_string(&mut s, &h.os);
         }
         RData::MX(mx) => write!(s, "{} {}", mx.preference, name_to_string(&mx.exchange)).ok()?,
         RData::TXT(txt) => {
@@ -488,7 +489,7 @@ fn typed_rdata_text(rdata: &RData) -> Option<String> {
                 if i > 0 {
                     s.push(' ');
                 }
-                push_char_string(&mut s, part);
+                dnstext::push_char_string(&mut s, part);
             }
         }
         RData::SRV(srv) => write!(
@@ -502,11 +503,11 @@ fn typed_rdata_text(rdata: &RData) -> Option<String> {
         .ok()?,
         RData::NAPTR(n) => {
             write!(s, "{} {} ", n.order, n.preference).ok()?;
-            push_char_string(&mut s, &n.flags);
+            dnstext::push_char_string(&mut s, &n.flags);
             s.push(' ');
-            push_char_string(&mut s, &n.services);
+            dnstext::push_char_string(&mut s, &n.services);
             s.push(' ');
-            push_char_string(&mut s, &n.regexp);
+            dnstext::push_char_string(&mut s, &n.regexp);
             s.push(' ');
             s.push_str(&name_to_string(&n.replacement));
         }
@@ -520,7 +521,7 @@ fn typed_rdata_text(rdata: &RData) -> Option<String> {
         RData::CAA(caa) => {
             let flags = (u8::from(caa.issuer_critical) << 7) | caa.reserved_flags;
             write!(s, "{flags} {} ", caa.tag).ok()?;
-            push_char_string(&mut s, &caa.value);
+            dnstext::push_char_string(&mut s, &caa.value);
         }
         _ => return None,
     }
@@ -564,7 +565,7 @@ fn push_svcb(s: &mut String, svcb: &SVCB) {
                     }
                 }
                 s.push('=');
-                push_char_string(s, &list);
+                dnstext::push_char_string(s, &list);
             }
             SvcParamValue::NoDefaultAlpn => {}
             SvcParamValue::Port(port) => {
@@ -589,7 +590,7 @@ fn push_svcb(s: &mut String, svcb: &SVCB) {
             SvcParamValue::Unknown(u) => {
                 if !u.0.is_empty() {
                     s.push('=');
-                    push_char_string(s, &u.0);
+                    dnstext::push_char_string(s, &u.0);
                 }
             }
         }
@@ -613,19 +614,6 @@ fn push_svc_key(s: &mut String, key: u16) {
         }
     };
     s.push_str(name);
-}
-
-/// RFC 3597 generic rdata: `\# <length> <hex>`.
-fn generic_rdata(rdata: &[u8]) -> String {
-    let mut s = String::with_capacity(6 + rdata.len() * 2);
-    let _ = write!(s, "\\# {}", rdata.len());
-    if !rdata.is_empty() {
-        s.push(' ');
-        for b in rdata {
-            let _ = write!(s, "{b:02X}");
-        }
-    }
-    s
 }
 
 /// Reads the OPT record: EDNS header fields from its CLASS and TTL, options from its rdata.
@@ -697,73 +685,9 @@ fn read_opt(rr: &Rr<'_>, p: &mut ParsedDns) {
     p.edns = Some(edns);
 }
 
-/// Renders a name per the module's conventions.
+/// Renders a name per the module's conventions (the one rule: [`dnstext`]).
 fn name_to_string(name: &Name) -> String {
-    let mut out = String::with_capacity(name.len());
-    for label in name.iter() {
-        if !out.is_empty() {
-            out.push('.');
-        }
-        push_label(&mut out, label);
-    }
-    if out.is_empty() {
-        out.push('.');
-    }
-    out
-}
-
-/// Appends one label: ASCII lower-cased, special characters escaped, other bytes as `\DDD`.
-fn push_label(out: &mut String, label: &[u8]) {
-    for &b in label {
-        match b {
-            b'A'..=b'Z' => out.push(char::from(b.to_ascii_lowercase())),
-            b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
-                out.push('\\');
-                out.push(char::from(b));
-            }
-            0x21..=0x7E => out.push(char::from(b)),
-            _ => push_decimal_escape(out, b),
-        }
-    }
-}
-
-/// Appends a quoted `<character-string>`: `"` and `\` escaped, non-printable bytes as `\DDD`.
-fn push_char_string(out: &mut String, bytes: &[u8]) {
-    out.push('"');
-    for &b in bytes {
-        match b {
-            b'"' | b'\\' => {
-                out.push('\\');
-                out.push(char::from(b));
-            }
-            0x20..=0x7E => out.push(char::from(b)),
-            _ => push_decimal_escape(out, b),
-        }
-    }
-    out.push('"');
-}
-
-fn push_decimal_escape(out: &mut String, b: u8) {
-    let _ = write!(out, "\\{b:03}");
-}
-
-/// The registrable domain ("eTLD+1") of a name in this module's format, from the Public Suffix
-/// List: `www.example.co.uk` -> `example.co.uk`. `None` for public suffixes themselves, the
-/// root, and names that are not plain host names (escaped bytes, empty labels, characters
-/// other than letters, digits, `-`, `_`).
-pub fn registered_domain(qname: &str) -> Option<String> {
-    let valid = qname.split('.').all(|label| {
-        !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    if !valid || qname.len() > 253 {
-        return None;
-    }
-    let lower = qname.to_ascii_lowercase();
-    psl::domain_str(&lower).map(str::to_owned)
+    dnstext::name_from_labels(name.iter(), true)
 }
 
 #[cfg(test)]
@@ -1206,28 +1130,6 @@ mod tests {
         assert_eq!(p.cd, Some(true));
         assert_eq!(p.qname, None);
         assert!(p.has_header());
-    }
-
-    #[test]
-    fn registered_domains() {
-        assert_eq!(
-            registered_domain("www.example.co.uk").as_deref(),
-            Some("example.co.uk")
-        );
-        assert_eq!(
-            registered_domain("a.b.example.com").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            registered_domain("example.com").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(registered_domain("co.uk"), None);
-        assert_eq!(registered_domain("com"), None);
-        assert_eq!(registered_domain("."), None);
-        assert_eq!(registered_domain(""), None);
-        assert_eq!(registered_domain(r"a\.b.example.com"), None);
-        assert_eq!(registered_domain("a..example.com"), None);
     }
 
     #[test]

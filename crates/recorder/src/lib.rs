@@ -1,24 +1,30 @@
-//! dnsledger recorder library: capture sources, decoding, pairing and segment writing.
+//! dnsledger recorder library: the data path from the kernel to sealed Parquet segments.
 //!
-//! Everything after the capture source is pure and unit-tested; only [`bpf`] touches libbpf-rs.
+//! Each module is one step of the path, in order:
+//!
+//! ```text
+//! kernel (bpf/*.bpf.c)
+//!   -> capture/   ring buffer -> RawPacket: BPF load/attach/poll (the one libbpf-rs user),
+//!                 ring-record parsing, process table, stacks, privileges; pcap files too
+//!   -> decode/    RawPacket -> DnsMessage: IP (ip.rs), fragments (frag.rs), UDP, TCP streams (tcp.rs)
+//!   -> dns.rs     DnsMessage -> parsed DNS fields (hickory-proto)
+//!   -> pair.rs    query + response -> Transaction row
+//!   -> store/     Transaction -> spool (crash safety) -> sealed segment; retention (prune)
+//! ```
+//!
+//! [`pipeline`] strings decode -> dns -> pair -> store together for both sources;
+//! [`recorder`] runs it live (the capture thread, the writer loop, upkeep and status);
+//! [`live`] serves what is recorded as it happens (live socket, `snoop`, `top`, Prometheus
+//! metrics, `status`); [`config`] holds the settings (defaults < file < environment < flags).
+//!
+//! Everything after `capture` is pure and unit-tested; only [`capture::bpf`] touches libbpf-rs.
 
-pub mod bpf;
+pub mod capture;
 pub mod config;
 pub mod decode;
-pub mod detailed;
 pub mod dns;
-pub mod event;
 pub mod live;
-pub mod metrics;
 pub mod pair;
-pub mod pcap;
 pub mod pipeline;
-pub mod privs;
-pub mod procs;
-pub mod prune;
-pub mod segment;
-pub mod snoop;
-pub mod spool;
-pub mod stacks;
-pub mod status;
-pub mod top;
+pub mod recorder;
+pub mod store;

@@ -1,4 +1,5 @@
-//! Query/response pairing: [`DnsMessage`]s in, [`Transaction`] rows out.
+//! Step 4 of the path: **query/response pairing** — [`DnsMessage`]s in, [`Transaction`] rows
+//! out (to [`crate::store`]).
 //!
 //! The direction of a message decides its role (`from_client` = query), not its QR bit, so a
 //! message too broken to parse still gets one. Queries wait in the [`Pairer`] until a response
@@ -14,10 +15,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use dnsledger_schema::{Transaction, status};
+use dnsledger_schema::{Transaction, dnstext, status};
 
+use crate::capture::KernelOwner;
+use crate::decode::{DnsMessage, Flow};
 use crate::dns::{self, ParsedDns};
-use crate::event::{DnsMessage, Flow, KernelOwner};
 
 /// How a [`Pairer`] pairs and what it stamps on every row.
 #[derive(Clone, Debug)]
@@ -374,7 +376,7 @@ impl Pairer {
             ),
             None => (None, None, None, None, None),
         };
-        let registered_domain = qname.as_deref().and_then(dns::registered_domain);
+        let registered_domain = qname.as_deref().and_then(dnstext::registered_domain);
 
         let (rcode_name, answers, answer_ips) = match r.as_mut() {
             Some(s) => {
@@ -465,7 +467,7 @@ mod tests {
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-    use crate::event::Transport;
+    use crate::decode::Transport;
 
     const SEC: i64 = 1_000_000_000;
 
@@ -1098,5 +1100,42 @@ mod tests {
         assert_eq!(t.qname, None);
         assert_eq!(t.questions, None);
         assert_eq!(t.parse_error.as_deref(), Some("message too short: 5 bytes"));
+    }
+
+    #[test]
+    /// The `registered_domain` column's rule (moved here from dns.rs with the rule itself, which
+    /// is now `dnstext::registered_domain`, the one definition dnsql shares). Labels left of the
+    /// registered domain may now be anything, so `a\.b.example.com` and `a..example.com`,
+    /// which used to get none, get `example.com` (and a tunnel's name gets its domain).
+    fn registered_domains() {
+        use dnsledger_schema::dnstext::registered_domain;
+        assert_eq!(
+            registered_domain("www.example.co.uk").as_deref(),
+            Some("example.co.uk")
+        );
+        assert_eq!(
+            registered_domain("a.b.example.com").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            registered_domain("example.com").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(registered_domain("co.uk"), None);
+        assert_eq!(registered_domain("com"), None);
+        assert_eq!(registered_domain("."), None);
+        assert_eq!(registered_domain(""), None);
+        assert_eq!(
+            registered_domain(r"a\.b.example.com").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            registered_domain("a..example.com").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            registered_domain("aaaa.=auth.srv.tunnel.com").as_deref(),
+            Some("tunnel.com")
+        );
     }
 }

@@ -1,21 +1,23 @@
-//! The one pipeline both sources feed: packets -> messages -> transactions -> segments.
+//! The one pipeline both sources feed: packets -> messages -> transactions -> segments, i.e.
+//! [`crate::decode`] -> [`crate::dns`] -> [`crate::pair`] -> [`crate::store`]. The live source
+//! ([`crate::recorder`], through [`crate::capture::ring::RingFeed`]) and capture files
+//! ([`import`]) drive the same [`Pipeline`].
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use dnsledger_schema::{Transaction, meta};
+use tracing::{error, info, warn};
 
-use crate::bpf::events::{self, Clock, Event};
-use crate::config::Settings;
-use crate::decode::{Decoder, PortSet};
-use crate::event::{Direction, DnsMessage, KernelOwner, RawPacket};
-use crate::pair::{Attributor, PairConfig, Pairer, ProcessAttrs};
-use crate::procs::ProcessTable;
-use crate::segment::{SegmentConfig, SegmentError, SegmentStats, SegmentWriter};
-use crate::spool::{RecoveryError, RecoveryReport};
-use crate::stacks::StackSymbolizer;
+use crate::capture::RawPacket;
+use crate::capture::pcap::PcapSource;
+use crate::config::{Settings, duration_ns};
+use crate::decode::{Decoder, DnsMessage, PortSet};
+use crate::pair::{Attributor, NoAttribution, PairConfig, Pairer};
+use crate::store::fs::create_data_dir;
+use crate::store::segment::{SegmentConfig, SegmentError, SegmentStats, SegmentWriter};
+use crate::store::spool::{RecoveryError, RecoveryReport};
 
 /// TCP streams and fragment buffers idle this long are flushed.
 const DECODER_IDLE_NS: i64 = 30_000_000_000;
@@ -65,7 +67,7 @@ pub fn recover_spool(
     settings: &Settings,
     host: &HostFacts,
 ) -> Result<RecoveryReport, RecoveryError> {
-    crate::spool::recover(&settings.data_dir, "", |run, report| {
+    crate::store::spool::recover(&settings.data_dir, "", |run, report| {
         SegmentWriter::open(SegmentConfig {
             data_dir: settings.data_dir.clone(),
             host: host.hostname.clone(),
@@ -94,109 +96,94 @@ pub fn recover_spool(
     })
 }
 
-/// Attribution for live capture: the process table, asked at the time of the packet.
-pub struct LiveAttribution {
-    pub table: ProcessTable,
-    /// Time of the packet being decoded (UTC ns).
-    pub now_ns: i64,
-}
-
-impl Attributor for LiveAttribution {
-    fn attrs(&mut self, owner: &KernelOwner) -> ProcessAttrs {
-        let info = self.table.lookup(owner, self.now_ns);
-        ProcessAttrs {
-            ppid: info.ppid,
-            exe: info.exe,
-            cmdline: info.cmdline,
-            cgroup_path: info.cgroup_path,
-            container_id: info.container_id,
-        }
-    }
-}
-
-/// Stacks waiting for their packet, at most (a stack whose packet was lost in the kernel is
-/// replaced by its thread's next one, but threads come and go).
-const MAX_PENDING_STACKS: usize = 4096;
-
-/// Feeds ring-buffer records to a live pipeline, for `record` and for a standalone `snoop`/`top`:
-/// packets, process exec/exit, and the user stacks of `--stacks`, each joined to the egress
-/// packet it precedes.
-#[derive(Default)]
-pub struct RingFeed {
-    /// Made at the first stack event (only `record --stacks` loads the stack programs).
-    symbolizer: Option<StackSymbolizer>,
-    /// Symbolized stacks waiting for the egress packet they precede, by thread id, with the
-    /// socket cookie they were taken for.
-    pending_stacks: HashMap<u32, (u64, Arc<[String]>)>,
-    /// Records that did not parse (skipped).
-    pub bad_events: u64,
-}
-
-impl RingFeed {
-    /// Stacks symbolized, and of those, ones whose process was gone by then.
-    pub fn stack_counts(&self) -> (u64, u64) {
-        self.symbolizer
-            .as_ref()
-            .map_or((0, 0), |s| (s.symbolized, s.process_gone))
-    }
-
-    /// Hands one ring-buffer record to `pipeline`; `clock` converts its boot-time stamp.
-    pub fn record(
-        &mut self,
-        pipeline: &mut Pipeline<LiveAttribution>,
-        record: &[u8],
-        clock: &Clock,
-    ) {
-        match events::parse(record, clock) {
-            Ok(Event::Packet(pkt)) => {
-                pipeline.attr_mut().now_ns = pkt.ts_ns;
-                // Only the egress packet the stack event precedes takes it (an ingress packet
-                // may carry the same thread as socket owner).
-                let stack = match pkt.owner {
-                    Some(o)
-                        if pkt.direction == Direction::Egress
-                            && !self.pending_stacks.is_empty() =>
-                    {
-                        self.pending_stacks
-                            .remove(&o.tid)
-                            .filter(|(cookie, _)| *cookie == pkt.sock_cookie)
-                            .map(|(_, frames)| frames)
-                    }
-                    _ => None,
-                };
-                pipeline.packet_with_stack(&pkt, stack);
-            }
-            Ok(Event::Stack(st)) => {
-                if self.pending_stacks.len() >= MAX_PENDING_STACKS {
-                    self.pending_stacks.clear();
-                }
-                let frames = self
-                    .symbolizer
-                    .get_or_insert_with(StackSymbolizer::new)
-                    .symbolize(st.pid, &st.ips);
-                self.pending_stacks.insert(st.tid, (st.sock_cookie, frames));
-            }
-            Ok(Event::Exec(e)) => pipeline.attr_mut().table.exec(&e),
-            Ok(Event::Exit { pid, ts_ns }) => {
-                if let Some(s) = &mut self.symbolizer {
-                    s.forget(pid);
-                }
-                pipeline.attr_mut().table.exit(pid, ts_ns)
-            }
-            Err(e) => {
-                self.bad_events += 1;
-                tracing::debug!("skipping ring buffer record: {e}");
-            }
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
     Ports(#[from] crate::decode::DecodeError),
     #[error(transparent)]
     Segment(#[from] SegmentError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write segments: {0}")]
+    Write(SegmentError),
+    #[error("cannot seal segments: {0}")]
+    Seal(SegmentError),
+}
+
+/// Capture time between two expiry rounds of `import`.
+const IMPORT_TICK_NS: i64 = 1_000_000_000;
+
+/// What `dnsledger import` did.
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    pub stats: PipelineStats,
+    /// Sealed segments, in the order they were sealed.
+    pub sealed: Vec<PathBuf>,
+    /// Files that could not be read completely (what was readable is imported).
+    pub failed: Vec<PathBuf>,
+}
+
+/// Feeds capture files through the same decode -> pair -> segment path (`dnsledger import`).
+/// A file that cannot be opened or read to its end is named in the report and logged; what was
+/// readable is kept. Time passes as the capture says.
+pub fn import(
+    settings: &Settings,
+    host: &HostFacts,
+    files: &[PathBuf],
+) -> Result<ImportReport, PipelineError> {
+    create_data_dir(&settings.data_dir).map_err(|source| PipelineError::DataDir {
+        path: settings.data_dir.clone(),
+        source,
+    })?;
+    let mut pipeline = Pipeline::new(settings, host, "import", NoAttribution)?;
+    let mut failed = Vec::new();
+    for file in files {
+        let mut source = match PcapSource::open(file) {
+            Ok(src) => src,
+            Err(e) => {
+                error!("{e}");
+                failed.push(file.clone());
+                continue;
+            }
+        };
+        let mut count = 0u64;
+        let mut tick_error = None;
+        let mut last_tick_ts = i64::MIN;
+        let result = source.for_each(|pkt| {
+            pipeline.packet(pkt);
+            count += 1;
+            // Time passes as the capture says: expire pending queries once per second of
+            // capture time (and every 1024 packets, for captures with frozen clocks).
+            let due = pkt.ts_ns.saturating_sub(last_tick_ts) >= IMPORT_TICK_NS
+                || count.is_multiple_of(1024);
+            if due && tick_error.is_none() {
+                last_tick_ts = pkt.ts_ns;
+                if let Err(e) = pipeline.tick(pkt.ts_ns) {
+                    tick_error = Some(e);
+                }
+            }
+        });
+        if let Some(e) = tick_error {
+            return Err(PipelineError::Write(e));
+        }
+        match result {
+            Ok(stats) => info!(file = %file.display(), packets = count, ?stats, "imported"),
+            Err(e) => {
+                // What was readable is kept; the file is named and the run fails at the end.
+                warn!("{e}");
+                failed.push(file.clone());
+            }
+        }
+    }
+    let (stats, sealed) = pipeline.finish().map_err(PipelineError::Seal)?;
+    Ok(ImportReport {
+        stats,
+        sealed,
+        failed,
+    })
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -276,7 +263,7 @@ impl<A: Attributor> Pipeline<A> {
     ) -> Result<Self, PipelineError> {
         let ports = PortSet::new(&settings.ports)?;
         let pairer = Pairer::new(PairConfig {
-            timeout_ns: settings.pair_timeout.as_nanos().min(i64::MAX as u128) as i64,
+            timeout_ns: duration_ns(settings.pair_timeout),
             max_pending: settings.max_pending,
             keep_raw: settings.keep_raw,
             hostname: Arc::from(host.hostname.as_str()),

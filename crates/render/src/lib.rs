@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use dnsledger_schema::names;
+use dnsledger_schema::{dnstext, names};
 use hickory_proto::op::{Edns, Message};
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{RData, Record};
@@ -286,7 +286,9 @@ fn format_message(msg: &Message, raw: &[u8]) -> String {
 /// its crypto features, unknown types, NULL) in RFC 3597 generic form.
 fn format_record(rec: &Record) -> String {
     let rdata = match &rec.data {
-        RData::Unknown { rdata, .. } | RData::NULL(rdata) => generic_rdata(&rdata.anything),
+        RData::Unknown { rdata, .. } | RData::NULL(rdata) => {
+            dnstext::generic_rdata(&rdata.anything)
+        }
         other => {
             let mut t = String::new();
             match write!(t, "{other}") {
@@ -303,17 +305,6 @@ fn format_record(rec: &Record) -> String {
         rec.record_type(),
         rdata
     )
-}
-
-fn generic_rdata(bytes: &[u8]) -> String {
-    let mut s = format!("\\# {}", bytes.len());
-    if !bytes.is_empty() {
-        s.push(' ');
-        for b in bytes {
-            let _ = write!(s, "{b:02X}");
-        }
-    }
-    s
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -3,9 +3,11 @@
 //! Pure formatting and filtering; where the transactions come from is [`crate::live`].
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 
-use crate::live::LiveTx;
-use crate::segment::format_rfc3339_ns;
+use crate::live::{Feed, FeedMode, LiveLine, LiveTx};
+use crate::store::segment::format_rfc3339_ns;
 
 /// Every field `--fields` accepts: (name, header, width, meaning). A width of 0 is the last,
 /// unpadded column.
@@ -238,6 +240,75 @@ impl Filter {
                     .as_deref()
                     .is_some_and(|q| self.qtypes.iter().any(|f| f.eq_ignore_ascii_case(q))))
     }
+}
+
+/// How `snoop` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns with a header line.
+    Text,
+    /// One JSON object per line, every column (no raw bytes).
+    Json,
+}
+
+/// What `snoop` shows and how.
+#[derive(Debug)]
+pub struct Options {
+    /// Indexes into [`FIELDS`] (text format).
+    pub fields: Vec<usize>,
+    pub format: Format,
+    /// Each transaction in full, like `dig` (overrides `format`).
+    pub detailed: bool,
+    pub filter: Filter,
+    /// Stop after this many transactions.
+    pub count: Option<u64>,
+    /// A header line in the text format.
+    pub header: bool,
+}
+
+/// Prints the feed's transactions that pass the filter until `stop` is set, the count is
+/// reached or the feed ends. A recorder that stops publishing is an error.
+pub fn run(feed: &Feed, stop: &AtomicBool, opts: &Options, out: &mut dyn Write) -> io::Result<()> {
+    let mut shown = 0u64;
+    if opts.format == Format::Text && !opts.detailed && opts.header {
+        write_header(out, &opts.fields)?;
+        out.flush()?;
+    }
+    while !stop.load(Ordering::Relaxed) && opts.count.is_none_or(|c| shown < c) {
+        let line = match feed.lines.recv_timeout(crate::recorder::TICK) {
+            Ok(line) => line?,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                if let FeedMode::Follow { pid, .. } = &feed.mode {
+                    return Err(io::Error::other(format!(
+                        "the recorder (pid {pid}) stopped publishing"
+                    )));
+                }
+                break;
+            }
+        };
+        let t = match line {
+            LiveLine::Tx(t) => t,
+            LiveLine::Hello { .. } => continue,
+            LiveLine::Dropped { dropped } => {
+                tracing::warn!("{dropped} transaction(s) not shown: snoop read too slowly");
+                continue;
+            }
+        };
+        if !opts.filter.matches(&t) {
+            continue;
+        }
+        if opts.detailed {
+            crate::live::detailed::write_detailed(out, &t)?;
+        } else if opts.format == Format::Json {
+            write_json(out, &t)?;
+        } else {
+            write_text(out, &opts.fields, &t)?;
+        }
+        out.flush()?;
+        shown += 1;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use pcap_file::pcap::PcapParser;
 use pcap_file::pcapng::PcapNgParser;
 use pcap_file::{DataLink, Endianness};
 
-use crate::event::{Direction, RawPacket};
+use super::{Direction, RawPacket};
 
 /// Largest record (pcap packet record or pcapng block) accepted; anything larger is taken as
 /// corruption rather than buffered.

@@ -28,7 +28,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arrow_schema::ArrowError;
 use dnsledger_schema::{
@@ -37,7 +37,7 @@ use dnsledger_schema::{
 };
 use parquet::arrow::ArrowWriter;
 
-use crate::spool::Spool;
+use crate::store::spool::Spool;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -72,7 +72,8 @@ const INPROGRESS_FILE_MODE: u32 = 0o600;
 pub struct SegmentConfig {
     /// Root of the recorder's data; `segments/` and `inprogress/` are created below it.
     pub data_dir: PathBuf,
-    /// Host name: the `host=` partition value (escaped, see [`partition_dir`]) and metadata.
+    /// Host name, unescaped: the `host=` partition value (escaped in paths and file names by
+    /// [`partition`]) and metadata.
     pub host: String,
     /// `/proc/sys/kernel/random/boot_id`; the metadata key is omitted when unknown.
     pub boot_id: Option<String>,
@@ -138,7 +139,7 @@ pub enum SegmentError {
     #[error("cannot remove empty in-progress segment {}: {source}", path.display())]
     Remove { path: PathBuf, source: io::Error },
     #[error(transparent)]
-    Spool(#[from] crate::spool::SpoolError),
+    Spool(#[from] crate::store::spool::SpoolError),
     #[error(
         "not writing: {free} bytes free on the filesystem of {}, below the --min-free threshold of {min} bytes",
         path.display()
@@ -204,7 +205,7 @@ struct Spooled {
 
 /// Hours since the epoch (UTC) of a timestamp: the partition a row belongs to.
 fn hour_of(ts_ns: i64) -> i64 {
-    ts_ns.div_euclid(3_600_000_000_000)
+    ts_ns.div_euclid(partition::NS_PER_HOUR)
 }
 
 struct OpenSegment {
@@ -271,7 +272,7 @@ impl SegmentWriter {
             None => None,
         };
         Ok(Self {
-            host_escaped: escape_component(&cfg.host),
+            host_escaped: partition::escape(&cfg.host),
             run_id,
             cfg,
             props,
@@ -345,7 +346,7 @@ impl SegmentWriter {
             .as_ref()
             .is_some_and(|(t, _)| now.saturating_duration_since(*t) < Duration::from_secs(1));
         if !fresh {
-            let result = match free_bytes(&self.cfg.data_dir) {
+            let result = match super::fs::space(&self.cfg.data_dir).map(|s| s.available) {
                 Some(free) if free < self.cfg.min_free => Err((free, self.cfg.min_free)),
                 _ => Ok(()),
             };
@@ -768,7 +769,7 @@ impl SegmentWriter {
 
         let target_dir = self
             .segments_dir
-            .join(partition_dir(&self.cfg.host, s.ts_min));
+            .join(partition::PartitionKey::of_ts(self.cfg.host.as_str(), s.ts_min).dir());
         create_dirs(&target_dir)?;
         let target = target_dir.join(format!("{}.{SEGMENT_EXT}", s.name));
         let mut renamed = fs::rename(&s.path, &target);
@@ -848,10 +849,7 @@ fn writer_properties() -> Result<WriterProperties, SegmentError> {
 /// the same nanosecond.
 fn run_id() -> String {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+    let now = u64::try_from(crate::config::unix_now_ns()).unwrap_or(0);
     let prev = LAST
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
             Some(now.max(last.saturating_add(1)))
@@ -908,59 +906,16 @@ fn create_dirs(dir: &Path) -> Result<(), SegmentError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SegmentError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| SegmentError::SyncDir {
-            path: dir.to_path_buf(),
-            source,
-        })
-}
-
-/// Free bytes for unprivileged users on the filesystem holding `path`.
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs is zero-initialisable plain data; `c` is a valid NUL-terminated path and
-    // the call only writes into `st`.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: see above.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
-}
-
-/// Escapes `s` for use as one path component: bytes outside `[A-Za-z0-9._-]` become `%XX`.
-pub fn escape_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Partition directory of a segment, relative to `segments/`:
-/// `host=<host>/date=YYYY-MM-DD/hour=HH`, from `ts_ns` in UTC. Bytes of `host` outside
-/// `[A-Za-z0-9._-]` are escaped as `%XX`.
-pub fn partition_dir(host: &str, ts_ns: i64) -> PathBuf {
-    let c = Civil::from_ns(ts_ns);
-    PathBuf::from(format!("{}={}", partition::HOST, escape_component(host)))
-        .join(format!(
-            "{}={:04}-{:02}-{:02}",
-            partition::DATE,
-            c.year,
-            c.month,
-            c.day
-        ))
-        .join(format!("{}={:02}", partition::HOUR, c.hour))
+    super::fs::sync_dir(dir).map_err(|source| SegmentError::SyncDir {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Formats nanoseconds since the Unix epoch as RFC 3339 UTC with nine fractional digits,
 /// e.g. `2023-11-14T22:13:20.123456789Z`.
 pub fn format_rfc3339_ns(ns: i64) -> String {
-    let c = Civil::from_ns(ns);
+    let c = partition::Civil::from_ns(ns);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
         c.year, c.month, c.day, c.hour, c.minute, c.second, c.nanos
@@ -969,59 +924,11 @@ pub fn format_rfc3339_ns(ns: i64) -> String {
 
 /// Compact, file-name-safe form used at the start of segment names: `20231114T221320.123456789Z`.
 fn format_compact_ns(ns: i64) -> String {
-    let c = Civil::from_ns(ns);
+    let c = partition::Civil::from_ns(ns);
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}.{:09}Z",
         c.year, c.month, c.day, c.hour, c.minute, c.second, c.nanos
     )
-}
-
-/// A UTC civil time. Hand-written (Howard Hinnant's `civil_from_days`) rather than pulling in a
-/// date crate for the one conversion the recorder needs; `i64` nanoseconds span the years
-/// 1677..=2262, so years always have four digits.
-struct Civil {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
-    nanos: u32,
-}
-
-impl Civil {
-    fn from_ns(ns: i64) -> Self {
-        const NS_PER_SEC: i64 = 1_000_000_000;
-        const SECS_PER_DAY: i64 = 86_400;
-        let secs = ns.div_euclid(NS_PER_SEC);
-        let nanos = ns.rem_euclid(NS_PER_SEC) as u32;
-        let days = secs.div_euclid(SECS_PER_DAY);
-        let sod = secs.rem_euclid(SECS_PER_DAY) as u32;
-        let (year, month, day) = civil_from_days(days);
-        Self {
-            year,
-            month,
-            day,
-            hour: sod / 3600,
-            minute: sod / 60 % 60,
-            second: sod % 60,
-            nanos,
-        }
-    }
-}
-
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..=365, from March 1
-    let mp = (5 * doy + 2) / 153; // 0..=11, March = 0
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -1218,11 +1125,11 @@ mod tests {
     #[test]
     fn partition_dir_escapes_host() {
         assert_eq!(
-            partition_dir("web-1.example_x", T0),
+            partition::PartitionKey::of_ts("web-1.example_x", T0).dir(),
             PathBuf::from("host=web-1.example_x/date=2023-11-14/hour=22")
         );
         assert_eq!(
-            partition_dir("a/b c%é", 0),
+            partition::PartitionKey::of_ts("a/b c%é", 0).dir(),
             PathBuf::from("host=a%2Fb%20c%25%C3%A9/date=1970-01-01/hour=00")
         );
     }

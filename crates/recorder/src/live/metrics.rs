@@ -30,8 +30,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::bpf::{COUNTER_NAMES, KernelCounters};
-use crate::segment::SegmentStats;
+use crate::capture::abi::COUNTER_NAMES;
+use crate::capture::bpf::KernelCounters;
+use crate::store::segment::SegmentStats;
 
 /// Distinct `process` label values of the DNSWatch counters, by default (`all` and `other`
 /// come on top).

@@ -206,9 +206,7 @@ impl Spool {
             }
         })?;
         // The directory entry must be durable too, or a synced file could vanish.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir))?;
+        super::fs::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         Ok(SpoolFile {
             epoch: self.epoch,
             path,
@@ -455,12 +453,14 @@ pub fn recover(
     mut writer_for: impl FnMut(
         &str,
         &RecoveryReport,
-    )
-        -> Result<crate::segment::SegmentWriter, crate::segment::SegmentError>,
+    ) -> Result<
+        crate::store::segment::SegmentWriter,
+        crate::store::segment::SegmentError,
+    >,
 ) -> Result<RecoveryReport, RecoveryError> {
     let mut report = RecoveryReport::default();
-    let segments_dir = data_dir.join(crate::segment::SEGMENTS_DIR);
-    let inprogress_dir = data_dir.join(crate::segment::INPROGRESS_DIR);
+    let segments_dir = data_dir.join(crate::store::segment::SEGMENTS_DIR);
+    let inprogress_dir = data_dir.join(crate::store::segment::INPROGRESS_DIR);
     for (run, files) in spool_runs(&data_dir.join(SPOOL_DIR))? {
         if run == current_run {
             continue;
@@ -551,13 +551,13 @@ pub enum RecoveryError {
     #[error(transparent)]
     Spool(#[from] SpoolError),
     #[error(transparent)]
-    Segment(#[from] crate::segment::SegmentError),
+    Segment(#[from] crate::store::segment::SegmentError),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::{SegmentConfig, SegmentWriter};
+    use crate::store::segment::{SegmentConfig, SegmentWriter};
     use std::sync::Arc;
 
     const T0: i64 = 1_700_000_000_000_000_000;
@@ -599,7 +599,7 @@ mod tests {
 
     fn sealed_ts(dir: &Path) -> Vec<i64> {
         let mut out = Vec::new();
-        let mut stack = vec![dir.join(crate::segment::SEGMENTS_DIR)];
+        let mut stack = vec![dir.join(crate::store::segment::SEGMENTS_DIR)];
         while let Some(d) = stack.pop() {
             for e in fs::read_dir(&d).expect("read").flatten() {
                 let p = e.path();
@@ -675,7 +675,7 @@ mod tests {
         // Idempotent: nothing left to do.
         assert_eq!(recover_into(tmp.path()).runs.len(), 0);
         assert!(
-            fs::read_dir(tmp.path().join(crate::segment::INPROGRESS_DIR))
+            fs::read_dir(tmp.path().join(crate::store::segment::INPROGRESS_DIR))
                 .expect("inprogress")
                 .next()
                 .is_none(),

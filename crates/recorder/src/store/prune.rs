@@ -7,14 +7,13 @@
 //! partition directory that a prune removed under it.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use dnsledger_schema::partition;
 
-use crate::segment::{SEGMENT_EXT, SEGMENTS_DIR};
+use crate::store::segment::{SEGMENT_EXT, SEGMENTS_DIR};
 
-const HOUR_NS: i64 = 3_600_000_000_000;
+const HOUR_NS: i64 = partition::NS_PER_HOUR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
@@ -47,7 +46,7 @@ pub struct PruneOptions {
     pub max_age_ns: Option<i64>,
     /// Delete oldest segments until the rest take at most this many bytes.
     pub max_size: Option<u64>,
-    /// Only these hosts' segments (all when empty).
+    /// Only these hosts' segments (all when empty): host names as given, unescaped.
     pub hosts: Vec<String>,
     pub dry_run: bool,
     /// Now, UTC ns.
@@ -58,6 +57,7 @@ pub struct PruneOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentFile {
     pub path: PathBuf,
+    /// The host name, unescaped (the `host=` directory holds it escaped).
     pub host: String,
     /// Start of the segment's hour (UTC ns); every row of the segment lies in that hour.
     pub hour_start_ns: i64,
@@ -74,36 +74,15 @@ pub struct PruneReport {
     pub removed_dirs: Vec<PathBuf>,
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian), Howard Hinnant's algorithm;
-/// hand-written because no date crate is otherwise needed here.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses `date=YYYY-MM-DD` and `hour=HH` into the hour's start (UTC ns).
+/// The start (UTC ns) of the hour that a `date=YYYY-MM-DD` and an `hour=HH` directory name
+/// stand for; the layout is [`partition`]'s.
 fn hour_start(date: &str, hour: &str) -> Option<i64> {
-    let date = date.strip_prefix(&format!("{}=", partition::DATE))?;
-    let hour: i64 = hour
-        .strip_prefix(&format!("{}=", partition::HOUR))?
-        .parse()
-        .ok()?;
-    let mut parts = date.split('-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: i64 = parts.next()?.parse().ok()?;
-    let d: i64 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    if !(0..24).contains(&hour) {
-        return None;
-    }
-    Some((days_from_civil(y, m, d) * 24 + hour) * HOUR_NS)
+    let key = partition::PartitionKey {
+        host: String::new(),
+        date: partition::date_of_component(date)?,
+        hour: partition::hour_of_component(hour)?,
+    };
+    Some(key.start_ns())
 }
 
 fn read_dir(path: &Path) -> Result<Vec<fs::DirEntry>, PruneError> {
@@ -121,11 +100,9 @@ pub fn segments_root(dir: &Path) -> Result<PathBuf, PruneError> {
     if nested.is_dir() {
         return Ok(nested);
     }
-    let is_tree = read_dir(dir)?.iter().any(|e| {
-        e.file_name()
-            .to_string_lossy()
-            .starts_with(&format!("{}=", partition::HOST))
-    });
+    let is_tree = read_dir(dir)?
+        .iter()
+        .any(|e| partition::host_of_component(&e.file_name().to_string_lossy()).is_some());
     if is_tree {
         Ok(dir.to_path_buf())
     } else {
@@ -136,10 +113,9 @@ pub fn segments_root(dir: &Path) -> Result<PathBuf, PruneError> {
 /// Every sealed segment under the root, oldest first. Anything not in the layout is ignored.
 pub fn list_segments(root: &Path) -> Result<Vec<SegmentFile>, PruneError> {
     let mut out = Vec::new();
-    let host_prefix = format!("{}=", partition::HOST);
     for host_dir in read_dir(root)? {
         let name = host_dir.file_name().to_string_lossy().into_owned();
-        let Some(host) = name.strip_prefix(&host_prefix) else {
+        let Some(host) = partition::host_of_component(&name) else {
             continue;
         };
         if !host_dir.file_type().is_ok_and(|t| t.is_dir()) {
@@ -169,7 +145,7 @@ pub fn list_segments(root: &Path) -> Result<Vec<SegmentFile>, PruneError> {
                     }
                     out.push(SegmentFile {
                         path,
-                        host: host.to_string(),
+                        host: host.clone(),
                         hour_start_ns: start,
                         bytes: meta.len(),
                     });
@@ -207,19 +183,8 @@ fn lock(path: &Path, wait: bool) -> Result<Option<Lock>, PruneError> {
             .map_err(err)?,
         Err(e) => return Err(err(e)),
     };
-    let op = if wait {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
-    // SAFETY: flock on a valid, open file descriptor.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if !wait && e.kind() == std::io::ErrorKind::WouldBlock {
-            return Ok(None);
-        }
-        return Err(err(e));
+    if !super::fs::lock_exclusive(&file, wait).map_err(err)? {
+        return Ok(None);
     }
     Ok(Some(Lock { _file: file }))
 }
@@ -319,7 +284,9 @@ fn prune_with(opts: &PruneOptions, wait: bool) -> Result<Option<PruneReport>, Pr
 mod tests {
     use super::*;
 
-    fn ns(y: i64, m: i64, d: i64, h: i64) -> i64 {
+    use partition::days_from_civil;
+
+    fn ns(y: i64, m: u32, d: u32, h: i64) -> i64 {
         (days_from_civil(y, m, d) * 24 + h) * HOUR_NS
     }
 
@@ -408,6 +375,34 @@ mod tests {
         assert!(!a.exists() && b.exists());
         // The previous hour's directory stays for the recorder.
         assert!(a.parent().expect("dir").exists());
+    }
+
+    #[test]
+    fn hosts_compare_unescaped() {
+        // A host name outside [A-Za-z0-9._-] is escaped in its directory; `--host` and
+        // `SegmentFile::host` use the name itself.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("segments");
+        let now = ns(2026, 11, 27, 12);
+        let dir_host = partition::escape("db 1/eu");
+        assert_eq!(dir_host, "db%201%2Feu");
+        let a = touch(&root, &dir_host, "2026-11-20", "11", "1.parquet", 10);
+        let b = touch(&root, "b", "2026-11-20", "11", "2.parquet", 10);
+        let listed = list_segments(&root).expect("list");
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().any(|s| s.host == "db 1/eu" && s.path == a));
+        let mut o = opts(tmp.path(), now);
+        o.max_size = Some(0);
+        o.hosts = vec![dir_host.clone()];
+        assert!(
+            prune(&o).expect("prune").deleted.is_empty(),
+            "the escaped form is no name"
+        );
+        o.hosts = vec!["db 1/eu".into()];
+        let r = prune(&o).expect("prune");
+        assert_eq!(r.deleted.len(), 1);
+        assert_eq!(r.deleted[0].host, "db 1/eu");
+        assert!(!a.exists() && b.exists());
     }
 
     #[test]

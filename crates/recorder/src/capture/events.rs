@@ -2,16 +2,11 @@
 
 use std::mem::size_of;
 
+use super::abi::{
+    DIR_EGRESS, EVENT_EXEC, EVENT_EXIT, EVENT_PACKET, EVENT_STACK, EVENT_VERSION, OWNER_NONE,
+};
 use super::skel::types::{exec_event, exit_event, packet_event, sock_owner, stack_event};
-use crate::event::{Direction, KernelOwner, RawPacket};
-
-const EVENT_PACKET: u8 = 1;
-const EVENT_EXEC: u8 = 2;
-const EVENT_EXIT: u8 = 3;
-const EVENT_STACK: u8 = 4;
-const EVENT_VERSION: u8 = 1;
-const DIR_EGRESS: u8 = 1;
-const OWNER_NONE: u8 = 0;
+use super::{Direction, KernelOwner, RawPacket};
 
 /// A process that called execve, as seen by the kernel at that moment.
 #[derive(Clone, Debug, PartialEq, Eq)]

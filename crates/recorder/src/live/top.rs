@@ -236,7 +236,7 @@ impl Drop for Restore {
 static PANIC_HOOK: Once = Once::new();
 
 fn ms(ns: Option<i64>) -> String {
-    ns.map_or_else(|| "-".into(), crate::snoop::millis)
+    ns.map_or_else(|| "-".into(), crate::live::snoop::millis)
 }
 
 const COLUMNS: [&str; 10] = [

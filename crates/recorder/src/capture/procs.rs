@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bpf::events::ExecInfo;
-use crate::event::KernelOwner;
+use super::KernelOwner;
+use crate::capture::events::ExecInfo;
 
 /// Longest cmdline kept, in bytes.
 pub const CMDLINE_MAX: usize = 4096;
@@ -155,7 +155,7 @@ impl ProcessTable {
 fn read_cmdline(proc_root: &Path, pid: u32) -> Option<String> {
     let raw = std::fs::read(proc_root.join(pid.to_string()).join("cmdline")).ok()?;
     let raw = &raw[..raw.len().min(CMDLINE_MAX)];
-    Some(cap_cmdline(crate::bpf::events::join_args(raw))).filter(|s| !s.is_empty())
+    Some(cap_cmdline(crate::capture::events::join_args(raw))).filter(|s| !s.is_empty())
 }
 
 fn read_proc(proc_root: &Path, pid: u32) -> Proc {

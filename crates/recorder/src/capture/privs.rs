@@ -1,27 +1,135 @@
-//! Dropping privileges once the BPF programs are attached.
+//! The capabilities recording needs, stated once ([`CAPABILITIES`]), and dropping them once
+//! the BPF programs are attached.
 //!
-//! Loading and attaching needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN (or root).
-//! Afterwards the recorder only polls file descriptors it already holds, writes its own data
-//! directory and reads `/proc`. What stays:
-//! - `CAP_SYS_PTRACE`: `readlink /proc/<pid>/exe` and `/proc/<pid>/ns/net` of other users'
-//!   processes (ptrace access mode checks);
-//! - `CAP_DAC_READ_SEARCH`: reading those `/proc` entries and cgroup directories regardless of
-//!   their modes.
+//! Loading and attaching needs the [`Phase::Load`] capabilities (or root). Afterwards the
+//! recorder only polls file descriptors it already holds, writes its own data directory and
+//! reads `/proc`: only the [`Phase::Kept`] capabilities stay.
 //!
 //! Everything else leaves the effective, permitted, inheritable, ambient and bounding sets,
 //! and `no_new_privs` is set. Capabilities are per thread: every thread calls [`drop_to_minimum`].
 //!
 //! With `--user` the recorder also leaves root: each thread switches its own credentials
 //! (raw `setresuid`/`setresgid`/`setgroups` system calls, which act on the calling thread only,
-//! unlike glibc's wrappers that switch every thread at once) while keeping the two capabilities
+//! unlike glibc's wrappers that switch every thread at once) while keeping the capabilities
 //! above. The writer thread switches as it starts (it never needs root); the capture thread
 //! once the programs are attached. Files made before the switch (the data directory, recovered
 //! segments, the spool) are handed to that user first by [`chown_tree`].
 
 use caps::{CapSet, Capability, CapsHashSet};
 
-/// The capabilities kept after attachment (see the module docs).
-pub const KEPT: [Capability; 2] = [Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH];
+/// When the recorder needs a capability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// To load the programs and attach them; dropped once attached.
+    Load,
+    /// Kept for the whole run (process attribution reads other users' `/proc` entries).
+    Kept,
+    /// Only with `--user`, once at start: switching user and handing the data directory over.
+    User,
+}
+
+/// One capability the recorder needs, when, and why.
+#[derive(Clone, Copy, Debug)]
+pub struct CapNeed {
+    pub cap: Capability,
+    pub phase: Phase,
+    pub why: &'static str,
+}
+
+/// Every capability `dnsledger record` needs: the one statement of them (the `record --help`
+/// text, the preflight check, `dnsledger check` and [`drop_to_minimum`] read it).
+pub const CAPABILITIES: [CapNeed; 8] = [
+    CapNeed {
+        cap: Capability::CAP_BPF,
+        phase: Phase::Load,
+        why: "create the maps and load the programs",
+    },
+    CapNeed {
+        cap: Capability::CAP_PERFMON,
+        phase: Phase::Load,
+        why: "the tracing programs (exec/exit, --stacks): tp_btf, bpf_probe_read_*, bpf_get_stack",
+    },
+    CapNeed {
+        cap: Capability::CAP_NET_ADMIN,
+        phase: Phase::Load,
+        why: "the cgroup_skb and cgroup sock_addr programs, attached to the cgroup v2 root",
+    },
+    CapNeed {
+        cap: Capability::CAP_SYS_PTRACE,
+        phase: Phase::Kept,
+        why: "readlink /proc/<pid>/exe and /proc/<pid>/ns/net of other users' processes",
+    },
+    CapNeed {
+        cap: Capability::CAP_DAC_READ_SEARCH,
+        phase: Phase::Kept,
+        why: "read those /proc entries and cgroup directories whatever their modes",
+    },
+    CapNeed {
+        cap: Capability::CAP_SETUID,
+        phase: Phase::User,
+        why: "--user: switch each thread to the user",
+    },
+    CapNeed {
+        cap: Capability::CAP_SETGID,
+        phase: Phase::User,
+        why: "--user: switch each thread to the group",
+    },
+    CapNeed {
+        cap: Capability::CAP_CHOWN,
+        phase: Phase::User,
+        why: "--user: hand the data directory over to the user",
+    },
+];
+
+/// On its own, it stands for all the [`Phase::Load`] capabilities (it did before Linux 5.8
+/// split CAP_BPF and CAP_PERFMON off, and still implies them).
+pub const LOAD_ALTERNATIVE: Capability = Capability::CAP_SYS_ADMIN;
+
+/// The capabilities needed in `phase`.
+pub fn needed(phase: Phase) -> impl Iterator<Item = Capability> {
+    CAPABILITIES
+        .into_iter()
+        .filter(move |c| c.phase == phase)
+        .map(|c| c.cap)
+}
+
+/// `CAP_A, CAP_B and CAP_C`.
+pub fn names(caps: impl Iterator<Item = Capability>) -> String {
+    let v: Vec<String> = caps.map(|c| c.to_string()).collect();
+    match v.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        Some((last, _)) => last.clone(),
+        None => String::new(),
+    }
+}
+
+/// Whether an effective capability mask (as in `/proc/self/status` `CapEff`) may load and
+/// attach the programs.
+pub fn may_load(effective: u64) -> bool {
+    let has = |c: Capability| effective & (1u64 << c.index()) != 0;
+    has(LOAD_ALTERNATIVE) || needed(Phase::Load).all(has)
+}
+
+/// The long help of `dnsledger record`: what it needs, from [`CAPABILITIES`].
+pub fn record_help() -> String {
+    let mut s = String::from(
+        "Capture DNS with eBPF until SIGINT/SIGTERM, writing segments under the data directory.\n\n\
+         Needs a kernel with BTF, a cgroup v2 hierarchy, and root or these capabilities:\n",
+    );
+    for c in CAPABILITIES {
+        let when = match c.phase {
+            Phase::Load => "to attach",
+            Phase::Kept => "kept",
+            Phase::User => "--user",
+        };
+        s.push_str(&format!("  {:<20} ({when}) {}\n", c.cap.to_string(), c.why));
+    }
+    s.push_str(&format!(
+        "({LOAD_ALTERNATIVE} alone stands for the three \"to attach\" ones.) Logs \"recording\" once \
+         every program is attached.",
+    ));
+    s
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot drop privileges: {0}")]
@@ -168,11 +276,11 @@ fn switch_thread_user(who: &RunAs) -> Result<(), PrivsError> {
     Ok(())
 }
 
-/// Reduces the calling thread's capabilities to [`KEPT`], switches it to `run_as` when given,
+/// Reduces the calling thread's capabilities to the [`Phase::Kept`] ones, switches it to `run_as` when given,
 /// and sets `no_new_privs`.
 pub fn drop_to_minimum(run_as: Option<&RunAs>) -> Result<(), PrivsError> {
     let err = |e: caps::errors::CapsError| PrivsError(e.to_string());
-    let kept: CapsHashSet = KEPT.into_iter().collect();
+    let kept: CapsHashSet = needed(Phase::Kept).collect();
     // The bounding set needs CAP_SETPCAP, so it goes first, while that is still held.
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).map_err(err)? {
         for cap in caps::read(None, CapSet::Bounding).map_err(err)? {
@@ -203,6 +311,31 @@ pub fn drop_to_minimum(run_as: Option<&RunAs>) -> Result<(), PrivsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_are_stated_once_and_used() {
+        assert_eq!(
+            names(needed(Phase::Load)),
+            "CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
+        );
+        assert_eq!(
+            names(needed(Phase::Kept)),
+            "CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+        );
+        let bit = |c: Capability| 1u64 << c.index();
+        let load: u64 = needed(Phase::Load).map(bit).sum();
+        assert!(may_load(load));
+        assert!(may_load(bit(LOAD_ALTERNATIVE)));
+        assert!(!may_load(load & !bit(Capability::CAP_NET_ADMIN)));
+        assert!(!may_load(0));
+        let help = record_help();
+        for c in CAPABILITIES {
+            assert!(
+                help.contains(&c.cap.to_string()) && help.contains(c.why),
+                "{help}"
+            );
+        }
+    }
 
     #[test]
     fn run_as_specs() {

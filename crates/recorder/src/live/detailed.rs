@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use dnsledger_render::{Transcript, write_transaction};
 
 use crate::live::LiveTx;
-use crate::segment::format_rfc3339_ns;
+use crate::store::segment::format_rfc3339_ns;
 
 /// The view's input for a live transaction.
 pub fn transcript(t: &LiveTx) -> Transcript {

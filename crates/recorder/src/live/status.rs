@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::prune::list_segments;
-use crate::segment::{INPROGRESS_DIR, SEGMENTS_DIR};
-use crate::spool::SPOOL_DIR;
+use crate::store::prune::list_segments;
+use crate::store::segment::{INPROGRESS_DIR, SEGMENTS_DIR};
+use crate::store::spool::SPOOL_DIR;
 
 pub const STATUS_FILE: &str = "status.json";
 

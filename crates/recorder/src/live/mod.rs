@@ -9,6 +9,16 @@
 //!
 //! Without a recorder, [`standalone`] loads and attaches the capture itself and runs the same
 //! decode and pairing, writing no segments.
+//!
+//! Beside the recording path: what is recorded, served as it happens. [`snoop`] (+
+//! [`detailed`]) prints each transaction, [`top`] aggregates them per process, [`metrics`] is
+//! the Prometheus exporter, [`status`] the counters a running recorder publishes.
+
+pub mod detailed;
+pub mod metrics;
+pub mod snoop;
+pub mod status;
+pub mod top;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -23,11 +33,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use dnsledger_schema::Transaction;
 use serde::{Deserialize, Serialize};
 
-use crate::bpf::events::{Clock, boot_now};
-use crate::bpf::{self, BpfConfig, KernelCounters};
+use crate::capture::bpf::{self, BpfConfig, KernelCounters};
+use crate::capture::events::{Clock, boot_now};
+use crate::capture::procs::ProcessTable;
+use crate::capture::ring::{LiveAttribution, RingFeed};
 use crate::config::Settings;
-use crate::pipeline::{HostFacts, LiveAttribution, Pipeline, RingFeed};
-use crate::procs::ProcessTable;
+use crate::pipeline::{HostFacts, Pipeline};
 
 /// The recorder's live socket, in the data directory.
 pub const LIVE_SOCKET: &str = "live.sock";
@@ -274,8 +285,8 @@ impl Drop for LivePublisher {
 
 /// A running recorder publishing in `data_dir`: (its pid, the socket).
 pub fn running_recorder(data_dir: &Path) -> Option<(u32, PathBuf)> {
-    let text = std::fs::read_to_string(data_dir.join(crate::status::STATUS_FILE)).ok()?;
-    let status: crate::status::LiveStatus = serde_json::from_str(&text).ok()?;
+    let text = std::fs::read_to_string(data_dir.join(crate::live::status::STATUS_FILE)).ok()?;
+    let status: crate::live::status::LiveStatus = serde_json::from_str(&text).ok()?;
     let alive = std::fs::read_to_string(format!("/proc/{}/comm", status.pid))
         .is_ok_and(|c| c.trim() == "dnsledger");
     let sock = data_dir.join(LIVE_SOCKET);
@@ -311,6 +322,57 @@ impl Feed {
             None => Ok(()),
         }
     }
+}
+
+/// Where a live view (`snoop`, `top`) gets its transactions.
+#[derive(Clone, Debug)]
+pub struct FeedOptions {
+    /// The data directory of the recorder to follow.
+    pub data_dir: PathBuf,
+    /// Never follow a recorder: always capture with our own programs.
+    pub standalone: bool,
+    /// Settings of our own capture (ports, pair timeout).
+    pub capture: Settings,
+}
+
+/// Follows the recorder running in the data directory, or captures on our own; says which on
+/// stderr (the log). `what` names the view in messages.
+pub fn open_feed(opts: &FeedOptions, stop: Arc<AtomicBool>, what: &str) -> Result<Feed, String> {
+    let dir = &opts.data_dir;
+    if !opts.standalone
+        && let Some((pid, sock)) = running_recorder(dir)
+    {
+        match follow(pid, &sock) {
+            Ok(feed) => {
+                tracing::info!(
+                    "{what}: following the running recorder (pid {pid}) through {}",
+                    sock.display()
+                );
+                return Ok(feed);
+            }
+            Err(e) => tracing::warn!(
+                "{what}: cannot follow the recorder (pid {pid}) through {}: {e}; capturing on our own",
+                sock.display()
+            ),
+        }
+    }
+    let mut s = opts.capture.clone();
+    // A live view needs far less than a recorder that must never lose an event.
+    s.ring_size = 8 << 20;
+    let feed = standalone(&s, stop).map_err(|e| {
+        format!(
+            "{what}: no recorder is running in {} and capturing on our own failed: {e}\n\
+             hint: run as root (or start `dnsledger record --data-dir {}` and follow it)",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    tracing::info!(
+        ports = ?s.ports,
+        "{what}: no recorder running in {}; capturing with our own BPF programs (nothing is written)",
+        dir.display()
+    );
+    Ok(feed)
 }
 
 const FEED_LINES: usize = 8192;
@@ -511,7 +573,7 @@ mod tests {
         let reader = UnixStream::connect(p.path()).expect("connect");
         p.tick();
         assert_eq!(p.readers(), 1);
-        let row = crate::metrics::tests_support::transaction("slow.test");
+        let row = crate::live::metrics::tests_support::transaction("slow.test");
         let start = std::time::Instant::now();
         let rows = vec![row; 1000];
         for _ in 0..100 {

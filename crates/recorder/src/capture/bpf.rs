@@ -4,9 +4,6 @@
 //! tools' cgroup programs keep running) and are owned by this process only: nothing is pinned,
 //! so every program is detached when the recorder exits, however it exits.
 
-pub mod events;
-pub mod skel;
-
 use std::fs::File;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
@@ -17,31 +14,11 @@ use std::time::{Duration, Instant};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, PrintLevel, RingBufferBuilder};
 
-use skel::{DnsledgerSkel, DnsledgerSkelBuilder, OpenDnsledgerSkel};
+use super::privs;
+use super::skel::{DnsledgerSkel, DnsledgerSkelBuilder, OpenDnsledgerSkel};
 
-/// Largest number of L3 bytes the programs can copy (`COPY_LIMIT` in the C code).
-pub const COPY_LIMIT: u32 = 65664;
-/// Room reserved for IP and TCP/UDP headers in front of the DNS payload cap.
-pub const HEADER_ROOM: u32 = 128;
-/// At most this many DNS ports (`MAX_PORTS` in the C code).
-pub const MAX_PORTS: usize = 16;
-
-/// Counters kept by the programs in the per-CPU `counters` map (index = `enum counter`).
-pub const COUNTER_NAMES: [&str; 9] = [
-    "packet_ringbuf_full",
-    "exec_ringbuf_full",
-    "exit_ringbuf_full",
-    "packet_copy_failed",
-    "socket_storage_failed",
-    "packets_sent",
-    "stack_ringbuf_full",
-    "stack_unwind_failed",
-    "stacks_sent",
-];
-const CNT_PKT_RB_FULL: usize = 0;
-const CNT_EXEC_RB_FULL: usize = 1;
-const CNT_EXIT_RB_FULL: usize = 2;
-const CNT_LOAD_BYTES: usize = 3;
+use super::abi::{CNT_EXEC_RB_FULL, CNT_EXIT_RB_FULL, CNT_LOAD_BYTES, CNT_PKT_RB_FULL};
+use super::abi::{COPY_LIMIT, COUNTERS, HEADER_ROOM, MAX_PORTS};
 
 /// Programs attached to the cgroup v2 root.
 const CGROUP_PROGRAMS: [&str; 8] = [
@@ -64,8 +41,10 @@ const PENDING_STACKS: u32 = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
     #[error(
-        "recording needs root (or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN)\n\
-         hint: run `sudo dnsledger record`"
+        "recording needs root (or {}, or {})\n\
+         hint: run `sudo dnsledger record`",
+        load_caps(),
+        privs::LOAD_ALTERNATIVE
     )]
     NotPrivileged,
     #[error(
@@ -131,7 +110,7 @@ pub struct KernelCounters {
     /// Bytes waiting in the ring buffer at the last look (every 500 ms) and its size.
     pub ring_used: AtomicU64,
     pub ring_size: AtomicU64,
-    pub values: [AtomicU64; 9],
+    pub values: [AtomicU64; COUNTERS],
 }
 
 impl KernelCounters {
@@ -210,15 +189,14 @@ fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
-/// True if this process may load and attach the programs.
+/// True if this process may load and attach the programs ([`privs::may_load`]).
 pub fn privileged() -> bool {
-    const CAP_NET_ADMIN: u64 = 12;
-    const CAP_SYS_ADMIN: u64 = 21;
-    const CAP_PERFMON: u64 = 38;
-    const CAP_BPF: u64 = 39;
-    let caps = effective_caps();
-    let has = |c: u64| caps & (1 << c) != 0;
-    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON) && has(CAP_NET_ADMIN))
+    privs::may_load(effective_caps())
+}
+
+/// `CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN`: what loading needs, from [`privs::CAPABILITIES`].
+fn load_caps() -> String {
+    privs::names(privs::needed(privs::Phase::Load))
 }
 
 /// Checks what recording needs before anything is loaded, naming the first thing missing.
@@ -463,9 +441,9 @@ pub fn check(cfg: &BpfConfig) -> Vec<Probe> {
         "privileges",
         privileged,
         if privileged {
-            "root or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN".into()
+            format!("root or {}", load_caps())
         } else {
-            "missing: run as root or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN".into()
+            format!("missing: run as root or grant {}", load_caps())
         },
     );
     let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
@@ -553,6 +531,8 @@ fn probe_program(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::abi::COUNTER_NAMES;
+    use crate::capture::skel;
 
     #[test]
     fn finds_cgroup2_mount() {
