@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dnsledger_tests::fixture::*;
 use dnsledger_tests::harness::*;
 use dnsledger_tests::segments::*;
 

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use dnsledger_tests::fixture::*;
 use dnsledger_tests::harness::*;
 use dnsledger_tests::segments::*;
 

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use dnsledger_tests::fixture::*;
 use dnsledger_tests::harness::*;
 use dnsledger_tests::segments::*;
 

@@ -11,7 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dnsledger_tests::fixture::*;
 use dnsledger_tests::harness::*;
 use dnsledger_tests::segments::*;
 

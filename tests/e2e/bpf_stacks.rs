@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dnsledger_tests::fixture::*;
 use dnsledger_tests::harness::*;
 use dnsledger_tests::segments::*;
 

@@ -1,6 +1,8 @@
-//! The generated libbpf-rs skeleton of `bpf/dnsledger.bpf.c`. Never edited by hand.
+//! The generated libbpf-rs skeleton of `bpf/dnsledger.bpf.c`. Never edited by hand: the
+//! workspace's unsafe-documentation lints do not apply to libbpf-cargo's output.
 #![allow(
     clippy::all,
+    clippy::undocumented_unsafe_blocks,
     clippy::pedantic,
     missing_docs,
     non_camel_case_types,
