@@ -944,24 +944,14 @@ mod tests {
     use parquet::basic::Encoding;
     use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
-    const T0: i64 = 1_700_000_000_000_000_000; // 2023-11-14T22:13:20Z
+    use dnsledger_tests::fixture::{T0, files_under};
 
     fn row(ts: i64, qname: &str) -> Transaction {
         Transaction {
-            ts,
-            query_ts: Some(ts),
-            status: dnsledger_schema::status::UNANSWERED,
             hostname: Arc::from("h1"),
-            transport: "udp",
-            ip_version: 4,
-            client_ip: "192.0.2.1".into(),
-            client_port: 40000,
-            server_ip: "192.0.2.53".into(),
-            server_port: 53,
-            qname: Some(qname.to_string()),
             registered_domain: Some("example.com".into()),
             query_raw: Some(ts.to_le_bytes().to_vec()),
-            ..Default::default()
+            ..dnsledger_tests::fixture::tx(ts, qname)
         }
     }
 
@@ -987,24 +977,6 @@ mod tests {
             min_free: 0,
             max_buffered_rows: 1 << 20,
         }
-    }
-
-    /// Every regular file below `dir`, sorted.
-    fn files_under(dir: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in fs::read_dir(&d).expect("read_dir") {
-                let p = e.expect("entry").path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-        out.sort();
-        out
     }
 
     struct Segment {

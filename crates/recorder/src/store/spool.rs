@@ -558,9 +558,8 @@ pub enum RecoveryError {
 mod tests {
     use super::*;
     use crate::store::segment::{SegmentConfig, SegmentWriter};
-    use std::sync::Arc;
 
-    const T0: i64 = 1_700_000_000_000_000_000;
+    use dnsledger_tests::fixture::T0;
 
     fn cfg(dir: &Path, spool: bool, run: Option<String>) -> SegmentConfig {
         SegmentConfig {
@@ -582,18 +581,14 @@ mod tests {
 
     fn row(i: i64) -> Transaction {
         Transaction {
-            ts: T0 + i,
+            query_ts: None,
             status: dnsledger_schema::status::ANSWERED,
-            hostname: Arc::from("h"),
-            transport: "udp",
-            ip_version: 4,
             client_ip: "127.0.0.1".into(),
             client_port: 1000 + i as u16,
             server_ip: "127.0.0.1".into(),
-            server_port: 53,
             dns_id: Some(i as u16),
-            qname: Some(format!("n{i}.example")),
-            ..Default::default()
+            registered_domain: None,
+            ..dnsledger_tests::fixture::tx(T0 + i, &format!("n{i}.example"))
         }
     }
 
