@@ -196,10 +196,12 @@ fn bpf_own_size_cap_deletes_oldest_segments() {
     let data = dir.path().join("data");
     let other = data.join("segments/host=other-host/date=2020-01-01/hour=00");
     std::fs::create_dir_all(&other).expect("mkdir");
-    let fixture = repo_root().join(concat!(
-        "testdata/segments/host=host-c/date=2023-02-21/hour=08/",
-        "20230221T084157.288586000Z-host-c-18ebc0b1c4751cd9p7281-000017.parquet"
-    ));
+    let fixture = dnsledger_tests::fixture::files_under(
+        &repo_root().join("testdata/segments/host=host-c/date=2023-02-21/hour=08"),
+    )
+    .into_iter()
+    .next()
+    .expect("a fixture segment of host-c at 2023-02-21T08");
     let foreign = other.join("20200101T000000Z-other-host-1-0.parquet");
     std::fs::copy(fixture, &foreign).expect("copy");
     let cap: u64 = 120 * 1024;
