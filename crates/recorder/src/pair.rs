@@ -1101,41 +1101,4 @@ mod tests {
         assert_eq!(t.questions, None);
         assert_eq!(t.parse_error.as_deref(), Some("message too short: 5 bytes"));
     }
-
-    #[test]
-    /// The `registered_domain` column's rule (moved here from dns.rs with the rule itself, which
-    /// is now `dnstext::registered_domain`, the one definition dnsql shares). Labels left of the
-    /// registered domain may now be anything, so `a\.b.example.com` and `a..example.com`,
-    /// which used to get none, get `example.com` (and a tunnel's name gets its domain).
-    fn registered_domains() {
-        use dnsledger_schema::dnstext::registered_domain;
-        assert_eq!(
-            registered_domain("www.example.co.uk").as_deref(),
-            Some("example.co.uk")
-        );
-        assert_eq!(
-            registered_domain("a.b.example.com").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            registered_domain("example.com").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(registered_domain("co.uk"), None);
-        assert_eq!(registered_domain("com"), None);
-        assert_eq!(registered_domain("."), None);
-        assert_eq!(registered_domain(""), None);
-        assert_eq!(
-            registered_domain(r"a\.b.example.com").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            registered_domain("a..example.com").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            registered_domain("aaaa.=auth.srv.tunnel.com").as_deref(),
-            Some("tunnel.com")
-        );
-    }
 }

@@ -251,8 +251,14 @@ mod tests {
         // An escaped dot is part of a label, not a separator.
         assert_eq!(rd(r"a\.b.example.com").as_deref(), Some("example.com"));
         assert_eq!(rd("a..example.com").as_deref(), Some("example.com"));
+        assert_eq!(rd("upload.wikimedia.org").as_deref(), Some("wikimedia.org"));
         assert_eq!(subdomain("a.b.example.co.uk").as_deref(), Some("a.b"));
         assert_eq!(subdomain("example.co.uk").as_deref(), Some(""));
         assert_eq!(subdomain("co.uk"), None);
+        assert_eq!(
+            subdomain("aaaaao1kqa.=auth.srv.tunnel.com").as_deref(),
+            Some("aaaaao1kqa.=auth.srv")
+        );
+        assert_eq!(subdomain(r"a\.b.example.com").as_deref(), Some(r"a\.b"));
     }
 }

@@ -188,51 +188,6 @@ pub fn question_name_of(raw: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dnsledger_schema::dnstext::subdomain;
-
-    #[test]
-    fn registered_domains() {
-        let rd = registered_domain;
-        assert_eq!(rd("www.example.co.uk").as_deref(), Some("example.co.uk"));
-        assert_eq!(rd("WWW.Example.COM.").as_deref(), Some("example.com"));
-        assert_eq!(rd("upload.wikimedia.org").as_deref(), Some("wikimedia.org"));
-        // Unknown TLDs fall under the PSL's default `*` rule.
-        assert_eq!(
-            rd("laegpumiplhhpz12ynd1efljwlkjcgwy.pirate.sea").as_deref(),
-            Some("pirate.sea")
-        );
-        // dns2tcp: a label with `=` left of the registered domain does not matter.
-        assert_eq!(
-            rd("aaaaao1kqa.=auth.srv.tunnel.com").as_deref(),
-            Some("tunnel.com")
-        );
-        assert_eq!(
-            rd("1.0.168.192.in-addr.arpa").as_deref(),
-            Some("192.in-addr.arpa")
-        );
-        assert_eq!(rd("co.uk"), None);
-        assert_eq!(rd("com"), None);
-        assert_eq!(rd("wpad"), None);
-        assert_eq!(rd("."), None);
-        assert_eq!(rd(""), None);
-        // The registrable label itself must be a host-name label.
-        assert_eq!(rd("x.b=d.com"), None);
-        // An escaped dot is part of a label, not a separator.
-        assert_eq!(rd(r"a.ex\.ample.com"), None);
-        assert_eq!(rd(r"a\.b.example.com").as_deref(), Some("example.com"));
-    }
-
-    #[test]
-    fn subdomains() {
-        assert_eq!(subdomain("a.b.example.co.uk").as_deref(), Some("a.b"));
-        assert_eq!(subdomain("example.co.uk").as_deref(), Some(""));
-        assert_eq!(
-            subdomain("aaaaao1kqa.=auth.srv.tunnel.com").as_deref(),
-            Some("aaaaao1kqa.=auth.srv")
-        );
-        assert_eq!(subdomain("com"), None);
-        assert_eq!(subdomain(r"a\.b.example.com").as_deref(), Some(r"a\.b"));
-    }
 
     #[test]
     fn label_counts_and_lengths() {

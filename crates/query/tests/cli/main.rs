@@ -186,7 +186,10 @@ fn partition_columns_are_usable_in_where() {
 fn host_prunes_partitions() {
     // (A plain count(*) is answered from the footers' statistics without a scan: count names.)
     let everything = explain_analyze(&[], "SELECT count(DISTINCT qname) FROM dns");
-    assert_eq!(metric(&everything, "files_ranges_pruned_statistics").0, FILES);
+    assert_eq!(
+        metric(&everything, "files_ranges_pruned_statistics").0,
+        FILES
+    );
     let plan = explain_analyze(
         &["--host", "host-b"],
         "SELECT count(DISTINCT qname) FROM dns",
