@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(a.ttl, ha.ttl, "ttl vs hickory");
             assert_eq!(
                 a.rtype,
-                dns::type_name(u16::from(ha.record_type())),
+                dnsledger_schema::names::rtype(u16::from(ha.record_type())),
                 "type vs hickory"
             );
         }

@@ -235,7 +235,7 @@ pub fn check_parsed(bytes: &[u8], p: &ParsedDns) {
         assert!(rcode < 4096);
         assert_eq!(
             p.rcode_name.as_deref(),
-            Some(dns::rcode_name(rcode).as_str())
+            Some(dnsledger_schema::names::rcode(rcode).as_ref())
         );
     }
     // Sections: never more than declared; exactly as declared when nothing went wrong.
@@ -276,7 +276,7 @@ pub fn check_parsed(bytes: &[u8], p: &ParsedDns) {
     }
     assert_eq!(p.qtype.is_some(), p.qtype_name.is_some());
     if let Some(t) = p.qtype {
-        assert_eq!(p.qtype_name.as_deref(), Some(dns::type_name(t).as_str()));
+        assert_eq!(p.qtype_name.as_deref(), Some(dnsledger_schema::names::rtype(t).as_ref()));
     }
     if p.qclass.is_some() {
         assert!(p.qtype.is_some(), "qclass without qtype");
