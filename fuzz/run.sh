@@ -25,6 +25,8 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets=(dns_parse decode_pair tcp_reassembly)
 fi
 
+# The recorder library needs its build packages (libelf, zlib, clang for libbpf-sys).
+../scripts/setup-debian.sh
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 flags=(-s none -a)
