@@ -5,8 +5,10 @@
 #   fuzz/run.sh replay [target...]         runs every committed corpus input and artifact once
 #
 # Only a stable toolchain exists here, so RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags.
-# Targets are built with --sanitizer none (the library has no unsafe code, so ASan would only
-# halve the exec rate) and with debug assertions and overflow checks on (-a).
+# Targets are built with --sanitizer none (no unsafe code on the fuzzed paths: see README.md)
+# and with debug assertions and overflow checks on (-a). The fuzz crate is a member of the root
+# workspace; its libFuzzer binaries need the `libfuzzer` feature. They land in the workspace's
+# target directory ($CARGO_TARGET_DIR or target/), under x86_64-unknown-linux-gnu/release.
 # New inputs go to fuzz/work/corpus/<target> (not committed), seeds are read from
 # fuzz/corpus/<target>, crashes land in fuzz/artifacts/<target>, logs in fuzz/work/logs.
 # Jobs run one after the other at nice 19 (the machine is shared). Extra libFuzzer options can
@@ -25,9 +27,11 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets=(dns_parse decode_pair tcp_reassembly)
 fi
 
+# The recorder library needs its build packages (libelf, zlib, clang for libbpf-sys).
+../scripts/setup-debian.sh
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-flags=(-s none -a)
+flags=(-s none -a --features libfuzzer)
 
 nice -n 19 cargo fuzz build "${flags[@]}"
 mkdir -p work/logs

@@ -19,6 +19,14 @@ fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The libFuzzer binaries of fuzz/ (feature `libfuzzer`, left out of the workspace builds above)
+# must keep compiling on stable; running them takes cargo-fuzz (fuzz/run.sh). libfuzzer-sys
+# builds libFuzzer's C++: with clang++ (installed for the BPF programs) where there is no c++.
+if command -v c++ >/dev/null; then
+  cargo clippy -p dnsledger-fuzz --features libfuzzer --bins -- -D warnings
+else
+  CXX=clang++ cargo clippy -p dnsledger-fuzz --features libfuzzer --bins -- -D warnings
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

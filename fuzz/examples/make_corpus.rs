@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use dnsledger::capture::pcap::PcapSource;
 use dnsledger::decode::{Decoder, PortSet};
-use dnsledger::pcap::PcapSource;
 use dnsledger_fuzz::encode_pipeline_input;
 
 const CHUNK: usize = 48;

@@ -1,13 +1,28 @@
-//! Shared code of the dnsledger fuzz targets: the `decode_pair` input framing (also used by the
-//! corpus generator), invariant checks, packet builders and a heap-measuring allocator.
+//! The dnsledger fuzz targets and their shared code.
+//!
+//! Each target's checking logic is a module with a `run(data: &[u8])` entry point:
+//! [`dns_parse`], [`decode_pair`], [`tcp_reassembly`]. The libFuzzer binaries in
+//! `fuzz_targets/` (feature `libfuzzer`, built by `cargo fuzz`) only call it, and so does the
+//! replay test (`tests/replay.rs`), which feeds every committed corpus input and artifact
+//! through it in the ordinary `cargo test --workspace`.
+//!
+//! Shared here: the `decode_pair` input framing (also used by the corpus generator),
+//! invariant checks, packet builders and a heap-measuring allocator.
+
+pub mod decode_pair;
+pub mod dns_parse;
+pub mod tcp_reassembly;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use dnsledger::capture::{Direction, KernelOwner, RawPacket};
+use dnsledger::decode::DnsMessage;
 use dnsledger::decode::{DecodeStats, DecoderLimits, PortSet};
 use dnsledger::dns::{self, ParsedDns};
-use dnsledger::event::{Direction, DnsMessage, KernelOwner, RawPacket};
+use dnsledger_schema::names;
 
 // -------------------------------------------------------------------------------------------
 // decode_pair input framing
@@ -233,10 +248,7 @@ pub fn check_parsed(bytes: &[u8], p: &ParsedDns) {
             assert!(rcode < 16, "extended rcode without OPT");
         }
         assert!(rcode < 4096);
-        assert_eq!(
-            p.rcode_name.as_deref(),
-            Some(dns::rcode_name(rcode).as_str())
-        );
+        assert_eq!(p.rcode_name.as_deref(), Some(names::rcode(rcode).as_ref()));
     }
     // Sections: never more than declared; exactly as declared when nothing went wrong.
     let qd = usize::from(p.qdcount.unwrap_or(0));
@@ -276,7 +288,7 @@ pub fn check_parsed(bytes: &[u8], p: &ParsedDns) {
     }
     assert_eq!(p.qtype.is_some(), p.qtype_name.is_some());
     if let Some(t) = p.qtype {
-        assert_eq!(p.qtype_name.as_deref(), Some(dns::type_name(t).as_str()));
+        assert_eq!(p.qtype_name.as_deref(), Some(names::rtype(t).as_ref()));
     }
     if p.qclass.is_some() {
         assert!(p.qtype.is_some(), "qclass without qtype");
@@ -284,7 +296,7 @@ pub fn check_parsed(bytes: &[u8], p: &ParsedDns) {
     // Text conventions.
     if let Some(name) = &p.qname {
         check_name(name);
-        let _ = dns::registered_domain(name);
+        let _ = dnsledger_schema::dnstext::registered_domain(name);
     }
     for q in &p.questions {
         check_name(&q.name);
@@ -441,20 +453,45 @@ pub fn ip_packet(src: IpAddr, dst: IpAddr, proto: u8, declared: usize, l4: &[u8]
 // -------------------------------------------------------------------------------------------
 // Heap measurement
 
-/// A global allocator that counts live heap bytes and their high-water mark.
+/// A global allocator that counts the heap bytes each thread allocated and freed, and their
+/// high-water mark. Per thread, so that replay tests running in parallel threads do not see
+/// each other's allocations. It can only measure when installed with `#[global_allocator]`
+/// in the final binary (the `tcp_reassembly` fuzz target, the replay test):
+/// [`heap_counting`] tells whether it is.
 pub struct CountingAlloc;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-// SAFETY: defers to the system allocator; only adds bookkeeping.
+thread_local! {
+    // Const-initialised and without destructors: no allocation, usable at any time.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    let _ = LIVE.try_with(|live| {
+        let now = live.get().wrapping_add(delta);
+        live.set(now);
+        if delta > 0 {
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        }
+    });
+}
+
+fn size(n: usize) -> isize {
+    isize::try_from(n).unwrap_or(isize::MAX)
+}
+
+// SAFETY: defers to the system allocator; only adds bookkeeping (which does not allocate).
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
+            if !INSTALLED.load(Ordering::Relaxed) {
+                INSTALLED.store(true, Ordering::Relaxed);
+            }
+            count(size(layout.size()));
         }
         p
     }
@@ -462,33 +499,33 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        count(-size(layout.size()));
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            if new_size >= layout.size() {
-                let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
-                    - layout.size();
-                PEAK.fetch_max(live, Ordering::Relaxed);
-            } else {
-                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
+            count(size(new_size) - size(layout.size()));
         }
         p
     }
 }
 
-/// Starts a measurement: returns the live bytes now and resets the high-water mark to it.
-pub fn heap_mark() -> usize {
-    let live = LIVE.load(Ordering::Relaxed);
-    PEAK.store(live, Ordering::Relaxed);
+/// Whether [`CountingAlloc`] is the global allocator of this binary (it has allocated).
+pub fn heap_counting() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
+}
+
+/// Starts a measurement: returns this thread's live bytes now and resets its high-water mark
+/// to it.
+pub fn heap_mark() -> isize {
+    let live = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(live));
     live
 }
 
-/// Most bytes live above `mark` since [`heap_mark`] returned it.
-pub fn heap_peak_since(mark: usize) -> usize {
-    PEAK.load(Ordering::Relaxed).saturating_sub(mark)
+/// Most bytes this thread had live above `mark` since [`heap_mark`] returned it.
+pub fn heap_peak_since(mark: isize) -> usize {
+    usize::try_from(PEAK.with(Cell::get).saturating_sub(mark)).unwrap_or(0)
 }
