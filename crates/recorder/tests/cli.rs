@@ -165,3 +165,39 @@ fn systemd_units_verify() {
     let ours: Vec<&str> = err.lines().filter(|l| l.contains("dnsledger")).collect();
     assert!(ours.is_empty(), "{}", ours.join("\n"));
 }
+
+/// The capabilities are stated once (`capture::privs::CAPABILITIES`): the shipped unit's bounding
+/// set is exactly what loading and the run need, its note on `--user` names the rest, and the
+/// README's Privileges section names each of them.
+#[test]
+fn capabilities_are_stated_once() {
+    use dnsledger::capture::privs::{Phase, needed};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let unit = std::fs::read_to_string(root.join("dist/dnsledger.service")).expect("unit");
+    let bounding: std::collections::BTreeSet<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet in the unit")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let run: std::collections::BTreeSet<String> = needed(Phase::Load)
+        .chain(needed(Phase::Kept))
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(bounding, run);
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let privileges = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Privileges"))
+        .expect("a Privileges section");
+    for phase in [Phase::Load, Phase::Kept, Phase::User] {
+        for cap in needed(phase) {
+            let cap = cap.to_string();
+            assert!(privileges.contains(&format!("`{cap}`")), "README: {cap}");
+            if phase == Phase::User {
+                assert!(unit.contains(&cap), "unit's --user note: {cap}");
+            }
+        }
+    }
+}

@@ -67,17 +67,17 @@ pub const CAPABILITIES: [CapNeed; 8] = [
     CapNeed {
         cap: Capability::CAP_SETUID,
         phase: Phase::User,
-        why: "--user: switch each thread to the user",
+        why: "switch each thread to the user",
     },
     CapNeed {
         cap: Capability::CAP_SETGID,
         phase: Phase::User,
-        why: "--user: switch each thread to the group",
+        why: "switch each thread to the group",
     },
     CapNeed {
         cap: Capability::CAP_CHOWN,
         phase: Phase::User,
-        why: "--user: hand the data directory over to the user",
+        why: "hand the data directory over to the user",
     },
 ];
 
