@@ -1,5 +1,8 @@
-//! Live transactions for `dnsledger snoop` and `dnsledger top`.
+//! Beside the path, after pairing: **what is recorded, as it happens** — the live socket
+//! (below), `snoop` ([`snoop`], [`detailed`]), `top` ([`top`]), the Prometheus exporter
+//! ([`metrics`]) and `dnsledger status` ([`status`]).
 //!
+//! Live transactions for `dnsledger snoop` and `dnsledger top`://!
 //! A running recorder publishes every finished transaction on a Unix socket in its data
 //! directory ([`LIVE_SOCKET`], mode 0660, so the data directory's group can follow) as one JSON
 //! object per line ([`LiveTx`]). Readers never slow the recorder down: the socket is
