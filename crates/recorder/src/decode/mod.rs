@@ -1,5 +1,5 @@
 //! Step 2 of the path: **[`RawPacket`]s (L3 bytes) in, whole [`DnsMessage`]s out** — IP
-//! ([`ip`]), fragment reassembly ([`frag`]), UDP ([`udp`]) and TCP stream reassembly ([`tcp`]).
+//! (`ip.rs`), fragment reassembly (`frag.rs`), UDP (`udp.rs`) and TCP stream reassembly (`tcp.rs`).
 //! What leaves is handed to [`crate::dns`] (parsing) and [`crate::pair`] (pairing).
 //!
 //! The [`Decoder`] is fed packets in capture order and appends every DNS message it can cut out of
