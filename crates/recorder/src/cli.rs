@@ -99,11 +99,31 @@ fn hide_record_only(a: clap::Arg) -> clap::Arg {
     a.hide(hide)
 }
 
+/// `--ports` of the commands that capture on their own without recording (`check`, and the
+/// live views when no recorder runs); `record` and `import` have theirs in [`Overrides`].
 #[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// DNS ports to configure the probe programs with.
+pub struct PortsArg {
+    /// DNS ports, comma-separated, at most 16. [default: 53]
     #[arg(long, value_name = "PORTS", value_parser = parse_port_list)]
     pub ports: Option<PortList>,
+}
+
+impl PortsArg {
+    /// The flag, else the default ports.
+    pub fn resolve(&self) -> Vec<u16> {
+        self.ports
+            .as_ref()
+            .map_or_else(|| config::DEFAULT_PORTS.to_vec(), |p| p.0.clone())
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(mut_arg("ports", |a| a.help(
+    "DNS ports to configure the probe programs with. [default: 53]"
+)))]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub ports: PortsArg,
 }
 
 #[derive(Debug, Args)]
@@ -138,15 +158,17 @@ pub struct PruneArgs {
 #[command(mut_arg("data_dir", |a| a.help(
     "Data directory of the recorder to follow. [default: /var/lib/dnsledger] [env: DNSLEDGER_DATA]"
 )))]
+#[command(mut_arg("ports", |a| a.help(
+    "DNS ports to capture when capturing on our own. [default: 53]"
+)))]
 pub struct LiveArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
     /// Never follow a recorder: always capture with our own BPF programs.
     #[arg(long)]
     pub standalone: bool,
-    /// DNS ports to capture when capturing on our own. [default: 53]
-    #[arg(long, value_name = "PORTS", value_parser = parse_port_list)]
-    pub ports: Option<PortList>,
+    #[command(flatten)]
+    pub ports: PortsArg,
     /// When capturing on our own: a query with no response after this long is shown as
     /// unanswered. [default: 5s]
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]

@@ -87,9 +87,7 @@ fn open_feed(
     what: &str,
 ) -> anyhow::Result<live::Feed> {
     let mut capture = Settings::defaults(config::DEFAULT_PORTS);
-    if let Some(p) = &args.ports {
-        capture.ports = p.0.clone();
-    }
+    capture.ports = args.ports.resolve();
     if let Some(t) = args.pair_timeout {
         capture.pair_timeout = t;
     }
@@ -212,9 +210,7 @@ fn prune_cmd(args: PruneArgs) -> anyhow::Result<ExitCode> {
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     bpf::route_libbpf_log();
     let cfg = BpfConfig {
-        ports: args
-            .ports
-            .map_or_else(|| config::DEFAULT_PORTS.to_vec(), |p| p.0),
+        ports: args.ports.resolve(),
         max_payload: config::DEFAULT_MAX_PAYLOAD,
         ring_bytes: 1 << 20,
         self_tgid: std::process::id(),
