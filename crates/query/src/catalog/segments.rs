@@ -285,41 +285,25 @@ mod tests {
     use super::*;
 
     use arrow::array::Int32Array;
-    use parquet::arrow::ArrowWriter;
-    use parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
-    use parquet::file::properties::WriterProperties;
+    use parquet::file::metadata::ParquetMetaDataReader;
 
     fn footer_of(batch: &RecordBatch, kv: &[(&str, &str)]) -> ParquetMetaData {
-        let props = WriterProperties::builder()
-            .set_key_value_metadata(Some(
-                kv.iter()
-                    .map(|(k, v)| KeyValue::new((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            ))
-            .build();
-        let mut buf = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
-        w.write(batch).unwrap();
-        w.close().unwrap();
+        let buf = dnsledger_tests::fixture::parquet_bytes(batch, kv);
         ParquetMetaDataReader::new()
             .parse_and_finish(&bytes::Bytes::from(buf))
             .unwrap()
     }
 
+    /// An answered query without a name (the footer facts do not depend on the row).
     fn segment_batch() -> RecordBatch {
-        let mut b = dnsledger_schema::TransactionBatchBuilder::new();
-        b.append(&dnsledger_schema::Transaction {
-            ts: 1_700_000_000_000_000_000,
+        dnsledger_tests::fixture::batch(&[dnsledger_schema::Transaction {
+            query_ts: None,
             status: dnsledger_schema::status::ANSWERED,
-            hostname: "h".into(),
-            transport: "udp",
-            ip_version: 4,
-            client_ip: "192.0.2.1".into(),
-            server_ip: "192.0.2.53".into(),
-            server_port: 53,
-            ..Default::default()
-        });
-        b.finish().unwrap()
+            client_port: 0,
+            qname: None,
+            registered_domain: None,
+            ..dnsledger_tests::fixture::tx(1_700_000_000_000_000_000, "")
+        }])
     }
 
     #[test]
