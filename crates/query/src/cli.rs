@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use dnsledger_query::catalog::source;
 use dnsledger_query::output::Format;
-use dnsledger_query::recipes;
+use dnsledger_query::recipes::{self, TopBy};
 
 const EXIT_CODES: &str = "\
 Tables:
@@ -138,19 +138,6 @@ pub struct WhoArgs {
     pub name: String,
 }
 
-/// What `top` ranks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TopBy {
-    Process,
-    Exe,
-    Domain,
-    RegisteredDomain,
-    Rcode,
-    Qtype,
-    Server,
-    Container,
-}
-
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// What to rank
@@ -191,21 +178,6 @@ fn parse_time_arg(s: &str) -> Result<i64, String> {
 
 fn parse_format(s: &str) -> Result<Format, String> {
     s.parse()
-}
-
-impl From<TopBy> for recipes::TopBy {
-    fn from(by: TopBy) -> Self {
-        match by {
-            TopBy::Process => recipes::TopBy::Process,
-            TopBy::Exe => recipes::TopBy::Exe,
-            TopBy::Domain => recipes::TopBy::Domain,
-            TopBy::RegisteredDomain => recipes::TopBy::RegisteredDomain,
-            TopBy::Rcode => recipes::TopBy::Rcode,
-            TopBy::Qtype => recipes::TopBy::Qtype,
-            TopBy::Server => recipes::TopBy::Server,
-            TopBy::Container => recipes::TopBy::Container,
-        }
-    }
 }
 
 #[cfg(test)]

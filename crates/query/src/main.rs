@@ -232,7 +232,7 @@ enum Recipe {
 fn recipe(cmd: &Command, g: &Global) -> Result<Recipe, Failure> {
     Ok(match cmd {
         Command::Who(a) => Recipe::Sql(recipes::who(&a.name)),
-        Command::Top(a) => Recipe::Sql(recipes::top(a.by.into(), a.n)),
+        Command::Top(a) => Recipe::Sql(recipes::top(a.by, a.n)),
         Command::Timeline(a) => {
             let selector = match (a.pid, &a.comm, &a.exe) {
                 (Some(pid), _, _) => recipes::Selector::Pid {

@@ -1,7 +1,7 @@
 //! `dnsql top --by BY`: DNSWatch's "top" over history.
 
-/// What `dnsql top --by` groups on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What `dnsql top --by` groups on (the flag's values, in kebab case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum TopBy {
     /// `hostname`, `pid`, `comm`, `exe`.
     Process,
