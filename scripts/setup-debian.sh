@@ -20,6 +20,8 @@ done
 packages=(
   # build: libbpf-sys builds libbpf (needs libelf, zlib), clang compiles the BPF C
   gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang
+  # libFuzzer's C++ (libfuzzer-sys), compiled by the test suite's check of the fuzz binaries
+  g++
   # inspection and the SIGKILL test
   bpftool
   # end-to-end tests: real DNS servers and clients
