@@ -269,12 +269,16 @@ pub fn python() -> PathBuf {
     panic!("no python3 at /usr/bin/python3 (apt-get install python3)");
 }
 
-/// The `dnsql` binary of this build (see [`built_binary`]); `DNSQL` overrides.
+/// The `dnsql` binary of this build (see [`built_binary`]); `DNSQL` overrides. Found (and
+/// checked against its sources) once per test binary, like [`DNSLEDGER`].
+static DNSQL: LazyLock<PathBuf> = LazyLock::new(|| match std::env::var_os("DNSQL") {
+    Some(p) => PathBuf::from(p),
+    None => built_binary("dnsql"),
+});
+
+/// The `dnsql` binary of this build (see [`DNSQL`]).
 pub fn dnsql_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("DNSQL") {
-        return PathBuf::from(p);
-    }
-    built_binary("dnsql")
+    DNSQL.clone()
 }
 
 /// A binary of the workspace in the target directory of this test binary
