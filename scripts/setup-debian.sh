@@ -30,7 +30,8 @@ packages=(
   tshark
 )
 if [ "$test_extras" -eq 1 ]; then
-  packages+=(python3-venv systemd)
+  # systemd-analyze checks the units; Java runs Spark, a lake engine the tests read the lake with
+  packages+=(python3-venv systemd openjdk-17-jre-headless)
 fi
 if [ "$venv_only" -eq 1 ]; then
   packages=(python3 python3-venv)
@@ -57,9 +58,13 @@ if [ "$venv_only" -eq 0 ] && ! command -v cargo >/dev/null; then
 fi
 
 if [ "$test_extras" -eq 1 ] || [ "$venv_only" -eq 1 ]; then
-  venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
-  if ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
-    /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'duckdb>=1.1,<3'
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  venv="$root/.venv"
+  requirements="$root/scripts/requirements-test.txt"
+  # Re-install only when the requirements changed since the last install (stamp = a copy).
+  if ! cmp -s "$requirements" "$venv/.requirements-installed" 2>/dev/null; then
+    [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/.requirements-installed"
   fi
 fi

@@ -13,4 +13,5 @@
 
 pub mod fixture;
 pub mod harness;
+pub mod moto;
 pub mod segments;

@@ -9,6 +9,7 @@
 //! refuse versions newer than they know with a clear message.
 
 mod batch;
+pub mod compaction;
 pub mod dnstext;
 pub mod names;
 pub mod partition;
@@ -224,6 +225,9 @@ pub mod meta {
     pub const RECOVERED_ROWS: &str = "dnsledger.recovered_rows";
     /// Bytes of torn spool tail the recovery had to cut (0: nothing lost in the spool).
     pub const RECOVERY_CUT_BYTES: &str = "dnsledger.recovery_cut_bytes";
+    /// Set on a segment written by compaction: the file names of the segments of the same
+    /// partition it replaces (see [`crate::compaction`] for the rule readers follow).
+    pub const COMPACTED_FROM: &str = "dnsledger.compacted_from";
 }
 
 /// Columns whose Parquet column chunks carry bloom filters.
