@@ -187,8 +187,12 @@ impl LakeUrl {
 
     /// The full URL of `key` (for messages and for DataFusion, which addresses files by URL).
     pub fn url_of(&self, key: &ObjectPath) -> String {
-        let root = self.root.as_str().trim_end_matches('/');
-        format!("{root}/{key}")
+        let root = self.root.as_str();
+        if root.ends_with('/') {
+            format!("{root}{key}")
+        } else {
+            format!("{root}/{key}")
+        }
     }
 
     /// Opens the store with the environment's credentials and `retry` (object_store's own
