@@ -314,8 +314,8 @@ async fn find_segments(
         .map_err(|e| match e {
             source::SourceError::Lake(e) => Failure::Usage(lake_usage(&e)),
             source::SourceError::List(e) => {
-                let hint = list_hint(&e.source);
-                Failure::Runtime(anyhow!(e), Some(hint))
+                let hint = list_hint(&e.error);
+                Failure::Runtime(anyhow!("{e}"), Some(hint))
             }
             e => Failure::Runtime(
                 anyhow!(e),

@@ -193,13 +193,31 @@ fn decode(part: &str) -> String {
         .into_owned()
 }
 
-/// A LIST that failed: the URL listed and object_store's error.
+/// A LIST that failed: the URL listed, the innermost cause (object_store's messages repeat
+/// their whole chain), and object_store's error (for its kind).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot list {url}: {source}")]
+#[error("cannot list {url}: {cause}")]
 pub struct ListError {
     pub url: String,
-    #[source]
-    pub source: dnsledger_lake::object_store::Error,
+    pub cause: String,
+    pub error: dnsledger_lake::object_store::Error,
+}
+
+impl ListError {
+    fn new(url: String, error: dnsledger_lake::object_store::Error) -> Self {
+        let mut innermost: &dyn std::error::Error = &error;
+        while let Some(next) = innermost.source() {
+            innermost = next;
+        }
+        let cause = match &error {
+            // The kinds a user acts on are clearer in object_store's own words.
+            dnsledger_lake::object_store::Error::NotFound { .. }
+            | dnsledger_lake::object_store::Error::PermissionDenied { .. }
+            | dnsledger_lake::object_store::Error::Unauthenticated { .. } => error.to_string(),
+            _ => innermost.to_string(),
+        };
+        ListError { url, cause, error }
+    }
 }
 
 /// The URL of a prefix, with a trailing `/` (it names a directory).
@@ -255,7 +273,7 @@ async fn run_step(
 ) -> Result<(Vec<ObjectMeta>, Vec<Step>), ListError> {
     let err = |prefix: &ObjectPath| {
         let url = prefix_url(lake, prefix);
-        move |source| ListError { url, source }
+        move |error| ListError::new(url, error)
     };
     match step {
         Step::Recursive(prefix) => {

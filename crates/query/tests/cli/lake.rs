@@ -143,9 +143,51 @@ const COMMANDS: &[&[&str]] = &[
         "--until",
         "2019-05-28T12:00:00Z",
         "who",
-        "example.com",
+        "weberlab.de",
     ],
 ];
+
+/// Whole JSON outputs are equal, except the approximate percentiles of `top` (DataFusion's
+/// `approx_percentile_cont` is a t-digest whose result depends on the order batches arrive:
+/// two runs over the same local files differ in the third decimal too), which must agree
+/// within 10 % (303 latencies of host-b moved p95 by 3 % between two runs).
+fn assert_same(got: &str, want: &str, what: &str) {
+    if got == want {
+        return;
+    }
+    let rows = |s: &str| -> Vec<serde_json::Map<String, serde_json::Value>> {
+        s.lines()
+            .map(|l| match serde_json::from_str(l) {
+                Ok(serde_json::Value::Object(m)) => m,
+                other => panic!("{what}: not a JSON object: {l} ({other:?})"),
+            })
+            .collect()
+    };
+    let (got_rows, want_rows) = (rows(got), rows(want));
+    assert_eq!(
+        got_rows.len(),
+        want_rows.len(),
+        "{what}:\n{got}\n!=\n{want}"
+    );
+    for (g, w) in got_rows.iter().zip(&want_rows) {
+        assert_eq!(
+            g.keys().collect::<Vec<_>>(),
+            w.keys().collect::<Vec<_>>(),
+            "{what}"
+        );
+        for (k, gv) in g {
+            let wv = &w[k];
+            let approximate = k.starts_with('p') && k.ends_with("_ms");
+            match (approximate, gv.as_f64(), wv.as_f64()) {
+                (true, Some(a), Some(b)) => assert!(
+                    (a - b).abs() <= 0.1 * b.abs().max(1e-9),
+                    "{what}: {k} {a} vs {b}"
+                ),
+                _ => assert_eq!(gv, wv, "{what}: column {k}\n{got}\n!=\n{want}"),
+            }
+        }
+    }
+}
 
 #[test]
 fn a_lake_answers_exactly_as_the_same_tree_on_disk() {
@@ -163,7 +205,11 @@ fn a_lake_answers_exactly_as_the_same_tree_on_disk() {
         );
         for data in [&s3, &file_url] {
             let got = ok_on(data, &json);
-            assert_eq!(got.stdout, want.stdout, "dnsql --data {data} {args:?}");
+            assert_same(
+                &got.stdout,
+                &want.stdout,
+                &format!("dnsql --data {data} {args:?}"),
+            );
         }
     }
     // A mix of local and lake data is one table (host lab from disk, the fixture from S3).
