@@ -521,3 +521,78 @@ fn bad_urls_exit_2_and_unreachable_lakes_exit_1() {
     assert!(r.stderr.contains("s3://no-such-bucket/x/"), "{r:?}");
     assert!(r.stderr.contains("hint: "), "{r:?}");
 }
+
+#[test]
+fn compacted_segments_replace_their_inputs_in_a_lake_as_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture(), dir.path());
+    let partition = dir.path().join("host=host-a/date=2023-02-19/hour=23");
+    let inputs = segment_files(&partition);
+    assert_eq!(inputs.len(), 2, "{inputs:?}");
+    // The compacted segment: both inputs' rows, naming them in `compacted_from`.
+    let mut batches = Vec::new();
+    let mut kv = Default::default();
+    for f in &inputs {
+        let (b, m) = dnsledger_tests::segments::read_segment(f);
+        batches.extend(b);
+        kv = m;
+    }
+    let schema = batches[0].schema();
+    let batches: Vec<_> = batches
+        .into_iter()
+        .map(|b| arrow::array::RecordBatch::try_new(schema.clone(), b.columns().to_vec()).unwrap())
+        .collect();
+    let merged = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let names: Vec<String> = inputs
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let from = dnsledger_schema::compaction::encode_inputs(&names).unwrap();
+    kv.insert(dnsledger_schema::meta::COMPACTED_FROM.to_owned(), from);
+    let kv: Vec<(&str, &str)> = kv
+        .iter()
+        .filter(|(k, _)| k.as_str() != "ARROW:schema")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let compacted = partition.join("compacted.parquet");
+    dnsledger_tests::fixture::write_parquet(&compacted, &merged, &kv);
+
+    let url = upload(dir.path(), "compacted", "c");
+    let sql = "SELECT host, count(*) AS n, count(DISTINCT qname) AS names FROM dns GROUP BY host \
+               ORDER BY host";
+    let want = ok_on(
+        fixture().to_str().unwrap(),
+        &["--format", "csv", "sql", sql],
+    )
+    .stdout;
+    // Inputs and the compacted segment side by side: each row once.
+    assert_eq!(ok_on(&url, &["--format", "csv", "sql", sql]).stdout, want);
+    assert_eq!(
+        ok_on(
+            dir.path().to_str().unwrap(),
+            &["--format", "csv", "sql", sql]
+        )
+        .stdout,
+        want
+    );
+    let listed = ok_on(&url, &["--host", "host-a", "--format", "csv", "segments"]).stdout;
+    assert!(listed.contains("/compacted.parquet"), "{listed}");
+    assert!(
+        !listed.contains(&names[0]) && !listed.contains(&names[1]),
+        "{listed}"
+    );
+    // One input already deleted: still each row once.
+    let rel = inputs[0]
+        .strip_prefix(dir.path())
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let store = store(Moto::shared(), "compacted");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        store
+            .delete(&ObjectPath::parse(format!("c/{rel}")).unwrap())
+            .await
+            .unwrap();
+    });
+    assert_eq!(ok_on(&url, &["--format", "csv", "sql", sql]).stdout, want);
+}
