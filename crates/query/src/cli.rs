@@ -12,7 +12,8 @@ use dnsledger_query::recipes::{self, TopBy};
 const EXIT_CODES: &str = "\
 Tables:
   dns       one row per DNS transaction within --since/--until/--host (what recipes read)
-  dns_all   every segment found, whatever the scope
+  dns_all   every segment found, whatever the scope (in a lake: every segment listed, and only
+            the partitions --host/--since/--until need are listed)
   Both have the segment columns (`dnsql schema`) and the partition columns host, date, hour.
 
 Exit status:
