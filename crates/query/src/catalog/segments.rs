@@ -299,6 +299,12 @@ impl Footers {
         .clone()
     }
 
+    /// The footer of the object at `url` if it was read (and could be) already.
+    pub fn peek(&self, url: &str) -> Option<Arc<Footer>> {
+        let cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+        cells.get(url)?.get()?.as_ref().ok().cloned()
+    }
+
     /// The footers of `files`, several at a time (each decoded on a task of its own: decoding
     /// a footer and its statistics is CPU work), in the order given.
     pub async fn get_all(

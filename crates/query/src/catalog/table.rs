@@ -42,7 +42,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
-use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
 use crate::catalog::segments::{Footers, skip_covered};
 use crate::catalog::source::{SegmentFile, Skipped, StoredObject};
@@ -331,6 +331,8 @@ impl TableProvider for SegmentTable {
             let reader_factory = Arc::new(CountingReaderFactory {
                 inner: CachedParquetFileReaderFactory::new(object.store.clone(), cache.clone()),
                 progress: self.progress.clone(),
+                footers: self.footers.clone(),
+                store_url: object.store_url.as_str().to_owned(),
             });
             let source = ParquetSource::new(table_schema)
                 .with_table_parquet_options(state.default_table_options().parquet)
@@ -360,11 +362,15 @@ pub(crate) fn root_message(e: &datafusion::error::DataFusionError) -> String {
     }
 }
 
-/// Wraps DataFusion's caching reader factory to count the bytes read.
+/// Wraps DataFusion's caching reader factory to count the bytes read, and to hand the
+/// reader the footer this run already decoded (DataFusion's metadata cache is bounded, 50 MiB
+/// by default: over a large lake it would evict footers and the scan would fetch them again).
 #[derive(Debug)]
 struct CountingReaderFactory {
     inner: CachedParquetFileReaderFactory,
     progress: Arc<ScanProgress>,
+    footers: Arc<Footers>,
+    store_url: String,
 }
 
 impl ParquetFileReaderFactory for CountingReaderFactory {
@@ -375,6 +381,11 @@ impl ParquetFileReaderFactory for CountingReaderFactory {
         metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
+        let url = format!(
+            "{}{}",
+            self.store_url, partitioned_file.object_meta.location
+        );
+        let known = self.footers.peek(&url).map(|f| f.metadata.clone());
         let inner = self.inner.create_reader(
             partition_index,
             partitioned_file,
@@ -384,6 +395,7 @@ impl ParquetFileReaderFactory for CountingReaderFactory {
         Ok(Box::new(CountingReader {
             inner,
             progress: self.progress.clone(),
+            known,
         }))
     }
 }
@@ -391,6 +403,8 @@ impl ParquetFileReaderFactory for CountingReaderFactory {
 struct CountingReader {
     inner: Box<dyn AsyncFileReader + Send>,
     progress: Arc<ScanProgress>,
+    /// The footer as this run decoded it.
+    known: Option<Arc<ParquetMetaData>>,
 }
 
 impl AsyncFileReader for CountingReader {
@@ -414,6 +428,16 @@ impl AsyncFileReader for CountingReader {
         &'a mut self,
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        if let Some(md) = &self.known {
+            let has_page_index = md.column_index().is_some() && md.offset_index().is_some();
+            let wants_page_index = options.is_some_and(|o| {
+                o.column_index_policy() != PageIndexPolicy::Skip
+                    || o.offset_index_policy() != PageIndexPolicy::Skip
+            });
+            if has_page_index || !wants_page_index {
+                return futures::future::ready(Ok(md.clone())).boxed();
+            }
+        }
         self.inner.get_metadata(options).boxed()
     }
 }
