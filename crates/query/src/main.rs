@@ -17,6 +17,7 @@ use arrow::datatypes::SchemaRef;
 use clap::{CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use dnsledger_query::catalog::footer_cache::FooterCache;
 use dnsledger_query::catalog::segments::{self, Footers};
 use dnsledger_query::catalog::session::{self, Dnsql, RunError};
 use dnsledger_query::catalog::source::{self, Scope, Skipped};
@@ -208,7 +209,7 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
         },
     };
 
-    let footers = Arc::new(Footers::default());
+    let footers = Arc::new(Footers::with_disk_cache(FooterCache::from_env()));
     let files = find_segments(g, &scope, &problems, &footers).await?;
     let progress = Arc::new(ScanProgress::default());
     let dnsql = session::context(files, &scope, problems, progress.clone(), footers.clone())
@@ -223,12 +224,13 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
     result
 }
 
-/// `--verbose`: how many footers were fetched from storage.
+/// `--verbose`: how many footers were fetched from storage, and how many found on disk.
 fn log_footers(g: &Global, footers: &Footers) {
     if g.verbose {
         eprintln!(
-            "dnsql: footers fetched: {}",
-            footers.fetched.load(Ordering::Relaxed)
+            "dnsql: footers fetched: {}, from the footer cache: {}",
+            footers.fetched.load(Ordering::Relaxed),
+            footers.from_disk.load(Ordering::Relaxed)
         );
     }
 }
@@ -460,7 +462,7 @@ async fn list_segments(
     problems: &Problems,
     out: &mut Output,
 ) -> Result<(), Failure> {
-    let footers = Arc::new(Footers::default());
+    let footers = Arc::new(Footers::with_disk_cache(FooterCache::from_env()));
     let files = find_segments(g, scope, problems, &footers).await?;
     let (rows, skipped) = segments::list(&files, scope, &footers).await;
     log_footers(g, &footers);

@@ -16,6 +16,10 @@ use datafusion::common::Statistics;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use dnsledger_schema::compaction;
+use parquet::DecodeResult;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataPushDecoder};
+
+use crate::catalog::footer_cache::{FooterCache, Tail};
 use dnsledger_schema::{SCHEMA_VERSION, meta, schema, ts_type};
 use futures::StreamExt;
 use parquet::arrow::parquet_to_arrow_schema;
@@ -266,8 +270,12 @@ type FooterResult = Result<Arc<Footer>, String>;
 #[derive(Default)]
 pub struct Footers {
     cells: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<FooterResult>>>>,
-    /// Footers fetched from storage (not from memory), for tests and `--verbose`.
+    /// The footer cache on disk, for objects in remote stores.
+    disk: Option<FooterCache>,
+    /// Footers fetched from storage (not from memory or the disk cache), for `--verbose`.
     pub fetched: AtomicU64,
+    /// Footers found in the disk cache.
+    pub from_disk: AtomicU64,
 }
 
 impl std::fmt::Debug for Footers {
@@ -279,6 +287,15 @@ impl std::fmt::Debug for Footers {
 }
 
 impl Footers {
+    /// Footers kept in memory for the run, and on disk in `disk` across runs (for objects in
+    /// remote stores).
+    pub fn with_disk_cache(disk: Option<FooterCache>) -> Self {
+        Footers {
+            disk,
+            ..Footers::default()
+        }
+    }
+
     /// The footer of `file`, fetched on first use. `cache` is DataFusion's metadata cache of
     /// the session that will scan the file (so its Parquet reader finds the footer too).
     pub async fn get(
@@ -292,8 +309,26 @@ impl Footers {
         };
         let this = self.clone();
         cell.get_or_init(|| async move {
-            this.fetched.fetch_add(1, Ordering::Relaxed);
-            fetch(file, cache).await.map(Arc::new)
+            let disk = this
+                .disk
+                .as_ref()
+                .filter(|_| !file.object.store_url.as_str().starts_with("file:"));
+            match disk {
+                Some(disk) => {
+                    let (footer, from_disk) = fetch_via_disk(file, disk).await?;
+                    let counter = if from_disk {
+                        &this.from_disk
+                    } else {
+                        &this.fetched
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    Ok(Arc::new(footer))
+                }
+                None => {
+                    this.fetched.fetch_add(1, Ordering::Relaxed);
+                    fetch(file, cache).await.map(Arc::new)
+                }
+            }
         })
         .await
         .clone()
@@ -349,6 +384,11 @@ async fn fetch(
         .map_err(|e| {
             SegmentError::Unreadable(crate::catalog::table::root_message(&e)).to_string()
         })?;
+    footer_of(metadata)
+}
+
+/// Checks a decoded footer and computes its statistics.
+fn footer_of(metadata: Arc<ParquetMetaData>) -> Result<Footer, String> {
     let info = inspect(&metadata).map_err(|e| e.to_string())?;
     let statistics = DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema())
         .map_err(|e| e.to_string())?;
@@ -357,6 +397,89 @@ async fn fetch(
         info,
         statistics: Arc::new(statistics),
     })
+}
+
+/// Reads a footer through the disk cache: the cached tail if this version of the object has
+/// one, else one range read of the tail (kept in the cache). Returns whether it came from the
+/// cache.
+async fn fetch_via_disk(file: &SegmentFile, disk: &FooterCache) -> Result<(Footer, bool), String> {
+    let unreadable =
+        |e: &dyn std::fmt::Display| SegmentError::Unreadable(e.to_string()).to_string();
+    let url = file.url();
+    let meta = &file.object.meta;
+    let store = &file.object.store;
+    let size = meta.size;
+    let cached = disk.get(&url, meta);
+    let from_disk = cached.is_some();
+    let tail = match cached {
+        Some(t) => t,
+        None => {
+            let range = size.saturating_sub(FOOTER_PREFETCH as u64)..size;
+            let mut got = store
+                .get_ranges(&meta.location, std::slice::from_ref(&range))
+                .await
+                .map_err(|e| unreadable(&e))?;
+            let bytes = got.pop().ok_or_else(|| unreadable(&"empty read"))?;
+            Tail { range, bytes }
+        }
+    };
+    let mut decoder = ParquetMetaDataPushDecoder::try_new(size)
+        .map_err(|e| unreadable(&e))?
+        .with_page_index_policy(PageIndexPolicy::Optional);
+    decoder
+        .push_ranges(vec![tail.range.clone()], vec![tail.bytes.clone()])
+        .map_err(|e| unreadable(&e))?;
+    let mut complete = true;
+    let metadata = loop {
+        match decoder.try_decode().map_err(|e| unreadable(&e))? {
+            DecodeResult::Data(md) => break md,
+            DecodeResult::NeedsData(ranges) => {
+                complete = false;
+                let buffers = store
+                    .get_ranges(&meta.location, &ranges)
+                    .await
+                    .map_err(|e| unreadable(&e))?;
+                decoder
+                    .push_ranges(ranges, buffers)
+                    .map_err(|e| unreadable(&e))?;
+            }
+            DecodeResult::Finished => return Err(unreadable(&"no footer")),
+        }
+    };
+    let footer = footer_of(Arc::new(metadata))?;
+    // Keep only what a footer read needs: the page index and the footer.
+    if !from_disk && complete {
+        let metadata_start = tail
+            .bytes
+            .len()
+            .checked_sub(8)
+            .and_then(|at| tail.bytes.get(at..at + 4))
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| size.saturating_sub(8 + u64::from(u32::from_le_bytes(b))));
+        let index_start = footer
+            .metadata
+            .row_groups()
+            .iter()
+            .flat_map(|rg| rg.columns())
+            .flat_map(|c| [c.column_index_offset(), c.offset_index_offset()])
+            .flatten()
+            .filter_map(|o| u64::try_from(o).ok())
+            .min();
+        if let Some(start) = metadata_start.map(|m| index_start.map_or(m, |i| i.min(m)))
+            && start >= tail.range.start
+            && let Ok(skip) = usize::try_from(start - tail.range.start)
+        {
+            disk.put(
+                &url,
+                meta,
+                &Tail {
+                    range: start..size,
+                    bytes: tail.bytes.slice(skip..),
+                },
+            );
+        }
+    }
+    Ok((footer, from_disk))
 }
 
 /// The compaction rule applied to a listing: drops every file a compacted segment of the

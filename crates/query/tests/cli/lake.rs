@@ -69,6 +69,8 @@ fn put(bucket: &str, key: &str, bytes: Vec<u8>) {
 fn run_on(data: &str, args: &[&str]) -> Run {
     let mut c = command(&[]);
     Moto::shared().apply_env(&mut c);
+    // No footer cache unless a test asks for one (`run_cached`).
+    c.env("DNSQL_FOOTER_CACHE", "off");
     c.arg("--data").arg(data).args(args);
     let out = c.output().expect("run dnsql");
     Run {
@@ -218,6 +220,7 @@ fn a_lake_answers_exactly_as_the_same_tree_on_disk() {
     let mut c = command(&[]);
     Moto::shared().apply_env(&mut c);
     let out = c
+        .env("DNSQL_FOOTER_CACHE", "off")
         .args(["--data", &fixture_only, "--data"])
         .arg(&lab)
         .args(["--format", "json"])
@@ -500,6 +503,7 @@ fn bad_urls_exit_2_and_unreachable_lakes_exit_1() {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
         .env("AWS_ALLOW_HTTP", "true")
+        .env("DNSQL_FOOTER_CACHE", "off")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -595,4 +599,83 @@ fn compacted_segments_replace_their_inputs_in_a_lake_as_on_disk() {
             .unwrap();
     });
     assert_eq!(ok_on(&url, &["--format", "csv", "sql", sql]).stdout, want);
+}
+
+#[test]
+fn a_footer_cache_on_disk_spares_the_next_run_the_footer_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture(), dir.path());
+    let url = upload(dir.path(), "cached", "c");
+    let cache = tempfile::tempdir().unwrap();
+    let run_cached = |args: &[&str]| {
+        let mut c = command(&[]);
+        Moto::shared().apply_env(&mut c);
+        let out = c
+            .env("DNSQL_FOOTER_CACHE", cache.path())
+            .args(["--data", &url, "--verbose", "--format", "csv"])
+            .args(args)
+            .output()
+            .unwrap();
+        let r = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert_eq!(r.code, 0, "{r:?}");
+        r
+    };
+    let sql = "SELECT host, count(*) AS n, count(DISTINCT qname) AS names FROM dns GROUP BY host \
+               ORDER BY host";
+    let want = ok_on(&url, &["--format", "csv", "sql", sql]).stdout;
+    let first = run_cached(&["sql", sql]);
+    assert!(
+        first.stderr.contains(&format!(
+            "footers fetched: {FILES}, from the footer cache: 0"
+        )),
+        "{first:?}"
+    );
+    assert_eq!(first.stdout, want);
+    let entries = std::fs::read_dir(cache.path()).unwrap().count() as u64;
+    assert_eq!(entries, FILES);
+    let second = run_cached(&["sql", sql]);
+    assert!(
+        second.stderr.contains(&format!(
+            "footers fetched: 0, from the footer cache: {FILES}"
+        )),
+        "{second:?}"
+    );
+    assert_eq!(second.stdout, want);
+    // The point lookup prunes the same from cached footers (page index and bloom filters).
+    let q = "EXPLAIN ANALYZE SELECT count(*) FROM dns WHERE qname = 'upload.wikimedia.org'";
+    let plan = |r: Run| r.stdout;
+    let cached_plan = plan(run_cached(&["sql", q]));
+    let (groups, matched) = metric(&cached_plan, "row_groups_pruned_bloom_filter");
+    assert!(matched < groups, "{cached_plan}");
+
+    // A rewritten object (another ETag) is read again, and answers with its new content.
+    let victim = segment_files(&dir.path().join("host=host-b"))[0].clone();
+    let rel = victim.strip_prefix(dir.path()).unwrap().to_str().unwrap();
+    let other = segment_files(&dir.path().join("host=host-a"))[0].clone();
+    put(
+        "cached",
+        &format!("c/{rel}"),
+        std::fs::read(&other).unwrap(),
+    );
+    std::fs::copy(&other, &victim).unwrap();
+    let third = run_cached(&["sql", sql]);
+    assert!(
+        third.stderr.contains(&format!(
+            "footers fetched: 1, from the footer cache: {}",
+            FILES - 1
+        )),
+        "{third:?}"
+    );
+    assert_eq!(
+        third.stdout,
+        ok_on(
+            dir.path().to_str().unwrap(),
+            &["--format", "csv", "sql", sql]
+        )
+        .stdout
+    );
 }
