@@ -45,7 +45,8 @@ pub struct Global {
     /// gs://…, az://…, file:///path; credentials and endpoint from the store's usual
     /// environment, e.g. AWS_ACCESS_KEY_ID, AWS_REGION, AWS_ENDPOINT_URL). Repeatable; trees of
     /// many hosts form one table. inprogress/ directories and non-.parquet files are never
-    /// read. In a lake only the partitions --host/--since/--until need are listed
+    /// read. In a lake only the partitions --host/--since/--until need are listed, and
+    /// footers are cached in ~/.cache/dnsql/footers (DNSQL_FOOTER_CACHE=DIR or off)
     #[arg(
         long = "data",
         value_name = "PATH",
