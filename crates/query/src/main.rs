@@ -316,7 +316,7 @@ async fn find_segments(
         .map_err(|e| match e {
             source::SourceError::Lake(e) => Failure::Usage(lake_usage(&e)),
             source::SourceError::List(e) => {
-                let hint = list_hint(&e.error);
+                let hint = list_hint(&e.error, e.code.as_deref());
                 Failure::Runtime(anyhow!("{e}"), Some(hint))
             }
             e => Failure::Runtime(
@@ -376,15 +376,19 @@ fn lake_usage(e: &dnsledger_lake::LakeError) -> String {
 }
 
 /// What to check when a lake cannot be listed.
-fn list_hint(e: &dnsledger_lake::object_store::Error) -> String {
+fn list_hint(e: &dnsledger_lake::object_store::Error, code: Option<&str>) -> String {
     use dnsledger_lake::object_store::Error as E;
-    match e {
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+    match (e, code) {
+        (_, Some("NoSuchBucket" | "ContainerNotFound")) => {
+            "check the bucket name in the URL (and the endpoint, AWS_ENDPOINT_URL)".into()
+        }
+        (_, Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch"))
+        | (E::PermissionDenied { .. } | E::Unauthenticated { .. }, _) => {
             "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, \
              GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*) and that they may list the prefix"
                 .into()
         }
-        E::NotFound { .. } => "check the bucket name and region (AWS_REGION)".into(),
+        (E::NotFound { .. }, _) => "check the bucket name and region (AWS_REGION)".into(),
         _ => "check that the endpoint is reachable (AWS_ENDPOINT_URL, network, proxy) and the \
               bucket name"
             .into(),

@@ -200,6 +200,8 @@ fn decode(part: &str) -> String {
 pub struct ListError {
     pub url: String,
     pub cause: String,
+    /// The store's error code (`NoSuchBucket`, `AccessDenied`, …) when it sent one.
+    pub code: Option<String>,
     pub error: dnsledger_lake::object_store::Error,
 }
 
@@ -209,15 +211,44 @@ impl ListError {
         while let Some(next) = innermost.source() {
             innermost = next;
         }
-        let cause = match &error {
+        let text = match &error {
             // The kinds a user acts on are clearer in object_store's own words.
             dnsledger_lake::object_store::Error::NotFound { .. }
             | dnsledger_lake::object_store::Error::PermissionDenied { .. }
             | dnsledger_lake::object_store::Error::Unauthenticated { .. } => error.to_string(),
             _ => innermost.to_string(),
         };
-        ListError { url, cause, error }
+        let code = xml_element(&text, "Code");
+        // An S3-style XML error body: its code and message, not the XML.
+        let cause = match (&code, xml_element(&text, "Message")) {
+            (Some(code), message) => {
+                // "Server returned non-2xx status code: 404 Not Found: <?xml …"
+                let head = text
+                    .split_once("status code: ")
+                    .and_then(|(_, t)| t.split(':').next())
+                    .unwrap_or("error");
+                match message {
+                    Some(m) => format!("HTTP {head}: {code} ({m})"),
+                    None => format!("HTTP {head}: {code}"),
+                }
+            }
+            (None, _) => text,
+        };
+        ListError {
+            url,
+            cause,
+            code,
+            error,
+        }
     }
+}
+
+/// The text of the first `<name>…</name>` in `text`.
+fn xml_element(text: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = text.find(&open)? + open.len();
+    let end = start + text[start..].find(&format!("</{name}>"))?;
+    Some(text[start..end].to_owned())
 }
 
 /// The URL of a prefix, with a trailing `/` (it names a directory).
@@ -411,6 +442,26 @@ mod tests {
             None
         );
         assert_eq!(next_step(&path("fleet/.tmp"), Level::Hosts, &scope), None);
+    }
+
+    #[test]
+    fn s3_error_bodies_are_summarised() {
+        let body = "Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n\
+                    <Error><Code>NoSuchBucket</Code><Message>The specified bucket does not \
+                    exist</Message><RequestId>x</RequestId></Error>";
+        let e = ListError::new(
+            "s3://b/p/".into(),
+            dnsledger_lake::object_store::Error::Generic {
+                store: "S3",
+                source: body.into(),
+            },
+        );
+        assert_eq!(e.code.as_deref(), Some("NoSuchBucket"));
+        assert_eq!(
+            e.to_string(),
+            "cannot list s3://b/p/: HTTP 404 Not Found: NoSuchBucket (The specified bucket does \
+             not exist)"
+        );
     }
 
     #[test]

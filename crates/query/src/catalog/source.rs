@@ -119,7 +119,7 @@ pub enum SourceError {
     Lake(#[from] LakeError),
     /// A lake that cannot be listed (unreachable, unauthorised, no such bucket).
     #[error(transparent)]
-    List(#[from] lake::ListError),
+    List(#[from] Box<lake::ListError>),
 }
 
 fn has_glob_chars(s: &str) -> bool {
@@ -389,7 +389,9 @@ pub async fn discover_all(
             lake.url.prefix(),
         )));
         d.scoped |= !scope.is_empty();
-        let objects = lake::list(&lake.url, &lake.store, scope, log).await?;
+        let objects = lake::list(&lake.url, &lake.store, scope, log)
+            .await
+            .map_err(Box::new)?;
         let mut loose = Vec::new();
         for meta in objects {
             let url = format!("{}{}", lake.store_url.as_str(), meta.location);
