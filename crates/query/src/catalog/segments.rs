@@ -378,6 +378,9 @@ async fn fetch(
 ) -> Result<Footer, String> {
     let metadata = DFParquetMetadata::new(file.object.store.as_ref(), &file.object.meta)
         .with_metadata_size_hint(Some(FOOTER_PREFETCH))
+        // With the page index (usually inside the prefetched tail): every later use, a scan
+        // included, can take this footer as it is.
+        .with_page_index_policy(Some(PageIndexPolicy::Optional))
         .with_file_metadata_cache(cache)
         .fetch_metadata()
         .await
