@@ -17,7 +17,8 @@ use clap::Parser;
 use tracing::info;
 
 use cli::{
-    CheckArgs, Cli, Command, ImportArgs, LiveArgs, PruneArgs, SnoopArgs, StatusArgs, TopArgs,
+    CheckArgs, Cli, Command, ImportArgs, LiveArgs, PruneArgs, ShipArgs, SnoopArgs, StatusArgs,
+    TopArgs,
 };
 use dnsledger::capture::bpf::{self, BpfConfig};
 use dnsledger::config::{self, Settings, process_env};
@@ -25,6 +26,7 @@ use dnsledger::live::{self, FeedOptions, snoop, top};
 use dnsledger::pipeline::{self, HostFacts};
 use dnsledger::recorder::{self, stop_flag};
 use dnsledger::store::prune::{PruneOptions, prune};
+use dnsledger::store::ship::{self, ShipGuard, ShipOptions};
 
 fn record(args: cli::RecordArgs) -> anyhow::Result<ExitCode> {
     let mut s = Settings::resolve(config::DEFAULT_PORTS, &args.overrides, process_env)?;
@@ -179,14 +181,39 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `DNSLEDGER_SHIP_TO` set to something unusable, with no flag above it: a usage error.
+fn bad_ship_env(flag_given: bool) -> Option<ExitCode> {
+    if flag_given {
+        return None;
+    }
+    let e = config::ship_to_env_error(process_env)?;
+    eprintln!("error: {e}");
+    Some(ExitCode::from(2))
+}
+
 fn prune_cmd(args: PruneArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = bad_ship_env(args.ship_to.is_some() || args.prune_unshipped) {
+        return Ok(code);
+    }
+    let (dir, ship_to) = config::ship_settings(
+        args.data_dir.data_dir.as_deref(),
+        args.ship_to.as_ref(),
+        args.config.as_deref(),
+        process_env,
+    )?;
+    let ship_guard = match (args.prune_unshipped, ship_to) {
+        (true, _) => ShipGuard::Off,
+        (false, Some(url)) => ShipGuard::To(url),
+        (false, None) => ShipGuard::Ledgers,
+    };
     let opts = PruneOptions {
-        dir: args.data_dir.resolve(),
+        dir,
         max_age_ns: args.max_age.map(config::duration_ns),
         max_size: args.max_size,
         hosts: args.hosts,
         dry_run: args.dry_run,
         now_ns: config::unix_now_ns(),
+        ship_guard,
     };
     let report = prune(&opts)?;
     let verb = if opts.dry_run {
@@ -204,7 +231,64 @@ fn prune_cmd(args: PruneArgs) -> anyhow::Result<ExitCode> {
         report.kept,
         report.kept_bytes
     );
+    if report.kept_unshipped > 0 {
+        println!(
+            "kept {} segment(s), {} bytes, that are not shipped yet (--prune-unshipped deletes them)",
+            report.kept_unshipped, report.kept_unshipped_bytes
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn ship_cmd(args: ShipArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = bad_ship_env(args.to.is_some()) {
+        return Ok(code);
+    }
+    let (dir, to) = config::ship_settings(
+        args.data_dir.as_deref(),
+        args.to.as_ref(),
+        args.config.as_deref(),
+        process_env,
+    )?;
+    let Some(url) = to else {
+        eprintln!(
+            "error: no destination to ship to\nhint: give --to URL (e.g. s3://bucket/prefix), \
+             ship-to in the --config file, or DNSLEDGER_SHIP_TO"
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let opts = ShipOptions {
+        dir,
+        url,
+        dry_run: args.dry_run,
+        verify: args.verify,
+        wait_lock: true,
+        attempts: ship::ATTEMPTS,
+    };
+    let stop = stop_flag()?;
+    let report = ship::ship(&opts, &stop)?;
+    for (path, url) in &report.shipped {
+        if opts.dry_run {
+            println!("would ship {} to {url}", path.display());
+        } else {
+            println!("shipped {url}");
+        }
+    }
+    for f in &report.failed {
+        eprintln!("error: {} not shipped: {}", f.path.display(), f.reason);
+    }
+    if let Some(fatal) = &report.fatal {
+        eprintln!("error: {fatal}");
+        eprintln!("nothing local was deleted; a later run ships what is pending");
+    }
+    println!("{}", report.summary(opts.dry_run));
+    Ok(if stop.load(Ordering::Relaxed) && report.pending > 0 {
+        ExitCode::from(130)
+    } else if report.fatal.is_some() || !report.failed.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -261,6 +345,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import(args),
         Command::Check(args) => check(args),
         Command::Prune(args) => prune_cmd(args),
+        Command::Ship(args) => ship_cmd(args),
         Command::Status(args) => status(args),
         Command::Snoop(args) => snoop(args),
         Command::Top(args) => top(args),
