@@ -153,6 +153,17 @@ impl fmt::Display for LakeUrl {
     }
 }
 
+/// The client settings the environment makes (`AWS_ALLOW_HTTP=true`, …): `from_env` reads them,
+/// but `with_client_options` replaces them all, so they are applied again on top.
+fn env_client_keys<K: FromStr>(prefix: &str, is_client: impl Fn(&K) -> bool) -> Vec<(K, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with(prefix))
+        .filter_map(|(k, v)| Some((k.to_ascii_lowercase().parse::<K>().ok()?, v)))
+        .filter(|(k, _)| is_client(k))
+        .collect()
+}
+
 impl LakeUrl {
     pub fn scheme(&self) -> Scheme {
         self.scheme
@@ -208,30 +219,39 @@ impl LakeUrl {
         };
         let root = self.root.as_str();
         let store: Arc<dyn ObjectStore> = match self.scheme {
-            Scheme::S3 => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
+            Scheme::S3 => {
+                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
+                let mut b = AmazonS3Builder::from_env()
                     .with_url(root)
                     .with_retry(retry)
-                    .with_client_options(client)
-                    .build()
-                    .map_err(err)?,
-            ),
-            Scheme::Gcs => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_client_options(client);
+                for (k, v) in env_client_keys("AWS_", |k: &K| matches!(k, K::Client(_))) {
+                    b = b.with_config(k, v);
+                }
+                Arc::new(b.build().map_err(err)?)
+            }
+            Scheme::Gcs => {
+                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
+                let mut b = GoogleCloudStorageBuilder::from_env()
                     .with_url(root)
                     .with_retry(retry)
-                    .with_client_options(client)
-                    .build()
-                    .map_err(err)?,
-            ),
-            Scheme::Azure => Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_client_options(client);
+                for (k, v) in env_client_keys("GOOGLE_", |k: &K| matches!(k, K::Client(_))) {
+                    b = b.with_config(k, v);
+                }
+                Arc::new(b.build().map_err(err)?)
+            }
+            Scheme::Azure => {
+                use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
+                let mut b = MicrosoftAzureBuilder::from_env()
                     .with_url(root)
                     .with_retry(retry)
-                    .with_client_options(client)
-                    .build()
-                    .map_err(err)?,
-            ),
+                    .with_client_options(client);
+                for (k, v) in env_client_keys("AZURE_", |k: &K| matches!(k, K::Client(_))) {
+                    b = b.with_config(k, v);
+                }
+                Arc::new(b.build().map_err(err)?)
+            }
             Scheme::File => Arc::new(object_store::local::LocalFileSystem::new()),
         };
         Ok(store)
