@@ -588,9 +588,20 @@ fn bpf_record_ships_sealed_segments_as_they_are_sealed() {
     let _server = Dnsmasq::start(dir.path());
     let data = dir.path().join("data");
     let url = "s3://ship-live/rec";
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
     let rec = Recorder::start_with_env(
         &data,
-        &["--rotate-age", "1s", "--ship-to", url],
+        &[
+            "--rotate-age",
+            "1s",
+            "--ship-to",
+            url,
+            "--metrics-listen",
+            &addr,
+        ],
         &moto.env(),
     );
     for round in 0..3 {
@@ -610,6 +621,14 @@ fn bpf_record_ships_sealed_segments_as_they_are_sealed() {
         Duration::from_secs(60),
         || data.join("shipped").exists() && !ledger_entries(&data).is_empty(),
     );
+    // The exporter counts what was shipped (updated on the writer's tick).
+    wait_for("the ship metrics", Duration::from_secs(30), || {
+        let m = scrape(&addr);
+        metric(&m, "dnsledger_segments_shipped_total") >= 1.0
+            && m.contains("dnsledger_segments_ship_pending ")
+            && m.contains("dnsledger_ship_lag_seconds ")
+            && metric(&m, "dnsledger_segment_bytes_shipped_total") > 0.0
+    });
     let log = rec.stop();
     let log = log.join("\n");
     assert!(log.contains("every sealed segment is shipped"), "{log}");
@@ -623,6 +642,91 @@ fn bpf_record_ships_sealed_segments_as_they_are_sealed() {
     let st = text(&st.stdout);
     assert!(
         st.contains(&format!("shipping to {url}: shipped {n}, pending 0")),
+        "{st}"
+    );
+}
+
+/// GET /metrics as text.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+/// A sample's value (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn bpf_record_stops_promptly_when_the_lake_is_unreachable() {
+    let _g = bpf_lock();
+    let moto = Moto::shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _server = Dnsmasq::start(dir.path());
+    let data = dir.path().join("data");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut env = moto.env();
+    for (k, v) in &mut env {
+        if *k == "AWS_ENDPOINT_URL" {
+            *v = format!("http://127.0.0.1:{port}");
+        }
+    }
+    let rec = Recorder::start_with_env(
+        &data,
+        &[
+            "--rotate-age",
+            "1s",
+            "--ship-to",
+            "s3://unreachable/x",
+            "--max-size",
+            "1",
+        ],
+        &env,
+    );
+    for i in 0..5 {
+        run_client(Command::new("dig").args([
+            "+tries=1",
+            "+time=5",
+            "@127.0.0.1",
+            &format!("dead{i}.a.test"),
+        ]));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let started = Instant::now();
+    let log = rec.stop().join("\n");
+    let took = started.elapsed();
+    eprintln!("stopped in {took:?} with the lake unreachable");
+    assert!(took < Duration::from_secs(30), "stop took {took:?}:\n{log}");
+    assert!(
+        log.contains("cannot ship to s3://unreachable/x") && log.contains("pending"),
+        "{log}"
+    );
+    // --max-size 1 would delete every segment; none is shipped, so all stay.
+    let left = local_segments(&data);
+    assert!(!left.is_empty(), "{log}");
+    assert!(ledger_entries(&data).is_empty());
+    let st = Command::new(&*DNSLEDGER)
+        .args(["status", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("status");
+    let st = text(&st.stdout);
+    assert!(
+        st.contains(&format!(
+            "shipping to s3://unreachable/x: shipped 0, pending {}",
+            left.len()
+        )),
         "{st}"
     );
 }
