@@ -534,6 +534,33 @@ fn bad_urls_and_unreachable_endpoints_are_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--to"), "{}", text(&out.stderr));
 
+    // The destination from the environment, and from record's config file.
+    let out = Command::new(&*DNSLEDGER)
+        .args(["ship", "--data-dir"])
+        .arg(&data)
+        .env("DNSLEDGER_SHIP_TO", "gopher://x/y")
+        .output()
+        .expect("ship");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("\"gopher\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let cfg = dir.path().join("dnsledger.toml");
+    std::fs::write(&cfg, "ship-to = \"s3://from-config/p\"\n").expect("write config");
+    let out = Command::new(&*DNSLEDGER)
+        .args(["ship", "--dry-run", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("DNSLEDGER_SHIP_TO")
+        .output()
+        .expect("ship");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(summary(&out), (local.len() as u64, 0, 0, 0));
+    assert!(text(&out.stdout).contains(" to s3://from-config/p/host="));
+
     // A closed port: bind one, note it, close it.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -586,7 +613,9 @@ fn bpf_record_ships_sealed_segments_as_they_are_sealed() {
     moto.bucket("ship-live");
     let dir = tempfile::tempdir().expect("tempdir");
     let _server = Dnsmasq::start(dir.path());
-    let data = dir.path().join("data");
+    // A backlog: segments sealed before this start, never shipped.
+    let data = fixture_data(dir.path(), 1);
+    let backlog = local_segments(&data).len();
     let url = "s3://ship-live/rec";
     let addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -633,7 +662,10 @@ fn bpf_record_ships_sealed_segments_as_they_are_sealed() {
     let log = log.join("\n");
     assert!(log.contains("every sealed segment is shipped"), "{log}");
     let n = assert_lake_mirrors(moto, "ship-live", "rec", &data);
-    assert!(n >= 2, "{n} segments");
+    assert!(
+        n >= backlog + 2,
+        "{n} segments, {backlog} of them the backlog"
+    );
     let st = Command::new(&*DNSLEDGER)
         .args(["status", "--data-dir"])
         .arg(&data)

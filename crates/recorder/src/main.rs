@@ -29,6 +29,9 @@ use dnsledger::store::prune::{PruneOptions, prune};
 use dnsledger::store::ship::{self, ShipGuard, ShipOptions};
 
 fn record(args: cli::RecordArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = bad_ship_env(args.overrides.ship_to.is_some()) {
+        return Ok(code);
+    }
     let mut s = Settings::resolve(config::DEFAULT_PORTS, &args.overrides, process_env)?;
     s.spool_sync.get_or_insert(config::DEFAULT_SPOOL_SYNC);
     let stop = stop_flag()?;
