@@ -8,10 +8,13 @@
 //! **Create-only, one PUT per segment.** Every upload is a single `PUT` with
 //! `If-None-Match: *` (`PutMode::Create`): a segment is either wholly visible in the lake or
 //! not at all, and nothing already there is ever overwritten. Multipart upload is not used
-//! because object_store 0.13 has no create-only mode for it (`PutMultipartOptions` carries
-//! only tags, attributes and extensions; `PutMode` exists only on `put_opts`), and a multipart
-//! upload completed over an object that appeared meanwhile would replace it. Segments are
-//! bounded by `--rotate-size` (128 MiB by default), well under S3's 5 GiB single-PUT limit.
+//! because object_store 0.13 has no create-only mode for it: `PutMultipartOptions` carries
+//! only tags, attributes and extensions (`PutMode` exists only on `put_opts`), and the S3
+//! client's `MultipartUpload::complete` always completes with the crate-private
+//! `CompleteMultipartMode::Overwrite` (checked in object_store-0.13.2 `src/aws/mod.rs`), so a
+//! multipart upload completed over an object that appeared meanwhile would replace it.
+//! Segments are bounded by `--rotate-size` (128 MiB by default), far under S3's 5 GiB
+//! single-PUT limit; a segment is read whole into memory for its upload.
 //!
 //! **Idempotent and resumable.** A local *ledger* per destination (`<data_dir>/shipped/
 //! <url>-<hash>.ledger`, one line per segment confirmed in the lake, appended and fsynced
