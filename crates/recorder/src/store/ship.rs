@@ -248,8 +248,8 @@ impl Ledger {
             path: path.to_path_buf(),
             source,
         };
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if let Some(dir) = path.parent() {
-            use std::os::unix::fs::DirBuilderExt;
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o750)
@@ -260,8 +260,10 @@ impl Ledger {
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o640)
             .open(path)
             .map_err(err)?;
+        give_to_data_dir_owner(path);
         if !super::fs::lock_exclusive(&file, wait).map_err(err)? {
             return Ok(None);
         }
@@ -327,6 +329,28 @@ impl Ledger {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// A ledger made by root (`dnsledger ship` from a timer) goes to the owner of the data
+/// directory, so a recorder running as its own user (`record --user`) can append to it too.
+fn give_to_data_dir_owner(ledger: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let Some(ldir) = ledger.parent() else { return };
+    let Some(owner) = ldir.parent().and_then(|d| fs::metadata(d).ok()) else {
+        return;
+    };
+    for p in [ldir, ledger] {
+        let differs =
+            fs::metadata(p).is_ok_and(|m| (m.uid(), m.gid()) != (owner.uid(), owner.gid()));
+        if differs && let Err(e) = std::os::unix::fs::chown(p, Some(owner.uid()), Some(owner.gid()))
+        {
+            debug!("cannot give {} to uid {}: {e}", p.display(), owner.uid());
+        }
     }
 }
 
@@ -463,7 +487,8 @@ fn write_state(ledger: &Path, st: &ShipState) {
     let r = serde_json::to_string_pretty(st)
         .map_err(std::io::Error::other)
         .and_then(|t| fs::write(&tmp, t))
-        .and_then(|()| fs::rename(&tmp, &path));
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map(|()| give_to_data_dir_owner(&path));
     if let Err(e) = r {
         debug!("cannot write {}: {e}", path.display());
     }
