@@ -325,6 +325,7 @@ fn server_errors_lost_responses_and_slow_responses_are_retried() {
             reject_puts: 4,
             lose_put_responses: 2,
             delay: Duration::from_millis(50),
+            ..Faults::default()
         },
     );
     let out = ship(moto, &proxy.endpoint(), &data, "s3://ship-faults/x", &[]);
@@ -589,6 +590,28 @@ fn bad_urls_and_unreachable_endpoints_are_named() {
     );
     assert_eq!(local_segments(&data), local);
     assert!(ledger_entries(&data).is_empty());
+
+    // Credentials that may not write: the first refusal ends the run.
+    let proxy = FaultProxy::start(
+        moto.port,
+        Faults {
+            deny_puts: true,
+            ..Faults::default()
+        },
+    );
+    let out = ship(moto, &proxy.endpoint(), &data, "s3://denied/p", &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot ship to s3://denied/p") && err.contains("hint: check the credentials"),
+        "{err}"
+    );
+    assert_eq!(summary(&out), (0, 0, 0, local.len() as u64));
+    assert_eq!(
+        proxy.stats.puts.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(local_segments(&data), local);
 
     // A bucket that does not exist.
     let out = ship(

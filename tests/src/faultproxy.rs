@@ -20,6 +20,8 @@ pub struct Faults {
     pub lose_put_responses: usize,
     /// Every request passed on waits this long first.
     pub delay: Duration,
+    /// Every `PUT` gets `403 AccessDenied` (credentials that may not write).
+    pub deny_puts: bool,
 }
 
 /// Counters of what the proxy saw and did.
@@ -131,11 +133,17 @@ fn content_length(head: &str) -> usize {
 }
 
 fn error_500(client: &mut TcpStream) -> std::io::Result<()> {
-    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code>\
-                <Message>injected by the test proxy</Message></Error>";
+    error_reply(client, "500 Internal Server Error", "InternalError")
+}
+
+fn error_reply(client: &mut TcpStream, status: &str, code: &str) -> std::io::Result<()> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+         <Message>injected by the test proxy</Message></Error>"
+    );
     write!(
         client,
-        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     client.flush()
@@ -163,6 +171,10 @@ fn handle(
     let mut lose = false;
     if is_put {
         let n = stats.puts.fetch_add(1, Ordering::Relaxed);
+        if faults.deny_puts {
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return error_reply(&mut client, "403 Forbidden", "AccessDenied");
+        }
         if n < faults.reject_puts {
             stats.rejected.fetch_add(1, Ordering::Relaxed);
             return error_500(&mut client);
