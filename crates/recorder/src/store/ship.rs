@@ -625,8 +625,16 @@ impl Shipper {
         let mut ledger = if opts.dry_run {
             None
         } else {
-            match Ledger::open(&lpath, &self.url, opts.wait_lock)? {
+            match Ledger::open(&lpath, &self.url, false)? {
                 Some(l) => Some(l),
+                None if opts.wait_lock => {
+                    info!(
+                        ledger = %lpath.display(),
+                        "another shipper (a recorder with --ship-to?) is shipping to {}; waiting for it",
+                        self.url
+                    );
+                    Ledger::open(&lpath, &self.url, true)?
+                }
                 None => {
                     report.skipped_locked = true;
                     return Ok(report);
