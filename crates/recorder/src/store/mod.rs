@@ -7,6 +7,7 @@
 //! directory sync).
 
 pub mod fs;
+pub mod compact;
 pub mod prune;
 pub mod segment;
 pub mod spool;
