@@ -692,7 +692,7 @@ fn compact_dir_with(
             continue;
         }
         let outcome = compact_local_partition(&p, &tmp_dir, opts.dry_run)?;
-        if outcome.output.is_some() || !outcome.finished.is_empty() {
+        if !outcome.inputs.is_empty() || !outcome.finished.is_empty() {
             report.partitions.push(outcome);
         } else {
             report.untouched += 1;
@@ -943,7 +943,7 @@ async fn compact_lake_async(
         let host = partition::host_of_component(&h).unwrap_or_default();
         let rel = format!("{h}/{d}/{hr}");
         let outcome = compact_lake_partition(url, &store, &rel, &host, &files, opts.dry_run).await?;
-        if outcome.output.is_some() || !outcome.finished.is_empty() {
+        if !outcome.inputs.is_empty() || !outcome.finished.is_empty() {
             report.partitions.push(outcome);
         } else {
             report.untouched += 1;
@@ -1258,12 +1258,10 @@ mod tests {
         let r = compact_dir(&data, &opts(T0 + 10)).expect("compact");
         assert!(r.partitions.is_empty());
         // An in-progress segment of that hour keeps it open.
-        let stem = inputs[0]
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .replace(".parquet", "");
-        let ip = data.join(INPROGRESS_DIR).join(format!("{stem}x-000009.{INPROGRESS_EXT}"));
+        let ip = data.join(INPROGRESS_DIR).join(format!(
+            "{}-h1-0123456789abcdefp1-000009.{INPROGRESS_EXT}",
+            segment::format_compact_ns(T0 + 5)
+        ));
         fs::write(&ip, b"").expect("write");
         let r = compact_dir(&data, &opts(T0 + 2 * HOUR_NS)).expect("compact");
         assert_eq!(r.open.len(), 1, "{r:?}");
