@@ -17,7 +17,8 @@ use clap::Parser;
 use tracing::info;
 
 use cli::{
-    CheckArgs, Cli, Command, CompactArgs, ImportArgs, LiveArgs, PruneArgs, SnoopArgs, StatusArgs, TopArgs,
+    CheckArgs, Cli, Command, CompactArgs, ImportArgs, LiveArgs, PruneArgs, SnoopArgs, StatusArgs,
+    TopArgs,
 };
 use dnsledger::capture::bpf::{self, BpfConfig};
 use dnsledger::config::{self, Settings, process_env};
@@ -270,7 +271,11 @@ fn compact_cmd(args: CompactArgs) -> anyhow::Result<ExitCode> {
     println!(
         "{verb} {inputs} segment(s) of {} partition(s), {bytes_in} -> {bytes_out} bytes; \
          {} partition(s) already one segment",
-        report.partitions.iter().filter(|p| !p.inputs.is_empty()).count(),
+        report
+            .partitions
+            .iter()
+            .filter(|p| !p.inputs.is_empty())
+            .count(),
         report.untouched
     );
     Ok(ExitCode::SUCCESS)

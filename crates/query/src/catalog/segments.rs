@@ -442,9 +442,7 @@ mod tests {
             ("p3", "b.parquet", None),
             ("p3", "c.parquet", from.clone()),
         ];
-        let kept = drop_covered(items, |(p, n, f)| {
-            (p.to_string(), n.to_string(), f.clone())
-        });
+        let kept = drop_covered(items, |(p, n, f)| (p.to_string(), n.to_string(), f.clone()));
         let kept: Vec<(&str, &str)> = kept.iter().map(|(p, n, _)| (*p, *n)).collect();
         assert_eq!(
             kept,
@@ -456,14 +454,27 @@ mod tests {
             ]
         );
         // Before the compacted file exists, everything is read.
-        let before = vec![("p1", "a.parquet", None), ("p1", "b.parquet", None::<String>)];
+        let before = vec![
+            ("p1", "a.parquet", None),
+            ("p1", "b.parquet", None::<String>),
+        ];
         assert_eq!(
-            drop_covered(before, |(p, n, f)| (p.to_string(), n.to_string(), f.clone())).len(),
+            drop_covered(before, |(p, n, f)| (
+                p.to_string(),
+                n.to_string(),
+                f.clone()
+            ))
+            .len(),
             2
         );
         assert_eq!(
-            local_location(std::path::Path::new("/d/host=a/date=2026-01-01/hour=01/x.parquet")),
-            ("/d/host=a/date=2026-01-01/hour=01".to_string(), "x.parquet".to_string())
+            local_location(std::path::Path::new(
+                "/d/host=a/date=2026-01-01/hour=01/x.parquet"
+            )),
+            (
+                "/d/host=a/date=2026-01-01/hour=01".to_string(),
+                "x.parquet".to_string()
+            )
         );
     }
 

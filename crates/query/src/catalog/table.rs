@@ -286,7 +286,10 @@ impl TableProvider for SegmentTable {
         // again) and check each candidate. Each file is its own task: decoding a footer and its
         // statistics is CPU work, and one task polling them all used one core (segments are
         // many and small: ~1 ms each, most of a point lookup over thousands of files).
-        type Checked = (SegmentFile, Result<(PartitionedFile, Option<String>), String>);
+        type Checked = (
+            SegmentFile,
+            Result<(PartitionedFile, Option<String>), String>,
+        );
         let checked: Vec<Checked> = stream::iter(candidates)
             .map(|f| {
                 let store = store.clone();

@@ -225,7 +225,10 @@ fn kv_of(kvs: Option<&Vec<KeyValue>>) -> HashMap<String, String> {
 
 /// Checks that a footer is a segment this recorder can rewrite.
 fn check_segment(kv: &HashMap<String, String>) -> Result<(), String> {
-    match kv.get(meta::SCHEMA_VERSION).map(|v| v.trim().parse::<u32>()) {
+    match kv
+        .get(meta::SCHEMA_VERSION)
+        .map(|v| v.trim().parse::<u32>())
+    {
         None => Err(format!("no `{}` key: not a segment", meta::SCHEMA_VERSION)),
         Some(Err(_)) => Err("unreadable schema version".into()),
         Some(Ok(v)) if v > SCHEMA_VERSION => Err(format!(
@@ -631,7 +634,9 @@ fn compact_dir_with(
         root.join(TREE_TMP_DIR)
     };
     // Leftovers of a run killed while writing: never renamed, so never seen by anyone.
-    if !opts.dry_run && let Ok(entries) = fs::read_dir(&tmp_dir) {
+    if !opts.dry_run
+        && let Ok(entries) = fs::read_dir(&tmp_dir)
+    {
         for e in entries.filter_map(Result::ok) {
             if e.file_name()
                 .to_string_lossy()
@@ -942,7 +947,8 @@ async fn compact_lake_async(
         files.sort_by(|a, b| a.name.cmp(&b.name));
         let host = partition::host_of_component(&h).unwrap_or_default();
         let rel = format!("{h}/{d}/{hr}");
-        let outcome = compact_lake_partition(url, &store, &rel, &host, &files, opts.dry_run).await?;
+        let outcome =
+            compact_lake_partition(url, &store, &rel, &host, &files, opts.dry_run).await?;
         if !outcome.inputs.is_empty() || !outcome.finished.is_empty() {
             report.partitions.push(outcome);
         } else {
@@ -1230,7 +1236,8 @@ mod tests {
         assert_eq!(get(meta::HOST), Some("h1"));
         assert_eq!(get(meta::TS_MIN), Some(format_rfc3339_ns(T0 + 1).as_str()));
         assert_eq!(get(meta::TS_MAX), Some(format_rfc3339_ns(T0 + 9).as_str()));
-        let mut from: Vec<&str> = compaction::decode_inputs(get(meta::COMPACTED_FROM).expect("from"));
+        let mut from: Vec<&str> =
+            compaction::decode_inputs(get(meta::COMPACTED_FROM).expect("from"));
         from.sort();
         let mut names: Vec<String> = inputs
             .iter()
@@ -1336,11 +1343,21 @@ mod tests {
             ])
         };
         let kvs = vec![kv("r1", "10"), kv("r1", "10"), kv("r2", "5")];
-        let out: HashMap<String, String> =
-            merged_kv(&kvs, "h", &["a".into()], 0, 1, 3).into_iter().collect();
-        assert_eq!(out.get(meta::RECOVERED_ROWS).map(String::as_str), Some("15"));
-        assert_eq!(out.get(meta::RECOVERED_FROM).map(String::as_str), Some("r1,r2"));
-        assert_eq!(out.get(meta::BOOT_ID).map(String::as_str), Some("b-r1,b-r2"));
+        let out: HashMap<String, String> = merged_kv(&kvs, "h", &["a".into()], 0, 1, 3)
+            .into_iter()
+            .collect();
+        assert_eq!(
+            out.get(meta::RECOVERED_ROWS).map(String::as_str),
+            Some("15")
+        );
+        assert_eq!(
+            out.get(meta::RECOVERED_FROM).map(String::as_str),
+            Some("r1,r2")
+        );
+        assert_eq!(
+            out.get(meta::BOOT_ID).map(String::as_str),
+            Some("b-r1,b-r2")
+        );
         assert!(!out.contains_key(meta::DROPPED_KERNEL));
     }
 }

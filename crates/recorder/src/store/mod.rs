@@ -6,8 +6,8 @@
 //! first, by age and size); [`fs`] has the filesystem calls they share (free space, locks,
 //! directory sync).
 
-pub mod fs;
 pub mod compact;
+pub mod fs;
 pub mod prune;
 pub mod segment;
 pub mod spool;
