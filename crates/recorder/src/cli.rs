@@ -60,6 +60,13 @@ pub enum Command {
     /// or refuses (nothing local is ever deleted); 2 for a bad URL or flag.
     #[command(after_long_help = ship::ENV_HELP)]
     Ship(ShipArgs),
+    /// Merge each closed hour's segments of a host into one segment (for cron).
+    ///
+    /// Readers never see a row twice or miss one while it runs: the new segment names the ones
+    /// it replaces, which are deleted only after it is in place; a killed run is finished by
+    /// the next. Only hours that ended (before --before) with nothing in progress or spooled.
+    /// Prints one line per partition compacted.
+    Compact(CompactArgs),
     /// Print each DNS transaction as it completes, one line each (like DNSWatch).
     ///
     /// Follows the recorder running in the data directory (through <DATA_DIR>/live.sock) when
@@ -200,6 +207,30 @@ pub struct ShipArgs {
     /// lake lacks (a bucket emptied or restored). Needs permission to list the bucket.
     #[arg(long)]
     pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(mut_arg("data_dir", |a| a.help(
+    "Data directory, or a collected segments tree (host=... directories). \
+     [default: /var/lib/dnsledger] [env: DNSLEDGER_DATA]"
+)))]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Compact a lake instead: s3://bucket/prefix, gs://…, az://…, file:///dir (credentials
+    /// from the environment, e.g. AWS_*). Run one compactor per prefix.
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+    pub lake: Option<String>,
+    /// Only this host's segments (repeatable), as the host names itself. [default: all hosts]
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+    /// Only hours that ended at or before this time: RFC 3339 (2026-12-04T10:00:00Z) or an
+    /// age (e.g. 6h = six hours ago). [default: the start of the current hour]
+    #[arg(long, value_name = "TIME", value_parser = config::parse_time_or_age)]
+    pub before: Option<i64>,
+    /// Say what would be compacted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

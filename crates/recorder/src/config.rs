@@ -527,6 +527,22 @@ pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
 }
 
 /// Parses `5m`, `2s`, `500ms`.
+/// A point in time (UTC ns): RFC 3339 (`2026-12-04T10:00:00Z`) or an age before now (`6h`).
+pub fn parse_time_or_age(s: &str) -> Result<i64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        let d = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| format!("`{s}` is before 1970"))?;
+        return i64::try_from(d.as_nanos()).map_err(|_| format!("`{s}` is too far ahead"));
+    }
+    match parse_duration(s) {
+        Ok(age) => Ok(unix_now_ns().saturating_sub(duration_ns(age))),
+        Err(_) => Err(format!(
+            "`{s}` is neither an RFC 3339 time (2026-12-04T10:00:00Z) nor an age (6h)"
+        )),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|e| format!("`{s}` is not a duration ({e}); use e.g. 5m, 2s or 500ms"))?;

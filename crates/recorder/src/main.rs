@@ -17,8 +17,8 @@ use clap::Parser;
 use tracing::info;
 
 use cli::{
-    CheckArgs, Cli, Command, ImportArgs, LiveArgs, PruneArgs, ShipArgs, SnoopArgs, StatusArgs,
-    TopArgs,
+    CheckArgs, Cli, Command, CompactArgs, ImportArgs, LiveArgs, PruneArgs, ShipArgs, SnoopArgs,
+    StatusArgs, TopArgs,
 };
 use dnsledger::capture::bpf::{self, BpfConfig};
 use dnsledger::config::{self, Settings, process_env};
@@ -294,6 +294,79 @@ fn ship_cmd(args: ShipArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn compact_cmd(args: CompactArgs) -> anyhow::Result<ExitCode> {
+    use dnsledger::store::compact::{CompactOptions, compact_dir, compact_lake};
+    let now_ns = config::unix_now_ns();
+    let opts = CompactOptions {
+        hosts: args.hosts,
+        before_ns: args.before.unwrap_or(now_ns),
+        now_ns,
+        dry_run: args.dry_run,
+    };
+    let report = match &args.lake {
+        Some(text) => {
+            let url: dnsledger_lake::LakeUrl = match text.parse() {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("error: invalid value for --lake: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            compact_lake(&url, &opts)?
+        }
+        None => compact_dir(&args.data_dir.resolve(), &opts)?,
+    };
+    let verb = if opts.dry_run {
+        "would compact"
+    } else {
+        "compacted"
+    };
+    let (mut inputs, mut bytes_in, mut bytes_out) = (0, 0, 0);
+    for p in &report.partitions {
+        if !p.finished.is_empty() {
+            println!(
+                "{}: finished an interrupted compaction: deleted {} replaced segment(s)",
+                p.partition,
+                p.finished.len()
+            );
+        }
+        for v in &p.vanished {
+            println!("{}: {v} disappeared meanwhile; skipped", p.partition);
+        }
+        for (name, why) in &p.unreadable {
+            println!("{}: {name} left alone: {why}", p.partition);
+        }
+        if !p.inputs.is_empty() {
+            inputs += p.inputs.len();
+            bytes_in += p.bytes_in;
+            bytes_out += p.bytes_out;
+            println!(
+                "{verb} {}: {} segment(s), {} bytes -> {} ({} rows, {} bytes)",
+                p.partition,
+                p.inputs.len(),
+                p.bytes_in,
+                p.output.as_deref().unwrap_or("-"),
+                p.rows,
+                p.bytes_out
+            );
+        }
+    }
+    for p in &report.open {
+        println!("{p}: left alone: data for this hour is still in progress or spooled");
+    }
+    println!(
+        "{verb} {inputs} segment(s) of {} partition(s), {bytes_in} -> {bytes_out} bytes; \
+         {} partition(s) already one segment",
+        report
+            .partitions
+            .iter()
+            .filter(|p| !p.inputs.is_empty())
+            .count(),
+        report.untouched
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     bpf::route_libbpf_log();
     let cfg = BpfConfig {
@@ -349,6 +422,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Prune(args) => prune_cmd(args),
         Command::Ship(args) => ship_cmd(args),
+        Command::Compact(args) => compact_cmd(args),
         Command::Status(args) => status(args),
         Command::Snoop(args) => snoop(args),
         Command::Top(args) => top(args),

@@ -72,6 +72,9 @@ pub struct SegmentInfo {
     pub recovered_from: Option<String>,
     /// Bytes of torn spool tail the recovery cut (lost).
     pub recovery_cut_bytes: Option<u64>,
+    /// For a compacted segment: the file names of the segments of its partition it replaces
+    /// (encoded as in `dnsledger_schema::compaction`).
+    pub compacted_from: Option<String>,
     /// Rows according to the Parquet footer.
     pub rows: u64,
     pub row_groups: usize,
@@ -127,6 +130,7 @@ pub fn inspect(md: &ParquetMetaData) -> Result<SegmentInfo, SegmentError> {
         pair_evicted: number(meta::PAIR_EVICTED),
         recovered_from: text(meta::RECOVERED_FROM),
         recovery_cut_bytes: number(meta::RECOVERY_CUT_BYTES),
+        compacted_from: text(meta::COMPACTED_FROM),
         rows: u64::try_from(file.num_rows()).unwrap_or(0),
         row_groups: md.num_row_groups(),
     })
@@ -236,6 +240,58 @@ pub fn read_footer(path: &std::path::Path) -> Result<ParquetMetaData, SegmentErr
         .map_err(|e| SegmentError::Unreadable(e.to_string()))
 }
 
+/// Drops the files a compacted segment of the same partition replaces, keeping the others in
+/// order: the reader's side of the compaction rule (`dnsledger_schema::compaction::covered`),
+/// so that every row is seen exactly once while a compaction runs. `locate` gives each item's
+/// partition (its directory, or its key prefix on an object store), its file name and its
+/// footer's `compacted_from` (`None` when the footer could not be read). A covered file is
+/// dropped silently, even if it could not be read: it is being (or has been) deleted.
+pub fn drop_covered<T>(
+    items: Vec<T>,
+    locate: impl Fn(&T) -> (String, String, Option<String>),
+) -> Vec<T> {
+    use dnsledger_schema::compaction::{Listed, covered};
+    let located: Vec<(String, String, Option<String>)> = items.iter().map(&locate).collect();
+    if located.iter().all(|(_, _, from)| from.is_none()) {
+        return items;
+    }
+    let mut by_partition: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, (partition, _, _)) in located.iter().enumerate() {
+        by_partition.entry(partition).or_default().push(i);
+    }
+    let mut drop = vec![false; items.len()];
+    for members in by_partition.values() {
+        let listed: Vec<Listed> = members
+            .iter()
+            .map(|&i| Listed {
+                name: &located[i].1,
+                compacted_from: located[i].2.as_deref(),
+            })
+            .collect();
+        let hidden = covered(&listed);
+        for &i in members {
+            drop[i] = hidden.contains(located[i].1.as_str());
+        }
+    }
+    items
+        .into_iter()
+        .zip(drop)
+        .filter_map(|(item, d)| (!d).then_some(item))
+        .collect()
+}
+
+/// Partition (parent directory) and file name of a local segment, for [`drop_covered`].
+pub fn local_location(path: &std::path::Path) -> (String, String) {
+    (
+        path.parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    )
+}
+
 /// The footers of `files` in scope, in order of host and time; unreadable ones as
 /// [`Skipped`]. Reads footers only, several at a time.
 pub async fn list(files: &[SegmentFile], scope: &Scope) -> (Vec<SegmentRow>, Vec<Skipped>) {
@@ -259,6 +315,11 @@ pub async fn list(files: &[SegmentFile], scope: &Scope) -> (Vec<SegmentRow>, Vec
             .buffered(16)
             .collect()
             .await;
+    let results = drop_covered(results, |(f, info)| {
+        let (partition, name) = local_location(&f.canonical);
+        let from = info.as_ref().ok().and_then(|i| i.compacted_from.clone());
+        (partition, name, from)
+    });
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     for (f, info) in results {
@@ -363,6 +424,58 @@ mod tests {
         .unwrap();
         let err = inspect(&footer_of(&retyped, &[(meta::SCHEMA_VERSION, "1")])).unwrap_err();
         assert!(matches!(err, SegmentError::MissingColumn(_)), "{err}");
+    }
+
+    #[test]
+    fn covered_files_are_dropped_per_partition() {
+        use dnsledger_schema::compaction::encode_inputs;
+        let from = encode_inputs(&["a.parquet", "b.parquet"]);
+        // (partition, name, compacted_from)
+        let items = vec![
+            ("p1", "a.parquet", None),
+            ("p1", "b.parquet", None),
+            ("p1", "c.parquet", from.clone()),
+            ("p1", "late.parquet", None),
+            // Same names in another partition are not covered.
+            ("p2", "a.parquet", None),
+            // An unreadable (vanished) input is dropped too; its footer is unknown.
+            ("p3", "b.parquet", None),
+            ("p3", "c.parquet", from.clone()),
+        ];
+        let kept = drop_covered(items, |(p, n, f)| (p.to_string(), n.to_string(), f.clone()));
+        let kept: Vec<(&str, &str)> = kept.iter().map(|(p, n, _)| (*p, *n)).collect();
+        assert_eq!(
+            kept,
+            vec![
+                ("p1", "c.parquet"),
+                ("p1", "late.parquet"),
+                ("p2", "a.parquet"),
+                ("p3", "c.parquet")
+            ]
+        );
+        // Before the compacted file exists, everything is read.
+        let before = vec![
+            ("p1", "a.parquet", None),
+            ("p1", "b.parquet", None::<String>),
+        ];
+        assert_eq!(
+            drop_covered(before, |(p, n, f)| (
+                p.to_string(),
+                n.to_string(),
+                f.clone()
+            ))
+            .len(),
+            2
+        );
+        assert_eq!(
+            local_location(std::path::Path::new(
+                "/d/host=a/date=2026-01-01/hour=01/x.parquet"
+            )),
+            (
+                "/d/host=a/date=2026-01-01/hour=01".to_string(),
+                "x.parquet".to_string()
+            )
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::catalog::segments::{SegmentError, inspect};
+use crate::catalog::segments::{SegmentError, drop_covered, inspect, local_location};
 use crate::catalog::source::{SegmentFile, Skipped};
 
 /// The partition columns, in the order they follow the file columns.
@@ -286,7 +286,11 @@ impl TableProvider for SegmentTable {
         // again) and check each candidate. Each file is its own task: decoding a footer and its
         // statistics is CPU work, and one task polling them all used one core (segments are
         // many and small: ~1 ms each, most of a point lookup over thousands of files).
-        let checked: Vec<(SegmentFile, Result<PartitionedFile, String>)> = stream::iter(candidates)
+        type Checked = (
+            SegmentFile,
+            Result<(PartitionedFile, Option<String>), String>,
+        );
+        let checked: Vec<Checked> = stream::iter(candidates)
             .map(|f| {
                 let store = store.clone();
                 let cache = cache.clone();
@@ -303,17 +307,18 @@ impl TableProvider for SegmentTable {
                                 .map_err(|e| {
                                     SegmentError::Unreadable(root_message(&e)).to_string()
                                 })?;
-                        inspect(&md).map_err(|e| e.to_string())?;
+                        let info = inspect(&md).map_err(|e| e.to_string())?;
                         let stats =
                             DFParquetMetadata::statistics_from_parquet_metadata(&md, &file_schema)
                                 .map_err(|e| e.to_string())?;
-                        Ok(PartitionedFile::new_from_meta(meta)
+                        let file = PartitionedFile::new_from_meta(meta)
                             .with_partition_values(vec![
                                 ScalarValue::Utf8(Some(f.key.host.clone())),
                                 ScalarValue::Date32(Some(f.key.date)),
                                 ScalarValue::Int32(Some(f.key.hour)),
                             ])
-                            .with_statistics(Arc::new(stats)))
+                            .with_statistics(Arc::new(stats));
+                        Ok((file, info.compacted_from))
                     }
                     .await;
                     (f, result)
@@ -328,12 +333,18 @@ impl TableProvider for SegmentTable {
             .buffered(concurrency)
             .collect()
             .await;
+        // Files a compacted segment of the same partition replaces are not read (nor reported).
+        let checked = drop_covered(checked, |(f, result)| {
+            let (partition, name) = local_location(&f.canonical);
+            let from = result.as_ref().ok().and_then(|(_, from)| from.clone());
+            (partition, name, from)
+        });
 
         let mut files = Vec::new();
         let mut scanned = Vec::new();
         for (f, result) in checked {
             match result {
-                Ok(pf) => {
+                Ok((pf, _)) => {
                     scanned.push(f);
                     files.push(pf);
                 }

@@ -7,6 +7,7 @@
 //! to a data lake; [`fs`] has the filesystem calls they share (free space, locks,
 //! directory sync).
 
+pub mod compact;
 pub mod fs;
 pub mod prune;
 pub mod segment;

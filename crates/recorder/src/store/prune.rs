@@ -172,14 +172,14 @@ pub fn list_segments(root: &Path) -> Result<Vec<SegmentFile>, PruneError> {
 }
 
 /// Holds an exclusive lock on a file for as long as it lives.
-struct Lock {
+pub(crate) struct Lock {
     _file: File,
 }
 
 /// Takes the prune lock; `None` when `wait` is false and someone else holds it. The lock file
 /// is opened read-only when it exists (flock needs no write access), so a recorder running as
 /// its own user shares it with a root cron job that created it.
-fn lock(path: &Path, wait: bool) -> Result<Option<Lock>, PruneError> {
+pub(crate) fn lock(path: &Path, wait: bool) -> Result<Option<Lock>, PruneError> {
     let err = |source| PruneError::Lock {
         path: path.into(),
         source,
@@ -201,7 +201,7 @@ fn lock(path: &Path, wait: bool) -> Result<Option<Lock>, PruneError> {
 }
 
 /// Where the prune lock lives: beside `segments/` in a data directory, in the tree otherwise.
-fn lock_path(dir: &Path, root: &Path) -> PathBuf {
+pub(crate) fn lock_path(dir: &Path, root: &Path) -> PathBuf {
     if root != dir {
         dir.join("prune.lock")
     } else {
