@@ -1256,6 +1256,39 @@ mod tests {
     }
 
     #[test]
+    fn background_shipper_ships_the_backlog_and_what_is_sealed_later() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let seg = data.join("segments/host=a/date=2026-12-04/hour=02");
+        fs::create_dir_all(&seg).expect("mkdir");
+        fs::write(seg.join("backlog.parquet"), b"old").expect("write");
+        let lake = tmp.path().join("lake");
+        fs::create_dir_all(&lake).expect("mkdir");
+        let u = url(&format!("file://{}", lake.display()));
+        let h = ShipperHandle::start(&data, &u).expect("start");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while h.counters.shipped.load(Ordering::Relaxed) < 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backlog was not shipped"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Sealed later, then the recorder stops: the last pass ships it.
+        fs::write(seg.join("new.parquet"), b"new!").expect("write");
+        h.poke();
+        let counters = Arc::clone(&h.counters);
+        assert_eq!(h.finish(Duration::from_secs(10)), 0);
+        assert_eq!(counters.shipped.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.bytes.load(Ordering::Relaxed), 7);
+        assert_eq!(counters.lag_seconds(u64::MAX), 0);
+        assert_eq!(
+            fs::read(lake.join("host=a/date=2026-12-04/hour=02/new.parquet")).expect("read"),
+            b"new!"
+        );
+    }
+
+    #[test]
     fn ships_to_a_file_url_once_and_refuses_to_overwrite() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
