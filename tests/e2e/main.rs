@@ -8,4 +8,6 @@ mod bpf_live;
 mod bpf_live_views;
 mod bpf_replay;
 mod bpf_stacks;
+mod compact;
 mod import;
+mod ship;

@@ -267,7 +267,10 @@ impl TableProvider for SegmentTable {
         // reader does not fetch them again), checked, and the compaction rule applied per
         // partition. Partition pruning keeps or drops whole partitions, so every file of a
         // kept partition is here to apply it to.
+        // The rule is applied before unreadable files are reported: an input a compaction
+        // deleted between listing and reading is covered, not corrupt.
         let checked = self.footers.get_all(candidates, Some(cache.clone())).await;
+        let checked = skip_covered(checked, |r| r.as_ref().ok().map(|f| f.as_ref()));
         let mut readable = Vec::new();
         for (f, result) in checked {
             match result {
@@ -275,7 +278,6 @@ impl TableProvider for SegmentTable {
                 Err(reason) => self.problems.record(f.path.clone(), reason),
             }
         }
-        let readable = skip_covered(readable, |f| Some(f.as_ref()));
 
         if readable.is_empty() {
             let projected = project_schema(&self.schema, projection)?;
