@@ -9,3 +9,4 @@ mod bpf_live_views;
 mod bpf_replay;
 mod bpf_stacks;
 mod import;
+mod ocsf;

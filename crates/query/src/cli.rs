@@ -161,7 +161,12 @@ pub struct SchemaArgs {
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub ddl: Option<recipes::lake::Ddl>,
     /// Table name in the DDL
-    #[arg(long, value_name = "NAME", default_value = "dnsledger", requires = "ddl")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "dnsledger",
+        requires = "ddl"
+    )]
     pub table: String,
     /// Location of the lake in the DDL (the directory holding host=... directories)
     #[arg(
@@ -195,7 +200,13 @@ pub struct LakeSqlArgs {
 
     /// Engine for --print-sql: duckdb (read_parquet with hive_partitioning) or spark (Spark
     /// SQL: a temporary view over the Parquet lake with partition discovery)
-    #[arg(long, value_enum, value_name = "ENGINE", global = true, default_value = "duckdb")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ENGINE",
+        global = true,
+        default_value = "duckdb"
+    )]
     pub dialect: recipes::lake::Dialect,
 
     /// Lake root for --print-sql (a path or an s3:// URL); default: the first --data (its

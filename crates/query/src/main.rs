@@ -21,8 +21,8 @@ use dnsledger_query::catalog::segments;
 use dnsledger_query::catalog::session::{self, Dnsql, RunError};
 use dnsledger_query::catalog::source::{self, Scope, Skipped};
 use dnsledger_query::catalog::table::{self, Problems, ScanProgress};
-use dnsledger_query::output::{self, Format, OutputError, Sink, TableOptions};
 use dnsledger_query::ocsf;
+use dnsledger_query::output::{self, Format, OutputError, Sink, TableOptions};
 use dnsledger_query::recipes::{self, lake, show};
 use dnsledger_query::udf;
 

@@ -884,9 +884,10 @@ mod tests {
         let google = events
             .iter()
             .find(|e| {
-                e.query.as_ref().is_some_and(|q| {
-                    q.hostname == "google.com" && q.type_.as_deref() == Some("MX")
-                }) && e.dst_endpoint.ip == "8.8.8.8"
+                e.query
+                    .as_ref()
+                    .is_some_and(|q| q.hostname == "google.com" && q.type_.as_deref() == Some("MX"))
+                    && e.dst_endpoint.ip == "8.8.8.8"
             })
             .expect("google MX");
         assert_eq!(google.activity_id, 6);

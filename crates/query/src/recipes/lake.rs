@@ -49,7 +49,12 @@ impl Dialect {
 }
 
 /// Functions of dnsql that have no portable expression.
-const NOT_PORTABLE: [&str; 4] = ["label_entropy", "label_alphabet", "info_content", "subdomain"];
+const NOT_PORTABLE: [&str; 4] = [
+    "label_entropy",
+    "label_alphabet",
+    "info_content",
+    "subdomain",
+];
 
 /// What the rewrite did, for the header.
 #[derive(Default)]
@@ -295,7 +300,10 @@ fn replace_call(
             let secs = interval_seconds(a0)?;
             let e = &args[1];
             if spark {
-                format!("timestamp_seconds(floor(unix_micros({e}) / {}) * {secs})", secs * 1_000_000)
+                format!(
+                    "timestamp_seconds(floor(unix_micros({e}) / {}) * {secs})",
+                    secs * 1_000_000
+                )
             } else {
                 format!("to_timestamp(floor(epoch({e}) / {secs}) * {secs})")
             }
@@ -308,9 +316,7 @@ fn replace_call(
             "qname".to_owned()
         }
         "name_length" => {
-            notes.replaced(
-                "name_length(x) becomes length(x) (an escaped \\DDD counts 4, not 1)",
-            );
+            notes.replaced("name_length(x) becomes length(x) (an escaped \\DDD counts 4, not 1)");
             format!("length({a0})")
         }
         "max_label_len" => {
@@ -334,7 +340,11 @@ fn replace_call(
             "registered_domain".to_owned()
         }
         "array_agg" if spark => {
-            let f = if distinct { "collect_set" } else { "collect_list" };
+            let f = if distinct {
+                "collect_set"
+            } else {
+                "collect_list"
+            };
             format!("{f}({a0})")
         }
         "ends_with" if spark => format!("endswith({})", args.join(", ")),
@@ -411,7 +421,9 @@ fn rewrite(sql: &str, d: Dialect, notes: &mut Notes) -> String {
         while k < bytes.len() && bytes[k] == b' ' {
             k += 1;
         }
-        let call = (bytes.get(k) == Some(&b'(')).then(|| parse_call(sql, k)).flatten();
+        let call = (bytes.get(k) == Some(&b'('))
+            .then(|| parse_call(sql, k))
+            .flatten();
         let Some(call) = call else {
             out.push_str(word);
             i = j;
@@ -604,7 +616,10 @@ mod tests {
             "array_sort(array_agg(DISTINCT CAST(q AS VARCHAR))) FILTER (WHERE x)",
             Dialect::Spark,
         );
-        assert_eq!(s, "array_sort(collect_set(CAST(q AS STRING))) FILTER (WHERE x)");
+        assert_eq!(
+            s,
+            "array_sort(collect_set(CAST(q AS STRING))) FILTER (WHERE x)"
+        );
         let (s, _) = body("date_bin(INTERVAL '15 minutes', ts)", Dialect::Duckdb);
         assert_eq!(s, "to_timestamp(floor(epoch(ts) / 900) * 900)");
         let (s, _) = body(
