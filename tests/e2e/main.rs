@@ -9,4 +9,5 @@ mod bpf_live_views;
 mod bpf_replay;
 mod bpf_stacks;
 mod import;
+mod lake_engines;
 mod ocsf;
