@@ -482,12 +482,10 @@ fn rewrite(sql: &str, d: Dialect, notes: &mut Notes) -> String {
             i = end;
             continue;
         }
-        if NOT_PORTABLE.contains(&lower.as_str())
-            || (lower == "registered_domain" && args.first().is_some_and(|a| a != "qname"))
-        {
-            if !notes.missing.contains(&lower) {
-                notes.missing.push(lower.clone());
-            }
+        let unported = NOT_PORTABLE.contains(&lower.as_str())
+            || (lower == "registered_domain" && args.first().is_some_and(|a| a != "qname"));
+        if unported && !notes.missing.contains(&lower) {
+            notes.missing.push(lower.clone());
         }
         match replace_call(&lower, &args, distinct, d, notes) {
             Some(r) => {
@@ -705,7 +703,7 @@ mod tests {
         for d in [Ddl::Athena, Ddl::Trino] {
             let text = ddl(d, "dns", "s3://b/p/");
             for f in dnsledger_schema::schema().fields() {
-                assert!(text.contains(&format!("{}", f.name())), "{}", f.name());
+                assert!(text.contains(f.name().as_str()), "{}", f.name());
             }
             assert!(text.contains("'s3://b/p/'"), "{text}");
         }
