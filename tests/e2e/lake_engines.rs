@@ -38,6 +38,23 @@ const CASES: &[(&str, &[&str])] = &[
     ("nxdomain", &["nxdomain"]),
     ("show_all", &["show", "where", "true"]),
     ("show_google_mx", &["show", "google.com", "qtype=MX"]),
+    // The scope becomes the view's WHERE.
+    (
+        "scoped_top_rcode",
+        &[
+            "--host",
+            "host-c",
+            "--since",
+            "2019-01-01",
+            "--until",
+            "2023-07-01",
+            "top",
+            "--by",
+            "rcode",
+            "-n",
+            "0",
+        ],
+    ),
 ];
 
 /// Columns Spark 3.5 cannot compute because they read `dns_id`, `client_port` or `latency_ns`,
