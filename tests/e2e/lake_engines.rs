@@ -94,10 +94,23 @@ fn print_sql(lake: &Path, dialect: &str, args: &[&str]) -> String {
     run.stdout
 }
 
-/// Runs `scripts` (name, SQL) in `engine` over `lake`.
-fn run_engine(engine: &str, lake: &Path, scripts: &[(String, String)]) -> Value {
+/// Runs `scripts` (name, SQL) in `engine` over `lake`; for Spark, `ddl` is (table DDL, SQL
+/// checking the table it defines).
+fn run_engine(
+    engine: &str,
+    lake: &Path,
+    scripts: &[(String, String)],
+    ddl: Option<(&str, &str)>,
+) -> Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("scripts.json");
+    let mut extra = Vec::new();
+    if let Some((ddl, check)) = ddl {
+        let (d, c) = (dir.path().join("ddl.sql"), dir.path().join("check.sql"));
+        std::fs::write(&d, ddl).expect("write ddl");
+        std::fs::write(&c, check).expect("write check");
+        extra = vec![d, c, dir.path().to_path_buf()];
+    }
     let list: Vec<Value> = scripts
         .iter()
         .map(|(n, s)| serde_json::json!({"name": n, "sql": s}))
@@ -108,6 +121,7 @@ fn run_engine(engine: &str, lake: &Path, scripts: &[(String, String)]) -> Value 
         .arg(engine)
         .arg(&file)
         .arg(lake)
+        .args(&extra)
         .env("SPARK_LOCAL_IP", "127.0.0.1")
         .output()
         .expect("run the lake engine");
@@ -272,6 +286,21 @@ fn lake_engines_read_the_lake_and_answer_the_recipes_like_dnsql() {
     })
     .collect();
     assert_eq!(hosts.len(), 3, "{hosts:?}");
+    // Values per column and host, for the table the Athena DDL defines (every column Spark
+    // 3.5 decodes: not the nanosecond timestamps, not the BYTE_STREAM_SPLIT integers).
+    let counted: Vec<String> = dnsledger_schema::schema()
+        .fields()
+        .iter()
+        .filter(|f| !matches!(f.data_type(), arrow_schema::DataType::Timestamp(..)))
+        .filter(|f| !["dns_id", "client_port", "latency_ns"].contains(&f.name().as_str()))
+        .map(|f| format!("count({0}) AS n_{0}", f.name()))
+        .collect();
+    let ddl_check = format!(
+        "SELECT host, count(*) AS n, {} FROM {{}} GROUP BY host",
+        counted.join(", ")
+    );
+    let ddl_expected = dnsql_json(lake.path(), &["sql", &ddl_check.replace("{}", "dns")]);
+    let ddl_check = ddl_check.replace("{}", "dnsledger");
     for dialect in ["duckdb", "spark"] {
         let mut scripts: Vec<(String, String)> = CASES
             .iter()
@@ -280,7 +309,50 @@ fn lake_engines_read_the_lake_and_answer_the_recipes_like_dnsql() {
         let exfil = print_sql(lake.path(), dialect, &["exfil"]);
         assert!(exfil.contains("-- NOT PORTABLE: "), "{exfil}");
         scripts.push(("exfil".into(), exfil));
-        let report = run_engine(dialect, lake.path(), &scripts);
+        let ddl = (dialect == "spark").then(|| {
+            let location = format!("file://{}/", lake.path().display());
+            let run = dnsql(
+                lake.path(),
+                &["schema", "--ddl", "athena", "--location", &location],
+            );
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            run.stdout
+        });
+        let report = run_engine(
+            dialect,
+            lake.path(),
+            &scripts,
+            ddl.as_deref().map(|d| (d, ddl_check.as_str())),
+        );
+        if let Some(ddl) = &ddl {
+            // The Athena DDL is Hive DDL: Spark's Hive support runs it (CREATE EXTERNAL TABLE,
+            // MSCK REPAIR TABLE), and every column it can decode reads with the declared type
+            // and the same number of values per host as dnsql has.
+            let got = &report["__ddl__"];
+            assert!(
+                got["error"].is_null(),
+                "the Athena DDL failed in Spark: {got}\n{ddl}"
+            );
+            let mut got_rows: Vec<Value> = got["rows"].as_array().expect("rows").clone();
+            got_rows.sort_by_key(|r| r.to_string());
+            let mut want_rows: Vec<Value> = ddl_expected
+                .iter()
+                .map(|r| {
+                    let o = r.as_object().expect("row");
+                    let cols = got["columns"].as_array().expect("columns");
+                    Value::Array(
+                        cols.iter()
+                            .map(|c| o[c.as_str().unwrap_or_default()].clone())
+                            .collect(),
+                    )
+                })
+                .collect();
+            want_rows.sort_by_key(|r| r.to_string());
+            assert_eq!(
+                got_rows, want_rows,
+                "per-host value counts through the Athena DDL"
+            );
+        }
         // The lake as it is, with partition discovery: the columns and rows per host.
         let parts = &report["__partitions__"];
         for key in ["host", "date", "hour", "ts", "qname", "answers"] {

@@ -1,10 +1,12 @@
 """Runs SQL scripts printed by `dnsql --print-sql` in a real lake engine, one engine process
 for all of them (Spark's JVM starts once).
 
-usage: lake_query.py duckdb|spark SCRIPTS.json LAKE
+usage: lake_query.py duckdb|spark SCRIPTS.json LAKE [DDL.sql CHECK.sql WORKDIR]
 SCRIPTS.json: [{"name": ..., "sql": ...}, ...]; statements end with ";" at the end of a line.
 Prints one JSON object: {"<name>": {"columns": [...], "rows": [[...], ...]} or {"error": "..."}},
-plus "__partitions__": the lake read directly with partition discovery (columns, rows per host).
+plus "__partitions__": the lake read directly with partition discovery (columns, rows per host),
+and for Spark with DDL.sql (`dnsql schema --ddl athena`): "__ddl__", the result of CHECK.sql
+over the table that DDL defines (Spark's Hive support, a Derby metastore under WORKDIR).
 Values: timestamps as RFC 3339 UTC text, dates as YYYY-MM-DD, decimals as floats, bytes as hex.
 """
 
@@ -64,16 +66,23 @@ def run_duckdb(scripts, lake):
     return out
 
 
-def run_spark(scripts, lake):
+def run_spark(scripts, lake, ddl=None, check=None, workdir=None):
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
 
-    spark = (SparkSession.builder.master("local[1]")
-             .config("spark.ui.enabled", "false")
-             .config("spark.driver.host", "127.0.0.1")
-             .config("spark.driver.bindAddress", "127.0.0.1")
-             .config("spark.sql.shuffle.partitions", "1")
-             .getOrCreate())
+    builder = (SparkSession.builder.master("local[1]")
+               .config("spark.ui.enabled", "false")
+               .config("spark.driver.host", "127.0.0.1")
+               .config("spark.driver.bindAddress", "127.0.0.1")
+               .config("spark.sql.shuffle.partitions", "1"))
+    if ddl:
+        builder = (builder
+                   .config("spark.sql.warehouse.dir", os.path.join(workdir, "warehouse"))
+                   .config("spark.hadoop.javax.jdo.option.ConnectionURL",
+                           "jdbc:derby:;databaseName=%s;create=true"
+                           % os.path.join(workdir, "metastore"))
+                   .enableHiveSupport())
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     out = {}
     try:
@@ -83,6 +92,18 @@ def run_spark(scripts, lake):
             "columns": df.columns,
             "hosts": {r[0]: r[1] for r in df.groupBy("host").count().collect()},
         }
+        if ddl:
+            try:
+                with open(ddl, encoding="utf-8") as f:
+                    for st in statements(f.read()):
+                        spark.sql("\n".join(l for l in st.splitlines() if not l.startswith("--")))
+                with open(check, encoding="utf-8") as f:
+                    res = spark.sql(f.read())
+                out["__ddl__"] = {"columns": res.columns,
+                                  "rows": [value(list(r)) for r in res.collect()]}
+            except Exception as e:
+                java = getattr(e, "java_exception", None)
+                out["__ddl__"] = {"error": (str(java) if java is not None else str(e))[:2000]}
         for s in scripts:
             try:
                 res = None
@@ -103,7 +124,10 @@ def main():
     engine, scripts_file, lake = sys.argv[1], sys.argv[2], sys.argv[3]
     with open(scripts_file, encoding="utf-8") as f:
         scripts = json.load(f)
-    out = run_duckdb(scripts, lake) if engine == "duckdb" else run_spark(scripts, lake)
+    if engine == "duckdb":
+        out = run_duckdb(scripts, lake)
+    else:
+        out = run_spark(scripts, lake, *sys.argv[4:7])
     print(json.dumps(out))
 
 
