@@ -122,6 +122,8 @@ fn run_engine(
         .arg(&file)
         .arg(lake)
         .args(&extra)
+        // Spark's Derby metastore writes derby.log into the working directory.
+        .current_dir(dir.path())
         .env("SPARK_LOCAL_IP", "127.0.0.1")
         .output()
         .expect("run the lake engine");
