@@ -8,6 +8,8 @@ mod bpf_live;
 mod bpf_live_views;
 mod bpf_replay;
 mod bpf_stacks;
+mod compact;
 mod import;
 mod lake_engines;
 mod ocsf;
+mod ship;

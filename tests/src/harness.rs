@@ -80,11 +80,17 @@ pub struct Recorder {
 impl Recorder {
     /// Starts the recorder and waits until it logs that it is recording.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Recorder {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Recorder::start`] with extra environment variables (e.g. a lake's credentials).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, String)]) -> Recorder {
         let mut child = Command::new(&*DNSLEDGER)
             .arg("record")
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -11,6 +11,7 @@
 //! `bpf_*` load real BPF programs: they need root and are never skipped (scripts/test.sh checks
 //! that every one of them ran and passed).
 
+pub mod faultproxy;
 pub mod fixture;
 pub mod harness;
 pub mod moto;

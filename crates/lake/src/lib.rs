@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 pub use object_store;
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
 
 /// The kind of store a lake URL names.
@@ -207,31 +207,46 @@ impl LakeUrl {
             source,
         };
         let root = self.root.as_str();
+        // `with_client_options` replaces the client settings `from_env` read (AWS_ALLOW_HTTP,
+        // proxies, timeouts): carry those over onto `client` first.
         let store: Arc<dyn ObjectStore> = match self.scheme {
-            Scheme::S3 => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(root)
-                    .with_retry(retry)
-                    .with_client_options(client)
-                    .build()
-                    .map_err(err)?,
-            ),
-            Scheme::Gcs => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(root)
-                    .with_retry(retry)
-                    .with_client_options(client)
-                    .build()
-                    .map_err(err)?,
-            ),
-            Scheme::Azure => Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(root)
-                    .with_retry(retry)
-                    .with_client_options(client)
-                    .build()
-                    .map_err(err)?,
-            ),
+            Scheme::S3 => {
+                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+                let b = AmazonS3Builder::from_env().with_url(root);
+                let client = with_env_client(client, |k| {
+                    b.get_config_value(&AmazonS3ConfigKey::Client(k))
+                });
+                Arc::new(
+                    b.with_retry(retry)
+                        .with_client_options(client)
+                        .build()
+                        .map_err(err)?,
+                )
+            }
+            Scheme::Gcs => {
+                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+                let b = GoogleCloudStorageBuilder::from_env().with_url(root);
+                let client =
+                    with_env_client(client, |k| b.get_config_value(&GoogleConfigKey::Client(k)));
+                Arc::new(
+                    b.with_retry(retry)
+                        .with_client_options(client)
+                        .build()
+                        .map_err(err)?,
+                )
+            }
+            Scheme::Azure => {
+                use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+                let b = MicrosoftAzureBuilder::from_env().with_url(root);
+                let client =
+                    with_env_client(client, |k| b.get_config_value(&AzureConfigKey::Client(k)));
+                Arc::new(
+                    b.with_retry(retry)
+                        .with_client_options(client)
+                        .build()
+                        .map_err(err)?,
+                )
+            }
             Scheme::File => Arc::new(object_store::local::LocalFileSystem::new()),
         };
         Ok(store)
@@ -241,6 +256,41 @@ impl LakeUrl {
     pub fn open(&self) -> Result<Arc<dyn ObjectStore>, LakeError> {
         self.open_with(RetryConfig::default(), ClientOptions::default())
     }
+}
+
+/// Every client setting a builder may have read from the environment.
+const CLIENT_KEYS: [ClientConfigKey; 18] = [
+    ClientConfigKey::AllowHttp,
+    ClientConfigKey::AllowInvalidCertificates,
+    ClientConfigKey::ConnectTimeout,
+    ClientConfigKey::DefaultContentType,
+    ClientConfigKey::Http1Only,
+    ClientConfigKey::Http2KeepAliveInterval,
+    ClientConfigKey::Http2KeepAliveTimeout,
+    ClientConfigKey::Http2KeepAliveWhileIdle,
+    ClientConfigKey::Http2MaxFrameSize,
+    ClientConfigKey::Http2Only,
+    ClientConfigKey::PoolIdleTimeout,
+    ClientConfigKey::PoolMaxIdlePerHost,
+    ClientConfigKey::ProxyUrl,
+    ClientConfigKey::ProxyCaCertificate,
+    ClientConfigKey::ProxyExcludes,
+    ClientConfigKey::RandomizeAddresses,
+    ClientConfigKey::Timeout,
+    ClientConfigKey::UserAgent,
+];
+
+/// `client` with every setting the environment gave the builder (`env(key)`, where it differs
+/// from the default) applied on top: the environment is the user's word.
+fn with_env_client(
+    client: ClientOptions,
+    env: impl Fn(ClientConfigKey) -> Option<String>,
+) -> ClientOptions {
+    let defaults = ClientOptions::default();
+    CLIENT_KEYS.iter().fold(client, |c, &k| match env(k) {
+        Some(v) if Some(&v) != defaults.get_config_value(&k).as_ref() => c.with_config(k, v),
+        _ => c,
+    })
 }
 
 #[cfg(test)]
@@ -312,6 +362,19 @@ mod tests {
         assert!(looks_like_url("file:///srv"));
         assert!(!looks_like_url("/var/lib/dnsledger"));
         assert!(!looks_like_url("data/host=*/date=*"));
+    }
+
+    #[test]
+    fn environment_client_settings_survive_custom_options() {
+        let custom = ClientOptions::default().with_timeout(std::time::Duration::from_secs(7));
+        let merged = with_env_client(custom, |k| match k {
+            ClientConfigKey::AllowHttp => Some("true".into()),
+            ClientConfigKey::Http2Only => Some("false".into()),
+            _ => None,
+        });
+        let get = |k| merged.get_config_value(&k);
+        assert_eq!(get(ClientConfigKey::AllowHttp).as_deref(), Some("true"));
+        assert_eq!(get(ClientConfigKey::Timeout).as_deref(), Some("7s"));
     }
 
     #[test]

@@ -12,7 +12,8 @@ use dnsledger_query::recipes::{self, TopBy};
 const EXIT_CODES: &str = "\
 Tables:
   dns       one row per DNS transaction within --since/--until/--host (what recipes read)
-  dns_all   every segment found, whatever the scope
+  dns_all   every segment found, whatever the scope (in a lake: every segment listed, and only
+            the partitions --host/--since/--until need are listed)
   Both have the segment columns (`dnsql schema`) and the partition columns host, date, hour.
 
 Exit status:
@@ -60,8 +61,11 @@ impl Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Segments to read: a data dir (its segments/ tree), a segments/ tree or any directory of
-    /// segments, one .parquet file, or a glob (quote it). Repeatable; trees of many hosts
-    /// form one table. inprogress/ directories and non-.parquet files are never read
+    /// segments, one .parquet file, a glob (quote it), or a lake URL (s3://bucket/prefix,
+    /// gs://…, az://…, file:///path; credentials and endpoint from the store's usual
+    /// environment, e.g. AWS_ACCESS_KEY_ID, AWS_REGION, AWS_ENDPOINT_URL). Repeatable; trees of
+    /// many hosts form one table. inprogress/ directories and non-.parquet files are never
+    /// read. In a lake only the partitions --host/--since/--until need are listed
     #[arg(
         long = "data",
         value_name = "PATH",
@@ -107,6 +111,10 @@ pub struct Global {
     /// No progress indicator
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Say on stderr what is read from a lake: each LIST, and how many footers were fetched
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]

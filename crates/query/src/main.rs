@@ -17,7 +17,7 @@ use arrow::datatypes::SchemaRef;
 use clap::{CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use dnsledger_query::catalog::segments;
+use dnsledger_query::catalog::segments::{self, Footers};
 use dnsledger_query::catalog::session::{self, Dnsql, RunError};
 use dnsledger_query::catalog::source::{self, Scope, Skipped};
 use dnsledger_query::catalog::table::{self, Problems, ScanProgress};
@@ -225,9 +225,10 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
         },
     };
 
-    let files = find_segments(g, &problems)?;
+    let footers = Arc::new(Footers::default());
+    let files = find_segments(g, &scope, &problems, &footers).await?;
     let progress = Arc::new(ScanProgress::default());
-    let dnsql = session::context(files, &scope, problems, progress.clone())
+    let dnsql = session::context(files, &scope, problems, progress.clone(), footers.clone())
         .await
         .map_err(|e| anyhow!("{e}"))?;
     let ticker = show_progress(g).then(|| spawn_progress(pb, progress));
@@ -235,7 +236,18 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
     if let Some(t) = ticker {
         t.abort();
     }
+    log_footers(g, &footers);
     result
+}
+
+/// `--verbose`: how many footers were fetched from storage.
+fn log_footers(g: &Global, footers: &Footers) {
+    if g.verbose {
+        eprintln!(
+            "dnsql: footers fetched: {}",
+            footers.fetched.load(Ordering::Relaxed)
+        );
+    }
 }
 
 /// What a recipe subcommand runs: SQL over `dns`, printed in the output format, or (for
@@ -342,25 +354,58 @@ fn read_sql(args: &SqlArgs) -> Result<String, Failure> {
     Ok(sql)
 }
 
-fn find_segments(g: &Global, problems: &Problems) -> Result<Vec<source::SegmentFile>, Failure> {
-    let found = source::discover(&g.data).map_err(|e| {
-        Failure::Runtime(
-            anyhow!(e),
-            Some("--data takes a data dir, a segments/ tree, a .parquet file or a glob".into()),
-        )
-    })?;
+async fn find_segments(
+    g: &Global,
+    scope: &Scope,
+    problems: &Problems,
+    footers: &Arc<Footers>,
+) -> Result<Vec<source::SegmentFile>, Failure> {
+    let args = source::parse_data_args(&g.data).map_err(|e| Failure::Usage(lake_usage(&e)))?;
+    let verbose = g.verbose;
+    let log = move |line: String| {
+        if verbose {
+            eprintln!("dnsql: {line}");
+        }
+    };
+    let found = source::discover_all(&args, scope, footers, &log)
+        .await
+        .map_err(|e| match e {
+            source::SourceError::Lake(e) => Failure::Usage(lake_usage(&e)),
+            source::SourceError::List(e) => {
+                let hint = list_hint(&e.error);
+                Failure::Runtime(anyhow!("{e}"), Some(hint))
+            }
+            e => Failure::Runtime(
+                anyhow!(e),
+                Some(
+                    "--data takes a data dir, a segments/ tree, a .parquet file, a glob or a \
+                     lake URL (s3://bucket/prefix)"
+                        .into(),
+                ),
+            ),
+        })?;
     for s in found.skipped {
         problems.record(s.path, s.reason);
     }
-    if found.files.is_empty() && problems.is_empty() {
-        let places = found
+    let places = || {
+        found
             .looked_in
             .iter()
             .map(|p| format!("`{}`", p.display()))
             .collect::<Vec<_>>()
-            .join(", ");
+            .join(", ")
+    };
+    if found.files.is_empty() && problems.is_empty() {
+        if found.scoped {
+            // A lake listed only in scope: nothing there is an empty answer, as locally.
+            eprintln!(
+                "warning: no segments within --host/--since/--until in {}",
+                places()
+            );
+            return Ok(found.files);
+        }
         return Err(Failure::Runtime(
-            anyhow!("no segments found (looked for *.parquet in {places})"),
+            anyhow!("no segments found (looked for *.parquet in {})", places()),
             Some(
                 "pass the recorder's data dir or a collected tree with --data, or set \
                  DNSLEDGER_DATA"
@@ -370,6 +415,36 @@ fn find_segments(g: &Global, problems: &Problems) -> Result<Vec<source::SegmentF
     }
     warn_scope_misses(g, &found.files);
     Ok(found.files)
+}
+
+/// A `--data` URL that cannot be used, as a usage error (the URL and what to write instead).
+fn lake_usage(e: &dnsledger_lake::LakeError) -> String {
+    match e {
+        dnsledger_lake::LakeError::UnknownScheme { scheme, url } => format!(
+            "unknown --data URL scheme `{scheme}` in `{url}`; dnsql reads {} and local paths",
+            dnsledger_lake::Scheme::ACCEPTED
+        ),
+        other => format!(
+            "bad --data: {}",
+            other.to_string().replace("\nhint: ", "; ")
+        ),
+    }
+}
+
+/// What to check when a lake cannot be listed.
+fn list_hint(e: &dnsledger_lake::object_store::Error) -> String {
+    use dnsledger_lake::object_store::Error as E;
+    match e {
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+            "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, \
+             GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*) and that they may list the prefix"
+                .into()
+        }
+        E::NotFound { .. } => "check the bucket name and region (AWS_REGION)".into(),
+        _ => "check that the endpoint is reachable (AWS_ENDPOINT_URL, network, proxy) and the \
+              bucket name"
+            .into(),
+    }
 }
 
 /// An empty answer because of a mistyped --host or a time range outside the record must not
@@ -443,8 +518,10 @@ async fn list_segments(
     problems: &Problems,
     out: &mut Output,
 ) -> Result<(), Failure> {
-    let files = find_segments(g, problems)?;
-    let (rows, skipped) = segments::list(&files, scope).await;
+    let footers = Arc::new(Footers::default());
+    let files = find_segments(g, scope, problems, &footers).await?;
+    let (rows, skipped) = segments::list(&files, scope, &footers).await;
+    log_footers(g, &footers);
     for s in skipped {
         problems.record(s.path, s.reason);
     }

@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use dnsledger::capture::privs;
 use dnsledger::config::{self, Overrides, PortList, RECORD_ONLY, parse_port_list};
 use dnsledger::live::{snoop, top};
+use dnsledger::store::ship;
+use dnsledger_lake::LakeUrl;
 
 /// A DNS flight recorder: which process asked for which name, when, and what it got back.
 #[derive(Debug, Parser)]
@@ -45,6 +47,26 @@ pub enum Command {
     /// Safe while the recorder runs and from two jobs at once (they take turns on a lock).
     /// Never touches in-progress data. Prints each deleted segment and the space freed.
     Prune(PruneArgs),
+    /// Upload sealed segments to a data lake (s3://, gs://, az://, file://), once each.
+    ///
+    /// Each segment becomes <prefix>/host=…/date=…/hour=…/<file>.parquet, uploaded with one
+    /// create-only PUT (If-None-Match: *): never overwritten, never half-visible. A ledger per
+    /// destination in <DATA_DIR>/shipped/ records what is confirmed, so a re-run (or a run after
+    /// a crash) uploads only what is missing. An object already at a key is compared with the
+    /// local file: identical counts as shipped, different is reported and left alone.
+    /// Prints each uploaded segment's URL and a summary line.
+    ///
+    /// Exit 0 when nothing failed; 1 when a segment failed or the destination is unreachable
+    /// or refuses (nothing local is ever deleted); 2 for a bad URL or flag.
+    #[command(after_long_help = ship::ENV_HELP)]
+    Ship(ShipArgs),
+    /// Merge each closed hour's segments of a host into one segment (for cron).
+    ///
+    /// Readers never see a row twice or miss one while it runs: the new segment names the ones
+    /// it replaces, which are deleted only after it is in place; a killed run is finished by
+    /// the next. Only hours that ended (before --before) with nothing in progress or spooled.
+    /// Prints one line per partition compacted.
+    Compact(CompactArgs),
     /// Print each DNS transaction as it completes, one line each (like DNSWatch).
     ///
     /// Follows the recorder running in the data directory (through <DATA_DIR>/live.sock) when
@@ -150,6 +172,63 @@ pub struct PruneArgs {
     #[arg(long = "host", value_name = "NAME")]
     pub hosts: Vec<String>,
     /// Say what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The destination segments are shipped to: segments not in its ledger are kept. Without
+    /// it (and without ship-to in --config or DNSLEDGER_SHIP_TO), segments missing from any
+    /// ledger in <DATA_DIR>/shipped are kept. [env: DNSLEDGER_SHIP_TO]
+    #[arg(long, value_name = "URL", value_parser = config::parse_lake_url)]
+    pub ship_to: Option<LakeUrl>,
+    /// Delete segments the limits select even if they are not shipped yet.
+    #[arg(long)]
+    pub prune_unshipped: bool,
+    /// TOML file of `record` (its data-dir and ship-to keys are used).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShipArgs {
+    /// Destination: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or
+    /// file:///path. [default: ship-to of --config] [env: DNSLEDGER_SHIP_TO]
+    #[arg(long, value_name = "URL", value_parser = config::parse_lake_url)]
+    pub to: Option<LakeUrl>,
+    /// Data directory, or a collected segments tree (host=... directories).
+    /// [default: /var/lib/dnsledger] [env: DNSLEDGER_DATA]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML file of `record` (its data-dir and ship-to keys are used).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Say what would be uploaded; upload nothing, write no ledger.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// List the destination first and upload again what the ledger says is shipped but the
+    /// lake lacks (a bucket emptied or restored). Needs permission to list the bucket.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(mut_arg("data_dir", |a| a.help(
+    "Data directory, or a collected segments tree (host=... directories). \
+     [default: /var/lib/dnsledger] [env: DNSLEDGER_DATA]"
+)))]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Compact a lake instead: s3://bucket/prefix, gs://…, az://…, file:///dir (credentials
+    /// from the environment, e.g. AWS_*). Run one compactor per prefix.
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+    pub lake: Option<String>,
+    /// Only this host's segments (repeatable), as the host names itself. [default: all hosts]
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+    /// Only hours that ended at or before this time: RFC 3339 (2026-12-04T10:00:00Z) or an
+    /// age (e.g. 6h = six hours ago). [default: the start of the current hour]
+    #[arg(long, value_name = "TIME", value_parser = config::parse_time_or_age)]
+    pub before: Option<i64>,
+    /// Say what would be compacted; change nothing.
     #[arg(long)]
     pub dry_run: bool,
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dnsledger_lake::LakeUrl;
 use serde::Deserialize;
 
 use crate::capture::abi::MAX_PORTS;
@@ -32,7 +33,10 @@ pub const DEFAULT_MAX_PENDING: usize = 65_536;
 pub const MAX_PAYLOAD_LIMIT: u32 = 65535;
 
 /// Environment variables and the key each one sets (between the file and the flags).
-pub const ENV_VARS: &[(&str, &str)] = &[("data-dir", "DNSLEDGER_DATA")];
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("data-dir", "DNSLEDGER_DATA"),
+    ("ship-to", "DNSLEDGER_SHIP_TO"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -148,6 +152,14 @@ pub struct Overrides {
     /// under process="other". [default: 100] Record only.
     #[arg(long, value_name = "N")]
     pub metrics_max_processes: Option<usize>,
+    /// Ship each segment to this data lake once sealed (s3://bucket/prefix, gs://…, az://…,
+    /// file:///path), from a background thread that never holds up capture; the backlog found
+    /// at start is shipped too. Retention then keeps segments not yet shipped. Credentials and
+    /// endpoint: see `dnsledger ship --help`. [default: off] [env: DNSLEDGER_SHIP_TO]
+    /// Record only.
+    #[arg(long, value_name = "URL", value_parser = parse_lake_url)]
+    #[serde(default, deserialize_with = "de::lake_url")]
+    pub ship_to: Option<LakeUrl>,
     /// TOML file with the same keys as the long flags (data-dir, ports, rotate-size, ...).
     /// The environment and flags override it.
     #[arg(long, value_name = "FILE")]
@@ -156,7 +168,7 @@ pub struct Overrides {
 }
 
 /// The keys only `record` uses (flag ids).
-pub const RECORD_ONLY: [&str; 8] = [
+pub const RECORD_ONLY: [&str; 9] = [
     "ring_size",
     "spool_sync",
     "user",
@@ -165,6 +177,7 @@ pub const RECORD_ONLY: [&str; 8] = [
     "stacks",
     "metrics_listen",
     "metrics_max_processes",
+    "ship_to",
 ];
 
 impl Overrides {
@@ -186,6 +199,8 @@ impl Overrides {
         let get = |var: &str| get(var).filter(|v| !v.is_empty());
         Overrides {
             data_dir: get("DNSLEDGER_DATA").map(PathBuf::from),
+            // A bad value is reported when a command needs it (see `ship_to_from_env`).
+            ship_to: get("DNSLEDGER_SHIP_TO").and_then(|v| v.to_str()?.parse().ok()),
             ..Overrides::default()
         }
     }
@@ -203,6 +218,7 @@ impl Overrides {
             self.stacks.is_some(),
             self.metrics_listen.is_some(),
             self.metrics_max_processes.is_some(),
+            self.ship_to.is_some(),
         ];
         RECORD_ONLY
             .iter()
@@ -246,6 +262,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// `record`: distinct `process` label values of the DNSWatch counters.
     pub metrics_max_processes: usize,
+    /// `record`, `ship`, `prune`: the data lake sealed segments are shipped to.
+    pub ship_to: Option<LakeUrl>,
 }
 
 impl Settings {
@@ -268,6 +286,7 @@ impl Settings {
             stacks: false,
             metrics_listen: None,
             metrics_max_processes: crate::live::metrics::DEFAULT_MAX_PROCESSES,
+            ship_to: None,
         }
     }
 
@@ -307,6 +326,7 @@ impl Settings {
             stacks,
             metrics_listen,
             metrics_max_processes,
+            ship_to,
             config: _,
         } = o.clone();
         set(&mut self.data_dir, data_dir);
@@ -326,6 +346,7 @@ impl Settings {
         set(&mut self.stacks, stacks);
         set(&mut self.metrics_listen, metrics_listen.map(Some));
         set(&mut self.metrics_max_processes, metrics_max_processes);
+        set(&mut self.ship_to, ship_to.map(Some));
     }
 }
 
@@ -345,6 +366,41 @@ pub fn data_dir(flag: Option<&Path>, env: impl Fn(&str) -> Option<OsString>) -> 
         ..Overrides::default()
     });
     s.data_dir
+}
+
+/// The data directory and shipping destination of `ship` and `prune`: flags, else the
+/// environment, else `--config`'s file, else the defaults (the layers of [`Settings::resolve`]).
+pub fn ship_settings(
+    data_dir: Option<&Path>,
+    ship_to: Option<&LakeUrl>,
+    config: Option<&Path>,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> Result<(PathBuf, Option<LakeUrl>), ConfigError> {
+    let flags = Overrides {
+        data_dir: data_dir.map(Path::to_path_buf),
+        ship_to: ship_to.cloned(),
+        config: config.map(Path::to_path_buf),
+        ..Overrides::default()
+    };
+    let s = Settings::resolve(DEFAULT_PORTS, &flags, env)?;
+    Ok((s.data_dir, s.ship_to))
+}
+
+/// `DNSLEDGER_SHIP_TO` when it is set but not a usable lake URL (the environment layer skips
+/// it; commands that ship say why with this).
+pub fn ship_to_env_error(env: impl Fn(&str) -> Option<OsString>) -> Option<String> {
+    let v = env("DNSLEDGER_SHIP_TO").filter(|v| !v.is_empty())?;
+    let text = v.to_string_lossy().into_owned();
+    match text.parse::<LakeUrl>() {
+        Ok(_) => None,
+        Err(e) => Some(format!("DNSLEDGER_SHIP_TO: {e}")),
+    }
+}
+
+/// Parses a lake URL flag (`--ship-to`, `ship --to`); an unknown scheme is named.
+pub fn parse_lake_url(s: &str) -> Result<LakeUrl, String> {
+    s.parse()
+        .map_err(|e: dnsledger_lake::LakeError| e.to_string())
 }
 
 /// A `Duration` as the signed nanoseconds the pipeline counts in (saturating).
@@ -399,6 +455,9 @@ mod de {
     pub fn max_pending<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
         let n = usize::deserialize(d)?;
         validate_max_pending(n).map(Some).map_err(D::Error::custom)
+    }
+    pub fn lake_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LakeUrl>, D::Error> {
+        parsed(d, parse_lake_url)
     }
     pub fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PortList>, D::Error> {
         let v = Vec::<u16>::deserialize(d)?;
@@ -468,6 +527,22 @@ pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
 }
 
 /// Parses `5m`, `2s`, `500ms`.
+/// A point in time (UTC ns): RFC 3339 (`2026-12-04T10:00:00Z`) or an age before now (`6h`).
+pub fn parse_time_or_age(s: &str) -> Result<i64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        let d = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| format!("`{s}` is before 1970"))?;
+        return i64::try_from(d.as_nanos()).map_err(|_| format!("`{s}` is too far ahead"));
+    }
+    match parse_duration(s) {
+        Ok(age) => Ok(unix_now_ns().saturating_sub(duration_ns(age))),
+        Err(_) => Err(format!(
+            "`{s}` is neither an RFC 3339 time (2026-12-04T10:00:00Z) nor an age (6h)"
+        )),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|e| format!("`{s}` is not a duration ({e}); use e.g. 5m, 2s or 500ms"))?;
@@ -712,6 +787,9 @@ mod tests {
         Case { key: "metrics-max-processes", file: "5", file_under_flag: "5", env: None,
             flag: &["--metrics-max-processes", "6"], get: |s| dbg(s.metrics_max_processes),
             default: "100", from_file: "5", from_env: "5", from_flag: "6" },
+        Case { key: "ship-to", file: "\"s3://file/x\"", file_under_flag: "\"s3://file/x\"", env: Some("s3://env/y"),
+            flag: &["--ship-to", "file:///flag"], get: |s| dbg(s.ship_to.as_ref().map(ToString::to_string)),
+            default: "None", from_file: "Some(\"s3://file/x\")", from_env: "Some(\"s3://env/y\")", from_flag: "Some(\"file:///flag\")" },
     ];
 
     #[test]

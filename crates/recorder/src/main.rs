@@ -17,7 +17,8 @@ use clap::Parser;
 use tracing::info;
 
 use cli::{
-    CheckArgs, Cli, Command, ImportArgs, LiveArgs, PruneArgs, SnoopArgs, StatusArgs, TopArgs,
+    CheckArgs, Cli, Command, CompactArgs, ImportArgs, LiveArgs, PruneArgs, ShipArgs, SnoopArgs,
+    StatusArgs, TopArgs,
 };
 use dnsledger::capture::bpf::{self, BpfConfig};
 use dnsledger::config::{self, Settings, process_env};
@@ -25,8 +26,12 @@ use dnsledger::live::{self, FeedOptions, snoop, top};
 use dnsledger::pipeline::{self, HostFacts};
 use dnsledger::recorder::{self, stop_flag};
 use dnsledger::store::prune::{PruneOptions, prune};
+use dnsledger::store::ship::{self, ShipGuard, ShipOptions};
 
 fn record(args: cli::RecordArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = bad_ship_env(args.overrides.ship_to.is_some()) {
+        return Ok(code);
+    }
     let mut s = Settings::resolve(config::DEFAULT_PORTS, &args.overrides, process_env)?;
     s.spool_sync.get_or_insert(config::DEFAULT_SPOOL_SYNC);
     let stop = stop_flag()?;
@@ -179,14 +184,39 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `DNSLEDGER_SHIP_TO` set to something unusable, with no flag above it: a usage error.
+fn bad_ship_env(flag_given: bool) -> Option<ExitCode> {
+    if flag_given {
+        return None;
+    }
+    let e = config::ship_to_env_error(process_env)?;
+    eprintln!("error: {e}");
+    Some(ExitCode::from(2))
+}
+
 fn prune_cmd(args: PruneArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = bad_ship_env(args.ship_to.is_some() || args.prune_unshipped) {
+        return Ok(code);
+    }
+    let (dir, ship_to) = config::ship_settings(
+        args.data_dir.data_dir.as_deref(),
+        args.ship_to.as_ref(),
+        args.config.as_deref(),
+        process_env,
+    )?;
+    let ship_guard = match (args.prune_unshipped, ship_to) {
+        (true, _) => ShipGuard::Off,
+        (false, Some(url)) => ShipGuard::To(url),
+        (false, None) => ShipGuard::Ledgers,
+    };
     let opts = PruneOptions {
-        dir: args.data_dir.resolve(),
+        dir,
         max_age_ns: args.max_age.map(config::duration_ns),
         max_size: args.max_size,
         hosts: args.hosts,
         dry_run: args.dry_run,
         now_ns: config::unix_now_ns(),
+        ship_guard,
     };
     let report = prune(&opts)?;
     let verb = if opts.dry_run {
@@ -203,6 +233,136 @@ fn prune_cmd(args: PruneArgs) -> anyhow::Result<ExitCode> {
         report.freed_bytes,
         report.kept,
         report.kept_bytes
+    );
+    if report.kept_unshipped > 0 {
+        println!(
+            "kept {} segment(s), {} bytes, that are not shipped yet (--prune-unshipped deletes them)",
+            report.kept_unshipped, report.kept_unshipped_bytes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ship_cmd(args: ShipArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = bad_ship_env(args.to.is_some()) {
+        return Ok(code);
+    }
+    let (dir, to) = config::ship_settings(
+        args.data_dir.as_deref(),
+        args.to.as_ref(),
+        args.config.as_deref(),
+        process_env,
+    )?;
+    let Some(url) = to else {
+        eprintln!(
+            "error: no destination to ship to\nhint: give --to URL (e.g. s3://bucket/prefix), \
+             ship-to in the --config file, or DNSLEDGER_SHIP_TO"
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let opts = ShipOptions {
+        dir,
+        url,
+        dry_run: args.dry_run,
+        verify: args.verify,
+        wait_lock: true,
+        attempts: ship::ATTEMPTS,
+    };
+    let stop = stop_flag()?;
+    let report = ship::ship(&opts, &stop)?;
+    for (path, url) in &report.shipped {
+        if opts.dry_run {
+            println!("would ship {} to {url}", path.display());
+        } else {
+            println!("shipped {url}");
+        }
+    }
+    for f in &report.failed {
+        eprintln!("error: {} not shipped: {}", f.path.display(), f.reason);
+    }
+    if let Some(fatal) = &report.fatal {
+        eprintln!("error: {fatal}");
+        eprintln!("nothing local was deleted; a later run ships what is pending");
+    }
+    println!("{}", report.summary(opts.dry_run));
+    Ok(if stop.load(Ordering::Relaxed) && report.pending > 0 {
+        ExitCode::from(130)
+    } else if report.fatal.is_some() || !report.failed.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn compact_cmd(args: CompactArgs) -> anyhow::Result<ExitCode> {
+    use dnsledger::store::compact::{CompactOptions, compact_dir, compact_lake};
+    let now_ns = config::unix_now_ns();
+    let opts = CompactOptions {
+        hosts: args.hosts,
+        before_ns: args.before.unwrap_or(now_ns),
+        now_ns,
+        dry_run: args.dry_run,
+    };
+    let report = match &args.lake {
+        Some(text) => {
+            let url: dnsledger_lake::LakeUrl = match text.parse() {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("error: invalid value for --lake: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            compact_lake(&url, &opts)?
+        }
+        None => compact_dir(&args.data_dir.resolve(), &opts)?,
+    };
+    let verb = if opts.dry_run {
+        "would compact"
+    } else {
+        "compacted"
+    };
+    let (mut inputs, mut bytes_in, mut bytes_out) = (0, 0, 0);
+    for p in &report.partitions {
+        if !p.finished.is_empty() {
+            println!(
+                "{}: finished an interrupted compaction: deleted {} replaced segment(s)",
+                p.partition,
+                p.finished.len()
+            );
+        }
+        for v in &p.vanished {
+            println!("{}: {v} disappeared meanwhile; skipped", p.partition);
+        }
+        for (name, why) in &p.unreadable {
+            println!("{}: {name} left alone: {why}", p.partition);
+        }
+        if !p.inputs.is_empty() {
+            inputs += p.inputs.len();
+            bytes_in += p.bytes_in;
+            bytes_out += p.bytes_out;
+            println!(
+                "{verb} {}: {} segment(s), {} bytes -> {} ({} rows, {} bytes)",
+                p.partition,
+                p.inputs.len(),
+                p.bytes_in,
+                p.output.as_deref().unwrap_or("-"),
+                p.rows,
+                p.bytes_out
+            );
+        }
+    }
+    for p in &report.open {
+        println!("{p}: left alone: data for this hour is still in progress or spooled");
+    }
+    println!(
+        "{verb} {inputs} segment(s) of {} partition(s), {bytes_in} -> {bytes_out} bytes; \
+         {} partition(s) already one segment",
+        report
+            .partitions
+            .iter()
+            .filter(|p| !p.inputs.is_empty())
+            .count(),
+        report.untouched
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -261,6 +421,8 @@ fn main() -> ExitCode {
         Command::Import(args) => import(args),
         Command::Check(args) => check(args),
         Command::Prune(args) => prune_cmd(args),
+        Command::Ship(args) => ship_cmd(args),
+        Command::Compact(args) => compact_cmd(args),
         Command::Status(args) => status(args),
         Command::Snoop(args) => snoop(args),
         Command::Top(args) => top(args),

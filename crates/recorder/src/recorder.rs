@@ -20,6 +20,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dnsledger_lake::LakeUrl;
 use tracing::{debug, error, info, warn};
 
 use crate::capture::abi::COUNTER_NAMES;
@@ -36,6 +37,7 @@ use crate::pipeline::{HostFacts, Pipeline, PipelineError, recover_spool};
 use crate::store::fs::create_data_dir;
 use crate::store::prune::{PruneOptions, try_prune};
 use crate::store::segment::SegmentError;
+use crate::store::ship::{ShipError, ShipGuard, ShipperHandle};
 use crate::store::spool::RecoveryError;
 
 const BATCH_RECORDS: usize = 4096;
@@ -51,6 +53,9 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the boot-time -> UTC offset is re-read (NTP may slew the wall clock).
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
+/// How long a stopping recorder waits for the last segments to ship (a dead endpoint must not
+/// hold up the stop; what stays pending is shipped by `dnsledger ship` or the next start).
+pub const SHIP_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -82,6 +87,8 @@ pub enum RecordError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("cannot ship segments: {0}")]
+    Ship(#[from] ShipError),
     #[error("the writer thread panicked")]
     WriterPanicked,
     #[error(transparent)]
@@ -214,6 +221,7 @@ pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, Reco
         host: host.hostname.clone(),
         max_size: s.max_size,
         max_age: s.max_age,
+        ship_to: s.ship_to.clone(),
     };
     let status = LiveStatus {
         pid: std::process::id(),
@@ -230,7 +238,7 @@ pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, Reco
         std::thread::Builder::new()
             .name("dnsledger-writer".into())
             .spawn(move || {
-                let r = writer_thread(
+                let (r, ship) = writer_thread(
                     run_as.as_ref(),
                     metrics,
                     pipeline,
@@ -247,7 +255,7 @@ pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, Reco
                     // Nothing can be written: stop capturing too.
                     stop.store(true, Ordering::Relaxed);
                 }
-                r
+                (r, ship)
             })
             .map_err(|source| RecordError::Thread {
                 what: "writer",
@@ -316,10 +324,18 @@ pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, Reco
         warn!("the writer stopped before the last events could be handed over");
     }
     drop(tx);
-    let written = worker.join().map_err(|_| RecordError::WriterPanicked)?;
-    captured?;
-    let (transactions, segments) = written?;
-    seal_leftovers(s, &host);
+    let (written, ship) = worker.join().map_err(|_| RecordError::WriterPanicked)?;
+    let outcome = match captured {
+        Err(e) => Err(RecordError::from(e)),
+        Ok(()) => written,
+    };
+    if outcome.is_ok() {
+        seal_leftovers(s, &host);
+    }
+    if let Some(ship) = ship {
+        ship.finish(SHIP_SHUTDOWN_WAIT);
+    }
+    let (transactions, segments) = outcome?;
     Ok(RecordSummary {
         transactions,
         segments,
@@ -328,8 +344,11 @@ pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, Reco
     })
 }
 
-/// The writer thread: drops to the minimum privileges, starts the metrics server (which
-/// inherits them), then runs [`writer_loop`].
+type WriterResult = Result<(u64, usize), RecordError>;
+
+/// The writer thread: drops to the minimum privileges, starts the metrics server and the
+/// background shipper (which inherit them), then runs [`writer_loop`]. Returns the shipper
+/// for the caller to finish after the last seal.
 fn writer_thread(
     run_as: Option<&RunAs>,
     metrics: Option<(Metrics, metrics::Exposition, tiny_http::Server)>,
@@ -337,24 +356,47 @@ fn writer_thread(
     live: Option<LivePublisher>,
     io: WriterIo<'_>,
     status: (LiveStatus, &Upkeep),
-) -> Result<(u64, usize), RecordError> {
+) -> (WriterResult, Option<ShipperHandle>) {
     // This thread never needs more than reading /proc and writing the data dir.
-    privs::drop_to_minimum(run_as)?;
+    if let Err(e) = privs::drop_to_minimum(run_as) {
+        return (Err(e.into()), None);
+    }
     // Started from here, the HTTP thread has this thread's reduced privileges.
     let metrics = match metrics {
         Some((m, exposition, server)) => {
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("dnsledger-metrics".into())
-                .spawn(move || metrics::serve(server, exposition))
-                .map_err(|source| RecordError::Thread {
+                .spawn(move || metrics::serve(server, exposition));
+            if let Err(source) = spawned {
+                let e = RecordError::Thread {
                     what: "metrics",
                     source,
-                })?;
+                };
+                return (Err(e), None);
+            }
             Some(m)
         }
         None => None,
     };
-    writer_loop(pipeline, Extras { metrics, live }, io, status)
+    let upkeep = status.1;
+    let ship = match &upkeep.ship_to {
+        Some(url) => match ShipperHandle::start(&upkeep.data_dir, url) {
+            Ok(h) => Some(h),
+            Err(e) => return (Err(e.into()), None),
+        },
+        None => None,
+    };
+    let r = writer_loop(
+        pipeline,
+        Extras {
+            metrics,
+            live,
+            ship: ship.as_ref(),
+        },
+        io,
+        status,
+    );
+    (r, ship)
 }
 
 /// What the writer keeps up beside the segments: the status file in the data directory, and
@@ -366,6 +408,8 @@ pub struct Upkeep {
     pub host: String,
     pub max_size: Option<u64>,
     pub max_age: Option<Duration>,
+    /// `record --ship-to`: where sealed segments go; retention keeps them until shipped.
+    pub ship_to: Option<LakeUrl>,
 }
 
 impl Upkeep {
@@ -381,15 +425,21 @@ impl Upkeep {
             hosts: vec![self.host.clone()],
             dry_run: false,
             now_ns: unix_now_ns(),
+            // Unshipped segments are kept when shipping is on (or ever was: a ledger exists).
+            ship_guard: match &self.ship_to {
+                Some(url) => ShipGuard::To(url.clone()),
+                None => ShipGuard::Ledgers,
+            },
         };
         // A prune run by cron holds the lock: it is doing the same work, try again later.
         match try_prune(&opts) {
-            Ok(Some(r)) if !r.deleted.is_empty() => info!(
+            Ok(Some(r)) if !r.deleted.is_empty() || r.kept_unshipped > 0 => info!(
                 deleted = r.deleted.len(),
                 freed_bytes = r.freed_bytes,
                 kept = r.kept,
                 kept_bytes = r.kept_bytes,
-                "retention: deleted the oldest segments"
+                kept_unshipped = r.kept_unshipped,
+                "retention: deleted the oldest segments (keeping those not shipped yet)"
             ),
             Ok(_) => {}
             Err(e) => warn!("retention: {e}"),
@@ -398,9 +448,17 @@ impl Upkeep {
 }
 
 /// What the writer feeds besides the segments.
-pub struct Extras {
+pub struct Extras<'a> {
     pub metrics: Option<Metrics>,
     pub live: Option<LivePublisher>,
+    /// `record --ship-to`: poked after each seal; its counters go to the metrics.
+    pub ship: Option<&'a ShipperHandle>,
+}
+
+/// The part of [`Extras`] the pipeline's tap feeds.
+struct Taps {
+    metrics: Option<Metrics>,
+    live: Option<LivePublisher>,
 }
 
 /// The writer's ends of the capture thread: batches in, emptied batches back, and the drop
@@ -442,7 +500,7 @@ fn fill_status(
 /// Returns the transactions written and the segments sealed.
 pub fn writer_loop(
     mut pipeline: Pipeline<LiveAttribution>,
-    extras: Extras,
+    extras: Extras<'_>,
     io: WriterIo<'_>,
     (mut live, upkeep): (LiveStatus, &Upkeep),
 ) -> Result<(u64, usize), RecordError> {
@@ -457,8 +515,18 @@ pub fn writer_loop(
     let mut last_write_error: Option<Instant> = None;
     let counters = io.counters;
     let user_drops = io.user_drops;
-    let extras =
-        (extras.metrics.is_some() || extras.live.is_some()).then(|| Arc::new(Mutex::new(extras)));
+    let Extras {
+        metrics,
+        live: publisher,
+        ship,
+    } = extras;
+    let mut shipped_seals = 0;
+    let extras = (metrics.is_some() || publisher.is_some()).then(|| {
+        Arc::new(Mutex::new(Taps {
+            metrics,
+            live: publisher,
+        }))
+    });
     if let Some(x) = &extras {
         let x = Arc::clone(x);
         pipeline.set_tap(Box::new(move |rows| {
@@ -510,6 +578,7 @@ pub fn writer_loop(
                         segments: pipeline.segment_stats(),
                         watermark_ns: pipeline.watermark(),
                         now_unix_ns: clock.to_utc(boot_now()),
+                        ship: ship.map(|h| &*h.counters),
                     });
                 }
             }
@@ -530,6 +599,12 @@ pub fn writer_loop(
                     }
                 }
             }
+        }
+        if let Some(h) = ship
+            && pipeline.sealed().len() != shipped_seals
+        {
+            shipped_seals = pipeline.sealed().len();
+            h.poke();
         }
         if upkeep.retention_active()
             && (pipeline.sealed().len() != retention_sealed
@@ -726,12 +801,14 @@ mod tests {
             host: "writer test/1".into(),
             max_size: None,
             max_age: None,
+            ship_to: None,
         };
         let (transactions, segments) = writer_loop(
             pipeline,
             Extras {
                 metrics: None,
                 live: None,
+                ship: None,
             },
             WriterIo {
                 rx,
@@ -812,6 +889,7 @@ mod tests {
             host: "db 1".into(),
             max_size: None,
             max_age: Some(Duration::from_secs(24 * 3600)),
+            ship_to: None,
         };
         assert!(upkeep.retention_active());
         upkeep.apply_retention();

@@ -147,6 +147,8 @@ fn systemd_units_verify() {
         "dnsledger.service",
         "dnsledger-prune.service",
         "dnsledger-prune.timer",
+        "dnsledger-ship.service",
+        "dnsledger-ship.timer",
     ] {
         let text = std::fs::read_to_string(format!("{dist}/{name}")).expect("read unit");
         let text = text.replace("/usr/local/bin/dnsledger", DNSLEDGER);

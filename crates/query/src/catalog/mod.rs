@@ -6,6 +6,7 @@
 //! - [`table`] is the DataFusion table over the segments (partition pruning, skipped files);
 //! - [`session`] builds the SQL session with the tables `dns_all` and `dns` and runs statements.
 
+pub mod lake;
 pub mod segments;
 pub mod session;
 pub mod source;

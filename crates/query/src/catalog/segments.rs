@@ -5,12 +5,17 @@
 //! so a truncated, corrupt or foreign file, or one written by a newer recorder, is skipped with
 //! a reason instead of failing the whole query.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::Statistics;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::execution::cache::cache_manager::FileMetadataCache;
+use dnsledger_schema::compaction;
 use dnsledger_schema::{SCHEMA_VERSION, meta, schema, ts_type};
 use futures::StreamExt;
 use parquet::arrow::parquet_to_arrow_schema;
@@ -72,6 +77,9 @@ pub struct SegmentInfo {
     pub recovered_from: Option<String>,
     /// Bytes of torn spool tail the recovery cut (lost).
     pub recovery_cut_bytes: Option<u64>,
+    /// For a compacted segment: the file names of the segments of its partition it replaces
+    /// (`dnsledger_schema::compaction`).
+    pub compacted_from: Option<String>,
     /// Rows according to the Parquet footer.
     pub rows: u64,
     pub row_groups: usize,
@@ -127,6 +135,7 @@ pub fn inspect(md: &ParquetMetaData) -> Result<SegmentInfo, SegmentError> {
         pair_evicted: number(meta::PAIR_EVICTED),
         recovered_from: text(meta::RECOVERED_FROM),
         recovery_cut_bytes: number(meta::RECOVERY_CUT_BYTES),
+        compacted_from: text(meta::COMPACTED_FROM),
         rows: u64::try_from(file.num_rows()).unwrap_or(0),
         row_groups: md.num_row_groups(),
     })
@@ -236,39 +245,177 @@ pub fn read_footer(path: &std::path::Path) -> Result<ParquetMetaData, SegmentErr
         .map_err(|e| SegmentError::Unreadable(e.to_string()))
 }
 
+/// A segment's footer, read and checked once per run and kept for every query of the run.
+#[derive(Debug)]
+pub struct Footer {
+    pub metadata: Arc<ParquetMetaData>,
+    pub info: SegmentInfo,
+    /// The file's statistics for DataFusion's pruning (from the footer, computed once).
+    pub statistics: Arc<Statistics>,
+}
+
+/// The tail read in one request with the footer: segments' footers (with the page index) are
+/// a few KiB to some tens of KiB, so one range read usually fetches all of it.
+pub const FOOTER_PREFETCH: usize = 64 * 1024;
+
+type FooterResult = Result<Arc<Footer>, String>;
+
+/// Every footer read in this run, by object URL: each is fetched (one range read) and
+/// decoded once, whichever of discovery, `dnsql segments` or a query's scans asks first, and
+/// shared by all of them. Unreadable ones are remembered with their reason.
+#[derive(Default)]
+pub struct Footers {
+    cells: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<FooterResult>>>>,
+    /// Footers fetched from storage (not from memory), for tests and `--verbose`.
+    pub fetched: AtomicU64,
+}
+
+impl std::fmt::Debug for Footers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Footers")
+            .field("fetched", &self.fetched.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Footers {
+    /// The footer of `file`, fetched on first use. `cache` is DataFusion's metadata cache of
+    /// the session that will scan the file (so its Parquet reader finds the footer too).
+    pub async fn get(
+        self: &Arc<Self>,
+        file: &SegmentFile,
+        cache: Option<Arc<FileMetadataCache>>,
+    ) -> FooterResult {
+        let cell = {
+            let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+            cells.entry(file.url()).or_default().clone()
+        };
+        let this = self.clone();
+        cell.get_or_init(|| async move {
+            this.fetched.fetch_add(1, Ordering::Relaxed);
+            fetch(file, cache).await.map(Arc::new)
+        })
+        .await
+        .clone()
+    }
+
+    /// The footers of `files`, several at a time (each decoded on a task of its own: decoding
+    /// a footer and its statistics is CPU work), in the order given.
+    pub async fn get_all(
+        self: &Arc<Self>,
+        files: Vec<SegmentFile>,
+        cache: Option<Arc<FileMetadataCache>>,
+    ) -> Vec<(SegmentFile, FooterResult)> {
+        futures::stream::iter(files)
+            .map(|f| {
+                let this = self.clone();
+                let cache = cache.clone();
+                let kept = f.clone();
+                let task = tokio::spawn(async move {
+                    let r = this.get(&f, cache).await;
+                    (f, r)
+                });
+                async move {
+                    // Only a panic in the parquet reader ends a task early: that file is
+                    // reported as unreadable like any other.
+                    task.await
+                        .unwrap_or_else(|e| (kept, Err(format!("footer check failed: {e}"))))
+                }
+            })
+            .buffered(FOOTER_CONCURRENCY)
+            .collect()
+            .await
+    }
+}
+
+/// Footers fetched at a time (each is one range read: on a lake, a round trip).
+const FOOTER_CONCURRENCY: usize = 32;
+
+async fn fetch(
+    file: &SegmentFile,
+    cache: Option<Arc<FileMetadataCache>>,
+) -> Result<Footer, String> {
+    let metadata = DFParquetMetadata::new(file.object.store.as_ref(), &file.object.meta)
+        .with_metadata_size_hint(Some(FOOTER_PREFETCH))
+        .with_file_metadata_cache(cache)
+        .fetch_metadata()
+        .await
+        .map_err(|e| {
+            SegmentError::Unreadable(crate::catalog::table::root_message(&e)).to_string()
+        })?;
+    let info = inspect(&metadata).map_err(|e| e.to_string())?;
+    let statistics = DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema())
+        .map_err(|e| e.to_string())?;
+    Ok(Footer {
+        metadata,
+        info,
+        statistics: Arc::new(statistics),
+    })
+}
+
+/// The compaction rule applied to a listing: drops every file a compacted segment of the
+/// same partition directory covers (`dnsledger_schema::compaction::covered`). The one place
+/// listings (local or lake; queries and `dnsql segments`) apply it.
+pub fn skip_covered<T>(
+    files: Vec<(SegmentFile, T)>,
+    footer: impl Fn(&T) -> Option<&Footer>,
+) -> Vec<(SegmentFile, T)> {
+    let mut by_dir: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, (f, _)) in files.iter().enumerate() {
+        by_dir.entry(f.partition_dir()).or_default().push(i);
+    }
+    let names: Vec<String> = files.iter().map(|(f, _)| f.file_name()).collect();
+    let mut drop: HashSet<usize> = HashSet::new();
+    for members in by_dir.values() {
+        let listed: Vec<compaction::Listed<'_>> = members
+            .iter()
+            .map(|&i| compaction::Listed {
+                name: &names[i],
+                compacted_from: footer(&files[i].1).and_then(|f| f.info.compacted_from.as_deref()),
+            })
+            .collect();
+        let covered = compaction::covered(&listed);
+        drop.extend(
+            members
+                .iter()
+                .filter(|&&i| covered.contains(names[i].as_str())),
+        );
+    }
+    files
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !drop.contains(i))
+        .map(|(_, f)| f)
+        .collect()
+}
+
 /// The footers of `files` in scope, in order of host and time; unreadable ones as
-/// [`Skipped`]. Reads footers only, several at a time.
-pub async fn list(files: &[SegmentFile], scope: &Scope) -> (Vec<SegmentRow>, Vec<Skipped>) {
+/// [`Skipped`]. Reads footers only, several at a time; segments a compacted segment replaces
+/// are left out.
+pub async fn list(
+    files: &[SegmentFile],
+    scope: &Scope,
+    footers: &Arc<Footers>,
+) -> (Vec<SegmentRow>, Vec<Skipped>) {
     let candidates: Vec<SegmentFile> = files
         .iter()
         .filter(|f| scope.admits_key(&f.key))
         .cloned()
         .collect();
-    let results: Vec<(SegmentFile, Result<SegmentInfo, String>)> =
-        futures::stream::iter(candidates)
-            .map(|f| async move {
-                let path = f.canonical.clone();
-                let info = tokio::task::spawn_blocking(move || {
-                    read_footer(&path).and_then(|md| inspect(&md))
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-                (f, info)
-            })
-            .buffered(16)
-            .collect()
-            .await;
+    let results = footers.get_all(candidates, None).await;
+    let results = skip_covered(results, |r| r.as_ref().ok().map(|f| f.as_ref()));
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
-    for (f, info) in results {
-        match info {
-            Ok(info) if scope.admits_range(info.ts_min, info.ts_max) => rows.push(SegmentRow {
-                path: f.path,
-                host: f.key.host,
-                bytes: f.size,
-                info,
-            }),
+    for (f, footer) in results {
+        match footer {
+            Ok(footer) if scope.admits_range(footer.info.ts_min, footer.info.ts_max) => {
+                rows.push(SegmentRow {
+                    path: f.path,
+                    host: f.key.host,
+                    bytes: f.size,
+                    info: footer.info.clone(),
+                })
+            }
             Ok(_) => {}
             Err(reason) => skipped.push(Skipped {
                 path: f.path,

@@ -6,16 +6,26 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::common::SchemaError;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::{
+    DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
+};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{Expr, col, lit};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use dnsledger_schema::{col as c, partition};
 use futures::StreamExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use futures::future::BoxFuture;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::file::metadata::ParquetMetaData;
 
+use crate::catalog::segments::Footers;
 use crate::catalog::source::{PartitionKey, Scope, SegmentFile};
 use crate::catalog::table::{Problems, ScanProgress, SegmentTable, table_schema};
 use crate::output::{OutputError, Sink};
@@ -34,18 +44,28 @@ pub struct Dnsql {
     pub progress: Arc<ScanProgress>,
 }
 
-/// A session over `files` with the tables `dns_all` and `dns`.
+/// A session over `files` with the tables `dns_all` and `dns`. The stores the files are in
+/// (a lake's, the local file system's) are registered in the session's runtime; `footers`
+/// holds the footers read so far and every one read later.
 pub async fn context(
     files: Vec<SegmentFile>,
     scope: &Scope,
     problems: Arc<Problems>,
     progress: Arc<ScanProgress>,
+    footers: Arc<Footers>,
 ) -> datafusion::error::Result<Dnsql> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
+    let mut registered = std::collections::HashSet::new();
+    for f in &files {
+        if registered.insert(f.object.store_url.as_str().to_owned()) {
+            ctx.runtime_env()
+                .register_object_store(f.object.store_url.as_ref(), f.object.store.clone());
+        }
+    }
     // The SQL functions the recipes use are there for every query.
     crate::udf::register_all(&ctx);
-    let table = SegmentTable::new(files, problems.clone(), progress.clone());
+    let table = SegmentTable::new(files, problems.clone(), progress.clone(), footers);
     ctx.register_table(RAW_TABLE, Arc::new(table))?;
     let mut view = ctx.table(RAW_TABLE).await?;
     if let Some(filter) = scope_filter(scope) {
@@ -273,10 +293,10 @@ impl Dnsql {
             if self.problems.contains(&f.path) {
                 continue;
             }
-            let path = f.canonical.clone();
-            let check = tokio::task::spawn_blocking(move || decode_all(&path)).await;
-            if let Ok(Err(reason)) = check {
-                self.problems.record(f.path.clone(), reason);
+            let path = f.path.clone();
+            let check = tokio::spawn(async move { decode_all(&f).await }).await;
+            if let Ok(Err(Undecodable::Corrupt(reason))) = check {
+                self.problems.record(path, reason);
                 found += 1;
             }
         }
@@ -295,14 +315,66 @@ impl From<DataFusionError> for Wrapped {
     }
 }
 
-/// Reads every value of a Parquet file; the first decoding error, if any.
-fn decode_all(path: &std::path::Path) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+/// Why [`decode_all`] failed.
+enum Undecodable {
+    /// The bytes are bad: the segment is skipped.
+    Corrupt(String),
+    /// The store failed (a lake out of reach): says nothing about the segment.
+    Unreachable,
+}
+
+/// Reads every value of a segment through its store; the first decoding error, if any.
+async fn decode_all(f: &SegmentFile) -> Result<(), Undecodable> {
+    let classify = |e: parquet::errors::ParquetError, what: &str| {
+        let from_store = matches!(&e, parquet::errors::ParquetError::External(inner)
+            if inner.downcast_ref::<dnsledger_lake::object_store::Error>().is_some());
+        if from_store {
+            Undecodable::Unreachable
+        } else {
+            Undecodable::Corrupt(format!("{what}: {e}"))
+        }
+    };
+    let reader = DefaultParquetFileReaderFactory::new(f.object.store.clone())
+        .create_reader(
+            0,
+            PartitionedFile::new_from_meta(f.object.meta.clone()),
+            None,
+            &ExecutionPlanMetricsSet::new(),
+        )
+        .map_err(|e| Undecodable::Corrupt(format!("cannot open: {e}")))?;
+    let mut stream = ParquetRecordBatchStreamBuilder::new(SendReader(reader))
+        .await
         .and_then(|b| b.build())
-        .map_err(|e| format!("corrupt: {e}"))?;
-    for batch in reader {
-        batch.map_err(|e| format!("corrupt data: {e}"))?;
+        .map_err(|e| classify(e, "corrupt"))?;
+    while let Some(batch) = stream.next().await {
+        batch.map_err(|e| classify(e, "corrupt data"))?;
     }
     Ok(())
+}
+
+/// A boxed reader that stays `Send` (parquet implements its trait for `Box<dyn
+/// AsyncFileReader>` only, which is not).
+struct SendReader(Box<dyn AsyncFileReader + Send>);
+
+impl AsyncFileReader for SendReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        self.0.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        self.0.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        self.0.get_metadata(options)
+    }
 }

@@ -11,26 +11,76 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use datafusion::execution::object_store::ObjectStoreUrl;
+use dnsledger_lake::object_store::local::LocalFileSystem;
+use dnsledger_lake::object_store::path::Path as ObjectPath;
+use dnsledger_lake::object_store::{ObjectMeta, ObjectStore};
+use dnsledger_lake::{LakeError, LakeUrl};
 use dnsledger_schema::partition::NS_PER_HOUR;
 use parquet::file::metadata::ParquetMetaDataReader;
 
-use crate::catalog::segments::{SegmentError, inspect};
+use crate::catalog::lake;
+use crate::catalog::segments::{Footers, SegmentError, inspect};
 
 /// Where a segment belongs (`host`, `date`, `hour`): the one definition of the partition
 /// layout, shared with the recorder. `host` is the unescaped host name.
 pub use dnsledger_schema::partition::PartitionKey;
 
-/// A segment file found on disk.
+/// A segment file found on disk or in a lake.
 #[derive(Debug, Clone)]
 pub struct SegmentFile {
-    /// The path as found (under the `--data` path given).
+    /// The name users see: the path as found (under the `--data` path given), or the object's
+    /// URL (`s3://bucket/prefix/host=…/x.parquet`) for a segment in a lake.
     pub path: PathBuf,
-    /// The canonical absolute path (what is opened).
+    /// The canonical absolute path; for a segment in a lake, its URL (as `path`).
     pub canonical: PathBuf,
     pub size: u64,
     pub key: PartitionKey,
+    /// Where it is read from: every segment is read through an object store (the local file
+    /// system's for files on disk).
+    pub object: StoredObject,
+}
+
+/// A segment as an object: the store (and the URL DataFusion knows it by) and its metadata.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    /// `file:///`, `s3://bucket/`, …
+    pub store_url: ObjectStoreUrl,
+    pub store: Arc<dyn ObjectStore>,
+    pub meta: ObjectMeta,
+}
+
+impl SegmentFile {
+    /// The object's full URL: the key of everything remembered about it during a run.
+    pub fn url(&self) -> String {
+        format!(
+            "{}{}",
+            self.object.store_url.as_str(),
+            self.object.meta.location
+        )
+    }
+
+    /// The partition directory it was listed in (the unit of the compaction rule).
+    pub fn partition_dir(&self) -> String {
+        let url = self.url();
+        match url.rsplit_once('/') {
+            Some((dir, _)) => dir.to_owned(),
+            None => url,
+        }
+    }
+
+    /// Its file name (what a compacted segment's `compacted_from` names).
+    pub fn file_name(&self) -> String {
+        self.object
+            .meta
+            .location
+            .filename()
+            .map(str::to_owned)
+            .unwrap_or_default()
+    }
 }
 
 /// A file that is not read, and why.
@@ -48,6 +98,9 @@ pub struct Discovery {
     pub skipped: Vec<Skipped>,
     /// The directories searched (for the "no segments found" message).
     pub looked_in: Vec<PathBuf>,
+    /// Whether a lake listing was narrowed to the scope's partitions (an empty result then
+    /// means "nothing in scope", not "no segments").
+    pub scoped: bool,
 }
 
 /// Why discovery failed outright.
@@ -61,6 +114,12 @@ pub enum SourceError {
     Glob(String, String),
     #[error("cannot read `{}`: {}", .0.display(), .1)]
     Io(PathBuf, std::io::Error),
+    /// A `--data` URL that cannot be used (unknown scheme, no bucket, bad configuration).
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    /// A lake that cannot be listed (unreachable, unauthorised, no such bucket).
+    #[error(transparent)]
+    List(#[from] lake::ListError),
 }
 
 fn has_glob_chars(s: &str) -> bool {
@@ -72,7 +131,12 @@ fn has_glob_chars(s: &str) -> bool {
 /// in), a single `.parquet` file, or a glob matching any of those.
 pub fn discover(paths: &[PathBuf]) -> Result<Discovery, SourceError> {
     let mut d = Discovery::default();
-    let mut seen = HashSet::new();
+    let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+    let mut seen_files = HashSet::new();
+    let seen = &mut Seen {
+        files: &mut seen_files,
+        store: &local,
+    };
     let mut visited_dirs = HashSet::new();
     for p in paths {
         let s = p.to_string_lossy();
@@ -84,9 +148,9 @@ pub fn discover(paths: &[PathBuf]) -> Result<Discovery, SourceError> {
                 let m = m.map_err(|e| SourceError::Io(e.path().to_owned(), e.into()))?;
                 any = true;
                 if m.is_dir() {
-                    walk_root(&m, &mut d, &mut seen, &mut visited_dirs)?;
+                    walk_root(&m, &mut d, seen, &mut visited_dirs)?;
                 } else if is_segment_name(&m) {
-                    add_file(&m, &mut d, &mut seen)?;
+                    add_file(&m, &mut d, seen)?;
                 }
             }
             if !any {
@@ -99,9 +163,9 @@ pub fn discover(paths: &[PathBuf]) -> Result<Discovery, SourceError> {
             _ => SourceError::Io(p.clone(), e),
         })?;
         if md.is_dir() {
-            walk_root(p, &mut d, &mut seen, &mut visited_dirs)?;
+            walk_root(p, &mut d, seen, &mut visited_dirs)?;
         } else if is_segment_name(p) {
-            add_file(p, &mut d, &mut seen)?;
+            add_file(p, &mut d, seen)?;
         } else {
             return Err(SourceError::NotParquet(p.clone()));
         }
@@ -125,7 +189,7 @@ fn is_segment_name(p: &Path) -> bool {
 fn walk_root(
     dir: &Path,
     d: &mut Discovery,
-    seen: &mut HashSet<PathBuf>,
+    seen: &mut Seen<'_>,
     visited: &mut HashSet<PathBuf>,
 ) -> Result<(), SourceError> {
     let segments = dir.join("segments");
@@ -141,7 +205,7 @@ fn walk_root(
 fn walk(
     dir: &Path,
     d: &mut Discovery,
-    seen: &mut HashSet<PathBuf>,
+    seen: &mut Seen<'_>,
     visited: &mut HashSet<PathBuf>,
 ) -> Result<(), SourceError> {
     // Symlinked directories are followed once (a loop ends at the second visit).
@@ -175,18 +239,43 @@ fn walk(
     Ok(())
 }
 
-fn add_file(
-    path: &Path,
-    d: &mut Discovery,
-    seen: &mut HashSet<PathBuf>,
-) -> Result<(), SourceError> {
+/// Files already found, and the local store they are read through.
+struct Seen<'a> {
+    files: &'a mut HashSet<PathBuf>,
+    store: &'a Arc<dyn ObjectStore>,
+}
+
+fn add_file(path: &Path, d: &mut Discovery, seen: &mut Seen<'_>) -> Result<(), SourceError> {
     let canonical = fs::canonicalize(path).map_err(|e| SourceError::Io(path.to_owned(), e))?;
-    if !seen.insert(canonical.clone()) {
+    if !seen.files.insert(canonical.clone()) {
         return Ok(());
     }
-    let size = fs::metadata(&canonical)
-        .map_err(|e| SourceError::Io(path.to_owned(), e))?
-        .len();
+    let md = fs::metadata(&canonical).map_err(|e| SourceError::Io(path.to_owned(), e))?;
+    let size = md.len();
+    let location = match ObjectPath::from_absolute_path(&canonical) {
+        Ok(l) => l,
+        Err(e) => {
+            d.skipped.push(Skipped {
+                path: path.to_owned(),
+                reason: format!("cannot address it: {e}"),
+            });
+            return Ok(());
+        }
+    };
+    let object = StoredObject {
+        store_url: ObjectStoreUrl::local_filesystem(),
+        store: seen.store.clone(),
+        meta: ObjectMeta {
+            location,
+            last_modified: md
+                .modified()
+                .map(chrono::DateTime::<chrono::Utc>::from)
+                .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+            size,
+            e_tag: None,
+            version: None,
+        },
+    };
     let key = match PartitionKey::from_path(path) {
         Some(k) => k,
         None => match key_from_footer(&canonical) {
@@ -205,8 +294,154 @@ fn add_file(
         canonical,
         size,
         key,
+        object,
     });
     Ok(())
+}
+
+/// A `--data` argument: a local path or glob, or a lake URL.
+#[derive(Debug, Clone)]
+pub enum DataArg {
+    Local(PathBuf),
+    Lake(LakeUrl),
+}
+
+/// Splits `--data` arguments into local paths and lake URLs (anything with a `scheme://`).
+/// An unknown scheme or a malformed URL is an error naming it.
+pub fn parse_data_args(args: &[PathBuf]) -> Result<Vec<DataArg>, LakeError> {
+    args.iter()
+        .map(|a| {
+            let text = a.to_string_lossy();
+            if dnsledger_lake::looks_like_url(&text) {
+                text.parse().map(DataArg::Lake)
+            } else {
+                Ok(DataArg::Local(a.clone()))
+            }
+        })
+        .collect()
+}
+
+/// A lake's store and how it is known to DataFusion.
+#[derive(Debug, Clone)]
+pub struct OpenLake {
+    pub url: LakeUrl,
+    pub store_url: ObjectStoreUrl,
+    pub store: Arc<dyn ObjectStore>,
+}
+
+impl OpenLake {
+    /// Opens `url`'s store with the environment's credentials. Retries are few and short:
+    /// someone is waiting at a prompt, and an unreachable endpoint must say so in seconds.
+    pub fn open(url: LakeUrl) -> Result<OpenLake, SourceError> {
+        let retry = dnsledger_lake::object_store::RetryConfig {
+            backoff: dnsledger_lake::object_store::BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+            },
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(20),
+        };
+        let client = dnsledger_lake::object_store::ClientOptions::default()
+            .with_connect_timeout(Duration::from_secs(5));
+        let store = url.open_with(retry, client)?;
+        let store_url =
+            ObjectStoreUrl::parse(url.root().as_str()).map_err(|e| LakeError::Invalid {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(OpenLake {
+            url,
+            store_url,
+            store,
+        })
+    }
+}
+
+/// Finds the segments of every `--data` argument: local paths as [`discover`] does, lakes
+/// by listing only the partitions `scope` needs ([`lake::list`]). `log` is told each LIST.
+pub async fn discover_all(
+    args: &[DataArg],
+    scope: &Scope,
+    footers: &Arc<Footers>,
+    log: &(dyn Fn(String) + Sync),
+) -> Result<Discovery, SourceError> {
+    let local: Vec<PathBuf> = args
+        .iter()
+        .filter_map(|a| match a {
+            DataArg::Local(p) => Some(p.clone()),
+            DataArg::Lake(_) => None,
+        })
+        .collect();
+    let mut d = if local.is_empty() {
+        Discovery::default()
+    } else {
+        tokio::task::spawn_blocking(move || discover(&local))
+            .await
+            .map_err(|e| SourceError::Io(PathBuf::new(), std::io::Error::other(e)))??
+    };
+    let mut seen: HashSet<String> = HashSet::new();
+    for a in args {
+        let DataArg::Lake(url) = a else { continue };
+        let lake = OpenLake::open(url.clone())?;
+        d.looked_in.push(PathBuf::from(lake::prefix_url(
+            &lake.url,
+            lake.url.prefix(),
+        )));
+        d.scoped |= !scope.is_empty();
+        let objects = lake::list(&lake.url, &lake.store, scope, log).await?;
+        let mut loose = Vec::new();
+        for meta in objects {
+            let url = format!("{}{}", lake.store_url.as_str(), meta.location);
+            if !seen.insert(url.clone()) {
+                continue;
+            }
+            let key = lake::key_of(&lake.url, &meta.location);
+            let file = SegmentFile {
+                path: PathBuf::from(&url),
+                canonical: PathBuf::from(&url),
+                size: meta.size,
+                // Replaced from the footer below when the key has no partition directories.
+                key: key.clone().unwrap_or(PartitionKey {
+                    host: String::new(),
+                    date: 0,
+                    hour: 0,
+                }),
+                object: StoredObject {
+                    store_url: lake.store_url.clone(),
+                    store: lake.store.clone(),
+                    meta,
+                },
+            };
+            match key {
+                Some(_) => d.files.push(file),
+                None => loose.push(file),
+            }
+        }
+        // Outside the layout: placed by their footers (read once, kept for the queries).
+        for (file, footer) in footers.get_all(loose, None).await {
+            match footer {
+                Ok(f) => match (&f.info.host, f.info.ts_min) {
+                    (host, Some(ts)) => d.files.push(SegmentFile {
+                        key: PartitionKey::of_ts(host.clone().unwrap_or_default(), ts),
+                        ..file
+                    }),
+                    (_, None) => d.skipped.push(Skipped {
+                        path: file.path,
+                        reason: "segment metadata has no time range".to_owned(),
+                    }),
+                },
+                Err(reason) => d.skipped.push(Skipped {
+                    path: file.path,
+                    reason,
+                }),
+            }
+        }
+    }
+    d.files
+        .sort_by(|a, b| (&a.key, &a.path).cmp(&(&b.key, &b.path)));
+    d.skipped.sort();
+    Ok(d)
 }
 
 /// Partition keys of a file outside a Hive tree: its footer's host (as the recorder knew it,

@@ -25,30 +25,27 @@ use datafusion::common::{DFSchema, Result, ScalarValue, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::listing::helpers::expr_applicable_for_cols;
-use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::datasource::physical_plan::parquet::{
     CachedParquetFileReaderFactory, ParquetFileReaderFactory,
 };
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::object_store::ObjectMeta;
-use datafusion::object_store::path::Path as StorePath;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::union::UnionExec;
 use dnsledger_schema::partition;
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt, stream};
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::catalog::segments::{SegmentError, inspect};
-use crate::catalog::source::{SegmentFile, Skipped};
+use crate::catalog::segments::{Footers, skip_covered};
+use crate::catalog::source::{SegmentFile, Skipped, StoredObject};
 
 /// The partition columns, in the order they follow the file columns.
 pub fn partition_fields() -> Vec<FieldRef> {
@@ -166,6 +163,8 @@ pub struct SegmentTable {
     schema: SchemaRef,
     problems: Arc<Problems>,
     progress: Arc<ScanProgress>,
+    /// The run's footers: each read and decoded once, whatever the number of scans.
+    footers: Arc<Footers>,
 }
 
 impl SegmentTable {
@@ -173,12 +172,14 @@ impl SegmentTable {
         files: Vec<SegmentFile>,
         problems: Arc<Problems>,
         progress: Arc<ScanProgress>,
+        footers: Arc<Footers>,
     ) -> Self {
         SegmentTable {
             files: Arc::new(files),
             schema: table_schema(),
             problems,
             progress,
+            footers,
         }
     }
 
@@ -232,22 +233,6 @@ impl SegmentTable {
     }
 }
 
-fn object_meta(f: &SegmentFile) -> Result<ObjectMeta> {
-    let location = StorePath::from_absolute_path(&f.canonical)
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-    Ok(ObjectMeta {
-        location,
-        last_modified: chrono_epoch(),
-        size: f.size,
-        e_tag: None,
-        version: None,
-    })
-}
-
-fn chrono_epoch() -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::UNIX_EPOCH
-}
-
 #[async_trait]
 impl TableProvider for SegmentTable {
     fn schema(&self) -> SchemaRef {
@@ -275,80 +260,33 @@ impl TableProvider for SegmentTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let candidates = self.prune(state, filters);
-        let store_url = ObjectStoreUrl::local_filesystem();
-        let store = state.runtime_env().object_store(&store_url)?;
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         let file_schema = dnsledger_schema::schema();
-        let concurrency =
-            usize::from(state.config_options().execution.meta_fetch_concurrency).max(1);
 
-        // Footers: read (through DataFusion's metadata cache, so the scan does not read them
-        // again) and check each candidate. Each file is its own task: decoding a footer and its
-        // statistics is CPU work, and one task polling them all used one core (segments are
-        // many and small: ~1 ms each, most of a point lookup over thousands of files).
-        let checked: Vec<(SegmentFile, Result<PartitionedFile, String>)> = stream::iter(candidates)
-            .map(|f| {
-                let store = store.clone();
-                let cache = cache.clone();
-                let file_schema = file_schema.clone();
-                let kept = f.clone();
-                let task = tokio::spawn(async move {
-                    let result = async {
-                        let meta = object_meta(&f).map_err(|e| e.to_string())?;
-                        let md: Arc<ParquetMetaData> =
-                            DFParquetMetadata::new(store.as_ref(), &meta)
-                                .with_file_metadata_cache(Some(cache))
-                                .fetch_metadata()
-                                .await
-                                .map_err(|e| {
-                                    SegmentError::Unreadable(root_message(&e)).to_string()
-                                })?;
-                        inspect(&md).map_err(|e| e.to_string())?;
-                        let stats =
-                            DFParquetMetadata::statistics_from_parquet_metadata(&md, &file_schema)
-                                .map_err(|e| e.to_string())?;
-                        Ok(PartitionedFile::new_from_meta(meta)
-                            .with_partition_values(vec![
-                                ScalarValue::Utf8(Some(f.key.host.clone())),
-                                ScalarValue::Date32(Some(f.key.date)),
-                                ScalarValue::Int32(Some(f.key.hour)),
-                            ])
-                            .with_statistics(Arc::new(stats)))
-                    }
-                    .await;
-                    (f, result)
-                });
-                async move {
-                    // Only a panic in the parquet reader ends a task early: that file is
-                    // reported as unreadable like any other.
-                    task.await
-                        .unwrap_or_else(|e| (kept, Err(format!("footer check failed: {e}"))))
-                }
-            })
-            .buffered(concurrency)
-            .collect()
-            .await;
-
-        let mut files = Vec::new();
-        let mut scanned = Vec::new();
+        // Footers: read once per run (also into DataFusion's metadata cache, so the scan's
+        // reader does not fetch them again), checked, and the compaction rule applied per
+        // partition. Partition pruning keeps or drops whole partitions, so every file of a
+        // kept partition is here to apply it to.
+        // The rule is applied before unreadable files are reported: an input a compaction
+        // deleted between listing and reading is covered, not corrupt.
+        let checked = self.footers.get_all(candidates, Some(cache.clone())).await;
+        let checked = skip_covered(checked, |r| r.as_ref().ok().map(|f| f.as_ref()));
+        let mut readable = Vec::new();
         for (f, result) in checked {
             match result {
-                Ok(pf) => {
-                    scanned.push(f);
-                    files.push(pf);
-                }
+                Ok(footer) => readable.push((f, footer)),
                 Err(reason) => self.problems.record(f.path.clone(), reason),
             }
         }
 
-        if files.is_empty() {
+        if readable.is_empty() {
             let projected = project_schema(&self.schema, projection)?;
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
 
         {
             let mut seen = self.progress.seen.lock().unwrap_or_else(|e| e.into_inner());
-            for f in &scanned {
+            for (f, _) in &readable {
                 if seen.insert(f.path.clone()) {
                     self.progress
                         .bytes_total
@@ -361,34 +299,53 @@ impl TableProvider for SegmentTable {
             .scanned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(scanned);
+            .extend(readable.iter().map(|(f, _)| f.clone()));
 
+        // One Parquet scan per store (a scan reads from one), as one union.
+        let mut by_store: BTreeMap<String, (StoredObject, Vec<PartitionedFile>)> = BTreeMap::new();
+        for (f, footer) in readable {
+            let pf = PartitionedFile::new_from_meta(f.object.meta.clone())
+                .with_partition_values(vec![
+                    ScalarValue::Utf8(Some(f.key.host.clone())),
+                    ScalarValue::Date32(Some(f.key.date)),
+                    ScalarValue::Int32(Some(f.key.hour)),
+                ])
+                .with_statistics(footer.statistics.clone());
+            by_store
+                .entry(f.object.store_url.as_str().to_owned())
+                .or_insert_with(|| (f.object.clone(), Vec::new()))
+                .1
+                .push(pf);
+        }
         let target = state.config().target_partitions().max(1);
-        let groups = FileGroup::new(files).split_files(target);
-        let (groups, statistics) = datafusion_datasource::compute_all_files_statistics(
-            groups,
-            self.schema.clone(),
-            true,
-            false,
-        )?;
-
-        let table_schema = TableSchema::builder(file_schema)
-            .with_table_partition_cols(partition_fields())
-            .build();
-        let reader_factory = Arc::new(CountingReaderFactory {
-            inner: CachedParquetFileReaderFactory::new(store, cache),
-            progress: self.progress.clone(),
-        });
-        let source = ParquetSource::new(table_schema)
-            .with_table_parquet_options(state.default_table_options().parquet)
-            .with_parquet_file_reader_factory(reader_factory);
-        let config = FileScanConfigBuilder::new(store_url, Arc::new(source))
-            .with_file_groups(groups)
-            .with_statistics(statistics)
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
-            .build();
-        Ok(DataSourceExec::from_data_source(config))
+        let mut scans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        for (_, (object, files)) in by_store {
+            let groups = FileGroup::new(files).split_files(target);
+            let (groups, statistics) = datafusion_datasource::compute_all_files_statistics(
+                groups,
+                self.schema.clone(),
+                true,
+                false,
+            )?;
+            let table_schema = TableSchema::builder(file_schema.clone())
+                .with_table_partition_cols(partition_fields())
+                .build();
+            let reader_factory = Arc::new(CountingReaderFactory {
+                inner: CachedParquetFileReaderFactory::new(object.store.clone(), cache.clone()),
+                progress: self.progress.clone(),
+            });
+            let source = ParquetSource::new(table_schema)
+                .with_table_parquet_options(state.default_table_options().parquet)
+                .with_parquet_file_reader_factory(reader_factory);
+            let config = FileScanConfigBuilder::new(object.store_url.clone(), Arc::new(source))
+                .with_file_groups(groups)
+                .with_statistics(statistics)
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+            scans.push(DataSourceExec::from_data_source(config));
+        }
+        UnionExec::try_new(scans)
     }
 }
 

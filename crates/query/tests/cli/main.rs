@@ -15,6 +15,8 @@ use dnsledger_tests::fixture::{self, files_under, write_parquet};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
+mod lake;
+
 const BIN: &str = env!("CARGO_BIN_EXE_dnsql");
 
 fn fixture() -> PathBuf {

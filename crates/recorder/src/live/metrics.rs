@@ -33,6 +33,7 @@ use prometheus_client::registry::Registry;
 use crate::capture::abi::COUNTER_NAMES;
 use crate::capture::bpf::KernelCounters;
 use crate::store::segment::SegmentStats;
+use crate::store::ship::ShipCounters;
 
 /// Distinct `process` label values of the DNSWatch counters, by default (`all` and `other`
 /// come on top).
@@ -143,6 +144,11 @@ pub struct Metrics {
     bytes_written: Counter,
     spool_lag: Gauge<f64, AtomicU64>,
     last_seal: Gauge<f64, AtomicU64>,
+    segments_shipped: Counter,
+    segments_ship_failed: Counter,
+    segment_bytes_shipped: Counter,
+    segments_ship_pending: Gauge,
+    ship_lag: Gauge,
 }
 
 /// The HTTP thread's side: what a scrape prints.
@@ -176,6 +182,11 @@ impl Metrics {
             bytes_written: Counter::default(),
             spool_lag: Gauge::default(),
             last_seal: Gauge::default(),
+            segments_shipped: Counter::default(),
+            segments_ship_failed: Counter::default(),
+            segment_bytes_shipped: Counter::default(),
+            segments_ship_pending: Gauge::default(),
+            ship_lag: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("dnsledger");
         r.register(
@@ -224,6 +235,31 @@ impl Metrics {
             "last_seal_timestamp_seconds",
             "Unix time of the last segment seal (0: none yet)",
             m.last_seal.clone(),
+        );
+        r.register(
+            "segments_shipped",
+            "Segments confirmed in the data lake by this run (--ship-to; already there included)",
+            m.segments_shipped.clone(),
+        );
+        r.register(
+            "segments_ship_failed",
+            "Segment uploads that failed after their retries, or met different bytes at their key",
+            m.segments_ship_failed.clone(),
+        );
+        r.register(
+            "segment_bytes_shipped",
+            "Bytes of the segments uploaded by this run",
+            m.segment_bytes_shipped.clone(),
+        );
+        r.register(
+            "segments_ship_pending",
+            "Sealed segments not in the data lake yet (after the last shipping pass)",
+            m.segments_ship_pending.clone(),
+        );
+        r.register(
+            "ship_lag_seconds",
+            "Age of the oldest sealed segment not in the data lake yet (0: none)",
+            m.ship_lag.clone(),
         );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
@@ -333,6 +369,16 @@ impl Metrics {
             self.spool_lag
                 .set((t.now_unix_ns.saturating_sub(w)).max(0) as f64 / 1e9);
         }
+        if let Some(s) = t.ship {
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            raise(&self.segments_shipped, load(&s.shipped) + load(&s.already));
+            raise(&self.segments_ship_failed, load(&s.failed));
+            raise(&self.segment_bytes_shipped, load(&s.bytes));
+            let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.segments_ship_pending.set(clamp(load(&s.pending)));
+            let now = u64::try_from(t.now_unix_ns / 1_000_000_000).unwrap_or(0);
+            self.ship_lag.set(clamp(s.lag_seconds(now)));
+        }
     }
 }
 
@@ -344,6 +390,8 @@ pub struct Totals<'a> {
     pub segments: SegmentStats,
     pub watermark_ns: Option<i64>,
     pub now_unix_ns: i64,
+    /// The background shipper's totals (`record --ship-to`).
+    pub ship: Option<&'a ShipCounters>,
 }
 
 /// Escapes a label value for the text format.
@@ -585,6 +633,7 @@ mod tests {
             },
             watermark_ns: Some(1_000_000_000),
             now_unix_ns: 3_500_000_000,
+            ship: None,
         };
         m.update_totals(&totals);
         m.update_totals(&totals);

@@ -113,6 +113,7 @@ pub fn report(data_dir: &Path, now_unix: u64) -> Result<(Vec<String>, bool), Str
             .map(|p| format!(", newest {}", p.display()))
             .unwrap_or_default()
     ));
+    lines.extend(crate::store::ship::status_lines(data_dir, now_unix));
     let (sn, sb) = count_files(&data_dir.join(SPOOL_DIR));
     let (inn, inb) = count_files(&data_dir.join(INPROGRESS_DIR));
     lines.push(format!(

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use dnsledger_schema::partition;
 
 use crate::store::segment::{SEGMENT_EXT, SEGMENTS_DIR};
+use crate::store::ship::{self, ShipGuard};
 
 const HOUR_NS: i64 = partition::NS_PER_HOUR;
 
@@ -28,6 +29,11 @@ pub enum PruneError {
     },
     #[error("cannot lock {path}: {source}")]
     Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the ship ledgers of {path}: {source}")]
+    Ledger {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -51,6 +57,8 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Now, UTC ns.
     pub now_ns: i64,
+    /// Which segments must be shipped before they may go ([`ShipGuard::Off`]: none).
+    pub ship_guard: ShipGuard,
 }
 
 /// One sealed segment found in the tree.
@@ -71,6 +79,9 @@ pub struct PruneReport {
     pub freed_bytes: u64,
     pub kept: usize,
     pub kept_bytes: u64,
+    /// Segments the limits would delete but that are not shipped yet (kept).
+    pub kept_unshipped: usize,
+    pub kept_unshipped_bytes: u64,
     pub removed_dirs: Vec<PathBuf>,
 }
 
@@ -161,14 +172,14 @@ pub fn list_segments(root: &Path) -> Result<Vec<SegmentFile>, PruneError> {
 }
 
 /// Holds an exclusive lock on a file for as long as it lives.
-struct Lock {
+pub(crate) struct Lock {
     _file: File,
 }
 
 /// Takes the prune lock; `None` when `wait` is false and someone else holds it. The lock file
 /// is opened read-only when it exists (flock needs no write access), so a recorder running as
 /// its own user shares it with a root cron job that created it.
-fn lock(path: &Path, wait: bool) -> Result<Option<Lock>, PruneError> {
+pub(crate) fn lock(path: &Path, wait: bool) -> Result<Option<Lock>, PruneError> {
     let err = |source| PruneError::Lock {
         path: path.into(),
         source,
@@ -190,7 +201,7 @@ fn lock(path: &Path, wait: bool) -> Result<Option<Lock>, PruneError> {
 }
 
 /// Where the prune lock lives: beside `segments/` in a data directory, in the tree otherwise.
-fn lock_path(dir: &Path, root: &Path) -> PathBuf {
+pub(crate) fn lock_path(dir: &Path, root: &Path) -> PathBuf {
     if root != dir {
         dir.join("prune.lock")
     } else {
@@ -222,24 +233,38 @@ fn prune_with(opts: &PruneOptions, wait: bool) -> Result<Option<PruneReport>, Pr
     if !opts.hosts.is_empty() {
         segments.retain(|s| opts.hosts.contains(&s.host));
     }
+    // Read under the lock; a shipper appending meanwhile only makes this set conservative.
+    let shipped = ship::shipped_set(&opts.ship_guard, &opts.dir, &root).map_err(|source| {
+        PruneError::Ledger {
+            path: opts.dir.clone(),
+            source,
+        }
+    })?;
+    let unshipped = shipped
+        .map(|set| ship::unshipped(&segments, &root, &set))
+        .unwrap_or_default();
     let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
     let mut report = PruneReport::default();
-    let mut keep_from = 0;
-    for (i, s) in segments.iter().enumerate() {
+    for s in &segments {
         let too_old = opts
             .max_age_ns
             .is_some_and(|age| s.hour_start_ns + HOUR_NS <= opts.now_ns.saturating_sub(age));
         let too_big = opts.max_size.is_some_and(|max| total > max);
         if !too_old && !too_big {
-            keep_from = i;
+            // Oldest first: every later segment is younger, and the size limit holds.
             break;
         }
-        keep_from = i + 1;
+        if unshipped.contains(&s.path) {
+            // Not in the lake yet: kept, and a younger shipped one goes in its place.
+            report.kept_unshipped += 1;
+            report.kept_unshipped_bytes += s.bytes;
+            continue;
+        }
         total -= s.bytes;
         report.freed_bytes += s.bytes;
         report.deleted.push(s.clone());
     }
-    report.kept = segments.len() - keep_from;
+    report.kept = segments.len() - report.deleted.len();
     report.kept_bytes = total;
     if opts.dry_run {
         return Ok(Some(report));
@@ -317,6 +342,7 @@ mod tests {
             hosts: Vec::new(),
             dry_run: false,
             now_ns: now,
+            ship_guard: ShipGuard::Off,
         }
     }
 
@@ -403,6 +429,54 @@ mod tests {
         assert_eq!(r.deleted.len(), 1);
         assert_eq!(r.deleted[0].host, "db 1/eu");
         assert!(!a.exists() && b.exists());
+    }
+
+    #[test]
+    fn unshipped_segments_are_kept_unless_overridden() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("segments");
+        let now = ns(2026, 11, 27, 12);
+        let old = touch(&root, "a", "2026-11-01", "00", "1.parquet", 100);
+        let mid = touch(&root, "a", "2026-11-02", "00", "2.parquet", 100);
+        let new = touch(&root, "a", "2026-11-03", "00", "3.parquet", 100);
+        let url: dnsledger_lake::LakeUrl = "s3://lake/p".parse().expect("url");
+        let ldir = ship::ledger_dir(tmp.path(), &root);
+        let mut ledger = ship::Ledger::open(&ship::ledger_path(&ldir, &url), &url, true)
+            .expect("ledger")
+            .expect("lock");
+        ledger
+            .record("host=a/date=2026-11-02/hour=00/2.parquet", 100)
+            .expect("record");
+        // Recorded with another size: not the same segment.
+        ledger
+            .record("host=a/date=2026-11-03/hour=00/3.parquet", 99)
+            .expect("record");
+        drop(ledger);
+        let mut o = opts(tmp.path(), now);
+        o.max_size = Some(0);
+        o.dry_run = true;
+        // With a ledger present and no destination named, every ledger counts.
+        o.ship_guard = ShipGuard::Ledgers;
+        let r = prune(&o).expect("prune");
+        assert_eq!(
+            r.deleted.iter().map(|s| &s.path).collect::<Vec<_>>(),
+            vec![&mid]
+        );
+        assert_eq!(
+            (r.kept_unshipped, r.kept_unshipped_bytes, r.kept),
+            (2, 200, 2)
+        );
+        o.ship_guard = ShipGuard::To("s3://other".parse().expect("url"));
+        assert_eq!(prune(&o).expect("prune").kept_unshipped, 3);
+        o.ship_guard = ShipGuard::To(url);
+        o.dry_run = false;
+        let r = prune(&o).expect("prune");
+        assert_eq!(r.deleted.len(), 1);
+        assert!(old.exists() && !mid.exists() && new.exists());
+        o.ship_guard = ShipGuard::Off;
+        let r = prune(&o).expect("prune");
+        assert_eq!((r.deleted.len(), r.kept_unshipped), (2, 0));
+        assert!(!old.exists() && !new.exists());
     }
 
     #[test]

@@ -806,6 +806,13 @@ impl Drop for SegmentWriter {
 
 /// Parquet writer properties shared by every segment.
 fn writer_properties() -> Result<WriterProperties, SegmentError> {
+    Ok(writer_properties_builder()?.build())
+}
+
+/// The builder of [`writer_properties`]: the one definition of how segments are encoded
+/// (compaction starts from it and only changes the sort order and row-group size).
+pub(crate) fn writer_properties_builder()
+-> Result<parquet::file::properties::WriterPropertiesBuilder, SegmentError> {
     let level = ZstdLevel::try_new(ZSTD_LEVEL)
         .map_err(|e| SegmentError::Config(format!("zstd level {ZSTD_LEVEL}: {e}")))?;
     let mut builder = WriterProperties::builder()
@@ -842,12 +849,12 @@ fn writer_properties() -> Result<WriterProperties, SegmentError> {
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::BYTE_STREAM_SPLIT);
     }
-    Ok(builder.build())
+    Ok(builder)
 }
 
 /// `<pid>`-qualified start time in ns, unique within the process even for writers opened in
 /// the same nanosecond.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = u64::try_from(crate::config::unix_now_ns()).unwrap_or(0);
     let prev = LAST
@@ -923,7 +930,7 @@ pub fn format_rfc3339_ns(ns: i64) -> String {
 }
 
 /// Compact, file-name-safe form used at the start of segment names: `20231114T221320.123456789Z`.
-fn format_compact_ns(ns: i64) -> String {
+pub(crate) fn format_compact_ns(ns: i64) -> String {
     let c = partition::Civil::from_ns(ns);
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}.{:09}Z",
