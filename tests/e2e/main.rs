@@ -10,4 +10,6 @@ mod bpf_replay;
 mod bpf_stacks;
 mod compact;
 mod import;
+mod lake_engines;
+mod ocsf;
 mod ship;

@@ -34,8 +34,28 @@ A closed output pipe (`dnsql ... | head`) ends dnsql quietly with the status it 
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
+    #[command(flatten)]
+    pub lake_sql: LakeSqlArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The subcommand's name, as typed.
+    pub fn command_name(&self) -> &'static str {
+        match &self.command {
+            Command::Sql(_) => "sql",
+            Command::Schema(_) => "schema",
+            Command::Segments => "segments",
+            Command::Who(_) => "who",
+            Command::Top(_) => "top",
+            Command::Timeline(_) => "timeline",
+            Command::Exfil => "exfil",
+            Command::Nxdomain => "nxdomain",
+            Command::Show(_) => "show",
+            Command::Export(_) => "export",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -109,7 +129,10 @@ pub enum Command {
     ///   dnsql sql -f query.sql;  echo "SELECT 1" | dnsql sql
     Sql(SqlArgs),
     /// The columns of `dns`, their types and meaning
-    Schema,
+    ///
+    /// With --ddl athena|trino: the CREATE EXTERNAL TABLE / CREATE TABLE statement for the
+    /// lake, generated from the same schema (column types mapped to the engine's)
+    Schema(SchemaArgs),
     /// Each segment: host, time range, rows, dropped events, size (footers only, no scan)
     ///
     /// Shows where the record has gaps or lost events before an absence is trusted. Respects
@@ -128,6 +151,77 @@ pub enum Command {
     Nxdomain,
     /// Dig-like rendering of full transactions, decoded from the raw bytes
     Show(ShowArgs),
+    /// Every transaction as an OCSF 1.8.0 DNS Activity event (JSON lines or Parquet)
+    ///
+    /// One event per transaction within --since/--until/--host: class_uid 4003, profile `host`
+    /// (actor.process from pid, comm, exe, cmdline, uid, ppid; device.hostname from the host).
+    /// --format json (the default here) writes one event per line; --format parquet the same
+    /// nested structure as Parquet. Unanswered and unsolicited transactions and messages that
+    /// could not be parsed export too (activity 1 Query / 2 Response; `status_detail` holds the
+    /// parse error). Examples:
+    ///   dnsql --since 24h export --ocsf -o dns.ocsf.jsonl
+    ///   dnsql --host web1 export --ocsf --format parquet -o web1.ocsf.parquet
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Print DDL for this engine instead of the column list
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub ddl: Option<recipes::lake::Ddl>,
+    /// Table name in the DDL
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "dnsledger",
+        requires = "ddl"
+    )]
+    pub table: String,
+    /// Location of the lake in the DDL (the directory holding host=... directories)
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "s3://BUCKET/dnsledger/segments/",
+        requires = "ddl"
+    )]
+    pub location: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Export as OCSF DNS Activity events (the only export format so far; required)
+    #[arg(long, required = true)]
+    pub ocsf: bool,
+}
+
+/// `--print-sql` for the recipes: the SQL for another engine instead of an answer.
+#[derive(Debug, Args)]
+pub struct LakeSqlArgs {
+    /// Print the SQL a recipe runs (who, top, timeline, exfil, nxdomain, show), rewritten for
+    /// the lake engine of --dialect over the hive-partitioned Parquet lake, instead of running
+    /// it. dnsql's own SQL functions do not exist there: portable expressions replace them
+    /// where there is one (answer_strings, answer_data, date_bin, max_label_len; question_name
+    /// becomes qname, losing the case; name_length becomes length); label_entropy,
+    /// label_alphabet, info_content and subdomain have none, so `exfil` needs them registered
+    /// as UDFs in that engine (the printed SQL says which)
+    #[arg(long, global = true)]
+    pub print_sql: bool,
+
+    /// Engine for --print-sql: duckdb (read_parquet with hive_partitioning) or spark (Spark
+    /// SQL: a temporary view over the Parquet lake with partition discovery)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ENGINE",
+        global = true,
+        default_value = "duckdb"
+    )]
+    pub dialect: recipes::lake::Dialect,
+
+    /// Lake root for --print-sql (a path or an s3:// URL); default: the first --data (its
+    /// segments/ directory when it has one)
+    #[arg(long, value_name = "PATH_OR_URL", global = true)]
+    pub lake: Option<String>,
 }
 
 #[derive(Debug, Args)]

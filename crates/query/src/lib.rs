@@ -8,11 +8,13 @@
 //!    ([`udf::register_all`]);
 //! 3. [`recipes`]: the SQL of the forensic commands (`who`, `top`, `timeline`, `exfil`,
 //!    `nxdomain`) and the dig-like `show`;
-//! 4. [`output`]: results printed as table, CSV, JSON lines or Parquet.
+//! 4. [`output`]: results printed as table, CSV, JSON lines or Parquet; [`ocsf`] maps rows to
+//!    OCSF DNS Activity events for `dnsql export --ocsf`.
 //!
 //! The binary (`main.rs`, its command line in `cli.rs`) runs these steps for each command.
 
 pub mod catalog;
+pub mod ocsf;
 pub mod output;
 pub mod recipes;
 pub mod udf;

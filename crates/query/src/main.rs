@@ -22,8 +22,9 @@ use dnsledger_query::catalog::segments::{self, Footers};
 use dnsledger_query::catalog::session::{self, Dnsql, RunError};
 use dnsledger_query::catalog::source::{self, Scope, Skipped};
 use dnsledger_query::catalog::table::{self, Problems, ScanProgress};
+use dnsledger_query::ocsf;
 use dnsledger_query::output::{self, Format, OutputError, Sink, TableOptions};
-use dnsledger_query::recipes::{self, show};
+use dnsledger_query::recipes::{self, lake, show};
 use dnsledger_query::udf;
 
 mod cli;
@@ -185,8 +186,24 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
     };
     let mut out = Output::new(g, pb.clone());
 
+    if cli.lake_sql.print_sql {
+        return print_lake_sql(&cli, &mut out);
+    }
     let sql = match &cli.command {
-        Command::Schema => {
+        Command::Schema(args) if args.ddl.is_some() => {
+            let ddl = args.ddl.map(|d| lake::ddl(d, &args.table, &args.location));
+            return print_text(&mut out, &ddl.unwrap_or_default());
+        }
+        Command::Export(_) => {
+            if g.format == Format::Csv {
+                return Err(Failure::Usage(
+                    "OCSF events are nested: use --format json or parquet".into(),
+                ));
+            }
+            out.ocsf = true;
+            ocsf::SQL.to_owned()
+        }
+        Command::Schema(_) => {
             let batch = table::schema_listing()
                 .map_err(|e| anyhow!(e).context("cannot list the columns"))?;
             return out.print(&batch);
@@ -270,8 +287,49 @@ fn recipe(cmd: &Command, g: &Global) -> Result<Recipe, Failure> {
                 .map_err(|e| Failure::Usage(format!("bad selector: {e}")))?;
             Recipe::Render(sql, show::render)
         }
-        Command::Sql(_) | Command::Schema | Command::Segments => unreachable!("not a recipe"),
+        Command::Sql(_) | Command::Schema(_) | Command::Segments | Command::Export(_) => {
+            return Err(Failure::Usage(
+                "--print-sql is for the recipes: who, top, timeline, exfil, nxdomain, show".into(),
+            ));
+        }
     })
+}
+
+/// `--print-sql`: the recipe's SQL, as run, rewritten for `--dialect` over the lake.
+fn print_lake_sql(cli: &Cli, out: &mut Output) -> Result<(), Failure> {
+    let g = &cli.global;
+    let (Recipe::Sql(sql) | Recipe::Render(sql, _)) = recipe(&cli.command, g)?;
+    let root = match &cli.lake_sql.lake {
+        Some(l) => l.clone(),
+        None => {
+            let data = g.data.first().cloned().unwrap_or_default();
+            let segments = data.join("segments");
+            if segments.is_dir() { segments } else { data }
+                .display()
+                .to_string()
+        }
+    };
+    let scope = Scope {
+        since: g.since,
+        until: g.until,
+        hosts: g.hosts.clone(),
+    };
+    let name = cli.command_name();
+    let text = lake::print_sql(&sql, cli.lake_sql.dialect, &root, &scope, name);
+    print_text(out, &text)
+}
+
+/// Writes `text` to the output as is.
+fn print_text(out: &mut Output, text: &str) -> Result<(), Failure> {
+    let mut w = out.writer().context("cannot open the output")?;
+    match w.write_all(text.as_bytes()).and_then(|()| w.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::Runtime(
+            anyhow!(e).context("cannot write the output"),
+            None,
+        )),
+    }
 }
 
 fn read_sql(args: &SqlArgs) -> Result<String, Failure> {
@@ -512,6 +570,8 @@ struct Output {
     file: Option<File>,
     /// Render rows with this instead of the format.
     render: Option<output::Render>,
+    /// Map rows to OCSF events (`dnsql export --ocsf`).
+    ocsf: bool,
     /// Cleared when the result starts to print (they share the terminal).
     progress: ProgressBar,
 }
@@ -551,12 +611,25 @@ impl Output {
             table: TableOptions { max_width },
             file: None,
             render: None,
+            ocsf: false,
             progress,
         }
     }
 
     fn sink(&mut self, schema: SchemaRef) -> Result<Box<dyn Sink + 'static>, OutputError> {
-        let w: Box<dyn Write + Send> = match &self.path {
+        let w = self.writer()?;
+        if self.ocsf {
+            return ocsf::sink(self.format, w);
+        }
+        match self.render {
+            Some(render) => Ok(output::render_sink(w, render)),
+            None => output::sink(self.format, schema, w, self.table),
+        }
+    }
+
+    /// Stdout or `-o FILE` (created at the first call).
+    fn writer(&mut self) -> io::Result<Box<dyn Write + Send>> {
+        Ok(match &self.path {
             None => Box::new(BufWriter::new(ClearOnWrite {
                 inner: io::stdout(),
                 progress: Some(self.progress.clone()),
@@ -577,11 +650,7 @@ impl Output {
                 };
                 Box::new(BufWriter::new(file))
             }
-        };
-        match self.render {
-            Some(render) => Ok(output::render_sink(w, render)),
-            None => output::sink(self.format, schema, w, self.table),
-        }
+        })
     }
 
     fn print(&mut self, batch: &RecordBatch) -> Result<(), Failure> {

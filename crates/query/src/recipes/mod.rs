@@ -12,6 +12,7 @@
 //! --by process` and `who` do key on the pid.
 
 pub mod exfil;
+pub mod lake;
 pub mod nxdomain;
 pub mod show;
 pub mod timeline;

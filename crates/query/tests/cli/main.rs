@@ -1562,3 +1562,68 @@ fn sql_functions_are_available_and_documented() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// export --ocsf, --print-sql, schema --ddl
+
+#[test]
+fn export_ocsf_writes_one_event_per_row_and_refuses_csv() {
+    let out = ok(&["--host", "host-a", "export", "--ocsf"]);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len() as u64, HOST_A);
+    assert!(events.iter().all(|e| e["class_uid"] == 4003
+        && e["metadata"]["version"] == "1.8.0"
+        && e["device"]["hostname"] == "host-a"));
+    let data = fixture();
+    let data = data.to_str().unwrap();
+    let csv = run(&["--data", data, "--format", "csv", "export", "--ocsf"]);
+    assert_eq!(csv.code, 2, "{csv:?}");
+    assert!(csv.stderr.contains("--format json or parquet"), "{csv:?}");
+    let bare = run(&["--data", data, "export"]);
+    assert_eq!(bare.code, 2, "{bare:?}");
+}
+
+#[test]
+fn print_sql_is_for_recipes_and_reads_no_data() {
+    // No data is needed to print SQL.
+    let sql = run(&[
+        "--data",
+        "/nonexistent",
+        "--print-sql",
+        "--dialect",
+        "spark",
+        "--lake",
+        "s3a://b/lake",
+        "nxdomain",
+    ]);
+    assert_eq!(sql.code, 0, "{sql:?}");
+    assert!(
+        sql.stdout
+            .contains("USING parquet OPTIONS (path 's3a://b/lake')")
+    );
+    assert!(sql.stdout.trim_end().ends_with(';'), "{sql:?}");
+    let not_recipe = run(&["--data", "/nonexistent", "--print-sql", "sql", "SELECT 1"]);
+    assert_eq!(not_recipe.code, 2, "{not_recipe:?}");
+    assert!(not_recipe.stderr.contains("--print-sql is for the recipes"));
+}
+
+#[test]
+fn schema_ddl_names_every_column_and_the_partitions() {
+    for engine in ["athena", "trino"] {
+        let r = run(&["schema", "--ddl", engine, "--location", "s3://b/segments/"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        for f in dnsledger_schema::schema().fields() {
+            assert!(
+                r.stdout.contains(f.name().as_str()),
+                "{engine}: {}",
+                f.name()
+            );
+        }
+        assert!(r.stdout.contains("'s3://b/segments/'"), "{r:?}");
+    }
+    let bad = run(&["schema", "--ddl", "oracle"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
