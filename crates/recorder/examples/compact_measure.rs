@@ -77,40 +77,40 @@ fn surviving(bytes: &Bytes, col: &str, value: &str) -> Result<(usize, usize)> {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let input = PathBuf::from(args.get(1).context("usage: compact_measure HOUR.parquet OUT")?);
-    let out = PathBuf::from(args.get(2).context("usage: compact_measure HOUR.parquet OUT")?);
-    let bytes = Bytes::from(std::fs::read(&input)?);
-    let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?
-        .build()?
-        .collect::<Result<_, _>>()?;
+    // HOUR.parquet… OUT: several hours may be given, to measure a busier hour (their rows are
+    // treated as one hour's, split into twelve equal pieces in `ts` order).
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let out = PathBuf::from(args.pop().context("usage: compact_measure HOUR.parquet… OUT")?);
+    let inputs: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
+    let input = inputs.first().context("no input")?.clone();
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    for f in &inputs {
+        let bytes = Bytes::from(std::fs::read(f)?);
+        batches.extend(
+            ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                .build()?
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let all = arrow_select::concat::concat_batches(&batches[0].schema(), &batches)?;
-    let ts = all
-        .column_by_name("ts")
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-        .context("ts")?;
-    // Twelve five-minute recorder segments (sorted by ts, the recorder's properties).
-    let hour0 = ts.value(0).div_euclid(3_600_000_000_000) * 3_600_000_000_000;
+    let _ = TimestampNanosecondArray::from(Vec::<i64>::new());
+    // Twelve recorder segments (sorted by ts, the recorder's properties).
     let mut pieces = Vec::new();
-    let mut start = 0;
-    for k in 1..=12 {
-        let end_ts = hour0 + k * 300_000_000_000;
-        let mut end = start;
-        while end < all.num_rows() && ts.value(end) < end_ts {
-            end += 1;
+    let per = all.num_rows().div_ceil(12);
+    for k in 0..12 {
+        let start = k * per;
+        if start >= all.num_rows() {
+            break;
         }
-        if end > start {
-            let piece = all.slice(start, end - start);
-            let seg = compact_bytes(
-                "bench-host-00",
-                vec![(format!("in{k}.parquet"), bytes_of(&piece)?)],
-                SortKey::Time,
-                128 * 1024,
-            )?;
-            pieces.push((format!("piece-{k:02}.parquet"), Bytes::from(seg)));
-        }
-        start = end;
+        let piece = all.slice(start, per.min(all.num_rows() - start));
+        let seg = compact_bytes(
+            "bench-host-00",
+            vec![(format!("in{k}.parquet"), bytes_of(&piece)?)],
+            SortKey::Time,
+            128 * 1024,
+        )?;
+        pieces.push((format!("piece-{k:02}.parquet"), Bytes::from(seg)));
     }
     let pieces_size: usize = pieces.iter().map(|p| p.1.len()).sum();
     // Lookup values: the most common, a median and a rare name/domain.
