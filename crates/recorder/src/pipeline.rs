@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use dnsledger_schema::partition::NS_PER_HOUR;
 use dnsledger_schema::{Transaction, meta};
 use tracing::{error, info, warn};
 
@@ -32,6 +33,10 @@ const REORDER_SLACK_NS: i64 = 500_000_000;
 /// pair timeout), goes into the next segment (see `segment`). Waiting for the full pair timeout
 /// held rate x 5 s of rows in memory whenever any query went unanswered.
 const PENDING_WAIT_NS: i64 = 1_000_000_000;
+
+/// Rows of a new hour wait at most this long past the hour's end for queries of the previous
+/// hour still pending (the default pair timeout): rate x this many rows, once an hour.
+const HOUR_HOLD_NS: i64 = 5_000_000_000;
 
 /// Rows that may wait in memory when they cannot be written (about 1 KiB each with raw bytes).
 const MAX_BUFFERED_ROWS: usize = 256 * 1024;
@@ -400,10 +405,18 @@ impl<A: Attributor> Pipeline<A> {
         self.flush_rows();
         let horizon = now_ns.saturating_sub(REORDER_SLACK_NS);
         let pending_floor = now_ns.saturating_sub(PENDING_WAIT_NS);
-        let watermark = self
-            .pairer
-            .low_watermark()
-            .map_or(horizon, |w| w.max(pending_floor).min(horizon));
+        let watermark = self.pairer.low_watermark().map_or(horizon, |w| {
+            // Rows of a later hour also wait (at most HOUR_HOLD_NS) for the queries of an
+            // earlier hour still pending: that hour's segment seals when the first row of the
+            // next is written, and their rows would otherwise make a second segment of it.
+            let hour_end = (w.div_euclid(NS_PER_HOUR) + 1) * NS_PER_HOUR;
+            let floor = if now_ns.saturating_sub(hour_end) <= HOUR_HOLD_NS {
+                pending_floor.min(hour_end)
+            } else {
+                pending_floor
+            };
+            w.max(floor).min(horizon)
+        });
         self.watermark = Some(watermark);
         if let Some(w) = &mut self.writer {
             let sealed = w.advance(Some(watermark), Instant::now())?;

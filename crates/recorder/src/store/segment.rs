@@ -20,7 +20,11 @@
 //! older than the last row of the open segment (a query answered or given up late) is held back
 //! until that segment seals, and starts the next one; past [`MAX_LATE_ROWS`] such rows the open
 //! segment seals early. So files may overlap in time but are each sorted, and the writer need
-//! not hold every row until the slowest pending query is settled.
+//! not hold every row until the slowest pending query is settled. When the open segment seals
+//! because the next row is of another hour, or at [`close`](SegmentWriter::close) (end of an
+//! import, recorder shutdown), the late rows of its hour join it as its last row group instead,
+//! so that an hour ends in one segment, not a segment and a straggler of a few rows
+//! overlapping it; every row group is sorted by `ts`.
 
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
@@ -413,9 +417,10 @@ impl SegmentWriter {
     /// Writes every buffered row and seals the open segment. Returns the paths sealed.
     pub fn close(mut self) -> Result<Vec<PathBuf>, SegmentError> {
         let mut sealed = self.advance(None, Instant::now())?;
+        self.absorb_late()?;
         self.seal_open(&mut sealed)?;
-        // Late rows of the segment just sealed are back in the buffer: they make one more
-        // (sorted) segment, which has no late rows of its own.
+        // Late rows of another hour than the segment just sealed are back in the buffer: they
+        // make one more (sorted) segment, in their own partition.
         while !self.buffer.is_empty() {
             let more = self.advance(None, Instant::now())?;
             sealed.extend(more);
@@ -555,6 +560,9 @@ impl SegmentWriter {
             .as_ref()
             .is_some_and(|s| hour_of(ts) != hour_of(s.ts_min))
         {
+            // Its hour's late rows go in with it: they would otherwise make a second segment
+            // of that hour.
+            self.absorb_late()?;
             self.seal_open(sealed)?;
         }
         // Not `take()` and put back: an `OpenSegment` (Parquet writer and column builders) is
@@ -635,6 +643,49 @@ impl SegmentWriter {
                     .map_or(s.min_epoch, |f| f.min(s.min_epoch)),
             );
         }
+    }
+
+    /// At close or at an hour change: the late rows of the open segment's hour (queries settled or given up after
+    /// newer rows were written, and the ones still pending at the end) join the open segment
+    /// as its last row group(s), instead of making a second segment of a few rows that overlaps
+    /// it in time. Each row group stays sorted by `ts` (the Parquet sorting column is a row
+    /// group property); the segment's `ts_min` becomes the smallest row's.
+    fn absorb_late(&mut self) -> Result<(), SegmentError> {
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        let hour = hour_of(open.ts_min);
+        let (mut mine, others): (Vec<Spooled>, Vec<Spooled>) = std::mem::take(&mut self.late)
+            .into_iter()
+            .partition(|r| hour_of(r.ts) == hour);
+        self.late = others;
+        if mine.is_empty() {
+            return Ok(());
+        }
+        mine.sort_by_key(|r| r.ts);
+        // End the row group of the rows in order, then write the late ones as their own.
+        let flushed = open.write_pending().and_then(|()| {
+            open.writer.flush().map_err(|source| SegmentError::Parquet {
+                path: open.path.clone(),
+                source,
+            })
+        });
+        if let Err(e) = flushed {
+            self.buffer.extend(mine);
+            self.abandon(&e);
+            return Err(e);
+        }
+        for item in mine {
+            open.builder.append(&item.row);
+            open.ts_min = open.ts_min.min(item.ts);
+            open.min_epoch = open.min_epoch.min(item.epoch);
+            if item.seq != u64::MAX {
+                open.seqs.push(item.seq);
+            }
+            open.rows += 1;
+            self.stats.rows_written += 1;
+        }
+        self.write_pending()
     }
 
     /// Drops the open segment after a failure, leaving its file for recovery.
@@ -1385,21 +1436,27 @@ mod tests {
         w.push(rows([T0 + 50, T0 + 200, T0 + 40]));
         assert!(w.advance(None, now).expect("advance").is_empty());
         assert_eq!(w.stats().rows_buffered, 2, "the two late rows wait");
+        // At close the late rows join the segment as its last row group: one segment per
+        // hour, not a main segment and a straggler.
         let sealed = w.close().expect("close");
-        assert_eq!(sealed.len(), 2);
-        let first = read(&sealed[0]);
+        assert_eq!(sealed.len(), 1);
+        let seg = read(&sealed[0]);
         let mut want: Vec<i64> = (100..110).map(|i| T0 + i).collect();
-        want.extend([T0 + 109, T0 + 200]);
-        assert_eq!(first.ts, want);
-        let second = read(&sealed[1]);
-        assert_eq!(second.ts, vec![T0 + 40, T0 + 50], "late rows sorted");
+        want.extend([T0 + 109, T0 + 200, T0 + 40, T0 + 50]);
+        assert_eq!(seg.ts, want);
+        assert_eq!(seg.metadata.num_row_groups(), 2, "each row group sorted");
+        assert_eq!(seg.metadata.row_group(1).num_rows(), 2);
         assert_eq!(
-            second.kv.get(meta::TS_MIN).map(String::as_str),
+            seg.kv.get(meta::TS_MIN).map(String::as_str),
             Some("2023-11-14T22:13:20.000000040Z")
         );
         assert_eq!(
-            second.kv.get(meta::TRANSACTIONS).map(String::as_str),
-            Some("2")
+            seg.kv.get(meta::TS_MAX).map(String::as_str),
+            Some("2023-11-14T22:13:20.000000200Z")
+        );
+        assert_eq!(
+            seg.kv.get(meta::TRANSACTIONS).map(String::as_str),
+            Some("14")
         );
     }
 
