@@ -31,7 +31,11 @@ fn strings(batches: &[RecordBatch], col: &str) -> Vec<String> {
             .column_by_name(col)
             .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         {
-            out.extend((0..a.len()).filter(|i| a.is_valid(*i)).map(|i| a.value(i).to_string()));
+            out.extend(
+                (0..a.len())
+                    .filter(|i| a.is_valid(*i))
+                    .map(|i| a.value(i).to_string()),
+            );
         }
     }
     out
@@ -66,9 +70,7 @@ fn surviving(bytes: &Bytes, col: &str, value: &str) -> Result<(usize, usize)> {
             _ => true,
         };
         let rg = r.get_row_group(i)?;
-        let by_bloom = rg
-            .get_column_bloom_filter(idx)
-            .is_none_or(|b| b.check(&v));
+        let by_bloom = rg.get_column_bloom_filter(idx).is_none_or(|b| b.check(&v));
         if by_stats && by_bloom {
             keep += 1;
         }
@@ -80,7 +82,10 @@ fn main() -> Result<()> {
     // HOUR.parquet… OUT: several hours may be given, to measure a busier hour (their rows are
     // treated as one hour's, split into twelve equal pieces in `ts` order).
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let out = PathBuf::from(args.pop().context("usage: compact_measure HOUR.parquet… OUT")?);
+    let out = PathBuf::from(
+        args.pop()
+            .context("usage: compact_measure HOUR.parquet… OUT")?,
+    );
     let inputs: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
     let input = inputs.first().context("no input")?.clone();
     let mut batches: Vec<RecordBatch> = Vec::new();
