@@ -953,7 +953,10 @@ impl Shipper {
             return Ok(());
         };
         failpoint("before-remove");
-        match self.remove_covered(rel, ledger.entries.get(rel).copied(), &names).await {
+        match self
+            .remove_covered(rel, ledger.entries.get(rel).copied(), &names)
+            .await
+        {
             Ok(removed) => {
                 for url in &removed {
                     debug!(%url, compacted = rel, "removed an object covered by a compacted segment");
@@ -1587,6 +1590,150 @@ mod tests {
             fs::read(lake.join("host=a/date=2026-12-04/hour=02/new.parquet")).expect("read"),
             b"new!"
         );
+    }
+
+    /// Every file below `dir`, relative, sorted.
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Some(rel) = relative_key(dir, &p) {
+                    v.push(rel);
+                }
+            }
+        }
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_shipped_compacted_segment_removes_what_it_covers_from_the_lake() {
+        use crate::store::compact::{CompactOptions, compact_dir};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        // The fixture partition with three segments.
+        let part = "host=host-b/date=2010-08-21/hour=02";
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/segments")
+            .join(part);
+        let dst = data.join("segments").join(part);
+        fs::create_dir_all(&dst).expect("mkdir");
+        let mut inputs = Vec::new();
+        for e in fs::read_dir(&src).expect("fixture").flatten() {
+            fs::copy(e.path(), dst.join(e.file_name())).expect("copy");
+            inputs.push(format!("{part}/{}", e.file_name().to_string_lossy()));
+        }
+        inputs.sort();
+        assert_eq!(inputs.len(), 3);
+        let lake = tmp.path().join("lake");
+        fs::create_dir_all(&lake).expect("mkdir");
+        let u = url(&format!("file://{}/p", lake.display()));
+        let opts = ShipOptions {
+            dir: data.clone(),
+            url: u.clone(),
+            dry_run: false,
+            verify: false,
+            wait_lock: true,
+            attempts: 1,
+        };
+        let stop = AtomicBool::new(false);
+        let r = ship(&opts, &stop).expect("ship");
+        assert_eq!((r.shipped.len(), r.removed.len()), (3, 0));
+        assert_eq!(files(&lake.join("p")), inputs);
+
+        let now = dnsledger_schema::partition::NS_PER_HOUR * 24 * 365 * 50;
+        let c = compact_dir(
+            &data,
+            &CompactOptions {
+                hosts: Vec::new(),
+                before_ns: now,
+                now_ns: now,
+                dry_run: false,
+            },
+        )
+        .expect("compact");
+        let output = c.partitions[0].output.clone().expect("an output");
+        let compacted = format!("{part}/{output}");
+        assert_eq!(files(&data.join("segments")), vec![compacted.clone()]);
+        // The deleted inputs are no phantom pending segments; the compacted one is pending.
+        let lines = status_lines(&data, unix_secs(SystemTime::now()));
+        assert!(lines[0].contains("shipped 0, pending 1"), "{lines:?}");
+        let set = shipped_set(&ShipGuard::To(u.clone()), &data, &data.join("segments"))
+            .expect("set")
+            .expect("guard");
+        let segs = list_segments(&data.join("segments")).expect("list");
+        assert_eq!(unshipped(&segs, &data.join("segments"), &set).len(), 1);
+
+        // A foreign object in the partition is never touched.
+        fs::write(lake.join("p").join(part).join("other.parquet"), b"x").expect("write");
+        let r = ship(&opts, &stop).expect("ship compacted");
+        assert_eq!(r.shipped.len(), 1);
+        assert_eq!(r.removed.len(), 3, "{r:?}");
+        assert_eq!((r.cleanup_pending, r.cleanup_errors.len()), (0, 0));
+        assert_eq!(
+            files(&lake.join("p")),
+            vec![compacted.clone(), format!("{part}/other.parquet")]
+        );
+        assert_eq!(
+            fs::read(lake.join("p").join(&compacted)).expect("read"),
+            fs::read(data.join("segments").join(&compacted)).expect("read")
+        );
+        let lines = status_lines(&data, unix_secs(SystemTime::now()));
+        assert!(
+            lines[0].contains("shipped 1, pending 0") && !lines[0].contains("not deleted"),
+            "{lines:?}"
+        );
+
+        // A cleanup left pending (a crash before the deletes) is finished by the next pass,
+        // but never while the compacted segment is missing from the lake.
+        let lpath = ledger_path(&ledger_dir(&data, &data.join("segments")), &u);
+        let bytes = fs::metadata(data.join("segments").join(&compacted))
+            .expect("meta")
+            .len();
+        for i in &inputs {
+            fs::copy(
+                src.join(i.rsplit('/').next().expect("name")),
+                lake.join("p").join(i),
+            )
+            .expect("put back");
+        }
+        let names: Vec<String> = inputs
+            .iter()
+            .map(|i| i.rsplit('/').next().expect("name").to_string())
+            .collect();
+        {
+            let mut l = Ledger::open(&lpath, &u, true).expect("open").expect("lock");
+            l.record_covering(&compacted, bytes, &names)
+                .expect("record");
+        }
+        let kept = lake.join("compacted.aside");
+        fs::rename(lake.join("p").join(&compacted), &kept).expect("aside");
+        let r = ship(&opts, &stop).expect("ship without the compacted object");
+        assert!(r.removed.is_empty());
+        assert_eq!((r.cleanup_pending, r.cleanup_errors.len()), (1, 1), "{r:?}");
+        assert!(r.cleanup_errors[0].contains("not in the lake"), "{r:?}");
+        assert_eq!(
+            files(&lake.join("p")).len(),
+            4,
+            "inputs and other.parquet kept"
+        );
+        assert!(
+            status_lines(&data, unix_secs(SystemTime::now()))[0]
+                .contains("1 compacted segment(s) whose replaced lake objects are not deleted yet")
+        );
+        fs::rename(&kept, lake.join("p").join(&compacted)).expect("back");
+        let r = ship(&opts, &stop).expect("ship finishes the cleanup");
+        assert_eq!((r.removed.len(), r.cleanup_pending), (3, 0), "{r:?}");
+        assert_eq!(
+            files(&lake.join("p")),
+            vec![compacted, format!("{part}/other.parquet")]
+        );
+        let l = Ledger::open(&lpath, &u, true).expect("open").expect("lock");
+        assert!(l.cleanups().is_empty());
     }
 
     #[test]
