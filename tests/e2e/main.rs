@@ -11,3 +11,4 @@ mod bpf_stacks;
 mod compact;
 mod import;
 mod ship;
+mod ship_compact;
