@@ -88,7 +88,8 @@ S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS
 (S3-compatible stores such as MinIO), AWS_ALLOW_HTTP=true (plain-http endpoint), or the instance's \
 role; GCS: GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS; Azure: AZURE_STORAGE_ACCOUNT_NAME, \
 AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY, AZURE_CLIENT_ID…). The destination needs \
-PutObject and GetObject (ListBucket too for --verify).";
+PutObject and GetObject (ListBucket too for --verify; ListBucket and DeleteObject once compacted \
+segments are shipped, to delete the objects they replace).";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
