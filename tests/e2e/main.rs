@@ -13,3 +13,4 @@ mod import;
 mod lake_engines;
 mod ocsf;
 mod ship;
+mod ship_compact;

@@ -277,8 +277,14 @@ fn ship_cmd(args: ShipArgs) -> anyhow::Result<ExitCode> {
             println!("shipped {url}");
         }
     }
+    for url in &report.removed {
+        println!("removed {url} (replaced by a compacted segment)");
+    }
     for f in &report.failed {
         eprintln!("error: {} not shipped: {}", f.path.display(), f.reason);
+    }
+    for e in &report.cleanup_errors {
+        eprintln!("error: {e}");
     }
     if let Some(fatal) = &report.fatal {
         eprintln!("error: {fatal}");
@@ -287,7 +293,10 @@ fn ship_cmd(args: ShipArgs) -> anyhow::Result<ExitCode> {
     println!("{}", report.summary(opts.dry_run));
     Ok(if stop.load(Ordering::Relaxed) && report.pending > 0 {
         ExitCode::from(130)
-    } else if report.fatal.is_some() || !report.failed.is_empty() {
+    } else if report.fatal.is_some()
+        || !report.failed.is_empty()
+        || !report.cleanup_errors.is_empty()
+    {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

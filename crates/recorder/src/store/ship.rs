@@ -31,12 +31,25 @@
 //! the others; a problem of the destination itself (unreachable, no such bucket, refused
 //! credentials) stops the run at once, leaving the rest pending.
 //!
+//! **Compacted segments replace what they cover, in the lake too.** A segment written by
+//! `dnsledger compact` names its inputs in its footer (`dnsledger.compacted_from`); `dnsql`
+//! skips them, but DuckDB, Spark, Athena or Trino read every object under the prefix. So once
+//! a compacted segment is confirmed in the lake (uploaded, or found there identical), the
+//! shipper deletes the objects of the same partition it names: write first, delete after,
+//! exactly as compaction does; an object already gone is fine. The ledger line of a compacted
+//! segment carries the names it covers (`\tcovers=<name>/<name>…`; names never hold a `/`) and
+//! a later `#removed\t<rel>` line says the deletes are done, so a crash in between is finished
+//! by the next pass, which first checks (HEAD) that the compacted object is still in the lake
+//! with its size. Nothing else in the lake is ever deleted. Engines that do not know the rule
+//! see the covered rows twice only between the compacted upload and these deletes (the same
+//! pass: milliseconds to seconds), or, after a crash there, until the next pass.
+//!
 //! **The ledger trusts the lake.** If objects disappear from the lake after they were
 //! confirmed (a bucket emptied, an in-memory test server restarted), `ship --verify` lists the
 //! destination and re-ships every segment the ledger has but the lake lacks (or holds with
 //! another size).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -50,7 +63,9 @@ use dnsledger_lake::object_store::{
     PutPayload, RetryConfig,
 };
 use dnsledger_lake::{LakeError, LakeUrl};
+use dnsledger_schema::{compaction, meta};
 use futures::StreamExt;
+use parquet::file::metadata::ParquetMetaDataReader;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
@@ -73,7 +88,8 @@ S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS
 (S3-compatible stores such as MinIO), AWS_ALLOW_HTTP=true (plain-http endpoint), or the instance's \
 role; GCS: GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS; Azure: AZURE_STORAGE_ACCOUNT_NAME, \
 AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY, AZURE_CLIENT_ID…). The destination needs \
-PutObject and GetObject (ListBucket too for --verify).";
+PutObject and GetObject (ListBucket too for --verify; ListBucket and DeleteObject once compacted \
+segments are shipped, to delete the objects they replace).";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
@@ -171,6 +187,13 @@ pub fn object_key(url: &LakeUrl, rel: &str) -> Result<ObjectPath, String> {
     ObjectPath::parse(&full).map_err(|e| format!("{full:?} is no valid object key: {e}"))
 }
 
+/// Field of a ledger line naming the lake objects a compacted segment replaces.
+const COVERS_FIELD: &str = "covers=";
+/// Prefix of the ledger line saying a compacted segment's covered objects are deleted.
+const REMOVED_LINE: &str = "#removed\t";
+/// Separator of the names in [`COVERS_FIELD`] (segment file names never contain it).
+const COVERS_SEP: char = '/';
+
 /// What one ledger line says: a segment (relative path) confirmed in the lake with this size.
 fn parse_line(line: &str) -> Option<(String, u64)> {
     if line.starts_with('#') {
@@ -182,14 +205,84 @@ fn parse_line(line: &str) -> Option<(String, u64)> {
     Some((rel.to_string(), bytes))
 }
 
-/// The entries of a ledger's text; a last line without its newline (torn by a crash) is not
-/// one.
+/// The complete lines of a ledger's text: a last line without its newline (torn by a crash)
+/// is not one.
+fn complete_lines(text: &str) -> std::str::Lines<'_> {
+    match text.rfind('\n') {
+        Some(i) => text[..=i].lines(),
+        None => "".lines(),
+    }
+}
+
+/// The entries of a ledger's text.
 fn parse_ledger(text: &str) -> HashMap<String, u64> {
-    let complete = match text.rfind('\n') {
-        Some(i) => &text[..=i],
-        None => "",
+    complete_lines(text).filter_map(parse_line).collect()
+}
+
+/// The compacted segments (relative path → covered file names) whose covered lake objects are
+/// not yet known deleted.
+fn parse_cleanups(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for line in complete_lines(text) {
+        if let Some(rel) = line.strip_prefix(REMOVED_LINE) {
+            out.remove(rel);
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let mut f = line.split('\t');
+        let Some(rel) = f.next() else { continue };
+        if let Some(names) = f.find_map(|x| x.strip_prefix(COVERS_FIELD)) {
+            let names: Vec<String> = names
+                .split(COVERS_SEP)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect();
+            if !names.is_empty() {
+                out.insert(rel.to_string(), names);
+            }
+        }
+    }
+    out
+}
+
+/// Whether `name` can be a covered file name (a plain `.parquet` file name, nothing that
+/// could reach outside its partition or break a ledger line).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.ends_with(".parquet")
+        && !name.contains(['/', '\\', '\t', '\n', '\r', COVERS_SEP])
+}
+
+/// The file names a segment's footer says it covers (`dnsledger.compacted_from`), without its
+/// own name; empty for a segment that is not compacted (or whose footer cannot be read: it
+/// is shipped as it is, and covers nothing).
+pub fn covered_names(path: &Path) -> Vec<String> {
+    let own = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let md = File::open(path).map_err(|e| e.to_string()).and_then(|f| {
+        ParquetMetaDataReader::new()
+            .parse_and_finish(&f)
+            .map_err(|e| e.to_string())
+    });
+    let md = match md {
+        Ok(m) => m,
+        Err(e) => {
+            debug!("cannot read the footer of {}: {e}", path.display());
+            return Vec::new();
+        }
     };
-    complete.lines().filter_map(parse_line).collect()
+    let Some(kvs) = md.file_metadata().key_value_metadata() else {
+        return Vec::new();
+    };
+    kvs.iter()
+        .filter(|kv| kv.key == meta::COMPACTED_FROM)
+        .filter_map(|kv| kv.value.as_deref())
+        .flat_map(compaction::decode_inputs)
+        .filter(|n| *n != own && is_plain_name(n))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Reads a ledger without locking it (for prune and status): what it says was shipped.
@@ -238,6 +331,8 @@ pub struct Ledger {
     path: PathBuf,
     file: File,
     entries: HashMap<String, u64>,
+    /// Compacted segments confirmed in the lake whose covered objects may still be there.
+    cleanups: BTreeMap<String, Vec<String>>,
 }
 
 impl Ledger {
@@ -279,11 +374,12 @@ impl Ledger {
             file.set_len(complete as u64).map_err(err)?;
             file.seek(SeekFrom::End(0)).map_err(err)?;
         }
-        let entries = parse_ledger(&text);
+        let text = &text[..complete];
         let mut l = Ledger {
             path: path.to_path_buf(),
             file,
-            entries,
+            entries: parse_ledger(text),
+            cleanups: parse_cleanups(text),
         };
         if complete == 0 {
             l.append(&format!("{LEDGER_HEADER} to {url}\n"))?;
@@ -306,12 +402,51 @@ impl Ledger {
 
     /// Records a segment as confirmed in the lake.
     pub fn record(&mut self, rel: &str, bytes: u64) -> Result<(), ShipError> {
+        self.record_covering(rel, bytes, &[])
+    }
+
+    /// Records a segment as confirmed in the lake; a compacted segment also names the files
+    /// of its partition it covers (`compacted_from`), whose lake objects are then to be
+    /// deleted ([`Ledger::record_removed`] once they are).
+    pub fn record_covering(
+        &mut self,
+        rel: &str,
+        bytes: u64,
+        covers: &[String],
+    ) -> Result<(), ShipError> {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        self.append(&format!("{rel}\t{bytes}\t{now}\n"))?;
+        let names: Vec<&str> = covers
+            .iter()
+            .map(String::as_str)
+            .filter(|n| is_plain_name(n))
+            .collect();
+        if names.is_empty() {
+            self.append(&format!("{rel}\t{bytes}\t{now}\n"))?;
+        } else {
+            let joined = names.join(&COVERS_SEP.to_string());
+            self.append(&format!("{rel}\t{bytes}\t{now}\t{COVERS_FIELD}{joined}\n"))?;
+            self.cleanups.insert(
+                rel.to_string(),
+                names.iter().map(|n| n.to_string()).collect(),
+            );
+        }
         self.entries.insert(rel.to_string(), bytes);
         Ok(())
+    }
+
+    /// Records that the lake objects covered by the compacted segment `rel` are deleted.
+    pub fn record_removed(&mut self, rel: &str) -> Result<(), ShipError> {
+        self.append(&format!("{REMOVED_LINE}{rel}\n"))?;
+        self.cleanups.remove(rel);
+        Ok(())
+    }
+
+    /// Compacted segments (relative path → covered names) whose covered objects are not yet
+    /// known deleted from the lake.
+    pub fn cleanups(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.cleanups
     }
 
     /// Whether the segment `rel` of this size is confirmed shipped.
@@ -441,20 +576,35 @@ pub struct ShipReport {
     pub oldest_unshipped: Option<SystemTime>,
     /// Another shipper held the ledger: nothing was done.
     pub skipped_locked: bool,
+    /// Lake objects deleted because a compacted segment confirmed there covers them.
+    pub removed: Vec<String>,
+    /// Compacted segments in the lake whose covered objects may still be there after this
+    /// pass (a failed or skipped cleanup; the next pass retries).
+    pub cleanup_pending: usize,
+    /// Why a cleanup failed (one line per compacted segment).
+    pub cleanup_errors: Vec<String>,
 }
 
 impl ShipReport {
     /// The one-line summary `ship` prints.
     pub fn summary(&self, dry_run: bool) -> String {
         let verb = if dry_run { "would ship" } else { "shipped" };
-        format!(
+        let mut s = format!(
             "{verb} {}, already there {}, failed {}, pending {}, {} bytes",
             self.shipped.len(),
             self.already,
             self.failed.len(),
             self.pending,
             self.bytes
-        )
+        );
+        if !self.removed.is_empty() || self.cleanup_pending > 0 {
+            s.push_str(&format!(
+                "; removed {} object(s) covered by compacted segments, {} cleanup(s) pending",
+                self.removed.len(),
+                self.cleanup_pending
+            ));
+        }
+        s
     }
 
     /// Segments not shipped after this pass.
@@ -505,6 +655,10 @@ pub struct ShipCounters {
     pub pending: AtomicU64,
     /// Unix seconds of the oldest of those (0: none).
     pub oldest_pending_unix: AtomicU64,
+    /// Lake objects deleted because a compacted segment covers them.
+    pub removed: AtomicU64,
+    /// Compacted segments whose covered lake objects are still to be deleted.
+    pub cleanup_pending: AtomicU64,
 }
 
 impl ShipCounters {
@@ -515,7 +669,11 @@ impl ShipCounters {
         self.failed
             .fetch_add(r.failed.len() as u64, Ordering::Relaxed);
         self.bytes.fetch_add(r.bytes, Ordering::Relaxed);
+        self.removed
+            .fetch_add(r.removed.len() as u64, Ordering::Relaxed);
         if !r.skipped_locked {
+            self.cleanup_pending
+                .store(r.cleanup_pending as u64, Ordering::Relaxed);
             self.pending.store(r.unshipped() as u64, Ordering::Relaxed);
             self.oldest_pending_unix
                 .store(r.oldest_unshipped.map_or(0, unix_secs), Ordering::Relaxed);
@@ -706,23 +864,34 @@ impl Shipper {
                 note_unshipped(&seg.path);
                 continue;
             }
-            match self.ship_one(&seg.path, &key, opts.attempts, stop).await {
+            let covers = covered_names(&seg.path);
+            let outcome = self.ship_one(&seg.path, &key, opts.attempts, stop).await;
+            if !covers.is_empty() && matches!(outcome, Outcome::Shipped(_) | Outcome::Already) {
+                failpoint("after-compacted-put");
+            }
+            match outcome {
                 Outcome::Shipped(bytes) => {
                     if let Some(l) = &mut ledger {
-                        l.record(&rel, bytes)?;
+                        l.record_covering(&rel, bytes, &covers)?;
                     }
                     debug!(segment = %seg.path.display(), %url, bytes, "shipped");
                     report.bytes += bytes;
                     report.in_ledger += 1;
                     report.shipped.push((seg.path.clone(), url));
+                    if let Some(l) = &mut ledger {
+                        self.clean_up(l, &rel, &mut report).await?;
+                    }
                 }
                 Outcome::Already => {
                     if let Some(l) = &mut ledger {
-                        l.record(&rel, seg.bytes)?;
+                        l.record_covering(&rel, seg.bytes, &covers)?;
                     }
                     debug!(segment = %seg.path.display(), %url, "already in the lake, identical");
                     report.already += 1;
                     report.in_ledger += 1;
+                    if let Some(l) = &mut ledger {
+                        self.clean_up(l, &rel, &mut report).await?;
+                    }
                 }
                 Outcome::Gone => {}
                 Outcome::Failed(reason) => {
@@ -741,6 +910,18 @@ impl Shipper {
             }
         }
         report.oldest_unshipped = oldest;
+        // Cleanups left by an earlier pass (killed between a compacted upload and its deletes,
+        // or a delete that failed).
+        if let Some(l) = &mut ledger {
+            let left: Vec<String> = l.cleanups().keys().cloned().collect();
+            for rel in left {
+                if report.fatal.is_some() || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                self.clean_up(l, &rel, &mut report).await?;
+            }
+            report.cleanup_pending = l.cleanups().len();
+        }
         if !opts.dry_run {
             write_state(
                 &lpath,
@@ -757,6 +938,98 @@ impl Shipper {
             );
         }
         Ok(report)
+    }
+
+    /// Deletes the lake objects that the compacted segment `rel` (confirmed in the ledger)
+    /// covers, after checking in one listing of its partition that it is in the lake with the
+    /// size the ledger has; then records the cleanup as done. A failure is reported and left
+    /// for the next pass.
+    async fn clean_up(
+        &self,
+        ledger: &mut Ledger,
+        rel: &str,
+        report: &mut ShipReport,
+    ) -> Result<(), ShipError> {
+        let Some(names) = ledger.cleanups().get(rel).cloned() else {
+            return Ok(());
+        };
+        failpoint("before-remove");
+        match self
+            .remove_covered(rel, ledger.entries.get(rel).copied(), &names)
+            .await
+        {
+            Ok(removed) => {
+                for url in &removed {
+                    debug!(%url, compacted = rel, "removed an object covered by a compacted segment");
+                }
+                report.removed.extend(removed);
+                ledger.record_removed(rel)?;
+            }
+            Err(reason) => {
+                warn!(compacted = rel, to = %self.url, "{reason}");
+                report.cleanup_errors.push(reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// The deletes of [`Shipper::clean_up`]: the URLs of the objects deleted, or why none was.
+    async fn remove_covered(
+        &self,
+        rel: &str,
+        bytes: Option<u64>,
+        names: &[String],
+    ) -> Result<Vec<String>, String> {
+        let key = object_key(&self.url, rel)?;
+        let url = self.url.url_of(&key);
+        let Some((dir, _)) = rel.rsplit_once('/') else {
+            return Err(format!("{rel} is not below a partition directory"));
+        };
+        let dir_key = object_key(&self.url, dir)?;
+        let mut listed = HashMap::new();
+        let mut stream = self.store.list(Some(&dir_key));
+        while let Some(item) = stream.next().await {
+            let meta = item.map_err(|e| {
+                format!(
+                    "cannot list {} to remove what the compacted segment {url} replaces: {}\n\
+                     hint: shipping compacted segments needs s3:ListBucket and s3:DeleteObject \
+                     (or the store's equivalents); other engines read the replaced objects twice \
+                     until then",
+                    self.url.url_of(&dir_key),
+                    error_chain(&e)
+                )
+            })?;
+            listed.insert(meta.location.as_ref().to_string(), meta.size);
+        }
+        // Never delete what a compacted segment covers unless that segment is in the lake.
+        if bytes.is_none() || listed.get(key.as_ref()) != bytes.as_ref() {
+            return Err(format!(
+                "the compacted segment {url} is not in the lake (or has another size): \
+                 the objects it covers are kept\nhint: `dnsledger ship --verify` uploads it again"
+            ));
+        }
+        let mut removed = Vec::new();
+        for name in names {
+            let k = object_key(&self.url, &format!("{dir}/{name}"))?;
+            if !listed.contains_key(k.as_ref()) {
+                continue;
+            }
+            match self.store.delete(&k).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    removed.push(self.url.url_of(&k));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot delete {}, which the compacted segment {url} replaces: {}\n\
+                         hint: shipping compacted segments needs s3:DeleteObject (or the store's \
+                         equivalent); other engines read it twice until it is deleted",
+                        self.url.url_of(&k),
+                        error_chain(&e)
+                    ));
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Every object below the prefix, with its size.
@@ -878,6 +1151,21 @@ impl Shipper {
     }
 }
 
+/// Test hook: `DNSLEDGER_FAILPOINT=ship:after-compacted-put` aborts right after a compacted
+/// segment is confirmed in the lake (before its ledger line), `ship:before-remove` after its
+/// ledger line, before the covered objects are deleted.
+fn failpoint(step: &str) {
+    if std::env::var(super::compact::FAILPOINT_ENV)
+        .is_ok_and(|v| v.strip_prefix("ship:") == Some(step))
+    {
+        eprintln!(
+            "{}: aborting at shipping step {step}",
+            super::compact::FAILPOINT_ENV
+        );
+        std::process::abort();
+    }
+}
+
 /// A current-thread runtime for the synchronous callers.
 pub fn runtime() -> Result<tokio::runtime::Runtime, ShipError> {
     tokio::runtime::Builder::new_current_thread()
@@ -907,7 +1195,9 @@ pub fn status_lines(dir: &Path, now_unix: u64) -> Vec<String> {
     let segments = list_segments(&root).unwrap_or_default();
     let mut lines = Vec::new();
     for l in ledgers {
-        let entries = read_ledger(&l).unwrap_or_default();
+        let text = fs::read_to_string(&l).unwrap_or_default();
+        let entries = parse_ledger(&text);
+        let cleanups = parse_cleanups(&text).len();
         let url = ledger_url(&l).unwrap_or_else(|| l.display().to_string());
         let mut shipped = 0usize;
         let mut pending = 0usize;
@@ -944,8 +1234,15 @@ pub fn status_lines(dir: &Path, now_unix: u64) -> Vec<String> {
             ),
             None => String::new(),
         };
+        let cleanup = if cleanups > 0 {
+            format!(
+                ", {cleanups} compacted segment(s) whose replaced lake objects are not deleted yet"
+            )
+        } else {
+            String::new()
+        };
         lines.push(format!(
-            "shipping to {url}: shipped {shipped}, pending {pending}, lag {lag} s (ledger: {} entries){last}",
+            "shipping to {url}: shipped {shipped}, pending {pending}, lag {lag} s (ledger: {} entries){cleanup}{last}",
             entries.len()
         ));
     }
@@ -1092,6 +1389,13 @@ fn background(
                 for f in &rep.failed {
                     warn!(segment = %f.path.display(), url = %f.url, "not shipped: {}", f.reason);
                 }
+                if !rep.removed.is_empty() {
+                    info!(
+                        to = %shipper.url(),
+                        removed = rep.removed.len(),
+                        "removed lake objects replaced by compacted segments"
+                    );
+                }
                 match (&rep.fatal, &last_error) {
                     (Some(e), prev) if prev.as_ref() != Some(e) => {
                         error!("{e}; retrying every {RETRY_EVERY:?}");
@@ -1115,7 +1419,8 @@ fn background(
         if closing || abort.load(Ordering::Relaxed) {
             return;
         }
-        let pending = counters.pending.load(Ordering::Relaxed) > 0;
+        let pending = counters.pending.load(Ordering::Relaxed) > 0
+            || counters.cleanup_pending.load(Ordering::Relaxed) > 0;
         let wait = if pending {
             RETRY_EVERY
         } else {
@@ -1286,6 +1591,150 @@ mod tests {
             fs::read(lake.join("host=a/date=2026-12-04/hour=02/new.parquet")).expect("read"),
             b"new!"
         );
+    }
+
+    /// Every file below `dir`, relative, sorted.
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Some(rel) = relative_key(dir, &p) {
+                    v.push(rel);
+                }
+            }
+        }
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_shipped_compacted_segment_removes_what_it_covers_from_the_lake() {
+        use crate::store::compact::{CompactOptions, compact_dir};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        // The fixture partition with three segments.
+        let part = "host=host-b/date=2010-08-21/hour=02";
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/segments")
+            .join(part);
+        let dst = data.join("segments").join(part);
+        fs::create_dir_all(&dst).expect("mkdir");
+        let mut inputs = Vec::new();
+        for e in fs::read_dir(&src).expect("fixture").flatten() {
+            fs::copy(e.path(), dst.join(e.file_name())).expect("copy");
+            inputs.push(format!("{part}/{}", e.file_name().to_string_lossy()));
+        }
+        inputs.sort();
+        assert_eq!(inputs.len(), 3);
+        let lake = tmp.path().join("lake");
+        fs::create_dir_all(&lake).expect("mkdir");
+        let u = url(&format!("file://{}/p", lake.display()));
+        let opts = ShipOptions {
+            dir: data.clone(),
+            url: u.clone(),
+            dry_run: false,
+            verify: false,
+            wait_lock: true,
+            attempts: 1,
+        };
+        let stop = AtomicBool::new(false);
+        let r = ship(&opts, &stop).expect("ship");
+        assert_eq!((r.shipped.len(), r.removed.len()), (3, 0));
+        assert_eq!(files(&lake.join("p")), inputs);
+
+        let now = dnsledger_schema::partition::NS_PER_HOUR * 24 * 365 * 50;
+        let c = compact_dir(
+            &data,
+            &CompactOptions {
+                hosts: Vec::new(),
+                before_ns: now,
+                now_ns: now,
+                dry_run: false,
+            },
+        )
+        .expect("compact");
+        let output = c.partitions[0].output.clone().expect("an output");
+        let compacted = format!("{part}/{output}");
+        assert_eq!(files(&data.join("segments")), vec![compacted.clone()]);
+        // The deleted inputs are no phantom pending segments; the compacted one is pending.
+        let lines = status_lines(&data, unix_secs(SystemTime::now()));
+        assert!(lines[0].contains("shipped 0, pending 1"), "{lines:?}");
+        let set = shipped_set(&ShipGuard::To(u.clone()), &data, &data.join("segments"))
+            .expect("set")
+            .expect("guard");
+        let segs = list_segments(&data.join("segments")).expect("list");
+        assert_eq!(unshipped(&segs, &data.join("segments"), &set).len(), 1);
+
+        // A foreign object in the partition is never touched.
+        fs::write(lake.join("p").join(part).join("other.parquet"), b"x").expect("write");
+        let r = ship(&opts, &stop).expect("ship compacted");
+        assert_eq!(r.shipped.len(), 1);
+        assert_eq!(r.removed.len(), 3, "{r:?}");
+        assert_eq!((r.cleanup_pending, r.cleanup_errors.len()), (0, 0));
+        assert_eq!(
+            files(&lake.join("p")),
+            vec![compacted.clone(), format!("{part}/other.parquet")]
+        );
+        assert_eq!(
+            fs::read(lake.join("p").join(&compacted)).expect("read"),
+            fs::read(data.join("segments").join(&compacted)).expect("read")
+        );
+        let lines = status_lines(&data, unix_secs(SystemTime::now()));
+        assert!(
+            lines[0].contains("shipped 1, pending 0") && !lines[0].contains("not deleted"),
+            "{lines:?}"
+        );
+
+        // A cleanup left pending (a crash before the deletes) is finished by the next pass,
+        // but never while the compacted segment is missing from the lake.
+        let lpath = ledger_path(&ledger_dir(&data, &data.join("segments")), &u);
+        let bytes = fs::metadata(data.join("segments").join(&compacted))
+            .expect("meta")
+            .len();
+        for i in &inputs {
+            fs::copy(
+                src.join(i.rsplit('/').next().expect("name")),
+                lake.join("p").join(i),
+            )
+            .expect("put back");
+        }
+        let names: Vec<String> = inputs
+            .iter()
+            .map(|i| i.rsplit('/').next().expect("name").to_string())
+            .collect();
+        {
+            let mut l = Ledger::open(&lpath, &u, true).expect("open").expect("lock");
+            l.record_covering(&compacted, bytes, &names)
+                .expect("record");
+        }
+        let kept = lake.join("compacted.aside");
+        fs::rename(lake.join("p").join(&compacted), &kept).expect("aside");
+        let r = ship(&opts, &stop).expect("ship without the compacted object");
+        assert!(r.removed.is_empty());
+        assert_eq!((r.cleanup_pending, r.cleanup_errors.len()), (1, 1), "{r:?}");
+        assert!(r.cleanup_errors[0].contains("not in the lake"), "{r:?}");
+        assert_eq!(
+            files(&lake.join("p")).len(),
+            4,
+            "inputs and other.parquet kept"
+        );
+        assert!(
+            status_lines(&data, unix_secs(SystemTime::now()))[0]
+                .contains("1 compacted segment(s) whose replaced lake objects are not deleted yet")
+        );
+        fs::rename(&kept, lake.join("p").join(&compacted)).expect("back");
+        let r = ship(&opts, &stop).expect("ship finishes the cleanup");
+        assert_eq!((r.removed.len(), r.cleanup_pending), (3, 0), "{r:?}");
+        assert_eq!(
+            files(&lake.join("p")),
+            vec![compacted, format!("{part}/other.parquet")]
+        );
+        let l = Ledger::open(&lpath, &u, true).expect("open").expect("lock");
+        assert!(l.cleanups().is_empty());
     }
 
     #[test]

@@ -1,0 +1,282 @@
+//! Shipping and compaction keep the lake readable by any engine: after a host ships its
+//! segments, compacts locally and ships again, the lake holds each row once for an engine that
+//! knows nothing of `dnsledger.compacted_from` (DuckDB reading every object under the prefix),
+//! also when the shipper is killed between the compacted upload and the deletes. Against a
+//! real S3 server (moto), read back through boto3 and DuckDB.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+
+use dnsledger_tests::harness::{DNSLEDGER, duckdb_python, repo_root};
+use dnsledger_tests::moto::Moto;
+
+use crate::ship::{
+    assert_lake_mirrors, fixture_data, listings, local_segments, ship, ship_command, summary, text,
+};
+
+/// Downloads every object below `bucket/prefix` into `dest` (keys relative to the prefix).
+const DOWNLOAD: &str = r#"
+import boto3, os, sys
+endpoint, bucket, prefix, dest = sys.argv[1:5]
+s3 = boto3.client('s3', endpoint_url=endpoint, region_name='us-east-1',
+                  aws_access_key_id='testing', aws_secret_access_key='testing')
+for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix + '/'):
+    for o in page.get('Contents', []):
+        path = os.path.join(dest, o['Key'][len(prefix) + 1:])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'wb') as f:
+            f.write(s3.get_object(Bucket=bucket, Key=o['Key'])['Body'].read())
+"#;
+
+/// Every row of every `*.parquet` below a directory, as an engine that does not know the
+/// compaction rule reads them (no file skipped): one line per row, every column (times also
+/// as integer ns) plus the `host=` partition, sorted.
+const DUCK_ALL: &str = r#"
+import duckdb, os, sys
+root = sys.argv[1]
+files = sorted(os.path.join(dp, f) for dp, _, fn in os.walk(root) for f in fn
+               if f.endswith(".parquet"))
+rows = duckdb.sql("SELECT host || ' ' || to_json(t)::VARCHAR || ' ' || epoch_ns(ts) || ' ' || "
+                  "coalesce(epoch_ns(query_ts), -1) || ' ' || coalesce(epoch_ns(response_ts), -1) "
+                  "FROM read_parquet(?, union_by_name = true, hive_partitioning = true) t",
+                  params=[files]).fetchall()
+for line in sorted(r[0] for r in rows):
+    print(line)
+"#;
+
+fn duck_all(root: &Path) -> Vec<String> {
+    let out = Command::new(duckdb_python())
+        .args(["-c", DUCK_ALL])
+        .arg(root)
+        .output()
+        .expect("run duckdb");
+    assert!(
+        out.status.success(),
+        "DuckDB could not read {}: {}",
+        root.display(),
+        text(&out.stderr)
+    );
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The lake's rows as DuckDB reads a plain copy of every object under the prefix.
+fn lake_rows(moto: &Moto, bucket: &str, prefix: &str, scratch: &Path) -> Vec<String> {
+    let dest = scratch.join(format!("lake-copy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::create_dir_all(&dest).expect("mkdir");
+    let out = Command::new(repo_root().join(".venv/bin/python"))
+        .args(["-c", DOWNLOAD, &moto.endpoint(), bucket, prefix])
+        .arg(&dest)
+        .output()
+        .expect("run boto3");
+    assert!(out.status.success(), "boto3: {}", text(&out.stderr));
+    let rows = duck_all(&dest);
+    std::fs::remove_dir_all(&dest).expect("rm");
+    rows
+}
+
+fn compact(data: &Path) {
+    let out = Command::new(&*DNSLEDGER)
+        .args(["compact", "--data-dir"])
+        .arg(data)
+        .env_remove("DNSLEDGER_FAILPOINT")
+        .output()
+        .expect("run compact");
+    assert!(out.status.success(), "compact: {}", text(&out.stderr));
+}
+
+fn status(data: &Path) -> String {
+    let out = Command::new(&*DNSLEDGER)
+        .args(["status", "--data-dir"])
+        .arg(data)
+        .output()
+        .expect("status");
+    text(&out.stdout)
+}
+
+/// `shipping to URL: shipped N, pending N, lag S s` → (N, N, S).
+fn shipping_numbers(status: &str, url: &str) -> (u64, u64, u64) {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("shipping to {url}:")))
+        .unwrap_or_else(|| panic!("no shipping line for {url}:\n{status}"));
+    let rest = &line[line.find(": ").expect("colon") + 2..];
+    let nums: Vec<u64> = rest
+        .split([' ', ','])
+        .take(9)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 3, "{line}");
+    (nums[0], nums[1], nums[2])
+}
+
+/// Partitions (directories) of the fixture with more than one segment: what compaction merges.
+fn multi_segment_partitions(segments: &[String]) -> (usize, usize) {
+    let mut by_dir = std::collections::BTreeMap::<&str, usize>::new();
+    for s in segments {
+        *by_dir
+            .entry(s.rsplit_once('/').expect("dir").0)
+            .or_default() += 1;
+    }
+    let multi: Vec<usize> = by_dir.values().copied().filter(|n| *n > 1).collect();
+    (multi.len(), multi.iter().sum())
+}
+
+/// Ships, compacts, and checks the state before the second shipping run. Returns (the rows
+/// before compaction, the compacted partitions, their inputs).
+fn ship_then_compact(
+    moto: &Moto,
+    data: &Path,
+    url: &str,
+    bucket: &str,
+    prefix: &str,
+) -> (Vec<String>, usize, usize) {
+    let before = local_segments(data);
+    let (parts, inputs) = multi_segment_partitions(&before);
+    assert!(
+        parts >= 3 && inputs >= 7,
+        "the fixture has hours with several segments: {before:?}"
+    );
+    let rows = duck_all(&data.join("segments"));
+    assert!(rows.len() > 100, "{} rows", rows.len());
+    let out = ship(moto, &moto.endpoint(), data, url, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(summary(&out), (before.len() as u64, 0, 0, 0));
+    assert_eq!(
+        lake_rows(moto, bucket, prefix, data.parent().expect("tmp")),
+        rows
+    );
+
+    compact(data);
+    let after = local_segments(data);
+    assert_eq!(after.len(), before.len() - inputs + parts, "{after:?}");
+    assert_eq!(
+        duck_all(&data.join("segments")),
+        rows,
+        "compaction kept every row"
+    );
+    // The inputs compaction deleted are no phantom pending segments; the compacted ones are
+    // pending like any new segment, their lag the time since compaction.
+    let (shipped, pending, lag) = shipping_numbers(&status(data), url);
+    assert_eq!(
+        (shipped, pending),
+        ((before.len() - inputs) as u64, parts as u64)
+    );
+    assert!(lag < 120, "lag {lag} s");
+    (rows, parts, inputs)
+}
+
+#[test]
+fn shipping_after_a_local_compaction_leaves_each_row_once_for_any_engine() {
+    let moto = Moto::shared();
+    let bucket = "ship-compact";
+    moto.bucket(bucket);
+    let prefix = "fleet/dns";
+    let url = format!("s3://{bucket}/{prefix}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = fixture_data(dir.path(), 1);
+    let (rows, parts, inputs) = ship_then_compact(moto, &data, &url, bucket, prefix);
+
+    let out = ship(moto, &moto.endpoint(), &data, &url, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(summary(&out), (parts as u64, 0, 0, 0));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("removed s3://"))
+            .count(),
+        inputs,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "; removed {inputs} object(s) covered by compacted segments, 0 cleanup(s) pending"
+        )),
+        "{stdout}"
+    );
+    // The lake holds exactly the local segments (the compacted ones, none of their inputs),
+    // byte for byte, and an engine reading every object sees each row once.
+    assert_lake_mirrors(moto, bucket, prefix, &data);
+    assert_eq!(lake_rows(moto, bucket, prefix, dir.path()), rows);
+    let (shipped, pending, lag) = shipping_numbers(&status(&data), &url);
+    assert_eq!(
+        (shipped, pending, lag),
+        (local_segments(&data).len() as u64, 0, 0)
+    );
+
+    // A re-run changes nothing.
+    let again = ship(moto, &moto.endpoint(), &data, &url, &[]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(summary(&again), (0, 0, 0, 0));
+    assert!(!text(&again.stdout).contains("removed"));
+    assert_lake_mirrors(moto, bucket, prefix, &data);
+}
+
+#[test]
+fn a_shipper_killed_between_the_compacted_upload_and_the_deletes_finishes_next_run() {
+    let moto = Moto::shared();
+    let bucket = "ship-compact-crash";
+    moto.bucket(bucket);
+    for step in ["after-compacted-put", "before-remove"] {
+        let prefix = format!("dns/{step}");
+        let url = format!("s3://{bucket}/{prefix}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = fixture_data(dir.path(), 1);
+        let (rows, parts, inputs) = ship_then_compact(moto, &data, &url, bucket, &prefix);
+
+        let out = ship_command(moto, &moto.endpoint(), &data, &url, &[])
+            .env("DNSLEDGER_FAILPOINT", format!("ship:{step}"))
+            .output()
+            .expect("run ship");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "{step}: {}",
+            text(&out.stderr)
+        );
+        // Killed there: the first compacted segment is in the lake beside its inputs (the
+        // window in which engines that do not know the rule count those rows twice).
+        let (lake, local) = listings(moto, bucket, &prefix, &data);
+        let not_in_lake = local.keys().filter(|k| !lake.contains_key(*k)).count();
+        assert_eq!(
+            not_in_lake,
+            parts - 1,
+            "{step}: one compacted segment uploaded"
+        );
+        assert!(lake.len() > local.len() - not_in_lake, "{step}");
+        assert!(
+            lake_rows(moto, bucket, &prefix, dir.path()).len() > rows.len(),
+            "{step}: the inputs are still there"
+        );
+
+        let out = ship(moto, &moto.endpoint(), &data, &url, &[]);
+        assert!(out.status.success(), "{step}: {}", text(&out.stderr));
+        let (shipped, already, failed, pending) = summary(&out);
+        assert_eq!((failed, pending), (0, 0), "{step}");
+        // Killed before its ledger line, the uploaded one is found already there.
+        let want_already = u64::from(step == "after-compacted-put");
+        assert_eq!(
+            (shipped, already),
+            (parts as u64 - 1, want_already),
+            "{step}"
+        );
+        assert_eq!(
+            text(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with("removed s3://"))
+                .count(),
+            inputs,
+            "{step}: {}",
+            text(&out.stdout)
+        );
+        assert_lake_mirrors(moto, bucket, &prefix, &data);
+        assert_eq!(lake_rows(moto, bucket, &prefix, dir.path()), rows, "{step}");
+        assert!(
+            !status(&data).contains("not deleted yet"),
+            "{step}: {}",
+            status(&data)
+        );
+    }
+}
