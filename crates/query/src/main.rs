@@ -210,7 +210,11 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
 
     let files = find_segments(g, &problems)?;
     let progress = Arc::new(ScanProgress::default());
-    let dnsql = session::context(files, &scope, problems, progress.clone())
+    let memory = session::Memory {
+        limit: g.memory_limit,
+        spill_dir: g.spill_dir.clone(),
+    };
+    let dnsql = session::context_with_memory(files, &scope, problems, progress.clone(), &memory)
         .await
         .map_err(|e| anyhow!("{e}"))?;
     let ticker = show_progress(g).then(|| spawn_progress(pb, progress));

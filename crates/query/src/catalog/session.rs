@@ -1,6 +1,7 @@
 //! The SQL session: table `dns_all` (every segment found) and view `dns` (`dns_all` within the
 //! `--since/--until/--host` scope), statement execution and error hints.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -8,6 +9,8 @@ use datafusion::common::ScalarValue;
 use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
@@ -34,15 +37,65 @@ pub struct Dnsql {
     pub progress: Arc<ScanProgress>,
 }
 
-/// A session over `files` with the tables `dns_all` and `dns`.
+/// Memory DataFusion may hold for one statement's operators by default: 1 GiB. Past it,
+/// sorts, aggregations and repartitions spill to disk; what the pool does not track (Parquet
+/// decoding, footers, output) comes on top, so a recipe stays under 2 GiB of resident memory.
+pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+
+/// How much memory queries may use and where they spill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memory {
+    /// Bytes the operators of a statement may reserve together (a fair share each).
+    pub limit: usize,
+    /// Directory for spill files; `None`: the system's temporary directory (`TMPDIR`).
+    pub spill_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory {
+            limit: DEFAULT_MEMORY_LIMIT,
+            spill_dir: None,
+        }
+    }
+}
+
+/// The runtime of a session: a fair spilling memory pool of `memory.limit` bytes (every
+/// spilling operator gets an equal share; an operator that cannot spill fails with a
+/// "Resources exhausted" error naming the largest consumers instead of growing the process
+/// without bound) and a disk manager for the spill files.
+pub fn runtime(memory: &Memory) -> datafusion::error::Result<Arc<RuntimeEnv>> {
+    let pool = TrackConsumersPool::new(
+        FairSpillPool::new(memory.limit),
+        NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+    );
+    let mut builder = RuntimeEnvBuilder::new().with_memory_pool(Arc::new(pool));
+    if let Some(dir) = &memory.spill_dir {
+        builder = builder.with_temp_file_path(dir);
+    }
+    builder.build_arc()
+}
+
+/// A session over `files` with the tables `dns_all` and `dns`, with the default [`Memory`].
 pub async fn context(
     files: Vec<SegmentFile>,
     scope: &Scope,
     problems: Arc<Problems>,
     progress: Arc<ScanProgress>,
 ) -> datafusion::error::Result<Dnsql> {
+    context_with_memory(files, scope, problems, progress, &Memory::default()).await
+}
+
+/// [`context`] with a memory limit and spill directory of the caller's choice.
+pub async fn context_with_memory(
+    files: Vec<SegmentFile>,
+    scope: &Scope,
+    problems: Arc<Problems>,
+    progress: Arc<ScanProgress>,
+    memory: &Memory,
+) -> datafusion::error::Result<Dnsql> {
     let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config_rt(config, runtime(memory)?);
     // The SQL functions the recipes use are there for every query.
     crate::udf::register_all(&ctx);
     let table = SegmentTable::new(files, problems.clone(), progress.clone());

@@ -805,7 +805,7 @@ impl Drop for SegmentWriter {
 }
 
 /// Parquet writer properties shared by every segment.
-fn writer_properties() -> Result<WriterProperties, SegmentError> {
+pub fn writer_properties() -> Result<WriterProperties, SegmentError> {
     let level = ZstdLevel::try_new(ZSTD_LEVEL)
         .map_err(|e| SegmentError::Config(format!("zstd level {ZSTD_LEVEL}: {e}")))?;
     let mut builder = WriterProperties::builder()
