@@ -239,7 +239,11 @@ mod tests {
         assert_eq!(parse_size("2GB"), Ok(2 << 30));
         assert_eq!(parse_size("1048576"), Ok(1 << 20));
         assert!(parse_size("12X").unwrap_err().contains("unknown unit `X`"));
-        assert!(parse_size("lots").unwrap_err().contains("`lots` is not a size"));
+        assert!(
+            parse_size("lots")
+                .unwrap_err()
+                .contains("`lots` is not a size")
+        );
         assert!(parse_size("10").unwrap_err().contains("at least 1M"));
     }
 }

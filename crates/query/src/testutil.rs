@@ -374,7 +374,14 @@ pub async fn fleet_fixture(hosts: u32, hours: i64) -> (tempfile::TempDir, Sessio
                 .collect();
             let long = format!("{hex}.beacon.tracking-pixel.metrics.region-1.edge.googlevideo.com");
             assert!(long.len() > 90 && long.len() < 110, "{}", long.len());
-            rows.push(base(&host, 1000 + h, "firefox", t + 3_100_000_000_000, long, "googlevideo.com"));
+            rows.push(base(
+                &host,
+                1000 + h,
+                "firefox",
+                t + 3_100_000_000_000,
+                long,
+                "googlevideo.com",
+            ));
             for k in 0..2i64 {
                 let mut r = base(
                     &host,
@@ -421,7 +428,11 @@ pub async fn fleet_fixture(hosts: u32, hours: i64) -> (tempfile::TempDir, Sessio
             }
         }
         let path = dir.path().join(format!("{host}.parquet"));
-        dnsledger_tests::fixture::write_parquet(&path, &dnsledger_tests::fixture::batch(&rows), &[]);
+        dnsledger_tests::fixture::write_parquet(
+            &path,
+            &dnsledger_tests::fixture::batch(&rows),
+            &[],
+        );
     }
     let ctx = session_over(&format!("{}/", dir.path().display()), false, true).await;
     (dir, ctx)

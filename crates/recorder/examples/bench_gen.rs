@@ -1137,7 +1137,9 @@ fn run_host(sh: &Shared, host: u32, want_pcap: bool) -> Result<HostOut> {
 /// order `dnsledger compact` gives a host-hour, keeping the footer's key-value metadata and the
 /// recorder's writer properties (bloom filters, encodings). The file is replaced by rename.
 fn sort_like_compaction(path: &std::path::Path) -> Result<()> {
-    use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};
+    use arrow::compute::{
+        SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+    };
     use parquet::arrow::ArrowWriter;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::file::metadata::{KeyValue, SortingColumn};

@@ -146,14 +146,19 @@ pids AS (
         WHERE qname IS NOT NULL AND status <> 'unsolicited'
           AND registered_domain IS NOT NULL AND pid IS NOT NULL) AS d
   GROUP BY {key}
+),
+joined AS (
+  SELECT p.*, coalesce(i.pids, []) AS pids, coalesce(i.pid_count, 0) AS pid_count
+  FROM pairs p
+  LEFT JOIN pids i ON {on_p}
 )
-SELECT p.domain,
-       nullif(p.hostname, '') AS hostname,
-       nullif(p.comm, '') AS comm,
-       nullif(p.exe, '') AS exe,
-       nullif(p.container_id, '') AS container_id,
-       coalesce(i.pids, []) AS pids,
-       coalesce(i.pid_count, 0) AS pid_count,
+SELECT domain,
+       nullif(hostname, '') AS hostname,
+       nullif(comm, '') AS comm,
+       nullif(exe, '') AS exe,
+       nullif(container_id, '') AS container_id,
+       pids,
+       pid_count,
        flagged,
        score,
        reasons,
@@ -185,7 +190,6 @@ SELECT p.domain,
        bytes_in,
        first_seen,
        last_seen
-FROM pairs p
-LEFT JOIN pids i ON {on_p}
+FROM joined
 ORDER BY flagged DESC, score DESC, flagged_hours DESC, peak_names_per_hour DESC,
-         bytes_out + bytes_in DESC, p.domain, p.hostname
+         bytes_out + bytes_in DESC, domain, hostname
