@@ -109,7 +109,8 @@ class Fleet:
 
     def with_tunnels(self, data, name):
         """A directory whose segments/ holds the generated hosts and the live-recorded tunnel
-        hosts (symlinks: nothing is copied)."""
+        hosts (hard links: nothing is copied; symlinked directories are not followed by
+        DuckDB's `**` glob)."""
         tun = Path(self.a.tunnels) if self.a.tunnels else None
         if not tun or not (tun / "segments").is_dir():
             return data
@@ -118,7 +119,7 @@ class Fleet:
         (d / "segments").mkdir(parents=True)
         for src in [data / "segments", tun / "segments"]:
             for h in sorted(src.iterdir()):
-                os.symlink(h, d / "segments" / h.name)
+                shutil.copytree(h, d / "segments" / h.name, copy_function=os.link)
         shutil.copy(data / "manifest.json", d / "manifest.json")
         return d
 
