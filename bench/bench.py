@@ -912,6 +912,10 @@ def report(b, started, elapsed, path, versions):
                 w("```\n" + prof["explain"] + "\n```\n")
     for n in b.results["notes"]:
         w(f"- note: {n}")
+    fleet = HERE / "FLEET.md"
+    if fleet.exists() and not b.smoke:
+        # The fleet-scale part (issue 12), a separate run of bench/fleet.py.
+        w("\n" + fleet.read_text())
     notes = HERE / "UNMET.md"
     if notes.exists() and not b.smoke:
         w("\n" + notes.read_text())

@@ -10,7 +10,9 @@
 # target/release for the full run, target/debug for --smoke), CARGO_TARGET_DIR (used to find
 # and build the release binaries), BENCH_WORK (scratch, default /var/tmp), BENCH_CACHE
 # (generated P5 data sets, default /var/tmp/dnsledger-bench-cache), BENCH_NO_BUILD=1,
-# BENCH_NO_INSTALL=1.
+# BENCH_NO_INSTALL=1, BENCH_FLEET=0 (skip the fleet-scale part, bench/fleet.py),
+# BENCH_FLEET_ONLY=1 (only the fleet-scale part; the full run records live tunnels for it with
+# bench/tunnels.sh first, unless BENCH_TUNNELS names a directory recorded earlier).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +27,9 @@ fi
 # Tools: Debian packages and DuckDB from PyPI, installed only when missing.
 if [[ "${BENCH_NO_INSTALL:-0}" != 1 ]]; then
   need=()
-  for pair in dnsperf:dnsperf unbound:unbound tcpdump:tcpdump iperf3:iperf3 zstd:zstd tshark:tshark dig:dnsutils; do
+  # iodine and dns2tcp: real DNS tunnels recorded live for the fleet-scale part (bench/tunnels.sh).
+  for pair in dnsperf:dnsperf unbound:unbound tcpdump:tcpdump iperf3:iperf3 zstd:zstd tshark:tshark dig:dnsutils \
+      iodined:iodine dns2tcpd:dns2tcp dnsmasq:dnsmasq-base; do
     command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
   done
   if ((${#need[@]})); then
@@ -61,4 +65,24 @@ py=$PWD/.venv/bin/python
   echo "hint: run scripts/setup-debian.sh --venv (or drop BENCH_NO_INSTALL=1)" >&2
   exit 2
 }
-exec "$py" bench/bench.py --bin-dir "$bin" "$@"
+status=0
+if [[ "${BENCH_FLEET_ONLY:-0}" != 1 ]]; then
+  "$py" bench/bench.py --bin-dir "$bin" "$@" || status=$?
+fi
+if [[ "${BENCH_FLEET:-1}" != 0 ]]; then
+  if ((smoke)); then
+    # Tiny sets; no live tunnels (they need tun devices and network namespaces, and ~1 min).
+    "$py" bench/fleet.py --smoke --bin-dir "$bin" || status=$?
+  else
+    tunnels=${BENCH_TUNNELS:-}
+    if [[ -z "$tunnels" ]]; then
+      tunnels=${BENCH_WORK:-/var/tmp}/dnsledger-tunnels
+      rm -rf "$tunnels"
+      bench/tunnels.sh "$tunnels" "$bin" || { echo "bench: recording the live tunnels failed" >&2; status=1; }
+    fi
+    "$py" bench/fleet.py --bin-dir "$bin" --tunnels "$tunnels" || status=$?
+    # RESULTS.md carries the fleet section (bench/FLEET.md): re-render it.
+    [[ -f bench/RESULTS.json ]] && "$py" bench/bench.py --render bench/RESULTS.json
+  fi
+fi
+exit "$status"

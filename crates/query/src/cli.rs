@@ -116,6 +116,17 @@ pub struct Global {
     /// Say on stderr what is read from a lake: each LIST, and how many footers were fetched
     #[arg(short, long, global = true)]
     pub verbose: bool,
+
+    /// Memory the query's operators may hold (e.g. 512M, 2G; bytes without a unit). Past it,
+    /// sorts and aggregations spill to disk; one that cannot spill fails, naming the largest
+    /// consumers. The process needs some more on top (Parquet decoding, footers)
+    #[arg(long, value_name = "SIZE", global = true, env = "DNSQL_MEMORY_LIMIT",
+          default_value = "1G", value_parser = parse_size)]
+    pub memory_limit: usize,
+
+    /// Directory for spill files (default: $TMPDIR or /tmp)
+    #[arg(long, value_name = "DIR", global = true, env = "DNSQL_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,6 +286,36 @@ pub struct ShowArgs {
     pub selector: Vec<String>,
 }
 
+/// A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024; an `i` and
+/// a `B` after it are accepted: 512MiB, 2GB).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let t = t.strip_suffix('i').unwrap_or(t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("`{s}`: unknown unit `{c}` (use K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 512M, 2G)"))?;
+    let bytes = n * (1u64 << shift) as f64;
+    if !(bytes.is_finite() && bytes >= (1 << 20) as f64 && bytes < usize::MAX as f64) {
+        return Err(format!("`{s}`: give at least 1M"));
+    }
+    Ok(bytes as usize)
+}
+
 fn parse_time_arg(s: &str) -> Result<i64, String> {
     source::parse_time(s, SystemTime::now())
 }
@@ -291,5 +332,21 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("2GB"), Ok(2 << 30));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("12X").unwrap_err().contains("unknown unit `X`"));
+        assert!(
+            parse_size("lots")
+                .unwrap_err()
+                .contains("`lots` is not a size")
+        );
+        assert!(parse_size("10").unwrap_err().contains("at least 1M"));
     }
 }

@@ -229,9 +229,20 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
     let footers = Arc::new(Footers::with_disk_cache(FooterCache::from_env()));
     let files = find_segments(g, &scope, &problems, &footers).await?;
     let progress = Arc::new(ScanProgress::default());
-    let dnsql = session::context(files, &scope, problems, progress.clone(), footers.clone())
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let memory = session::Memory {
+        limit: g.memory_limit,
+        spill_dir: g.spill_dir.clone(),
+    };
+    let dnsql = session::context_with_memory(
+        files,
+        &scope,
+        problems,
+        progress.clone(),
+        footers.clone(),
+        &memory,
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
     let ticker = show_progress(g).then(|| spawn_progress(pb, progress));
     let result = run_sql(&dnsql, &sql, g.limit, &mut out).await;
     if let Some(t) = ticker {

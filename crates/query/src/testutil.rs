@@ -285,6 +285,159 @@ pub async fn process_fixture() -> (tempfile::TempDir, SessionContext) {
     (dir, ctx)
 }
 
+/// A fleet's ordinary traffic and one small tunnel, for `exfil` at volume: `hosts` hosts ×
+/// `hours` hours, one file per host.
+///
+/// - every host, comm `firefox`, one pid: each hour 30 distinct names under `googlevideo.com`
+///   (`rrN---sn-xxxxxxxx`, asked A and AAAA), one 100-octet tracking name with a 40-character
+///   hex label under it, and 2 TXT queries answered with a 180-character SPF-like text — the
+///   busy ordinary domain: over the window it has thousands of names, dozens of long names
+///   and labels and hundreds of TXT queries with long answers;
+/// - host `h0`, comm `dig`, a new pid per query (a dnsteal-style shell loop): in one hour only,
+///   12 A queries for 56-character mixed-case base64 labels under `x.exfil.example`, the case
+///   kept in `query_raw`.
+pub async fn fleet_fixture(hosts: u32, hours: i64) -> (tempfile::TempDir, SessionContext) {
+    use std::str::FromStr;
+    use std::sync::Arc;
+
+    use dnsledger_schema::{Answer, Transaction};
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+
+    const T0: i64 = 1_790_000_000_000_000_000;
+    const HOUR: i64 = 3_600_000_000_000;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let base = |host: &str, pid: u32, comm: &str, ts: i64, qname: String, rd: &str| Transaction {
+        ts,
+        query_ts: Some(ts),
+        response_ts: Some(ts + 1_000_000),
+        latency_ns: Some(1_000_000),
+        status: "answered",
+        hostname: Arc::from(host),
+        pid: Some(pid),
+        tid: Some(pid),
+        comm: Some(comm.to_owned()),
+        exe: Some(Arc::from(format!("/usr/bin/{comm}").as_str())),
+        transport: "udp",
+        ip_version: 4,
+        client_ip: "10.0.0.5".into(),
+        client_port: 40000,
+        server_ip: "10.0.0.53".into(),
+        server_port: 53,
+        opcode: Some(0),
+        rcode: Some(0),
+        rcode_name: Some("NOERROR".into()),
+        qtype: Some(1),
+        qtype_name: Some("A".into()),
+        qclass: Some(1),
+        query_size: Some(50),
+        response_size: Some(90),
+        qname: Some(qname),
+        registered_domain: Some(rd.into()),
+        ..Default::default()
+    };
+    const B32: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let dir = tempfile::tempdir().expect("temp dir");
+    for h in 0..hosts {
+        let host = format!("h{h}");
+        let mut rows = Vec::new();
+        for hour in 0..hours {
+            let t = T0 + hour * HOUR;
+            for n in 0..30i64 {
+                let id: String = (0..8)
+                    .map(|_| char::from(B32[(next() % 32) as usize]))
+                    .collect();
+                let name = format!("rr{}---sn-{id}.googlevideo.com", n % 9);
+                for (k, (qt, qtn)) in [(1u16, "A"), (28, "AAAA")].into_iter().enumerate() {
+                    let mut r = base(
+                        &host,
+                        1000 + h,
+                        "firefox",
+                        t + n * 100_000_000_000 + k as i64 * 1_000_000,
+                        name.clone(),
+                        "googlevideo.com",
+                    );
+                    r.qtype = Some(qt);
+                    r.qtype_name = Some(qtn.into());
+                    rows.push(r);
+                }
+            }
+            let hex: String = (0..40)
+                .map(|_| char::from(b"0123456789abcdef"[(next() % 16) as usize]))
+                .collect();
+            let long = format!("{hex}.beacon.tracking-pixel.metrics.region-1.edge.googlevideo.com");
+            assert!(long.len() > 90 && long.len() < 110, "{}", long.len());
+            rows.push(base(
+                &host,
+                1000 + h,
+                "firefox",
+                t + 3_100_000_000_000,
+                long,
+                "googlevideo.com",
+            ));
+            for k in 0..2i64 {
+                let mut r = base(
+                    &host,
+                    1000 + h,
+                    "firefox",
+                    t + 3_200_000_000_000 + k * 1_000_000_000,
+                    format!("_spf{k}.googlevideo.com"),
+                    "googlevideo.com",
+                );
+                r.qtype = Some(16);
+                r.qtype_name = Some("TXT".into());
+                r.answers = Some(vec![Answer {
+                    name: format!("_spf{k}.googlevideo.com"),
+                    rtype: "TXT".into(),
+                    ttl: 300,
+                    data: format!("\"v=spf1 {} ~all\"", "ip4:203.0.113.0/24 ".repeat(9)),
+                }]);
+                rows.push(r);
+            }
+        }
+        if h == 0 {
+            let t = T0 + (hours / 2) * HOUR;
+            for i in 0..12i64 {
+                let label: String = (0..56)
+                    .map(|_| char::from(B64[(next() % 62) as usize]))
+                    .collect();
+                let sent = format!("{label}.{i}.x.exfil.example");
+                let mut q = Message::query();
+                q.metadata.id = i as u16;
+                q.add_query(Query::query(
+                    Name::from_str(&format!("{sent}.")).expect("name"),
+                    RecordType::A,
+                ));
+                let mut r = base(
+                    &host,
+                    20_000 + i as u32,
+                    "dig",
+                    t + i * 2_000_000_000,
+                    sent.to_ascii_lowercase(),
+                    "exfil.example",
+                );
+                r.query_raw = Some(q.to_vec().expect("encode query"));
+                rows.push(r);
+            }
+        }
+        let path = dir.path().join(format!("{host}.parquet"));
+        dnsledger_tests::fixture::write_parquet(
+            &path,
+            &dnsledger_tests::fixture::batch(&rows),
+            &[],
+        );
+    }
+    let ctx = session_over(&format!("{}/", dir.path().display()), false, true).await;
+    (dir, ctx)
+}
+
 /// Runs `sql`, returning the batches.
 pub async fn run(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
     let df = ctx

@@ -71,6 +71,19 @@ struct Args {
     /// Worker threads (default: available cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Seal segments every this many seconds of data time, as the recorder's `--rotate-age`
+    /// does in wall time (its default is 300), with a random phase per host so that
+    /// rotations do not line up with the hour partitions (the recorder starts at any time).
+    /// 0: one segment per host and hour.
+    #[arg(long, default_value_t = 0)]
+    segment_secs: u64,
+    /// Write the data as compaction leaves it: one segment per host and hour, its rows sorted
+    /// by (registered_domain, qname, ts) (overrides --segment-secs).
+    #[arg(long)]
+    compacted: bool,
+    /// The data ends at this Unix time in seconds (default 2026-11-01T00:00:00Z).
+    #[arg(long, default_value_t = END_NS / 1_000_000_000)]
+    end: i64,
 }
 
 /// splitmix64: small, fast, deterministic; plenty for synthetic traffic.
@@ -744,6 +757,10 @@ struct Shared {
     keep_raw: bool,
     out: PathBuf,
     seed: u64,
+    /// Rotation period in ns (0: per hour only).
+    segment_ns: i64,
+    compacted: bool,
+    end_ns: i64,
 }
 
 /// Per-host summary printed at the end.
@@ -856,7 +873,8 @@ fn run_host(sh: &Shared, host: u32, want_pcap: bool) -> Result<HostOut> {
 
     let rows = sh.rows_per_host[host as usize];
     let span = sh.days as i64 * NS_PER_DAY;
-    let start = END_NS - span;
+    let end_ns = sh.end_ns;
+    let start = end_ns - span;
     let mean_gap = span as f64 / rows.max(1) as f64;
 
     let data_dir = sh.out.clone();
@@ -867,7 +885,11 @@ fn run_host(sh: &Shared, host: u32, want_pcap: bool) -> Result<HostOut> {
         kernel: "6.1.0-bench".into(),
         source: "bpf",
         rotate_size: 128 * 1024 * 1024,
-        rotate_age: Duration::from_secs(10 * 365 * 86400),
+        rotate_age: if sh.segment_ns > 0 {
+            Duration::from_nanos(sh.segment_ns as u64)
+        } else {
+            Duration::from_secs(10 * 365 * 86400)
+        },
         batch_rows: 8192,
         spool_sync: None,
         run_id: Some(format!("gen{GENERATOR_VERSION}s{}", sh.seed)),
@@ -892,15 +914,32 @@ fn run_host(sh: &Shared, host: u32, want_pcap: bool) -> Result<HostOut> {
     let mut pcap = Vec::new();
     let mut ts = start as f64;
     let mut hour = start / 3_600_000_000_000;
-    let mut sealed = 0usize;
+    let mut sealed_paths: Vec<PathBuf> = Vec::new();
     let mut pushed = 0u64;
-    let now = Instant::now();
+    // The writer's rotation clock follows data time: instant `base` is `start`.
+    let base = Instant::now();
+    let clock = |ts: i64| base + Duration::from_nanos((ts - start).max(0) as u64);
+    // Rotation slots of `segment_ns` with a per-host phase (the recorder starts at any time).
+    // From its own stream, so that the rows do not depend on the rotation.
+    let phase = if sh.segment_ns > 0 {
+        Rng::new(sh.seed ^ 0x5e67_0000 ^ u64::from(host)).below(sh.segment_ns as u64) as i64
+    } else {
+        0
+    };
+    let slot_of = |ts: i64| {
+        if sh.segment_ns > 0 {
+            (ts + phase).div_euclid(sh.segment_ns)
+        } else {
+            0
+        }
+    };
+    let mut slot = slot_of(start);
     for i in 0..rows {
         // Diurnal load: busier in the (UTC) day.
         let t_of_day = ((ts as i64).rem_euclid(NS_PER_DAY)) as f64 / NS_PER_DAY as f64;
         let load = 1.0 + 0.6 * (std::f64::consts::TAU * (t_of_day - 0.3)).sin();
         ts += -mean_gap * (1.0 - rng.f64()).ln() / load;
-        let qts = (ts as i64).min(END_NS - 1);
+        let qts = (ts as i64).min(end_ns - 1);
         let h = qts / 3_600_000_000_000;
         if h != hour {
             hour = h;
@@ -1065,12 +1104,14 @@ fn run_host(sh: &Shared, host: u32, want_pcap: bool) -> Result<HostOut> {
                 &mut out_rows,
             );
         }
-        if i % 4096 == 4095 {
+        let new_slot = slot_of(qts);
+        if i % 4096 == 4095 || new_slot != slot {
+            slot = new_slot;
             pairer.expire(qts, &mut out_rows);
             pushed += out_rows.len() as u64;
             writer.push(out_rows.drain(..));
             let w = pairer.low_watermark().map_or(qts, |w| w.min(qts)) - 1_000_000_000;
-            sealed += writer.advance(Some(w), now)?.len();
+            sealed_paths.extend(writer.advance(Some(w), clock(qts))?);
         } else if out_rows.len() >= 64 {
             pushed += out_rows.len() as u64;
             writer.push(out_rows.drain(..));
@@ -1079,12 +1120,86 @@ fn run_host(sh: &Shared, host: u32, want_pcap: bool) -> Result<HostOut> {
     pairer.flush(&mut out_rows);
     pushed += out_rows.len() as u64;
     writer.push(out_rows.drain(..));
-    sealed += writer.close()?.len();
+    sealed_paths.extend(writer.close()?);
+    if sh.compacted {
+        for p in &sealed_paths {
+            sort_like_compaction(p)?;
+        }
+    }
     Ok(HostOut {
         rows: pushed,
-        sealed,
+        sealed: sealed_paths.len(),
         pcap,
     })
+}
+
+/// Rewrites one sealed segment with its rows sorted by (registered_domain, qname, ts), the
+/// order `dnsledger compact` gives a host-hour, keeping the footer's key-value metadata and the
+/// recorder's writer properties (bloom filters, encodings). The file is replaced by rename.
+fn sort_like_compaction(path: &std::path::Path) -> Result<()> {
+    use arrow::compute::{
+        SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+    };
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::file::metadata::{KeyValue, SortingColumn};
+
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let schema = builder.schema().clone();
+    let kv: Vec<KeyValue> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| k.key != "ARROW:schema")
+        .collect();
+    let batches = builder.build()?.collect::<Result<Vec<_>, _>>()?;
+    let all = concat_batches(&schema, &batches)?;
+    let idx_of = |name: &str| schema.index_of(name);
+    let keys = [
+        dnsledger_schema::col::REGISTERED_DOMAIN,
+        dnsledger_schema::col::QNAME,
+        dnsledger_schema::col::TS,
+    ];
+    let sort: Vec<SortColumn> = keys
+        .iter()
+        .map(|k| {
+            Ok(SortColumn {
+                values: all.column(idx_of(k)?).clone(),
+                options: Some(SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                }),
+            })
+        })
+        .collect::<Result<_, arrow::error::ArrowError>>()?;
+    let indices = lexsort_to_indices(&sort, None)?;
+    let sorted = take_record_batch(&all, &indices)?;
+    let sorting = keys
+        .iter()
+        .map(|k| {
+            Ok(SortingColumn {
+                column_idx: idx_of(k)? as i32,
+                descending: false,
+                nulls_first: false,
+            })
+        })
+        .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
+    let props = dnsledger::store::segment::writer_properties()?
+        .into_builder()
+        .set_sorting_columns(Some(sorting))
+        .set_key_value_metadata(Some(kv))
+        .build();
+    let tmp = path.with_extension("parquet.sorting");
+    let out = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    let mut w = ArrowWriter::try_new(out, schema, Some(props))?;
+    w.write(&sorted)?;
+    w.close()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -1114,6 +1229,13 @@ fn main() -> Result<()> {
         keep_raw: !args.no_raw,
         out: args.out.clone(),
         seed: args.seed,
+        segment_ns: if args.compacted {
+            0
+        } else {
+            args.segment_secs as i64 * 1_000_000_000
+        },
+        compacted: args.compacted,
+        end_ns: args.end * 1_000_000_000,
     });
     let threads = args
         .threads
@@ -1182,13 +1304,15 @@ fn main() -> Result<()> {
         "raw": !args.no_raw,
         "segments": sealed,
         "seconds": secs,
+        "segment_secs": if args.compacted { 0 } else { args.segment_secs },
+        "compacted": args.compacted,
         "threads": threads,
         "tunnel_domain": TUNNEL_DOMAIN,
         "slow_tunnel_domain": SLOW_TUNNEL_DOMAIN,
         "dga_comm": DGA.comm,
         "popular_name": sh.names[0].name,
         "rare_name": sh.names[sh.names.len() / 2].name,
-        "end": "2026-11-01T00:00:00Z",
+        "end_unix": args.end,
     });
     std::fs::write(
         args.out.join("manifest.json"),

@@ -1,6 +1,7 @@
 //! The SQL session: table `dns_all` (every segment found) and view `dns` (`dns_all` within the
 //! `--since/--until/--host` scope), statement execution and error hints.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -12,6 +13,8 @@ use datafusion::datasource::physical_plan::parquet::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -44,9 +47,49 @@ pub struct Dnsql {
     pub progress: Arc<ScanProgress>,
 }
 
+/// Memory DataFusion may hold for one statement's operators by default: 1 GiB. Past it,
+/// sorts, aggregations and repartitions spill to disk; what the pool does not track (Parquet
+/// decoding, footers, output) comes on top, so a recipe stays under 2 GiB of resident memory.
+pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+
+/// How much memory queries may use and where they spill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memory {
+    /// Bytes the operators of a statement may reserve together (a fair share each).
+    pub limit: usize,
+    /// Directory for spill files; `None`: the system's temporary directory (`TMPDIR`).
+    pub spill_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory {
+            limit: DEFAULT_MEMORY_LIMIT,
+            spill_dir: None,
+        }
+    }
+}
+
+/// The runtime of a session: a fair spilling memory pool of `memory.limit` bytes (every
+/// spilling operator gets an equal share; an operator that cannot spill fails with a
+/// "Resources exhausted" error naming the largest consumers instead of growing the process
+/// without bound) and a disk manager for the spill files.
+pub fn runtime(memory: &Memory) -> datafusion::error::Result<Arc<RuntimeEnv>> {
+    let pool = TrackConsumersPool::new(
+        FairSpillPool::new(memory.limit),
+        NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+    );
+    let mut builder = RuntimeEnvBuilder::new().with_memory_pool(Arc::new(pool));
+    if let Some(dir) = &memory.spill_dir {
+        builder = builder.with_temp_file_path(dir);
+    }
+    builder.build_arc()
+}
+
 /// A session over `files` with the tables `dns_all` and `dns`. The stores the files are in
 /// (a lake's, the local file system's) are registered in the session's runtime; `footers`
 /// holds the footers read so far and every one read later.
+/// Runs with the default [`Memory`].
 pub async fn context(
     files: Vec<SegmentFile>,
     scope: &Scope,
@@ -54,8 +97,28 @@ pub async fn context(
     progress: Arc<ScanProgress>,
     footers: Arc<Footers>,
 ) -> datafusion::error::Result<Dnsql> {
+    context_with_memory(
+        files,
+        scope,
+        problems,
+        progress,
+        footers,
+        &Memory::default(),
+    )
+    .await
+}
+
+/// [`context`] with a memory limit and spill directory of the caller's choice.
+pub async fn context_with_memory(
+    files: Vec<SegmentFile>,
+    scope: &Scope,
+    problems: Arc<Problems>,
+    progress: Arc<ScanProgress>,
+    footers: Arc<Footers>,
+    memory: &Memory,
+) -> datafusion::error::Result<Dnsql> {
     let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config_rt(config, runtime(memory)?);
     let mut registered = std::collections::HashSet::new();
     for f in &files {
         if registered.insert(f.object.store_url.as_str().to_owned()) {

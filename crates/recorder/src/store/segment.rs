@@ -856,7 +856,7 @@ impl Drop for SegmentWriter {
 }
 
 /// Parquet writer properties shared by every segment.
-fn writer_properties() -> Result<WriterProperties, SegmentError> {
+pub fn writer_properties() -> Result<WriterProperties, SegmentError> {
     Ok(writer_properties_builder()?.build())
 }
 
