@@ -698,6 +698,9 @@ fn bpf_record_ships_sealed_segments_as_they_are_sealed() {
             && m.contains("dnsledger_segments_ship_pending ")
             && m.contains("dnsledger_ship_lag_seconds ")
             && metric(&m, "dnsledger_segment_bytes_shipped_total") > 0.0
+            // Nothing compacted here: exported, and zero.
+            && m.contains("dnsledger_lake_objects_removed_total 0")
+            && m.contains("dnsledger_lake_cleanups_pending 0")
     });
     let log = rec.stop();
     let log = log.join("\n");

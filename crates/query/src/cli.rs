@@ -343,9 +343,9 @@ mod tests {
         assert_eq!(parse_size("1048576"), Ok(1 << 20));
         assert!(parse_size("12X").unwrap_err().contains("unknown unit `X`"));
         assert!(
-            parse_size("lots")
+            parse_size("1.2.3")
                 .unwrap_err()
-                .contains("`lots` is not a size")
+                .contains("`1.2.3` is not a size")
         );
         assert!(parse_size("10").unwrap_err().contains("at least 1M"));
     }

@@ -149,6 +149,8 @@ pub struct Metrics {
     segment_bytes_shipped: Counter,
     segments_ship_pending: Gauge,
     ship_lag: Gauge,
+    lake_objects_removed: Counter,
+    lake_cleanups_pending: Gauge,
 }
 
 /// The HTTP thread's side: what a scrape prints.
@@ -187,6 +189,8 @@ impl Metrics {
             segment_bytes_shipped: Counter::default(),
             segments_ship_pending: Gauge::default(),
             ship_lag: Gauge::default(),
+            lake_objects_removed: Counter::default(),
+            lake_cleanups_pending: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("dnsledger");
         r.register(
@@ -260,6 +264,17 @@ impl Metrics {
             "ship_lag_seconds",
             "Age of the oldest sealed segment not in the data lake yet (0: none)",
             m.ship_lag.clone(),
+        );
+        r.register(
+            "lake_objects_removed",
+            "Lake objects deleted by this run because a shipped compacted segment replaces them",
+            m.lake_objects_removed.clone(),
+        );
+        r.register(
+            "lake_cleanups_pending",
+            "Shipped compacted segments whose replaced lake objects are not deleted yet \
+             (other engines count those rows twice meanwhile)",
+            m.lake_cleanups_pending.clone(),
         );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
@@ -378,6 +393,9 @@ impl Metrics {
             self.segments_ship_pending.set(clamp(load(&s.pending)));
             let now = u64::try_from(t.now_unix_ns / 1_000_000_000).unwrap_or(0);
             self.ship_lag.set(clamp(s.lag_seconds(now)));
+            raise(&self.lake_objects_removed, load(&s.removed));
+            self.lake_cleanups_pending
+                .set(clamp(load(&s.cleanup_pending)));
         }
     }
 }
