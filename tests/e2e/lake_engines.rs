@@ -57,18 +57,6 @@ const CASES: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Columns Spark 3.5 cannot compute because they read `dns_id`, `client_port` or `latency_ns`,
-/// which it cannot decode (see `SPARK_UNREADABLE` in crates/query/src/recipes/lake.rs):
-/// compared in DuckDB only.
-const SPARK_NULL: &[&str] = &[
-    "dns_id",
-    "client_port",
-    "latency_ns",
-    "latency_ms",
-    "avg_ms",
-    "max_ms",
-];
-
 /// Columns whose values are approximate percentiles: each engine's own sketch (DataFusion's
 /// t-digest, DuckDB's t-digest, Spark's Greenwald-Khanna) may pick a different value.
 const APPROXIMATE: &[&str] = &["p50_ms", "p95_ms"];
@@ -186,10 +174,9 @@ fn same(a: &Value, b: &Value) -> bool {
 
 /// The rows of one result in `columns` order, normalised and sorted (approximate columns
 /// left out).
-fn rows_of(engine: &str, columns: &[String], rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
+fn rows_of(columns: &[String], rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
     let keep: Vec<usize> = (0..columns.len())
         .filter(|&i| !APPROXIMATE.contains(&columns[i].as_str()))
-        .filter(|&i| engine != "spark" || !SPARK_NULL.contains(&columns[i].as_str()))
         .collect();
     let mut out: Vec<Vec<Value>> = rows
         .into_iter()
@@ -242,10 +229,7 @@ fn compare(engine: &str, report: &Value, expected: &BTreeMap<&str, Vec<Value>>) 
             .iter()
             .map(|r| r.as_array().expect("row").clone())
             .collect();
-        let (want_rows, got_rows) = (
-            rows_of(engine, &columns, want_rows),
-            rows_of(engine, &columns, got_rows),
-        );
+        let (want_rows, got_rows) = (rows_of(&columns, want_rows), rows_of(&columns, got_rows));
         assert_eq!(
             want_rows.len(),
             got_rows.len(),
@@ -288,13 +272,12 @@ fn lake_engines_read_the_lake_and_answer_the_recipes_like_dnsql() {
     })
     .collect();
     assert_eq!(hosts.len(), 3, "{hosts:?}");
-    // Values per column and host, for the table the Athena DDL defines (every column Spark
-    // 3.5 decodes: not the nanosecond timestamps, not the BYTE_STREAM_SPLIT integers).
+    // Values per column and host, for the table the Athena DDL defines (every column but the
+    // nanosecond timestamps, which Spark 3.5's Hive tables cannot read).
     let counted: Vec<String> = dnsledger_schema::schema()
         .fields()
         .iter()
         .filter(|f| !matches!(f.data_type(), arrow_schema::DataType::Timestamp(..)))
-        .filter(|f| !["dns_id", "client_port", "latency_ns"].contains(&f.name().as_str()))
         .map(|f| format!("count({0}) AS n_{0}", f.name()))
         .collect();
     let ddl_check = format!(

@@ -48,13 +48,6 @@ impl Dialect {
     }
 }
 
-/// Columns Spark 3.5 cannot read: the recorder writes them BYTE_STREAM_SPLIT-encoded (their
-/// random low bytes compress better that way), and Spark 3.5's Parquet library (parquet-mr
-/// 1.13) decodes that encoding for FLOAT and DOUBLE only ("Unsupported encoding:
-/// BYTE_STREAM_SPLIT"); Spark 4 (parquet-mr 1.15) reads them. The Spark view has them as NULL,
-/// so scanning any other column works.
-pub const SPARK_UNREADABLE: [&str; 3] = ["dns_id", "client_port", "latency_ns"];
-
 /// Functions of dnsql that have no portable expression.
 const NOT_PORTABLE: [&str; 4] = [
     "label_entropy",
@@ -103,12 +96,6 @@ pub fn print_sql(sql: &str, dialect: Dialect, root: &str, scope: &Scope, recipe:
         out.push_str(
             "-- Spark reads the nanosecond timestamps as longs (nanosAsLong) and the view makes \
              them microsecond timestamps.\n",
-        );
-        let _ = writeln!(
-            out,
-            "-- Spark 3.5 cannot read {} (BYTE_STREAM_SPLIT-encoded integers; parquet-mr 1.13 \
-             decodes that encoding for floats only): NULL in this view; Spark 4 reads them.",
-            SPARK_UNREADABLE.join(", ")
         );
     }
     for r in &notes.replaced {
@@ -177,10 +164,6 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
                 .fields()
                 .iter()
                 .map(|f| match f.data_type() {
-                    _ if SPARK_UNREADABLE.contains(&f.name().as_str()) => {
-                        let t = ddl_type(f.data_type(), Ddl::Trino);
-                        format!("CAST(NULL AS {t}) AS {}", f.name())
-                    }
                     DataType::Timestamp(..) => {
                         format!("timestamp_micros(div({0}, 1000)) AS {0}", f.name())
                     }
