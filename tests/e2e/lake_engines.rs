@@ -229,10 +229,7 @@ fn compare(engine: &str, report: &Value, expected: &BTreeMap<&str, Vec<Value>>) 
             .iter()
             .map(|r| r.as_array().expect("row").clone())
             .collect();
-        let (want_rows, got_rows) = (
-            rows_of(&columns, want_rows),
-            rows_of(&columns, got_rows),
-        );
+        let (want_rows, got_rows) = (rows_of(&columns, want_rows), rows_of(&columns, got_rows));
         assert_eq!(
             want_rows.len(),
             got_rows.len(),
