@@ -1657,14 +1657,13 @@ mod measure {
         let dir = std::env::var("DNSLEDGER_MEASURE_DIR").expect("DNSLEDGER_MEASURE_DIR");
         let files = dnsledger_tests::fixture::files_under(Path::new(&dir));
         let cols = SPARK_SAFE_INT_COLUMNS;
-        let mut rows = 0usize;
         for enc in [
             Encoding::BYTE_STREAM_SPLIT,
             Encoding::PLAIN,
             Encoding::DELTA_BINARY_PACKED,
         ] {
             let mut sizes = [0i64; 3];
-            rows = 0;
+            let mut rows = 0usize;
             for f in files
                 .iter()
                 .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
