@@ -355,7 +355,9 @@ fn lake_engines_read_the_lake_and_answer_the_recipes_like_dnsql() {
             );
         }
         compare(dialect, &report, &expected);
-        // exfil needs dnsql's functions: the engine says which one it lacks.
+        // exfil needs dnsql's functions: the engine says which one it lacks. Spark 3.5 stops
+        // earlier, at the ordered aggregates its grammar lacks, which the printed header
+        // declares (checked in recipes::lake's unit tests).
         let err = report["exfil"]["error"]
             .as_str()
             .unwrap_or_default()
@@ -363,7 +365,10 @@ fn lake_engines_read_the_lake_and_answer_the_recipes_like_dnsql() {
         assert!(
             ["label_entropy", "label_alphabet", "info_content"]
                 .iter()
-                .any(|f| err.contains(f)),
+                .any(|f| err.contains(f))
+                || (dialect == "spark"
+                    && err.contains("parse_syntax_error")
+                    && err.contains("order")),
             "{dialect}: exfil should fail on a missing function: {}",
             report["exfil"]
         );

@@ -110,10 +110,42 @@ pub fn print_sql(sql: &str, dialect: Dialect, root: &str, scope: &Scope, recipe:
             dialect.name()
         );
     }
+    if dialect == Dialect::Spark {
+        let ordered: Vec<&str> = ["first_value(", "array_agg("]
+            .into_iter()
+            .filter(|f| ordered_aggregate(&body, f))
+            .collect();
+        if !ordered.is_empty() {
+            let _ = writeln!(
+                out,
+                "-- NOT PORTABLE: ordered aggregates {}… ORDER BY …) have no form in Spark 3.5's \
+                 grammar; this statement fails to parse there.",
+                ordered.join("… ORDER BY …), ")
+            );
+        }
+    }
     out.push_str(&prelude(dialect, root, scope));
     out.push_str(body.trim_end());
     out.push_str(";\n");
     out
+}
+
+/// Whether `sql` calls `func` (e.g. `first_value(`) with an `ORDER BY` inside its parentheses.
+fn ordered_aggregate(sql: &str, func: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.match_indices(func).any(|(at, _)| {
+        let mut depth = 0usize;
+        let inner = &lower[at + func.len()..];
+        for (i, c) in inner.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' if depth == 0 => return inner[..i].contains("order by"),
+                ')' => depth -= 1,
+                _ => {}
+            }
+        }
+        false
+    })
 }
 
 /// The scope as conditions on the lake's columns (`ts` in nanoseconds for Spark, where the
@@ -661,6 +693,11 @@ mod tests {
             assert!(!p.contains("info_content"), "{p}");
             let body: String = p.lines().filter(|l| !l.starts_with("--")).collect();
             assert!(!body.contains("question_name("), "{p}");
+            assert_eq!(
+                p.contains("ordered aggregates"),
+                d == Dialect::Spark,
+                "{d:?}: {p}"
+            );
         }
     }
 
