@@ -14,7 +14,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dnsledger_tests::harness::{DNSLEDGER, dnsql, dnsql_json, duckdb_python, repo_root};
+use dnsledger_tests::harness::{DNSLEDGER, dnsql, dnsql_json, duckdb_lines, repo_root};
 use dnsledger_tests::segments::{read_segment, segment_files};
 
 /// Every row of the segments under `root`, as DuckDB reads them with the compaction rule
@@ -46,21 +46,7 @@ for line in sorted(r[0] for r in rows):
 "#;
 
 fn duck_rows(root: &Path) -> Vec<String> {
-    let out = Command::new(duckdb_python())
-        .args(["-c", DUCK_ROWS])
-        .arg(root)
-        .output()
-        .expect("run duckdb");
-    assert!(
-        out.status.success(),
-        "DuckDB could not read {}: {}",
-        root.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    duckdb_lines(DUCK_ROWS, root)
 }
 
 /// Every row through dnsql, every column, sorted.

@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 
-use dnsledger_tests::harness::{DNSLEDGER, duckdb_python, repo_root};
+use dnsledger_tests::harness::{DNSLEDGER, duckdb_lines, repo_root};
 use dnsledger_tests::moto::Moto;
 
 use crate::ship::{
@@ -46,18 +46,7 @@ for line in sorted(r[0] for r in rows):
 "#;
 
 fn duck_all(root: &Path) -> Vec<String> {
-    let out = Command::new(duckdb_python())
-        .args(["-c", DUCK_ALL])
-        .arg(root)
-        .output()
-        .expect("run duckdb");
-    assert!(
-        out.status.success(),
-        "DuckDB could not read {}: {}",
-        root.display(),
-        text(&out.stderr)
-    );
-    text(&out.stdout).lines().map(str::to_string).collect()
+    duckdb_lines(DUCK_ALL, root)
 }
 
 /// The lake's rows as DuckDB reads a plain copy of every object under the prefix.

@@ -388,6 +388,26 @@ pub fn dnsql_json(data: &Path, args: &[&str]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs a DuckDB Python `script` with `root` as its one argument and returns its stdout lines;
+/// fails the test naming `root` if DuckDB cannot read it.
+pub fn duckdb_lines(script: &str, root: &Path) -> Vec<String> {
+    let out = Command::new(duckdb_python())
+        .args(["-c", script])
+        .arg(root)
+        .output()
+        .expect("run duckdb");
+    assert!(
+        out.status.success(),
+        "DuckDB could not read {}: {}",
+        root.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// The Python with DuckDB that `scripts/setup-debian.sh --test` puts in `<repo>/.venv`.
 pub fn duckdb_python() -> PathBuf {
     let venv = repo_root().join(".venv/bin/python");
