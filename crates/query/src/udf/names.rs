@@ -16,9 +16,9 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 /// choice; 16 base32 characters carry 80 bits.
 pub const ALPHABET_MIN_CHARS: usize = 16;
 
-/// The octets of the labels the entropy and alphabet look at: those left of the registered
-/// domain, or all labels when the name has no registered domain. Dots are not included.
-fn information_part(name: &str) -> Vec<u8> {
+/// The labels the entropy and alphabet look at, decoded: those left of the registered domain,
+/// or all labels when the name has no registered domain.
+fn information_labels(name: &str) -> Vec<Vec<u8>> {
     let ranges = label_ranges(name);
     // Labels left of the registered domain: as many as the name has beyond it.
     let end = match registered_domain(name) {
@@ -27,7 +27,7 @@ fn information_part(name: &str) -> Vec<u8> {
     };
     ranges[..end]
         .iter()
-        .flat_map(|&(s, e)| decode_label(&name[s..e]))
+        .map(|&(s, e)| decode_label(&name[s..e]))
         .collect()
 }
 
@@ -78,15 +78,23 @@ pub fn shannon_entropy(bytes: &[u8]) -> f64 {
 /// `label_entropy(name)`: Shannon entropy (bits/char) of the labels left of the registered
 /// domain (all labels when there is none); 0 when there are no such labels.
 pub fn label_entropy_of(name: &str) -> f64 {
-    shannon_entropy(&information_part(name))
+    shannon_entropy(&information_labels(name).concat())
 }
 
 /// `label_alphabet(name)`: classifies the characters of the labels left of the registered domain
-/// (all labels without one), dots removed, by the smallest encoding alphabet that produces them:
+/// (all labels without one) by the smallest encoding alphabet that produces them. Only labels
+/// of [`ALPHABET_MIN_CHARS`] characters or more are judged (joined, dots removed): an encoder
+/// writes a character stream and cuts it into labels as long as it is allowed to (iodine,
+/// dns2tcp, dnscat2 and dnsteal fill labels towards the 63-octet limit), so data sits in long
+/// labels, while a name made of short labels — `api.3.svc.cluster.local.corp.example`, a
+/// search-domain miss — is host-name words however many of them there are. Judging the joined
+/// labels instead read such names as base32 (letters and digits, 16 characters together) and
+/// flagged 83 ordinary (process, domain) pairs in the fleet bench.
 ///
-/// - `8bit`: any byte outside printable ASCII (written `\DDD`), whatever the length: host names
-///   never contain them, raw-binary tunnels (iodine's raw/base128 codecs) do;
-/// - below [`ALPHABET_MIN_CHARS`] characters, everything else is `dns`;
+/// - `8bit`: any byte outside printable ASCII (written `\DDD`) in any label, whatever the
+///   length: host names never contain them, raw-binary tunnels (iodine's raw/base128 codecs) do;
+/// - with no long label: `base64` when the labels hold `+` or `=` and only base64 characters
+///   (no host name has them; dns2tcp's `=auth` and padding do), `dns` otherwise;
 /// - `hex`: only `0-9a-f` (one case), with at least one digit and one letter;
 /// - `base32`: only letters of one case and digits, with at least one digit and one letter;
 /// - `base64`: only `A-Za-z0-9+/=-_`, and mixed-case letters or one of `+ / =` (the qname
@@ -103,7 +111,30 @@ pub fn label_alphabet_of(name: &str) -> &'static str {
     if is_reverse_name(name) {
         return "dns";
     }
-    alphabet_of_bytes(&information_part(name))
+    let labels = information_labels(name);
+    if labels.iter().flatten().any(|&b| !(0x21..0x7f).contains(&b)) {
+        return "8bit";
+    }
+    let long: Vec<u8> = labels
+        .iter()
+        .filter(|l| l.len() >= ALPHABET_MIN_CHARS)
+        .flatten()
+        .copied()
+        .collect();
+    if long.is_empty() {
+        let mut all = labels.iter().flatten();
+        let padded = all.clone().any(|b| b"+=".contains(b));
+        return if padded && all.all(|&b| is_base64_char(b)) {
+            "base64"
+        } else {
+            "dns"
+        };
+    }
+    alphabet_of_bytes(&long)
+}
+
+fn is_base64_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"+/=-_".contains(&b)
 }
 
 /// A well-formed reverse-mapping name (or a prefix of one, as in a zone cut).
@@ -138,9 +169,7 @@ fn alphabet_of_bytes(part: &[u8]) -> &'static str {
     let lower = part.iter().any(u8::is_ascii_lowercase);
     let upper = part.iter().any(u8::is_ascii_uppercase);
     let alnum_only = part.iter().all(u8::is_ascii_alphanumeric);
-    let b64_only = part
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b));
+    let b64_only = part.iter().all(|&b| is_base64_char(b));
     if alnum_only && digit && (lower != upper) {
         let hex = part.iter().all(u8::is_ascii_hexdigit);
         return if hex { "hex" } else { "base32" };
@@ -245,6 +274,18 @@ mod tests {
         );
         assert_eq!(a("206.218.58.216.in-addr.arpa"), "dns");
         assert_eq!(a("0123456789abcdef0123.f.ip6.arpa"), "hex");
+        // Search-domain misses: many short labels of words and digits are host names, even
+        // when together they pass 16 characters of letters and digits.
+        assert_eq!(a("api.3.svc.cluster.local.corp.example"), "dns");
+        assert_eq!(a("bakotimu.1729.svc.cluster.local.corp.example"), "dns");
+        // A tunnel's data labels are long; its short labels do not hide them.
+        assert_eq!(a("s0.laegpumiplhhpz12ynd1efljwlkjcgwy.t.example.com"), "base32");
+        assert_eq!(
+            a("0123456789abcdef0123.aa.0123456789abcdef0123.example.com"),
+            "hex"
+        );
+        // 8-bit bytes count in any label.
+        assert_eq!(a(r"ab.\200.example.com"), "8bit");
         // Words and digits without letters are host names.
         assert_eq!(a("windowsupdatecatalog.example.com"), "dns");
         assert_eq!(a("1234567890123456.example.com"), "dns");
