@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -478,6 +479,8 @@ def main():
     if a.render:
         render(json.loads(Path(a.render).read_text()), out)
         return
+    # A SIGTERM unwinds like Ctrl-C, so the moto server is stopped (by pid) on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     f = Fleet(a)
     for b in (f.dnsql, f.gen_bin, DUCKDB):
         if not b.exists():
@@ -497,17 +500,19 @@ def main():
                 ("fleet100c", a.fleet100_rows, 100, 30, ["--compacted", "--no-raw"],
                  {"only": {"point", "who"}, "recipes": False})]
     failed = []
-    for label, rows, hosts, days, extra, kw in sets:
-        if label not in only:
-            continue
-        try:
-            f.run_set(label, rows, hosts, days, extra, tunnels=label != "fleet100c", **kw)
-        except Exception as e:
-            log(f"{label} failed: {e}")
-            failed.append(label)
-            f.raw["notes"].append(f"{label} not measured: {str(e)[:600]}")
-    if f.moto is not None:
-        f.moto.stop()
+    try:
+        for label, rows, hosts, days, extra, kw in sets:
+            if label not in only:
+                continue
+            try:
+                f.run_set(label, rows, hosts, days, extra, tunnels=label != "fleet100c", **kw)
+            except Exception as e:
+                log(f"{label} failed: {e}")
+                failed.append(label)
+                f.raw["notes"].append(f"{label} not measured: {str(e)[:600]}")
+    finally:
+        if f.moto is not None:
+            f.moto.stop()
     f.raw["elapsed"] = time.time() - t0
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(f.raw, indent=1, default=str) + "\n")

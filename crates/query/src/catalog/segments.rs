@@ -276,6 +276,8 @@ pub struct Footers {
     pub fetched: AtomicU64,
     /// Footers found in the disk cache.
     pub from_disk: AtomicU64,
+    /// Files a name lookup's bloom filters ruled out before the scan ([`super::bloom`]).
+    pub bloom_skipped: AtomicU64,
 }
 
 impl std::fmt::Debug for Footers {
@@ -378,9 +380,9 @@ async fn fetch(
 ) -> Result<Footer, String> {
     let metadata = DFParquetMetadata::new(file.object.store.as_ref(), &file.object.meta)
         .with_metadata_size_hint(Some(FOOTER_PREFETCH))
-        // With the page index (usually inside the prefetched tail): every later use, a scan
-        // included, can take this footer as it is.
-        .with_page_index_policy(Some(PageIndexPolicy::Optional))
+        // Without the page index: decoding it for every file cost more than the lookups that
+        // use it (DataFusion loads it for a file it scans when a predicate can use it).
+        .with_page_index_policy(Some(PageIndexPolicy::Skip))
         .with_file_metadata_cache(cache)
         .fetch_metadata()
         .await

@@ -44,7 +44,8 @@ use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
-use crate::catalog::segments::{Footers, skip_covered};
+use crate::catalog::bloom;
+use crate::catalog::segments::{Footer, Footers, skip_covered};
 use crate::catalog::source::{SegmentFile, Skipped, StoredObject};
 
 /// The partition columns, in the order they follow the file columns.
@@ -278,6 +279,14 @@ impl TableProvider for SegmentTable {
                 Err(reason) => self.problems.record(f.path.clone(), reason),
             }
         }
+
+        let probes = bloom::probes(filters);
+        let before = readable.len();
+        let readable =
+            bloom::keep_possible(readable, |f: &Arc<Footer>| f.metadata.clone(), &probes).await;
+        self.footers
+            .bloom_skipped
+            .fetch_add((before - readable.len()) as u64, Ordering::Relaxed);
 
         if readable.is_empty() {
             let projected = project_schema(&self.schema, projection)?;
