@@ -52,31 +52,45 @@ fn conjuncts(e: &Expr, out: &mut Vec<Probe>) {
             conjuncts(left, out);
             conjuncts(right, out);
         }
+        other => out.extend(alternatives(other)),
+    }
+}
+
+/// `col = 'x'`, `'x' = col`, `col IN ('x', …)`, or an OR of those on one column (DataFusion
+/// rewrites short IN lists into ORs): the probe they amount to.
+fn alternatives(e: &Expr) -> Option<Probe> {
+    match e {
         Expr::BinaryExpr(BinaryExpr {
             left,
             op: Operator::Eq,
             right,
         }) => {
-            let pair = match (column_of(left), text_of(right)) {
-                (Some(c), Some(v)) => Some((c, v)),
-                _ => column_of(right).zip(text_of(left)),
+            let (column, value) = match (column_of(left), text_of(right)) {
+                (Some(c), Some(v)) => (c, v),
+                _ => column_of(right).zip(text_of(left))?,
             };
-            if let Some((column, value)) = pair {
-                out.push(Probe {
-                    column,
-                    values: vec![value],
-                });
-            }
+            Some(Probe {
+                column,
+                values: vec![value],
+            })
+        }
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            let (mut a, b) = (alternatives(left)?, alternatives(right)?);
+            (a.column == b.column).then(|| {
+                a.values.extend(b.values);
+                a
+            })
         }
         Expr::InList(list) if !list.negated => {
             let values: Option<Vec<String>> = list.list.iter().map(text_of).collect();
-            if let (Some(column), Some(values)) = (column_of(&list.expr), values)
-                && !values.is_empty()
-            {
-                out.push(Probe { column, values });
-            }
+            let (column, values) = (column_of(&list.expr)?, values?);
+            (!values.is_empty()).then_some(Probe { column, values })
         }
-        _ => {}
+        _ => None,
     }
 }
 
@@ -229,10 +243,14 @@ mod tests {
         );
         let e = col("registered_domain").in_list(vec![lit("a.org"), lit("b.org")], false);
         assert_eq!(probes(&[e])[0].values, vec!["a.org", "b.org"]);
-        // Not usable: negations, ORs, other columns, non-literals.
+        // An OR of equalities on one column is an IN list.
+        let e = col("qname").eq(lit("a")).or(col("qname").eq(lit("b")));
+        assert_eq!(probes(&[e])[0].values, vec!["a", "b"]);
+        // Not usable: negations, ORs across columns, other columns, non-literals.
         for e in [
             col("qname").in_list(vec![lit("a")], true),
-            col("qname").eq(lit("a")).or(col("qname").eq(lit("b"))),
+            col("qname").eq(lit("a")).or(col("registered_domain").eq(lit("b"))),
+            col("qname").eq(lit("a")).or(col("comm").eq(lit("b"))),
             col("comm").eq(lit("curl")),
             col("qname").eq(col("registered_domain")),
             col("qname").not_eq(lit("a")),
