@@ -73,6 +73,22 @@ def timed(cmd, timeout=None, env=None):
     return wall, p.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"), ru.ru_maxrss * 1024
 
 
+# The registered domains of the live tunnels bench/tunnels.sh records (iodine: t.pirate.test,
+# dns2tcp: t.tunnel.test, the dig loop: x.steal.test).
+LIVE_TUNNEL_DOMAINS = {"pirate.test", "tunnel.test", "steal.test"}
+
+
+def tunnel_domains(m, hosts, live):
+    """The tunnels in a set, by registered domain: bench_gen's (its tunnel on host 3 % hosts,
+    its slow one on host 7 % hosts unless that is the same host; see run_host in bench_gen.rs)
+    and the live-recorded ones when they were added."""
+    rd = lambda n: ".".join(n.rstrip(".").split(".")[-2:])
+    want = {rd(m["tunnel_domain"])} if m.get("tunnel_domain") else set()
+    if m.get("slow_tunnel_domain") and 7 % hosts != 3 % hosts:
+        want.add(rd(m["slow_tunnel_domain"]))
+    return want | (LIVE_TUNNEL_DOMAINS if live else set())
+
+
 class Moto:
     """A moto_server on a free loopback port, stopped by pid."""
 
@@ -362,6 +378,13 @@ class Fleet:
             s["s3"]["footer_cache_off"] = cold
         if recipes:
             s["recipes"] = self.recipes(label, data, m, name, rd, self.a.recipe_timeout)
+            ex = s["recipes"].get("exfil", {})
+            if "flagged" in ex:
+                want = tunnel_domains(m, hosts, s["tunnels"])
+                got = {f["domain"] for f in ex["flagged"]}
+                ex["tunnels_expected"] = sorted(want)
+                ex["missed"] = sorted(want - got)
+                ex["false_positives"] = sorted(got - want)
         self.raw["sets"][label] = s
         return s
 
@@ -409,6 +432,12 @@ def render(raw, path):
                 if qn == "who" and label == "fleet100c" and arm == "local":
                     w(f"| who-resolved-X < 2 s, 100 hosts × 30 days compacted | {label} | {d:.2f} s | "
                       f"{'**met**' if d < 2.0 else '**not met**'} |")
+        ex = s.get("recipes", {}).get("exfil", {})
+        if "tunnels_expected" in ex:
+            ok = not ex["missed"] and not ex["false_positives"]
+            w(f"| exfil flags exactly the tunnels ({', '.join(ex['tunnels_expected'])}) and no ordinary "
+              f"domain | {label} | {len(ex['flagged'])} pairs flagged; missed: {', '.join(ex['missed']) or 'none'}; "
+              f"ordinary flagged: {', '.join(ex['false_positives']) or 'none'} | {'**met**' if ok else '**not met**'} |")
         for rn, e in s.get("recipes", {}).items():
             ok = e["rc"] in (0, 3) and e["peak_rss"] <= 2 * GIB
             w(f"| recipe `{rn}` finishes in ≤ 2 GiB | {label} | {e['seconds']:.1f} s, peak {e['peak_rss'] / 2**20:.0f} MiB, "
@@ -471,6 +500,10 @@ def main():
     ap.add_argument("--cache", default=os.environ.get("BENCH_CACHE", "/var/tmp/dnsledger-bench-cache"))
     ap.add_argument("--recipe-timeout", type=float, default=1800)
     ap.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) arm")
+    ap.add_argument("--recipes-only", action="store_true",
+                    help="only the recipes (also over fleet100c), no query timings")
+    ap.add_argument("--merge", metavar="JSON",
+                    help="take the sets' recipes from this run into JSON's (a --recipes-only run) and re-render")
     ap.add_argument("--fleet100-rows", type=int, default=14_400_000)
     ap.add_argument("--out", help="default bench/FLEET.md (smoke: the work dir)")
     ap.add_argument("--render", metavar="JSON", help="only re-render FLEET.md from a saved FLEET.json")
@@ -481,6 +514,16 @@ def main():
         return
     # A SIGTERM unwinds like Ctrl-C, so the moto server is stopped (by pid) on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if a.merge:
+        base = json.loads(Path(a.merge).read_text())
+        extra = json.loads(out.with_suffix(".json").read_text())
+        for label, st in extra["sets"].items():
+            if st.get("recipes") and label in base["sets"]:
+                base["sets"][label]["recipes"] = st["recipes"]
+                base["notes"].append(f"{label}: recipes from a separate --recipes-only run ({extra['started']}).")
+        Path(a.merge).write_text(json.dumps(base, indent=1, default=str) + "\n")
+        render(base, Path(a.merge).with_suffix(".md"))
+        return
     f = Fleet(a)
     for b in (f.dnsql, f.gen_bin, DUCKDB):
         if not b.exists():
@@ -505,6 +548,8 @@ def main():
             if label not in only:
                 continue
             try:
+                if a.recipes_only:
+                    kw = dict(kw, queries=False, recipes=True, s3=False)
                 f.run_set(label, rows, hosts, days, extra, tunnels=label != "fleet100c", **kw)
             except Exception as e:
                 log(f"{label} failed: {e}")
