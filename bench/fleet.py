@@ -248,7 +248,8 @@ class Fleet:
         script = ((src["duck"] if src else "") +
                   f"CREATE VIEW dns AS SELECT * FROM read_parquet('{glob}', "
                   f"hive_partitioning = true, union_by_name = true); {sql};")
-        wall, rc, out, err, rss = timed([str(DUCKDB), "-csv", "-c", script])
+        # NULL written as dnsql's CSV writes it (empty), so that full results compare.
+        wall, rc, out, err, rss = timed([str(DUCKDB), "-csv", "-nullvalue", "", "-c", script])
         if rc != 0:
             raise RuntimeError(f"duckdb failed ({rc}): {err[-1500:]}\n{sql}")
         return wall, out, rss
@@ -518,9 +519,13 @@ def main():
         base = json.loads(Path(a.merge).read_text())
         extra = json.loads(out.with_suffix(".json").read_text())
         for label, st in extra["sets"].items():
-            if st.get("recipes") and label in base["sets"]:
-                base["sets"][label]["recipes"] = st["recipes"]
-                base["notes"].append(f"{label}: recipes from a separate --recipes-only run ({extra['started']}).")
+            if label not in base["sets"]:
+                continue
+            for part in ("queries", "recipes", "explain"):
+                if st.get(part):
+                    base["sets"][label][part] = st[part]
+                    base["notes"].append(f"{label}: {part} from a separate run started {extra['started']}"
+                                         f"{' (--recipes-only)' if part == 'recipes' else ''}.")
         Path(a.merge).write_text(json.dumps(base, indent=1, default=str) + "\n")
         render(base, Path(a.merge).with_suffix(".md"))
         return
