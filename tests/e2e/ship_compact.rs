@@ -273,7 +273,15 @@ fn a_shipper_killed_between_the_compacted_upload_and_the_deletes_finishes_next_r
 /// `SELECT count(*)` by dnsql over the lake (it applies the compaction rule).
 fn dnsql_lake_count(moto: &Moto, url: &str) -> u64 {
     let out = Command::new(dnsql_bin())
-        .args(["-q", "--data", url, "--format", "csv", "sql", "SELECT count(*) AS n FROM dns"])
+        .args([
+            "-q",
+            "--data",
+            url,
+            "--format",
+            "csv",
+            "sql",
+            "SELECT count(*) AS n FROM dns",
+        ])
         .envs(moto.env())
         .env("DNSQL_FOOTER_CACHE", "off")
         .output()
@@ -335,7 +343,9 @@ fn compacting_an_s3_lake_killed_after_the_upload_then_finished() {
     assert_eq!(lake.len(), local.len() - inputs + parts, "{lake:?}");
     let mut per_hour = std::collections::BTreeMap::<&str, usize>::new();
     for k in lake.keys() {
-        *per_hour.entry(k.rsplit_once('/').expect("dir").0).or_default() += 1;
+        *per_hour
+            .entry(k.rsplit_once('/').expect("dir").0)
+            .or_default() += 1;
     }
     assert!(per_hour.values().all(|n| *n == 1), "{per_hour:?}");
     assert_eq!(lake_rows(moto, bucket, prefix, dir.path()), rows);

@@ -279,7 +279,10 @@ mod tests {
         assert_eq!(a("api.3.svc.cluster.local.corp.example"), "dns");
         assert_eq!(a("bakotimu.1729.svc.cluster.local.corp.example"), "dns");
         // A tunnel's data labels are long; its short labels do not hide them.
-        assert_eq!(a("s0.laegpumiplhhpz12ynd1efljwlkjcgwy.t.example.com"), "base32");
+        assert_eq!(
+            a("s0.laegpumiplhhpz12ynd1efljwlkjcgwy.t.example.com"),
+            "base32"
+        );
         assert_eq!(
             a("0123456789abcdef0123.aa.0123456789abcdef0123.example.com"),
             "hex"

@@ -666,7 +666,10 @@ fn a_footer_cache_on_disk_spares_the_next_run_the_footer_reads() {
     // The point lookup prunes from cached footers as from fetched ones.
     let q = "SELECT count(*) AS n FROM dns WHERE qname = 'upload.wikimedia.org'";
     let cached = run_cached(&["sql", q]);
-    assert!(cached.stderr.contains("from the footer cache: "), "{cached:?}");
+    assert!(
+        cached.stderr.contains("from the footer cache: "),
+        "{cached:?}"
+    );
     assert_eq!(
         ruled_out(&cached),
         ruled_out(&ok_on(&url, &["--verbose", "--format", "csv", "sql", q]))

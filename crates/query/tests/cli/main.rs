@@ -349,7 +349,10 @@ fn equality_on_names_uses_bloom_filters_and_statistics() {
         let (out, skipped) = ruled_out(&format!(
             "SELECT count(*) AS n FROM dns WHERE {column} = '{value}'"
         ));
-        assert!(skipped > 0 && skipped < FILES, "{column}: {skipped} of {FILES}");
+        assert!(
+            skipped > 0 && skipped < FILES,
+            "{column}: {skipped} of {FILES}"
+        );
         // The same rows without the pre-pruning (a function of the column is no probe; the
         // names are stored lower-case, so lower() changes nothing).
         let (same, none) = ruled_out(&format!(
