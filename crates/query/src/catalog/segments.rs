@@ -254,8 +254,24 @@ pub fn read_footer(path: &std::path::Path) -> Result<ParquetMetaData, SegmentErr
 pub struct Footer {
     pub metadata: Arc<ParquetMetaData>,
     pub info: SegmentInfo,
-    /// The file's statistics for DataFusion's pruning (from the footer, computed once).
-    pub statistics: Arc<Statistics>,
+    /// The file's statistics for DataFusion's pruning, computed from the footer when a scan
+    /// first gets the file: most footers of a name lookup over a fleet are ruled out before
+    /// (`catalog::bloom`), and statistics of 65 columns for each cost time and memory.
+    statistics: std::sync::OnceLock<Result<Arc<Statistics>, String>>,
+}
+
+impl Footer {
+    /// The file's statistics for DataFusion (computed once); an error names why they cannot
+    /// be read, and the file is then skipped like an unreadable one.
+    pub fn statistics(&self) -> Result<Arc<Statistics>, String> {
+        self.statistics
+            .get_or_init(|| {
+                DFParquetMetadata::statistics_from_parquet_metadata(&self.metadata, &schema())
+                    .map(Arc::new)
+                    .map_err(|e| SegmentError::Unreadable(e.to_string()).to_string())
+            })
+            .clone()
+    }
 }
 
 /// The tail read in one request with the footer: segments' footers (with the page index) are
@@ -392,15 +408,13 @@ async fn fetch(
     footer_of(metadata)
 }
 
-/// Checks a decoded footer and computes its statistics.
+/// Checks a decoded footer.
 fn footer_of(metadata: Arc<ParquetMetaData>) -> Result<Footer, String> {
     let info = inspect(&metadata).map_err(|e| e.to_string())?;
-    let statistics = DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema())
-        .map_err(|e| e.to_string())?;
     Ok(Footer {
         metadata,
         info,
-        statistics: Arc::new(statistics),
+        statistics: std::sync::OnceLock::new(),
     })
 }
 

@@ -47,6 +47,7 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use crate::catalog::bloom;
 use crate::catalog::segments::{Footer, Footers, skip_covered};
 use crate::catalog::source::{SegmentFile, Skipped, StoredObject};
+use datafusion::common::Statistics;
 
 /// The partition columns, in the order they follow the file columns.
 pub fn partition_fields() -> Vec<FieldRef> {
@@ -287,6 +288,17 @@ impl TableProvider for SegmentTable {
         self.footers
             .bloom_skipped
             .fetch_add((before - readable.len()) as u64, Ordering::Relaxed);
+        // Statistics only for the files the scan gets (computed once per file and run).
+        let readable: Vec<(SegmentFile, Arc<Statistics>)> = readable
+            .into_iter()
+            .filter_map(|(f, footer)| match footer.statistics() {
+                Ok(s) => Some((f, s)),
+                Err(reason) => {
+                    self.problems.record(f.path.clone(), reason);
+                    None
+                }
+            })
+            .collect();
 
         if readable.is_empty() {
             let projected = project_schema(&self.schema, projection)?;
@@ -312,14 +324,14 @@ impl TableProvider for SegmentTable {
 
         // One Parquet scan per store (a scan reads from one), as one union.
         let mut by_store: BTreeMap<String, (StoredObject, Vec<PartitionedFile>)> = BTreeMap::new();
-        for (f, footer) in readable {
+        for (f, statistics) in readable {
             let pf = PartitionedFile::new_from_meta(f.object.meta.clone())
                 .with_partition_values(vec![
                     ScalarValue::Utf8(Some(f.key.host.clone())),
                     ScalarValue::Date32(Some(f.key.date)),
                     ScalarValue::Int32(Some(f.key.hour)),
                 ])
-                .with_statistics(footer.statistics.clone());
+                .with_statistics(statistics);
             by_store
                 .entry(f.object.store_url.as_str().to_owned())
                 .or_insert_with(|| (f.object.clone(), Vec::new()))
