@@ -110,6 +110,42 @@ fn by_partition(files: &[PathBuf]) -> BTreeMap<PathBuf, Vec<PathBuf>> {
     m
 }
 
+/// A name that the imported captures hold in some partitions only.
+const LOOKUP: &str = "upload.wikimedia.org";
+
+/// After a finished compaction every date directory holds a date manifest, and a point lookup
+/// answered from them (files ruled out unopened) returns exactly the rows DuckDB finds.
+fn assert_manifests_answer_as_duckdb(data: &Path, segments: &[PathBuf], duck: &[String]) {
+    let dates: std::collections::BTreeSet<PathBuf> = segments
+        .iter()
+        .filter_map(|f| Some(f.parent()?.parent()?.to_path_buf()))
+        .collect();
+    for d in &dates {
+        assert!(
+            d.join("_dnsledger.manifest").is_file(),
+            "no manifest in {}",
+            d.display()
+        );
+    }
+    let want = duck
+        .iter()
+        .filter(|l| l.contains(&format!("\"qname\":\"{LOOKUP}\"")))
+        .count();
+    assert!(want > 0, "the captures hold {LOOKUP}");
+    let sql = format!("SELECT count(*) AS n FROM dns_all WHERE qname = '{LOOKUP}'");
+    let run = dnsql(data, &["--verbose", "--format", "csv", "sql", &sql]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, format!("n\n{want}\n"), "{}", run.stderr);
+    let ruled: u64 = run
+        .stderr
+        .split("files they ruled out: ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no manifest line: {}", run.stderr));
+    assert!(ruled > 0, "{}", run.stderr);
+}
+
 #[test]
 fn compaction_killed_at_any_step_loses_and_duplicates_nothing() {
     for step in ["after-write", "after-rename", "after-first-delete"] {
@@ -188,11 +224,13 @@ fn compaction_killed_at_any_step_loses_and_duplicates_nothing() {
             .expect("inprogress")
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert_manifests_answer_as_duckdb(&data, &after, &duck0);
 
         // A third run finds nothing to do.
         let idle = compact(&["--data-dir", data_arg], None);
         let text = String::from_utf8_lossy(&idle.stdout);
         assert!(text.contains("compacted 0 segment(s)"), "{step}: {text}");
+        assert!(text.contains("date manifests: 0 written"), "{step}: {text}");
         assert_eq!(segment_files(&data), after);
     }
 }
@@ -216,9 +254,11 @@ fn compacts_a_file_lake_with_the_same_rule() {
         "{}",
         String::from_utf8_lossy(&done.stderr)
     );
-    let per = by_partition(&segment_files(&data));
+    let after = segment_files(&data);
+    let per = by_partition(&after);
     assert!(per.values().all(|f| f.len() == 1), "{per:?}");
     assert_eq!(duck_rows(&root), duck0);
+    assert_manifests_answer_as_duckdb(&data, &after, &duck0);
     // A bad scheme is a usage error.
     let bad = compact(&["--lake", "ftp://x/y"], None);
     assert_eq!(bad.status.code(), Some(2));

@@ -16,6 +16,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use object_store;
+
+pub mod manifest;
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;

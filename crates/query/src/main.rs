@@ -262,10 +262,12 @@ fn log_footers(g: &Global, footers: &Footers) {
     if g.verbose {
         eprintln!(
             "dnsql: footers fetched: {}, from the footer cache: {}; files ruled out by bloom \
-             filters before the scan: {}",
+             filters before the scan: {}; date manifests read: {}, files they ruled out: {}",
             footers.fetched.load(Ordering::Relaxed),
             footers.from_disk.load(Ordering::Relaxed),
-            footers.bloom_skipped.load(Ordering::Relaxed)
+            footers.bloom_skipped.load(Ordering::Relaxed),
+            footers.manifests_read.load(Ordering::Relaxed),
+            footers.manifest_skipped.load(Ordering::Relaxed)
         );
     }
 }

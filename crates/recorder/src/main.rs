@@ -363,6 +363,27 @@ fn compact_cmd(args: CompactArgs) -> anyhow::Result<ExitCode> {
     for p in &report.open {
         println!("{p}: left alone: data for this hour is still in progress or spooled");
     }
+    let m = &report.manifests;
+    for (file, why) in &m.left_out {
+        println!("{file}: no manifest entry (not readable as a segment: {why})");
+    }
+    if !m.written.is_empty() || !m.removed.is_empty() || m.unchanged > 0 {
+        println!(
+            "date manifests: {} written, {} already up to date, {} removed",
+            m.written.len(),
+            m.unchanged,
+            m.removed.len()
+        );
+    }
+    for (at, why) in &m.failed {
+        eprintln!("error: date manifest {at}: {why}");
+    }
+    if !m.failed.is_empty() {
+        eprintln!(
+            "hint: compaction itself is done and nothing is lost; without an up-to-date manifest \
+             dnsql reads every footer of that date. Re-run `dnsledger compact` once the cause is fixed"
+        );
+    }
     println!(
         "{verb} {inputs} segment(s) of {} partition(s), {bytes_in} -> {bytes_out} bytes; \
          {} partition(s) already one segment",
@@ -373,7 +394,11 @@ fn compact_cmd(args: CompactArgs) -> anyhow::Result<ExitCode> {
             .count(),
         report.untouched
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(if report.manifests.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {

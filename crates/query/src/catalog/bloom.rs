@@ -15,15 +15,13 @@
 //! comparison it cannot decide keeps the file, and the scan decides as before. The scan's
 //! own checks still run on the survivors, so the answer is the same with or without this.
 
-use std::sync::Arc;
-
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
-use futures::StreamExt;
 use parquet::bloom_filter::Sbbf;
 use parquet::file::metadata::ParquetMetaData;
 
 use crate::catalog::source::SegmentFile;
+use dnsledger_lake::manifest::Entry;
 
 /// Equality probes of one conjunct: the column and the values one of which a row must have.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,44 +120,9 @@ fn scalar_text(v: &ScalarValue) -> Option<String> {
     }
 }
 
-/// Filters read at a time (each is one range read: on a lake, a round trip).
-const CONCURRENCY: usize = 32;
-
-/// Keeps the files in which some row group may satisfy every probe, in the order given.
-pub async fn keep_possible<T: Send + 'static>(
-    files: Vec<(SegmentFile, T)>,
-    metadata: impl Fn(&T) -> Arc<ParquetMetaData>,
-    probes: &[Probe],
-) -> Vec<(SegmentFile, T)> {
-    if probes.is_empty() {
-        return files;
-    }
-    let probes: Arc<[Probe]> = probes.into();
-    let work: Vec<(SegmentFile, Arc<ParquetMetaData>)> = files
-        .iter()
-        .map(|(f, t)| (f.clone(), metadata(t)))
-        .collect();
-    let checks = futures::stream::iter(work)
-        .map(move |(file, md)| {
-            let probes = probes.clone();
-            // A task per file: the filter checks are CPU work beside the reads.
-            let task = tokio::spawn(async move { may_match(&file, &md, &probes).await });
-            // A failed task keeps the file (the scan decides).
-            async move { task.await.unwrap_or(true) }
-        })
-        .buffered(CONCURRENCY)
-        .collect::<Vec<bool>>()
-        .await;
-    files
-        .into_iter()
-        .zip(checks)
-        .filter_map(|(f, keep)| keep.then_some(f))
-        .collect()
-}
-
 /// Whether some row group of the file may hold a row that satisfies every probe. `true`
 /// whenever a filter is missing or cannot be read.
-async fn may_match(file: &SegmentFile, md: &ParquetMetaData, probes: &[Probe]) -> bool {
+pub async fn may_match(file: &SegmentFile, md: &ParquetMetaData, probes: &[Probe]) -> bool {
     let schema = md.file_metadata().schema_descr();
     let leaf =
         |name: &str| (0..schema.num_columns()).find(|&i| schema.column(i).path().string() == name);
@@ -221,6 +184,42 @@ async fn may_match(file: &SegmentFile, md: &ParquetMetaData, probes: &[Probe]) -
         }
     }
     false
+}
+
+/// Whether some row group a date manifest describes may hold a row that satisfies every probe
+/// (the same checks as [`may_match`], on the manifest's copy of the statistics and filters).
+pub fn entry_may_match(entry: &Entry, probes: &[Probe]) -> bool {
+    let columns: Vec<Option<usize>> = probes
+        .iter()
+        .map(|p| {
+            dnsledger_schema::BLOOM_FILTER_COLUMNS
+                .iter()
+                .position(|c| *c == p.column)
+        })
+        .collect();
+    if entry.row_groups.is_empty() {
+        // No rows (or the manifest knows of no row group): nothing can match.
+        return entry.rows > 0;
+    }
+    entry.row_groups.iter().any(|rg| {
+        probes.iter().zip(&columns).all(|(probe, column)| {
+            let Some(stats) = column.and_then(|c| rg.get(c)) else {
+                return true;
+            };
+            if let (Some(min), Some(max)) = (&stats.min, &stats.max)
+                && !probe
+                    .values
+                    .iter()
+                    .any(|v| (&min[..]..=&max[..]).contains(&v.as_bytes()))
+            {
+                return false;
+            }
+            match stats.bloom.as_deref().map(Sbbf::from_bytes) {
+                Some(Ok(filter)) => probe.values.iter().any(|v| filter.check(v.as_str())),
+                _ => true,
+            }
+        })
+    })
 }
 
 #[cfg(test)]

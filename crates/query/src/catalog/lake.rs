@@ -161,6 +161,20 @@ pub fn is_segment_key(lake: &LakeUrl, key: &ObjectPath) -> bool {
         && !dirs.iter().any(|d| d.starts_with('.') || d == "inprogress")
 }
 
+/// Whether an object below the lake's prefix is a date manifest (`dnsledger_lake::manifest`),
+/// not below a hidden or `inprogress` directory.
+pub fn is_manifest_key(lake: &LakeUrl, key: &ObjectPath) -> bool {
+    let Some(rest) = key.prefix_match(lake.prefix()) else {
+        return false;
+    };
+    let parts: Vec<String> = rest.map(|p| decode(p.as_ref())).collect();
+    let Some((file, dirs)) = parts.split_last() else {
+        return false;
+    };
+    file == dnsledger_lake::manifest::FILE_NAME
+        && !dirs.iter().any(|d| d.starts_with('.') || d == "inprogress")
+}
+
 /// The partition of a segment key from its `host=/date=/hour=` directories (the nearest of
 /// each above the object, as `PartitionKey::from_path` reads local paths), if it has them.
 pub fn key_of(lake: &LakeUrl, key: &ObjectPath) -> Option<PartitionKey> {
@@ -261,7 +275,7 @@ pub fn prefix_url(lake: &LakeUrl, prefix: &ObjectPath) -> String {
     }
 }
 
-/// Lists the segment objects of `lake` that `scope` can need. `log` is told each LIST
+/// Lists the segment objects (and date manifests) of `lake` that `scope` can need. `log` is told each LIST
 /// (`list <url> (delimited|recursive)`), for `--verbose`.
 pub async fn list(
     lake: &LakeUrl,
@@ -290,7 +304,7 @@ pub async fn list(
             steps.extend(next);
         }
     }
-    objects.retain(|o| is_segment_key(lake, &o.location));
+    objects.retain(|o| is_segment_key(lake, &o.location) || is_manifest_key(lake, &o.location));
     objects.sort_by(|a, b| a.location.cmp(&b.location));
     objects.dedup_by(|a, b| a.location == b.location);
     Ok(objects)

@@ -25,7 +25,10 @@ use futures::StreamExt;
 use parquet::arrow::parquet_to_arrow_schema;
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::catalog::source::{Scope, SegmentFile, Skipped};
+use crate::catalog::source::{Scope, SegmentFile, Skipped, StoredObject};
+use dnsledger_lake::manifest;
+use dnsledger_lake::object_store::ObjectStoreExt;
+use dnsledger_lake::object_store::path::Path as ObjectPath;
 
 /// Why a `.parquet` file cannot be read as a segment.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -249,29 +252,34 @@ pub fn read_footer(path: &std::path::Path) -> Result<ParquetMetaData, SegmentErr
         .map_err(|e| SegmentError::Unreadable(e.to_string()))
 }
 
-/// A segment's footer, read and checked once per run and kept for every query of the run.
+/// A segment's footer, read and checked once per run. Its facts are kept for every query of
+/// the run; the decoded footer itself only while the run's budget for them lasts
+/// ([`FOOTER_BUDGET`]): beyond it, a scan that needs it again decodes it again.
 #[derive(Debug)]
 pub struct Footer {
-    pub metadata: Arc<ParquetMetaData>,
+    /// The decoded footer, if kept.
+    pub metadata: Option<Arc<ParquetMetaData>>,
     pub info: SegmentInfo,
-    /// The file's statistics for DataFusion's pruning, computed from the footer when a scan
-    /// first gets the file: most footers of a name lookup over a fleet are ruled out before
-    /// (`catalog::bloom`), and statistics of 65 columns for each cost time and memory.
-    statistics: std::sync::OnceLock<Result<Arc<Statistics>, String>>,
 }
 
-impl Footer {
-    /// The file's statistics for DataFusion (computed once); an error names why they cannot
-    /// be read, and the file is then skipped like an unreadable one.
-    pub fn statistics(&self) -> Result<Arc<Statistics>, String> {
-        self.statistics
-            .get_or_init(|| {
-                DFParquetMetadata::statistics_from_parquet_metadata(&self.metadata, &schema())
-                    .map(Arc::new)
-                    .map_err(|e| SegmentError::Unreadable(e.to_string()).to_string())
-            })
-            .clone()
-    }
+/// A footer with its decoded metadata at hand (kept, or read again).
+pub struct Loaded {
+    pub footer: Arc<Footer>,
+    pub metadata: Arc<ParquetMetaData>,
+}
+
+/// Bytes of decoded footers (`ParquetMetaData::memory_size`) a run keeps. A footer of a
+/// segment is ~50–100 KB decoded (65 columns with statistics): 256 MiB keeps a few thousand,
+/// every footer of a 4-host day; over a 100-host month (72,000 files) the rest are decoded
+/// again when a scan opens the file, and memory stays bounded whatever the window.
+pub const FOOTER_BUDGET: u64 = 256 * 1024 * 1024;
+
+/// The file's statistics for DataFusion's pruning, computed from its footer; an error names
+/// why they cannot be read, and the file is then skipped like an unreadable one.
+pub fn statistics_of(metadata: &ParquetMetaData) -> Result<Arc<Statistics>, String> {
+    DFParquetMetadata::statistics_from_parquet_metadata(metadata, &schema())
+        .map(Arc::new)
+        .map_err(|e| SegmentError::Unreadable(e.to_string()).to_string())
 }
 
 /// The tail read in one request with the footer: segments' footers (with the page index) are
@@ -292,8 +300,29 @@ pub struct Footers {
     pub fetched: AtomicU64,
     /// Footers found in the disk cache.
     pub from_disk: AtomicU64,
+    /// Footers decoded again because they were not kept ([`FOOTER_BUDGET`]).
+    pub refetched: AtomicU64,
+    /// Bytes of decoded footers kept.
+    retained: AtomicU64,
     /// Files a name lookup's bloom filters ruled out before the scan ([`super::bloom`]).
     pub bloom_skipped: AtomicU64,
+    /// Date manifests by directory key (see [`dir_key`]).
+    manifests: Mutex<HashMap<String, Arc<ManifestSlot>>>,
+    /// Date manifests read (and usable).
+    pub manifests_read: AtomicU64,
+    /// Files a name lookup ruled out from their manifest entries (no footer read).
+    pub manifest_skipped: AtomicU64,
+}
+
+/// A date manifest found by discovery, read on first use.
+struct ManifestSlot {
+    object: StoredObject,
+    entries: tokio::sync::OnceCell<Option<Arc<HashMap<String, Arc<manifest::Entry>>>>>,
+}
+
+/// The key of directory `dir` of a store: what a manifest and the segments below it agree on.
+fn dir_key(store_url: &str, dir: &ObjectPath) -> String {
+    format!("{store_url}{dir}")
 }
 
 impl std::fmt::Debug for Footers {
@@ -305,6 +334,109 @@ impl std::fmt::Debug for Footers {
 }
 
 impl Footers {
+    /// Remembers the date manifests discovery found (read only if a query can use them).
+    pub fn add_manifests(&self, found: &[StoredObject]) {
+        let mut map = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
+        for m in found {
+            let Some(dir) = parent(&m.meta.location) else {
+                continue;
+            };
+            map.insert(
+                dir_key(m.store_url.as_str(), &dir),
+                Arc::new(ManifestSlot {
+                    object: m.clone(),
+                    entries: tokio::sync::OnceCell::new(),
+                }),
+            );
+        }
+    }
+
+    /// The manifest slot of `file`'s date directory, and that directory, if discovery found
+    /// a manifest there.
+    fn manifest_slot(&self, file: &SegmentFile) -> Option<(Arc<ManifestSlot>, ObjectPath)> {
+        let date_dir = parent(&parent(&file.object.meta.location)?)?;
+        let map = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = map
+            .get(&dir_key(file.object.store_url.as_str(), &date_dir))?
+            .clone();
+        Some((slot, date_dir))
+    }
+
+    /// Reads (once per run) the manifest of `slot`; `None` if it cannot be read or is of
+    /// another format version: it is then not used.
+    async fn read_manifest(
+        self: Arc<Self>,
+        slot: Arc<ManifestSlot>,
+    ) -> Option<Arc<HashMap<String, Arc<manifest::Entry>>>> {
+        slot.entries
+            .get_or_init(|| async {
+                let o = &slot.object;
+                let bytes = o
+                    .store
+                    .get(&o.meta.location)
+                    .await
+                    .ok()?
+                    .bytes()
+                    .await
+                    .ok()?;
+                // Decoding is CPU work: on a task of its own, beside the reads.
+                let entries = tokio::task::spawn_blocking(move || manifest::decode(bytes))
+                    .await
+                    .ok()?
+                    .ok()?;
+                self.manifests_read.fetch_add(1, Ordering::Relaxed);
+                Some(Arc::new(
+                    entries
+                        .into_iter()
+                        .map(|e| (e.file.clone(), Arc::new(e)))
+                        .collect(),
+                ))
+            })
+            .await
+            .clone()
+    }
+
+    /// The manifest entries describing `files` as listed (same path below the date
+    /// directory, same size, a schema version this dnsql reads), in order; `None` where
+    /// there is none. The manifests needed are read several at a time.
+    pub async fn manifest_entries(
+        self: &Arc<Self>,
+        files: &[SegmentFile],
+    ) -> Vec<Option<Arc<manifest::Entry>>> {
+        if self
+            .manifests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            return vec![None; files.len()];
+        }
+        let slots: Vec<Option<(Arc<ManifestSlot>, ObjectPath)>> =
+            files.iter().map(|f| self.manifest_slot(f)).collect();
+        let mut distinct: HashMap<usize, Arc<ManifestSlot>> = HashMap::new();
+        for (slot, _) in slots.iter().flatten() {
+            distinct.insert(Arc::as_ptr(slot) as usize, slot.clone());
+        }
+        // A task per manifest (spawned as the stream gets to it: a bounded number at a time).
+        futures::stream::iter(distinct.into_values().collect::<Vec<_>>())
+            .map(|slot| tokio::spawn(self.clone().read_manifest(slot)))
+            .buffer_unordered(FOOTER_CONCURRENCY)
+            .for_each(|_| async {})
+            .await;
+        files
+            .iter()
+            .zip(slots)
+            .map(|(file, slot)| {
+                let (slot, date_dir) = slot?;
+                let entries = slot.entries.get()?.as_ref()?;
+                let location = &file.object.meta.location;
+                let e = entries.get(&manifest::relative(&date_dir, location)?)?;
+                (e.size == file.object.meta.size && e.schema_version <= SCHEMA_VERSION)
+                    .then(|| e.clone())
+            })
+            .collect()
+    }
+
     /// Footers kept in memory for the run, and on disk in `disk` across runs (for objects in
     /// remote stores).
     pub fn with_disk_cache(disk: Option<FooterCache>) -> Self {
@@ -321,35 +453,83 @@ impl Footers {
         file: &SegmentFile,
         cache: Option<Arc<FileMetadataCache>>,
     ) -> FooterResult {
+        self.cell_get(file, cache, &mut None).await
+    }
+
+    /// The footer of `file` with its decoded metadata: fetched on first use, and fetched again
+    /// if it was not kept.
+    pub async fn load(
+        self: &Arc<Self>,
+        file: &SegmentFile,
+        cache: Option<Arc<FileMetadataCache>>,
+    ) -> Result<Loaded, String> {
+        let mut fresh = None;
+        let footer = self.cell_get(file, cache.clone(), &mut fresh).await?;
+        let metadata = match (fresh, &footer.metadata) {
+            (Some(md), _) => md,
+            (None, Some(md)) => md.clone(),
+            (None, None) => {
+                self.refetched.fetch_add(1, Ordering::Relaxed);
+                self.fetch_decoded(file, cache).await?.0
+            }
+        };
+        Ok(Loaded { footer, metadata })
+    }
+
+    /// The cell of `file`, initialised by fetching its footer if it is not yet; the decoded
+    /// metadata of a fetch this call made is left in `fresh`.
+    async fn cell_get(
+        self: &Arc<Self>,
+        file: &SegmentFile,
+        cache: Option<Arc<FileMetadataCache>>,
+        fresh: &mut Option<Arc<ParquetMetaData>>,
+    ) -> FooterResult {
         let cell = {
             let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
             cells.entry(file.url()).or_default().clone()
         };
-        let this = self.clone();
         cell.get_or_init(|| async move {
-            let disk = this
-                .disk
-                .as_ref()
-                .filter(|_| !file.object.store_url.as_str().starts_with("file:"));
-            match disk {
-                Some(disk) => {
-                    let (footer, from_disk) = fetch_via_disk(file, disk).await?;
-                    let counter = if from_disk {
-                        &this.from_disk
-                    } else {
-                        &this.fetched
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    Ok(Arc::new(footer))
-                }
-                None => {
-                    this.fetched.fetch_add(1, Ordering::Relaxed);
-                    fetch(file, cache).await.map(Arc::new)
-                }
+            let (metadata, info, from_disk) = self.fetch_decoded(file, cache).await?;
+            let counter = if from_disk {
+                &self.from_disk
+            } else {
+                &self.fetched
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let size = metadata.memory_size() as u64;
+            let keep = self.retained.fetch_add(size, Ordering::Relaxed) + size <= FOOTER_BUDGET;
+            if !keep {
+                self.retained.fetch_sub(size, Ordering::Relaxed);
             }
+            *fresh = Some(metadata.clone());
+            Ok(Arc::new(Footer {
+                metadata: keep.then_some(metadata),
+                info,
+            }))
         })
         .await
         .clone()
+    }
+
+    /// Fetches and checks `file`'s footer (through the disk cache for remote objects);
+    /// whether it came from the disk cache.
+    async fn fetch_decoded(
+        &self,
+        file: &SegmentFile,
+        cache: Option<Arc<FileMetadataCache>>,
+    ) -> Result<(Arc<ParquetMetaData>, SegmentInfo, bool), String> {
+        let disk = self
+            .disk
+            .as_ref()
+            .filter(|_| !file.object.store_url.as_str().starts_with("file:"));
+        match disk {
+            Some(disk) => fetch_via_disk(file, disk).await,
+            None => {
+                let metadata = fetch(file, cache).await?;
+                let info = inspect(&metadata).map_err(|e| e.to_string())?;
+                Ok((metadata, info, false))
+            }
+        }
     }
 
     /// The footer of the object at `url` if it was read (and could be) already.
@@ -390,11 +570,18 @@ impl Footers {
 /// Footers fetched at a time (each is one range read: on a lake, a round trip).
 const FOOTER_CONCURRENCY: usize = 32;
 
+/// The directory an object is in.
+fn parent(location: &ObjectPath) -> Option<ObjectPath> {
+    let parts: Vec<_> = location.parts().collect();
+    let (_, dirs) = parts.split_last()?;
+    Some(ObjectPath::from_iter(dirs.iter().cloned()))
+}
+
 async fn fetch(
     file: &SegmentFile,
     cache: Option<Arc<FileMetadataCache>>,
-) -> Result<Footer, String> {
-    let metadata = DFParquetMetadata::new(file.object.store.as_ref(), &file.object.meta)
+) -> Result<Arc<ParquetMetaData>, String> {
+    DFParquetMetadata::new(file.object.store.as_ref(), &file.object.meta)
         .with_metadata_size_hint(Some(FOOTER_PREFETCH))
         // Without the page index: decoding it for every file cost more than the lookups that
         // use it (DataFusion loads it for a file it scans when a predicate can use it).
@@ -402,26 +589,16 @@ async fn fetch(
         .with_file_metadata_cache(cache)
         .fetch_metadata()
         .await
-        .map_err(|e| {
-            SegmentError::Unreadable(crate::catalog::table::root_message(&e)).to_string()
-        })?;
-    footer_of(metadata)
-}
-
-/// Checks a decoded footer.
-fn footer_of(metadata: Arc<ParquetMetaData>) -> Result<Footer, String> {
-    let info = inspect(&metadata).map_err(|e| e.to_string())?;
-    Ok(Footer {
-        metadata,
-        info,
-        statistics: std::sync::OnceLock::new(),
-    })
+        .map_err(|e| SegmentError::Unreadable(crate::catalog::table::root_message(&e)).to_string())
 }
 
 /// Reads a footer through the disk cache: the cached tail if this version of the object has
 /// one, else one range read of the tail (kept in the cache). Returns whether it came from the
 /// cache.
-async fn fetch_via_disk(file: &SegmentFile, disk: &FooterCache) -> Result<(Footer, bool), String> {
+async fn fetch_via_disk(
+    file: &SegmentFile,
+    disk: &FooterCache,
+) -> Result<(Arc<ParquetMetaData>, SegmentInfo, bool), String> {
     let unreadable =
         |e: &dyn std::fmt::Display| SegmentError::Unreadable(e.to_string()).to_string();
     let url = file.url();
@@ -465,7 +642,9 @@ async fn fetch_via_disk(file: &SegmentFile, disk: &FooterCache) -> Result<(Foote
             DecodeResult::Finished => return Err(unreadable(&"no footer")),
         }
     };
-    let footer = footer_of(Arc::new(metadata))?;
+    let metadata = Arc::new(metadata);
+    // Only a segment's footer is worth keeping.
+    let info = inspect(&metadata).map_err(|e| e.to_string())?;
     // Keep only what a footer read needs: the page index and the footer.
     if !from_disk && complete {
         let metadata_start = tail
@@ -475,8 +654,7 @@ async fn fetch_via_disk(file: &SegmentFile, disk: &FooterCache) -> Result<(Foote
             .and_then(|at| tail.bytes.get(at..at + 4))
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .map(|b| size.saturating_sub(8 + u64::from(u32::from_le_bytes(b))));
-        let index_start = footer
-            .metadata
+        let index_start = metadata
             .row_groups()
             .iter()
             .flat_map(|rg| rg.columns())
@@ -498,7 +676,7 @@ async fn fetch_via_disk(file: &SegmentFile, disk: &FooterCache) -> Result<(Foote
             );
         }
     }
-    Ok((footer, from_disk))
+    Ok((metadata, info, from_disk))
 }
 
 /// The compaction rule applied to a listing: drops every file a compacted segment of the
@@ -506,7 +684,7 @@ async fn fetch_via_disk(file: &SegmentFile, disk: &FooterCache) -> Result<(Foote
 /// listings (local or lake; queries and `dnsql segments`) apply it.
 pub fn skip_covered<T>(
     files: Vec<(SegmentFile, T)>,
-    footer: impl Fn(&T) -> Option<&Footer>,
+    compacted_from: impl Fn(&T) -> Option<&str>,
 ) -> Vec<(SegmentFile, T)> {
     let mut by_dir: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, (f, _)) in files.iter().enumerate() {
@@ -519,7 +697,7 @@ pub fn skip_covered<T>(
             .iter()
             .map(|&i| compaction::Listed {
                 name: &names[i],
-                compacted_from: footer(&files[i].1).and_then(|f| f.info.compacted_from.as_deref()),
+                compacted_from: compacted_from(&files[i].1),
             })
             .collect();
         let covered = compaction::covered(&listed);
@@ -551,7 +729,11 @@ pub async fn list(
         .cloned()
         .collect();
     let results = footers.get_all(candidates, None).await;
-    let results = skip_covered(results, |r| r.as_ref().ok().map(|f| f.as_ref()));
+    let results = skip_covered(results, |r| {
+        r.as_ref()
+            .ok()
+            .and_then(|f| f.info.compacted_from.as_deref())
+    });
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     for (f, footer) in results {

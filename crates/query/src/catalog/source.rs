@@ -18,7 +18,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use dnsledger_lake::object_store::local::LocalFileSystem;
 use dnsledger_lake::object_store::path::Path as ObjectPath;
 use dnsledger_lake::object_store::{ObjectMeta, ObjectStore};
-use dnsledger_lake::{LakeError, LakeUrl};
+use dnsledger_lake::{LakeError, LakeUrl, manifest};
 use dnsledger_schema::partition::NS_PER_HOUR;
 use parquet::file::metadata::ParquetMetaDataReader;
 
@@ -101,6 +101,8 @@ pub struct Discovery {
     /// Whether a lake listing was narrowed to the scope's partitions (an empty result then
     /// means "nothing in scope", not "no segments").
     pub scoped: bool,
+    /// Date manifests found beside the segments (`dnsledger_lake::manifest`).
+    pub manifests: Vec<StoredObject>,
 }
 
 /// Why discovery failed outright.
@@ -234,9 +236,38 @@ fn walk(
             }
         } else if md.is_file() && is_segment_name(&path) {
             add_file(&path, d, seen)?;
+        } else if md.is_file() && name == manifest::FILE_NAME {
+            add_manifest(&path, d, seen);
         }
     }
     Ok(())
+}
+
+/// A date manifest found while walking (one that cannot be addressed is simply not used).
+fn add_manifest(path: &Path, d: &mut Discovery, seen: &Seen<'_>) {
+    let Ok(canonical) = fs::canonicalize(path) else {
+        return;
+    };
+    let (Ok(md), Ok(location)) = (
+        fs::metadata(&canonical),
+        ObjectPath::from_absolute_path(&canonical),
+    ) else {
+        return;
+    };
+    d.manifests.push(StoredObject {
+        store_url: ObjectStoreUrl::local_filesystem(),
+        store: seen.store.clone(),
+        meta: ObjectMeta {
+            location,
+            last_modified: md
+                .modified()
+                .map(chrono::DateTime::<chrono::Utc>::from)
+                .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+            size: md.len(),
+            e_tag: None,
+            version: None,
+        },
+    });
 }
 
 /// Files already found, and the local store they are read through.
@@ -394,6 +425,14 @@ pub async fn discover_all(
             .map_err(Box::new)?;
         let mut loose = Vec::new();
         for meta in objects {
+            if manifest::is_manifest(&meta.location) {
+                d.manifests.push(StoredObject {
+                    store_url: lake.store_url.clone(),
+                    store: lake.store.clone(),
+                    meta,
+                });
+                continue;
+            }
             let url = format!("{}{}", lake.store_url.as_str(), meta.location);
             if !seen.insert(url.clone()) {
                 continue;
@@ -443,6 +482,7 @@ pub async fn discover_all(
     d.files
         .sort_by(|a, b| (&a.key, &a.path).cmp(&(&b.key, &b.path)));
     d.skipped.sort();
+    footers.add_manifests(&d.manifests);
     Ok(d)
 }
 

@@ -45,9 +45,11 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
 use crate::catalog::bloom;
-use crate::catalog::segments::{Footer, Footers, skip_covered};
+use crate::catalog::segments::{Footer, Footers, skip_covered, statistics_of};
 use crate::catalog::source::{SegmentFile, Skipped, StoredObject};
 use datafusion::common::Statistics;
+use datafusion::execution::cache::cache_manager::FileMetadataCache;
+use futures::StreamExt;
 
 /// The partition columns, in the order they follow the file columns.
 pub fn partition_fields() -> Vec<FieldRef> {
@@ -265,40 +267,80 @@ impl TableProvider for SegmentTable {
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         let file_schema = dnsledger_schema::schema();
 
-        // Footers: read once per run (also into DataFusion's metadata cache, so the scan's
-        // reader does not fetch them again), checked, and the compaction rule applied per
-        // partition. Partition pruning keeps or drops whole partitions, so every file of a
-        // kept partition is here to apply it to.
-        // The rule is applied before unreadable files are reported: an input a compaction
-        // deleted between listing and reading is covered, not corrupt.
-        let checked = self.footers.get_all(candidates, Some(cache.clone())).await;
-        let checked = skip_covered(checked, |r| r.as_ref().ok().map(|f| f.as_ref()));
-        let mut readable = Vec::new();
-        for (f, result) in checked {
-            match result {
-                Ok(footer) => readable.push((f, footer)),
+        // A name lookup first asks the date manifests (`dnsledger_lake::manifest`): a file
+        // whose entry rules the name out needs no footer at all. Every other file's footer is
+        // read (once per run, also into DataFusion's metadata cache, so the scan's reader does
+        // not fetch it again) and checked, and for a name lookup its row groups' min/max and
+        // bloom filters are checked ([`bloom`]), one file at a time as they arrive: only small
+        // facts are kept of each, so memory does not grow with the decoded footers of a large
+        // lake. The compaction rule is applied per partition, from manifest entries and
+        // footers alike: partition pruning keeps or drops whole partitions, so every file of
+        // a kept partition is here to apply it to. It is applied before unreadable files are
+        // reported: an input a compaction deleted between listing and reading is covered, not
+        // corrupt.
+        let probes: Arc<[bloom::Probe]> = bloom::probes(filters).into();
+        let with_statistics = candidates.len() <= STATISTICS_MAX_FILES;
+        let entries = if probes.is_empty() {
+            vec![None; candidates.len()]
+        } else {
+            self.footers.manifest_entries(&candidates).await
+        };
+        let mut known: Vec<(SegmentFile, (usize, Known))> = Vec::new();
+        let mut to_examine = Vec::new();
+        for (i, (f, e)) in candidates.into_iter().zip(entries).enumerate() {
+            match e {
+                Some(entry) => {
+                    let possible = bloom::entry_may_match(&entry, &probes);
+                    known.push((f, (i, Known::Entry { entry, possible })));
+                }
+                None => to_examine.push((i, f)),
+            }
+        }
+        let examined = self
+            .examine(to_examine, &cache, &probes, with_statistics)
+            .await;
+        known.extend(
+            examined
+                .into_iter()
+                .map(|(i, f, r)| (f, (i, Known::Examined(r)))),
+        );
+        let known = skip_covered(known, |(_, k)| k.compacted_from());
+        let mut readable: Vec<(usize, SegmentFile, Option<Arc<Statistics>>)> = Vec::new();
+        let mut from_manifest = Vec::new();
+        let (mut manifest_skipped, mut bloom_skipped) = (0u64, 0u64);
+        for (f, (i, k)) in known {
+            match k {
+                Known::Entry { possible: true, .. } => from_manifest.push((i, f)),
+                Known::Entry {
+                    possible: false, ..
+                } => manifest_skipped += 1,
+                Known::Examined(Err(reason)) => self.problems.record(f.path.clone(), reason),
+                Known::Examined(Ok(x)) if !x.possible => bloom_skipped += 1,
+                Known::Examined(Ok(x)) => readable.push((i, f, x.statistics)),
+            }
+        }
+        self.footers
+            .manifest_skipped
+            .fetch_add(manifest_skipped, Ordering::Relaxed);
+        self.footers
+            .bloom_skipped
+            .fetch_add(bloom_skipped, Ordering::Relaxed);
+        // The files their manifest entries could not rule out: footers read and checked now
+        // (the names were checked already).
+        let none: Arc<[bloom::Probe]> = Arc::new([]);
+        for (i, f, r) in self
+            .examine(from_manifest, &cache, &none, with_statistics)
+            .await
+        {
+            match r {
+                Ok(x) => readable.push((i, f, x.statistics)),
                 Err(reason) => self.problems.record(f.path.clone(), reason),
             }
         }
-
-        let probes = bloom::probes(filters);
-        let before = readable.len();
-        let readable =
-            bloom::keep_possible(readable, |f: &Arc<Footer>| f.metadata.clone(), &probes).await;
-        self.footers
-            .bloom_skipped
-            .fetch_add((before - readable.len()) as u64, Ordering::Relaxed);
-        // Statistics only for the files the scan gets (computed once per file and run).
-        let readable: Vec<(SegmentFile, Arc<Statistics>)> = readable
-            .into_iter()
-            .filter_map(|(f, footer)| match footer.statistics() {
-                Ok(s) => Some((f, s)),
-                Err(reason) => {
-                    self.problems.record(f.path.clone(), reason);
-                    None
-                }
-            })
-            .collect();
+        // In the listing's order (host, time), as without manifests.
+        readable.sort_by_key(|(i, _, _)| *i);
+        let readable: Vec<(SegmentFile, Option<Arc<Statistics>>)> =
+            readable.into_iter().map(|(_, f, s)| (f, s)).collect();
 
         if readable.is_empty() {
             let projected = project_schema(&self.schema, projection)?;
@@ -325,13 +367,15 @@ impl TableProvider for SegmentTable {
         // One Parquet scan per store (a scan reads from one), as one union.
         let mut by_store: BTreeMap<String, (StoredObject, Vec<PartitionedFile>)> = BTreeMap::new();
         for (f, statistics) in readable {
-            let pf = PartitionedFile::new_from_meta(f.object.meta.clone())
+            let mut pf = PartitionedFile::new_from_meta(f.object.meta.clone())
                 .with_partition_values(vec![
                     ScalarValue::Utf8(Some(f.key.host.clone())),
                     ScalarValue::Date32(Some(f.key.date)),
                     ScalarValue::Int32(Some(f.key.hour)),
-                ])
-                .with_statistics(statistics);
+                ]);
+            if let Some(statistics) = statistics {
+                pf = pf.with_statistics(statistics);
+            }
             by_store
                 .entry(f.object.store_url.as_str().to_owned())
                 .or_insert_with(|| (f.object.clone(), Vec::new()))
@@ -372,6 +416,96 @@ impl TableProvider for SegmentTable {
     }
 }
 
+/// Scans of at most this many files get each file's statistics (DataFusion prunes files by
+/// them before opening any). Beyond it they are left out: ~20 KB per file (65 columns) would
+/// make memory grow with the window, and the row groups' statistics still prune each file
+/// once it is opened.
+pub const STATISTICS_MAX_FILES: usize = 4096;
+
+/// What is known about a file before the scan: its date manifest's entry, or what its footer
+/// said.
+enum Known {
+    Entry {
+        entry: Arc<dnsledger_lake::manifest::Entry>,
+        /// Whether a row group may hold a row the name lookup wants.
+        possible: bool,
+    },
+    Examined(Result<Examined, String>),
+}
+
+/// A file's footer, checked.
+struct Examined {
+    footer: Arc<Footer>,
+    /// Whether a row group may hold a row the name lookup wants (min/max, bloom filters).
+    possible: bool,
+    /// Its statistics for the scan, if it may match and the scan gets statistics.
+    statistics: Option<Arc<Statistics>>,
+}
+
+impl Known {
+    fn compacted_from(&self) -> Option<&str> {
+        match self {
+            Known::Entry { entry, .. } => entry.compacted_from.as_deref(),
+            Known::Examined(x) => x.as_ref().ok()?.footer.info.compacted_from.as_deref(),
+        }
+    }
+}
+
+impl SegmentTable {
+    /// Reads and checks the footers of `files` (index, file), several at a time, each on a
+    /// task of its own (decoding is CPU work); checks the name `probes` against each and
+    /// computes its statistics if `statistics`. The decoded footer is dropped once its file
+    /// is examined (unless the run keeps it, see `segments::FOOTER_BUDGET`).
+    async fn examine(
+        &self,
+        files: Vec<(usize, SegmentFile)>,
+        cache: &Arc<FileMetadataCache>,
+        probes: &Arc<[bloom::Probe]>,
+        statistics: bool,
+    ) -> Vec<(usize, SegmentFile, Result<Examined, String>)> {
+        futures::stream::iter(files)
+            .map(|(i, f)| {
+                let footers = self.footers.clone();
+                let cache = cache.clone();
+                let probes = probes.clone();
+                let kept = f.clone();
+                let task = tokio::spawn(async move {
+                    let r = async {
+                        let loaded = footers.load(&f, Some(cache)).await?;
+                        let possible = probes.is_empty()
+                            || bloom::may_match(&f, &loaded.metadata, &probes).await;
+                        let statistics = if possible && statistics {
+                            Some(statistics_of(&loaded.metadata)?)
+                        } else {
+                            None
+                        };
+                        Ok(Examined {
+                            footer: loaded.footer,
+                            possible,
+                            statistics,
+                        })
+                    }
+                    .await;
+                    (f, r)
+                });
+                async move {
+                    // Only a panic in the parquet reader ends a task early: that file is
+                    // reported as unreadable like any other.
+                    let (f, r) = task
+                        .await
+                        .unwrap_or_else(|e| (kept, Err(format!("footer check failed: {e}"))));
+                    (i, f, r)
+                }
+            })
+            .buffered(EXAMINE_CONCURRENCY)
+            .collect()
+            .await
+    }
+}
+
+/// Footers examined at a time (each one range read: on a lake, a round trip).
+const EXAMINE_CONCURRENCY: usize = 32;
+
 /// The innermost error message (the cause, without the layers of context above it).
 pub(crate) fn root_message(e: &datafusion::error::DataFusionError) -> String {
     use datafusion::error::DataFusionError;
@@ -408,7 +542,7 @@ impl ParquetFileReaderFactory for CountingReaderFactory {
             "{}{}",
             self.store_url, partitioned_file.object_meta.location
         );
-        let known = self.footers.peek(&url).map(|f| f.metadata.clone());
+        let known = self.footers.peek(&url).and_then(|f| f.metadata.clone());
         let inner = self.inner.create_reader(
             partition_index,
             partitioned_file,

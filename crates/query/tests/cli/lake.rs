@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use dnsledger_lake::LakeUrl;
 use dnsledger_lake::object_store::aws::AmazonS3Builder;
+use dnsledger_lake::object_store::local::LocalFileSystem;
 use dnsledger_lake::object_store::path::Path as ObjectPath;
 use dnsledger_lake::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use dnsledger_lake::{LakeUrl, manifest};
 use dnsledger_tests::moto::Moto;
 
 use super::{FILES, Run, command, copy_tree, fixture, metric, segment_files};
@@ -397,9 +398,135 @@ fn ruled_out(r: &Run) -> u64 {
     r.stderr
         .split("files ruled out by bloom filters before the scan: ")
         .nth(1)
-        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no bloom line: {r:?}"))
+}
+
+/// A number after `label` on a `--verbose` run's footer line.
+fn verbose_count(r: &Run, label: &str) -> u64 {
+    r.stderr
+        .split(label)
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `{label}` in: {r:?}"))
+}
+
+/// Writes a manifest in every date directory of `tree`, as `dnsledger compact` does (through
+/// the same library); returns how many.
+fn write_manifests(tree: &Path) -> usize {
+    let store = LocalFileSystem::new_with_prefix(tree).expect("local store");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let dates = manifest::list_dates(&store, &ObjectPath::default())
+            .await
+            .expect("list");
+        for (dir, segments) in &dates {
+            let r = manifest::refresh(&store, dir, segments, &|p| p.to_string())
+                .await
+                .expect("write manifest");
+            assert!(
+                matches!(r, manifest::Refreshed::Written { ref left_out, .. } if left_out.is_empty()),
+                "{dir}: {r:?}"
+            );
+        }
+        dates.len()
+    })
+}
+
+#[test]
+fn date_manifests_rule_files_out_unopened_and_never_change_an_answer() {
+    let tree = super::attributed_tree();
+    let plain = tree.path().to_str().unwrap().to_owned();
+    let with = tempfile::tempdir().unwrap();
+    copy_tree(tree.path(), with.path());
+    let dates = write_manifests(with.path());
+    assert!(dates > 20, "{dates} date directories");
+    let with_s = with.path().to_str().unwrap().to_owned();
+    // Every command answers as without manifests.
+    for args in COMMANDS {
+        assert_same(
+            &ok_on(&with_s, &[&["--format", "json"], *args].concat()).stdout,
+            &ok_on(&plain, &[&["--format", "json"], *args].concat()).stdout,
+            &format!("{args:?} with manifests"),
+        );
+    }
+    // A point lookup rules most files out from the manifests, without reading their footers.
+    let q = "SELECT count(*) AS n FROM dns WHERE qname = 'upload.wikimedia.org'";
+    let args = ["--verbose", "--format", "csv", "sql", q];
+    let without = ok_on(&plain, &args);
+    let r = ok_on(&with_s, &args);
+    assert_eq!(r.stdout, without.stdout);
+    let n: u64 = without.stdout.lines().nth(1).unwrap().parse().unwrap();
+    assert!(n > 0, "{without:?}");
+    let ruled = verbose_count(&r, "files they ruled out: ");
+    assert!(verbose_count(&r, "date manifests read: ") > 0, "{r:?}");
+    assert!(ruled > FILES / 2, "{ruled} of {FILES}: {r:?}");
+    assert_eq!(
+        verbose_count(&r, "footers fetched: ") + ruled,
+        verbose_count(&without, "footers fetched: "),
+        "{r:?}"
+    );
+    assert_eq!(ruled_out(&r), 0, "the manifests decided: {r:?}");
+
+    // Stale manifests never change an answer: a copy of every segment added after them (no
+    // entry) and a segment rewritten with other content (its entry's size no longer matches)
+    // are read from their footers.
+    let files = segment_files(with.path());
+    for f in &files {
+        let late = f.with_file_name(format!("late-{}", f.file_name().unwrap().to_string_lossy()));
+        std::fs::copy(f, late).unwrap();
+    }
+    let (small, big) = files
+        .iter()
+        .map(|f| (std::fs::metadata(f).unwrap().len(), f))
+        .fold(
+            (None, None),
+            |(lo, hi): (Option<(u64, &std::path::PathBuf)>, Option<_>), x| {
+                (
+                    Some(lo.map_or(x, |l| if x.0 < l.0 { x } else { l })),
+                    Some(hi.map_or(x, |h| if x.0 > h.0 { x } else { h })),
+                )
+            },
+        );
+    std::fs::copy(big.unwrap().1, small.unwrap().1).unwrap();
+    let oracle = tempfile::tempdir().unwrap();
+    copy_tree(with.path(), oracle.path());
+    for f in dnsledger_tests::fixture::files_under(oracle.path()) {
+        if f.file_name().is_some_and(|n| n == manifest::FILE_NAME) {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    let oracle_s = oracle.path().to_str().unwrap();
+    for args in [
+        &["sql", q][..],
+        &["who", "wikimedia.org"],
+        &["show", "meta.wikimedia.org"],
+        &["sql", "SELECT count(*) AS n FROM dns"],
+    ] {
+        let got = ok_on(&with_s, &[&["--format", "json"], args].concat()).stdout;
+        assert_same(
+            &got,
+            &ok_on(oracle_s, &[&["--format", "json"], args].concat()).stdout,
+            &format!("{args:?} with stale manifests"),
+        );
+    }
+    let stale = ok_on(&with_s, &["--format", "csv", "sql", q]);
+    let doubled: u64 = stale.stdout.lines().nth(1).unwrap().parse().unwrap();
+    assert!(
+        doubled >= 2 * n,
+        "{doubled} vs {n}: the late copies are counted"
+    );
+
+    // On a lake the manifests are listed and used the same way.
+    let url = upload(with.path(), "manifests", "lake");
+    let r = ok_on(&url, &["--verbose", "--format", "csv", "sql", q]);
+    assert_eq!(r.stdout, stale.stdout);
+    assert!(
+        verbose_count(&r, "files they ruled out: ") > FILES / 2,
+        "{r:?}"
+    );
 }
 
 #[test]

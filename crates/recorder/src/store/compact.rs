@@ -60,10 +60,10 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray, new_null_array};
 use arrow_schema::{ArrowError, SortOptions};
 use bytes::Bytes;
-use dnsledger_lake::LakeUrl;
 use dnsledger_lake::object_store::{
     self, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
+use dnsledger_lake::{LakeUrl, manifest};
 use dnsledger_schema::{SCHEMA_VERSION, col, compaction, meta, partition, schema};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -195,6 +195,85 @@ pub struct CompactReport {
     pub untouched: usize,
     /// Partitions skipped because data for their hour is still in progress or spooled.
     pub open: Vec<String>,
+    /// The date manifests brought up to date after compacting (none with `dry_run`).
+    pub manifests: ManifestReport,
+}
+
+/// What the manifest step of a compaction run did ([`dnsledger_lake::manifest`]): after the
+/// partitions are compacted, every date directory with a closed hour (of the hosts asked for)
+/// gets a manifest describing its segments as they are now.
+#[derive(Debug, Default)]
+pub struct ManifestReport {
+    /// Date directories whose manifest was (re)written.
+    pub written: Vec<String>,
+    /// Date directories whose manifest already described their segments.
+    pub unchanged: usize,
+    /// Date directories without segments whose manifest was deleted.
+    pub removed: Vec<String>,
+    /// Files without an entry because they cannot be read as segments (path, reason):
+    /// readers open them as if there were no manifest.
+    pub left_out: Vec<(String, String)>,
+    /// Manifests that could not be listed, read or written (where, why). Nothing is lost:
+    /// readers then read footers, as without a manifest.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Brings the date manifests below `prefix` of `store` up to date (see [`ManifestReport`]).
+async fn refresh_manifests(
+    store: &dyn ObjectStore,
+    prefix: &object_store::path::Path,
+    opts: &CompactOptions,
+    url_of: &(dyn Fn(&object_store::path::Path) -> String + Sync),
+) -> ManifestReport {
+    let mut report = ManifestReport::default();
+    if opts.dry_run {
+        return report;
+    }
+    let dates = match manifest::list_dates(store, prefix).await {
+        Ok(d) => d,
+        Err(e) => {
+            report.failed.push((url_of(prefix), e.to_string()));
+            return report;
+        }
+    };
+    let cutoff = opts.cutoff();
+    for (dir, segments) in dates {
+        let parts: Vec<String> = dir
+            .parts()
+            .map(|p| manifest::decode_part(p.as_ref()))
+            .collect();
+        let [.., h, d] = parts.as_slice() else {
+            continue;
+        };
+        let (Some(host), Some(date)) = (
+            partition::host_of_component(h),
+            partition::date_of_component(d),
+        ) else {
+            continue;
+        };
+        // Only dates with a closed hour, of the hosts asked for.
+        if i64::from(date) * partition::NS_PER_DAY >= cutoff
+            || (!opts.hosts.is_empty() && !opts.hosts.contains(&host))
+        {
+            continue;
+        }
+        let at = url_of(&dir);
+        match manifest::refresh(store, &dir, &segments, url_of).await {
+            Ok(manifest::Refreshed::Written { left_out, .. }) => {
+                report.left_out.extend(
+                    left_out
+                        .into_iter()
+                        .map(|(f, why)| (format!("{at}/{f}"), why)),
+                );
+                report.written.push(at);
+            }
+            Ok(manifest::Refreshed::Unchanged) => report.unchanged += 1,
+            Ok(manifest::Refreshed::Removed) => report.removed.push(at),
+            Ok(manifest::Refreshed::Absent) => {}
+            Err(e) => report.failed.push((at, e.to_string())),
+        }
+    }
+    report
 }
 
 fn failpoint(step: &str) {
@@ -703,7 +782,36 @@ fn compact_dir_with(
             report.untouched += 1;
         }
     }
+    // Still under the lock: prune never deletes a segment while its manifest is built.
+    report.manifests = local_manifests(&root, opts);
     Ok(Some(report))
+}
+
+/// The manifest step over a local segments tree, through the local file system's store (whose
+/// PUT writes a temporary file and renames it: a reader sees the old or the new manifest).
+fn local_manifests(root: &Path, opts: &CompactOptions) -> ManifestReport {
+    let failed = |why: String| ManifestReport {
+        failed: vec![(root.display().to_string(), why)],
+        ..ManifestReport::default()
+    };
+    if opts.dry_run {
+        return ManifestReport::default();
+    }
+    let store = match object_store::local::LocalFileSystem::new_with_prefix(root) {
+        Ok(s) => s,
+        Err(e) => return failed(e.to_string()),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt,
+        Err(e) => return failed(e.to_string()),
+    };
+    let url_of = |p: &object_store::path::Path| root.join(p.as_ref()).display().to_string();
+    rt.block_on(refresh_manifests(
+        &store,
+        &object_store::path::Path::default(),
+        opts,
+        &url_of,
+    ))
 }
 
 fn compact_local_partition(
@@ -955,6 +1063,7 @@ async fn compact_lake_async(
             report.untouched += 1;
         }
     }
+    report.manifests = refresh_manifests(store.as_ref(), &prefix, opts, &|p| url.url_of(p)).await;
     Ok(report)
 }
 

@@ -294,6 +294,20 @@ fn prune_with(opts: &PruneOptions, wait: bool) -> Result<Option<PruneReport>, Pr
             if d == root || !d.starts_with(&root) {
                 break;
             }
+            // A date directory whose only file is its manifest (`dnsledger compact` writes
+            // one) has no segments left: the manifest goes with it.
+            if d.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("date="))
+                && fs::read_dir(&d).is_ok_and(|entries| {
+                    let names: Vec<_> = entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.file_name())
+                        .collect();
+                    names.len() == 1 && names[0] == dnsledger_lake::manifest::FILE_NAME
+                })
+            {
+                let _ = fs::remove_file(d.join(dnsledger_lake::manifest::FILE_NAME));
+            }
             // remove_dir fails on a non-empty directory: exactly what is wanted.
             if fs::remove_dir(&d).is_err() {
                 break;
@@ -357,6 +371,16 @@ mod tests {
         // Not in the layout: never touched.
         let stray = root.join("host=a/notes.txt");
         fs::write(&stray, "x").expect("write");
+        // Date manifests: one of a date about to lose its last segment, one of a date that
+        // keeps segments.
+        let old_manifest = root
+            .join("host=a/date=2026-11-01")
+            .join(dnsledger_lake::manifest::FILE_NAME);
+        fs::write(&old_manifest, "m").expect("write");
+        let kept_manifest = root
+            .join("host=b/date=2026-11-26")
+            .join(dnsledger_lake::manifest::FILE_NAME);
+        fs::write(&kept_manifest, "m").expect("write");
         let inprogress = tmp.path().join("inprogress/x.parquet.inprogress");
         fs::create_dir_all(inprogress.parent().expect("dir")).expect("mkdir");
         fs::write(&inprogress, "x").expect("write");
@@ -381,8 +405,11 @@ mod tests {
         assert_eq!((r.kept, r.kept_bytes), (1, 100));
         assert!(!old.exists() && !mid.exists() && !new1.exists() && new2.exists());
         assert!(stray.exists() && inprogress.exists());
-        // Empty partitions of old hours are gone; host=a stays (it holds notes.txt).
+        // Empty partitions of old hours are gone, with the manifest of a date left without
+        // segments; host=a stays (it holds notes.txt), and so does the manifest of a date
+        // that still has segments.
         assert!(!root.join("host=a/date=2026-11-01").exists());
+        assert!(kept_manifest.exists());
         assert!(root.join("host=a").exists());
     }
 

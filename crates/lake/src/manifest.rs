@@ -1,0 +1,761 @@
+//! Date manifests: what a name lookup needs to know about every segment of one host's day, in
+//! one small file, so that a reader rules segments out without opening them.
+//!
+//! Over a fleet's lake a name lookup is paid per file, not per row: 100 hosts × 30 days of
+//! hourly compacted segments are 72,000 footers to fetch and decode before the few files that
+//! hold the name are read. A manifest lets a reader skip that for the files it rules out.
+//!
+//! # Where and who
+//!
+//! `host=…/date=…/_dnsledger.manifest`, in the date directory, written by `dnsledger compact`
+//! (locally and on a lake) for every date it looks at, after compacting: one writer per tree or
+//! lake prefix, as for compaction itself. It describes every segment of that host's date (all
+//! hours): its path below the date directory, its size, schema version, row count,
+//! `compacted_from`, and per row group the min/max and the bloom filter (the bytes stored in
+//! the segment) of each bloom-filtered name column ([`dnsledger_schema::BLOOM_FILTER_COLUMNS`]).
+//! That is a few hundred bytes per segment: a date of 24 compacted segments is ~15 KB.
+//!
+//! # Never wrong, at worst stale
+//!
+//! A reader uses an entry only for a segment it listed itself, at the same path with the same
+//! size (segments are written once and never modified: new content gets a new name). A segment
+//! the manifest does not know (shipped or sealed after it was written) is read as if there were
+//! no manifest; an entry whose segment is gone is ignored. So a manifest never hides a row or
+//! shows one twice, whatever happened since it was written; the compaction rule
+//! (`compacted_from`) is applied from it exactly as from the footers. A stale manifest only
+//! costs the reads it would have saved, and the next `dnsledger compact` rewrites it.
+//!
+//! The name starts with `_` and does not end in `.parquet`: Spark, Hive, Trino and Athena
+//! ignore files whose names start with `_`, DuckDB's `**/*.parquet` glob does not match it, and
+//! dnsledger's own readers take only `*.parquet` files as segments.
+//!
+//! # Format
+//!
+//! A Parquet file, so any engine can read it (`SELECT * FROM
+//! read_parquet('…/_dnsledger.manifest')`), with the footer key [`VERSION_KEY`] = [`VERSION`]
+//! and one row per row group of each segment (a segment without row groups has one row with a
+//! NULL `row_group`): `file`, `size`, `schema_version`, `rows`, `compacted_from`, `row_group`,
+//! then `<column>_min`, `<column>_max`, `<column>_bloom` for each bloom-filtered column. A
+//! reader that finds another version, or cannot read the file, ignores the manifest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, StringBuilder, UInt32Builder, UInt64Builder};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema};
+use bytes::Bytes;
+use dnsledger_schema::{BLOOM_FILTER_COLUMNS, meta};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, Type as PhysicalType, ZstdLevel};
+use parquet::file::metadata::{FooterTail, KeyValue, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::properties::WriterProperties;
+
+/// The manifest's file name in a date directory.
+pub const FILE_NAME: &str = "_dnsledger.manifest";
+/// The footer key holding the format version.
+pub const VERSION_KEY: &str = "dnsledger.manifest_version";
+/// The format version this code writes and reads.
+pub const VERSION: u32 = 1;
+
+/// Tail fetched first when reading a segment's footer (usually all of it in one request).
+const TAIL: u64 = 64 * 1024;
+/// Segments read at a time while building a manifest (each a round trip on a lake).
+const CONCURRENCY: usize = 16;
+
+/// A name column's facts in one row group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameStats {
+    /// Smallest value (Parquet statistics: bytes, possibly truncated to a prefix).
+    pub min: Option<Bytes>,
+    /// Largest value (possibly truncated and rounded up, so still an upper bound).
+    pub max: Option<Bytes>,
+    /// The split-block bloom filter exactly as stored in the segment (header and bitset).
+    pub bloom: Option<Bytes>,
+}
+
+/// One segment of the date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path below the date directory, `/`-separated, each part as its writer meant it
+    /// (percent-decoded): `hour=07/web-1-….parquet`.
+    pub file: String,
+    pub size: u64,
+    pub schema_version: u32,
+    pub rows: u64,
+    /// The segment's `dnsledger.compacted_from` key, if it has one.
+    pub compacted_from: Option<String>,
+    /// Per row group, one [`NameStats`] per column of `BLOOM_FILTER_COLUMNS`, in that order.
+    pub row_groups: Vec<Vec<NameStats>>,
+}
+
+/// A manifest that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{0}")]
+    Format(String),
+    #[error("{op} {path}: {source}")]
+    Store {
+        op: &'static str,
+        path: String,
+        source: object_store::Error,
+    },
+}
+
+fn format_err(e: impl std::fmt::Display) -> ManifestError {
+    ManifestError::Format(e.to_string())
+}
+
+/// A key part as its writer meant it (object_store percent-encodes some bytes of the parts it
+/// builds, and a path read from the local file system may be encoded differently from one
+/// listed: comparing decoded parts makes both agree).
+pub fn decode_part(part: &str) -> String {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The path of `location` below `dir`, as an [`Entry::file`] names it; `None` when it is not
+/// below `dir`.
+pub fn relative(dir: &ObjectPath, location: &ObjectPath) -> Option<String> {
+    let rest: Vec<String> = location
+        .prefix_match(dir)?
+        .map(|p| decode_part(p.as_ref()))
+        .collect();
+    (!rest.is_empty()).then(|| rest.join("/"))
+}
+
+/// The manifest's location in date directory `dir`.
+pub fn location(dir: &ObjectPath) -> ObjectPath {
+    dir.clone().join(FILE_NAME)
+}
+
+/// Whether `location` is a manifest (by name).
+pub fn is_manifest(location: &ObjectPath) -> bool {
+    location.filename() == Some(FILE_NAME)
+}
+
+/// The byte ranges of the bloom filters of the name columns, per row group and column (as in
+/// [`Entry::row_groups`]).
+fn bloom_ranges(md: &ParquetMetaData) -> Vec<Vec<Option<Range<u64>>>> {
+    let schema = md.file_metadata().schema_descr();
+    let leaves: Vec<Option<usize>> = BLOOM_FILTER_COLUMNS
+        .iter()
+        .map(|c| (0..schema.num_columns()).find(|&i| schema.column(i).path().string() == *c))
+        .collect();
+    md.row_groups()
+        .iter()
+        .map(|rg| {
+            leaves
+                .iter()
+                .map(|leaf| {
+                    let chunk = rg.column((*leaf)?);
+                    let start = u64::try_from(chunk.bloom_filter_offset()?).ok()?;
+                    let len = u64::try_from(chunk.bloom_filter_length()?).ok()?;
+                    Some(start..start.checked_add(len)?)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The entry of a segment from its decoded footer and its bloom filters (`blooms`: the bytes
+/// of each range of [`bloom_ranges`], by start offset). A file that is not a segment (no
+/// schema version) is an error.
+fn entry_of(
+    file: String,
+    size: u64,
+    md: &ParquetMetaData,
+    blooms: &HashMap<u64, Bytes>,
+) -> Result<Entry, ManifestError> {
+    let kv: HashMap<&str, &str> = md
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kvs| {
+            kvs.iter()
+                .filter_map(|kv| Some((kv.key.as_str(), kv.value.as_deref()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let schema_version: u32 = kv
+        .get(meta::SCHEMA_VERSION)
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format_err(format!("{file}: not a dnsledger segment")))?;
+    let schema = md.file_metadata().schema_descr();
+    let leaves: Vec<Option<usize>> = BLOOM_FILTER_COLUMNS
+        .iter()
+        .map(|c| (0..schema.num_columns()).find(|&i| schema.column(i).path().string() == *c))
+        .collect();
+    let ranges = bloom_ranges(md);
+    let row_groups = md
+        .row_groups()
+        .iter()
+        .zip(&ranges)
+        .map(|(rg, ranges)| {
+            leaves
+                .iter()
+                .zip(ranges)
+                .map(|(leaf, range)| {
+                    let stats = leaf
+                        .and_then(|i| rg.column(i).statistics())
+                        .filter(|s| s.physical_type() == PhysicalType::BYTE_ARRAY);
+                    NameStats {
+                        min: stats
+                            .and_then(|s| s.min_bytes_opt())
+                            .map(Bytes::copy_from_slice),
+                        max: stats
+                            .and_then(|s| s.max_bytes_opt())
+                            .map(Bytes::copy_from_slice),
+                        bloom: range.as_ref().and_then(|r| blooms.get(&r.start).cloned()),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Ok(Entry {
+        file,
+        size,
+        schema_version,
+        rows: u64::try_from(md.file_metadata().num_rows()).unwrap_or(0),
+        compacted_from: kv.get(meta::COMPACTED_FROM).map(|v| (*v).to_owned()),
+        row_groups,
+    })
+}
+
+/// Reads a segment's footer and bloom filters from the store and makes its entry (`file` is
+/// its path below the date directory).
+pub async fn read_entry(
+    store: &dyn ObjectStore,
+    location: &ObjectPath,
+    file: String,
+    size: u64,
+) -> Result<Entry, ManifestError> {
+    let fetch = |range: Range<u64>| async move {
+        store
+            .get_range(location, range)
+            .await
+            .map_err(|e| format_err(format!("{file_name}: {e}", file_name = location)))
+    };
+    if size < 8 {
+        return Err(format_err(format!("{location}: too short for Parquet")));
+    }
+    let tail = fetch(size.saturating_sub(TAIL)..size).await?;
+    let tail_start = size - tail.len() as u64;
+    let last8: &[u8] = tail.get(tail.len().saturating_sub(8)..).unwrap_or_default();
+    let footer = FooterTail::try_from(last8).map_err(format_err)?;
+    let md_len = footer.metadata_length() as u64;
+    let md_start = size
+        .checked_sub(8 + md_len)
+        .ok_or_else(|| format_err(format!("{location}: footer longer than the file")))?;
+    let md_bytes = if md_start >= tail_start {
+        let from = usize::try_from(md_start - tail_start).map_err(format_err)?;
+        tail.slice(from..tail.len() - 8)
+    } else {
+        fetch(md_start..size - 8).await?
+    };
+    let md = ParquetMetaDataReader::decode_metadata(&md_bytes).map_err(format_err)?;
+    let wanted: Vec<Range<u64>> = bloom_ranges(&md).into_iter().flatten().flatten().collect();
+    let mut blooms = HashMap::new();
+    if !wanted.is_empty() {
+        let got = store
+            .get_ranges(location, &wanted)
+            .await
+            .map_err(|e| format_err(format!("{location}: {e}")))?;
+        blooms.extend(wanted.iter().map(|r| r.start).zip(got));
+    }
+    entry_of(file, size, &md, &blooms)
+}
+
+fn manifest_schema() -> Arc<Schema> {
+    let mut fields = vec![
+        Field::new("file", DataType::Utf8, false),
+        Field::new("size", DataType::UInt64, false),
+        Field::new("schema_version", DataType::UInt32, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("compacted_from", DataType::Utf8, true),
+        Field::new("row_group", DataType::UInt32, true),
+    ];
+    for c in BLOOM_FILTER_COLUMNS {
+        for suffix in ["min", "max", "bloom"] {
+            fields.push(Field::new(format!("{c}_{suffix}"), DataType::Binary, true));
+        }
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// The manifest of `entries`, as Parquet bytes.
+pub fn encode(entries: &[Entry]) -> Result<Vec<u8>, ManifestError> {
+    let mut file = StringBuilder::new();
+    let mut size = UInt64Builder::new();
+    let mut version = UInt32Builder::new();
+    let mut rows = UInt64Builder::new();
+    let mut compacted = StringBuilder::new();
+    let mut row_group = UInt32Builder::new();
+    let mut names: Vec<[BinaryBuilder; 3]> = BLOOM_FILTER_COLUMNS
+        .iter()
+        .map(|_| {
+            [
+                BinaryBuilder::new(),
+                BinaryBuilder::new(),
+                BinaryBuilder::new(),
+            ]
+        })
+        .collect();
+    for e in entries {
+        let groups: Vec<Option<(u32, &Vec<NameStats>)>> = if e.row_groups.is_empty() {
+            vec![None]
+        } else {
+            e.row_groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| Some((u32::try_from(i).unwrap_or(u32::MAX), g)))
+                .collect()
+        };
+        for g in groups {
+            file.append_value(&e.file);
+            size.append_value(e.size);
+            version.append_value(e.schema_version);
+            rows.append_value(e.rows);
+            compacted.append_option(e.compacted_from.as_deref());
+            row_group.append_option(g.map(|(i, _)| i));
+            for (c, builders) in names.iter_mut().enumerate() {
+                let stats = g.and_then(|(_, s)| s.get(c));
+                let [min, max, bloom] = builders;
+                min.append_option(stats.and_then(|s| s.min.as_deref()));
+                max.append_option(stats.and_then(|s| s.max.as_deref()));
+                bloom.append_option(stats.and_then(|s| s.bloom.as_deref()));
+            }
+        }
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(file.finish()),
+        Arc::new(size.finish()),
+        Arc::new(version.finish()),
+        Arc::new(rows.finish()),
+        Arc::new(compacted.finish()),
+        Arc::new(row_group.finish()),
+    ];
+    for builders in &mut names {
+        for b in builders {
+            columns.push(Arc::new(b.finish()));
+        }
+    }
+    let batch = RecordBatch::try_new(manifest_schema(), columns).map_err(format_err)?;
+    let level = ZstdLevel::try_new(3).map_err(format_err)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            VERSION_KEY.to_owned(),
+            VERSION.to_string(),
+        )]))
+        .build();
+    let mut out = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(format_err)?;
+    writer.write(&batch).map_err(format_err)?;
+    writer.close().map_err(format_err)?;
+    Ok(out)
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, ManifestError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| format_err(format!("manifest column `{name}` is missing or mistyped")))
+}
+
+/// Reads a manifest. Another format version, or anything unreadable, is an error (readers then
+/// do without it).
+pub fn decode(bytes: Bytes) -> Result<Vec<Entry>, ManifestError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(format_err)?;
+    let version = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kvs| kvs.iter().find(|kv| kv.key == VERSION_KEY))
+        .and_then(|kv| kv.value.as_deref()?.trim().parse::<u32>().ok());
+    if version != Some(VERSION) {
+        return Err(format_err(format!(
+            "manifest format version {version:?}, this build reads {VERSION}"
+        )));
+    }
+    let mut entries: Vec<Entry> = Vec::new();
+    for batch in builder.build().map_err(format_err)? {
+        let batch = batch.map_err(format_err)?;
+        let file = column::<StringArray>(&batch, "file")?;
+        let size = column::<UInt64Array>(&batch, "size")?;
+        let version = column::<UInt32Array>(&batch, "schema_version")?;
+        let rows = column::<UInt64Array>(&batch, "rows")?;
+        let compacted = column::<StringArray>(&batch, "compacted_from")?;
+        let row_group = column::<UInt32Array>(&batch, "row_group")?;
+        let names: Vec<[&BinaryArray; 3]> = BLOOM_FILTER_COLUMNS
+            .iter()
+            .map(|c| {
+                Ok([
+                    column::<BinaryArray>(&batch, &format!("{c}_min"))?,
+                    column::<BinaryArray>(&batch, &format!("{c}_max"))?,
+                    column::<BinaryArray>(&batch, &format!("{c}_bloom"))?,
+                ])
+            })
+            .collect::<Result<_, ManifestError>>()?;
+        let value =
+            |a: &BinaryArray, i: usize| (!a.is_null(i)).then(|| Bytes::copy_from_slice(a.value(i)));
+        for i in 0..batch.num_rows() {
+            let name = file.value(i);
+            let same = entries
+                .last()
+                .is_some_and(|e| e.file == name && e.size == size.value(i));
+            if !same {
+                entries.push(Entry {
+                    file: name.to_owned(),
+                    size: size.value(i),
+                    schema_version: version.value(i),
+                    rows: rows.value(i),
+                    compacted_from: (!compacted.is_null(i)).then(|| compacted.value(i).to_owned()),
+                    row_groups: Vec::new(),
+                });
+            }
+            if row_group.is_null(i) {
+                continue;
+            }
+            let stats = names
+                .iter()
+                .map(|[min, max, bloom]| NameStats {
+                    min: value(min, i),
+                    max: value(max, i),
+                    bloom: value(bloom, i),
+                })
+                .collect();
+            if let Some(e) = entries.last_mut() {
+                e.row_groups.push(stats);
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// What [`refresh`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    /// The manifest already described exactly these segments.
+    Unchanged,
+    /// Written, with this many entries (`read` of them read from their segments, the rest
+    /// kept from the previous manifest); `left_out` segments could not be read and have no
+    /// entry (readers open them as without a manifest).
+    Written {
+        entries: usize,
+        read: usize,
+        left_out: Vec<(String, String)>,
+    },
+    /// The date has no segments left: its manifest was deleted.
+    Removed,
+    /// Nothing there and nothing to describe.
+    Absent,
+}
+
+/// Brings the manifest of date directory `dir` up to date with `segments` (the segment objects
+/// listed below `dir`, any hour). Entries of the current manifest whose segment is listed with
+/// the same size are kept; other segments are read. The manifest is replaced in one PUT.
+pub async fn refresh(
+    store: &dyn ObjectStore,
+    dir: &ObjectPath,
+    segments: &[ObjectMeta],
+    url_of: &(dyn Fn(&ObjectPath) -> String + Sync),
+) -> Result<Refreshed, ManifestError> {
+    let at = location(dir);
+    let store_err = |op: &'static str| {
+        let path = url_of(&at);
+        move |source| ManifestError::Store { op, path, source }
+    };
+    let current: Option<Vec<Entry>> = match store.get(&at).await {
+        Ok(got) => {
+            let bytes = got.bytes().await.map_err(store_err("cannot read"))?;
+            // An unreadable manifest is replaced.
+            Some(decode(bytes).unwrap_or_default())
+        }
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => return Err(store_err("cannot read")(e)),
+    };
+    let listed: BTreeMap<String, &ObjectMeta> = segments
+        .iter()
+        .filter_map(|m| Some((relative(dir, &m.location)?, m)))
+        .collect();
+    if listed.is_empty() {
+        return match current {
+            Some(_) => {
+                store
+                    .delete(&at)
+                    .await
+                    .map_err(store_err("cannot delete"))?;
+                Ok(Refreshed::Removed)
+            }
+            None => Ok(Refreshed::Absent),
+        };
+    }
+    let known: HashMap<(&str, u64), &Entry> = current
+        .iter()
+        .flatten()
+        .map(|e| ((e.file.as_str(), e.size), e))
+        .collect();
+    if current.as_ref().is_some_and(|c| {
+        c.len() == listed.len()
+            && listed
+                .iter()
+                .all(|(f, m)| known.contains_key(&(f.as_str(), m.size)))
+    }) {
+        return Ok(Refreshed::Unchanged);
+    }
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut to_read = Vec::new();
+    for (file, m) in &listed {
+        match known.get(&(file.as_str(), m.size)) {
+            Some(e) => entries.push((*e).clone()),
+            None => to_read.push((file.clone(), *m)),
+        }
+    }
+    let read = to_read.len();
+    let results: Vec<(String, Result<Entry, ManifestError>)> = futures::stream::iter(to_read)
+        .map(|(file, m)| async move {
+            let r = read_entry(store, &m.location, file.clone(), m.size).await;
+            (file, r)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut left_out = Vec::new();
+    for (file, r) in results {
+        match r {
+            Ok(e) => entries.push(e),
+            Err(e) => left_out.push((file, e.to_string())),
+        }
+    }
+    entries.sort_by(|a, b| a.file.cmp(&b.file));
+    left_out.sort();
+    let bytes = encode(&entries)?;
+    store
+        .put(&at, PutPayload::from(bytes))
+        .await
+        .map_err(store_err("cannot write"))?;
+    Ok(Refreshed::Written {
+        entries: entries.len(),
+        read: read - left_out.len(),
+        left_out,
+    })
+}
+
+/// Lists the segments below `prefix` by date directory (`…/host=…/date=…`): every
+/// `*.parquet` object (not hidden) found below a date directory, any depth, with the date
+/// directories that hold only a manifest (for [`refresh`] to remove it).
+pub async fn list_dates(
+    store: &dyn ObjectStore,
+    prefix: &ObjectPath,
+) -> Result<BTreeMap<ObjectPath, Vec<ObjectMeta>>, object_store::Error> {
+    let listed: Vec<ObjectMeta> = store.list(Some(prefix)).try_collect().await?;
+    let mut dates: BTreeMap<ObjectPath, Vec<ObjectMeta>> = BTreeMap::new();
+    for m in listed {
+        let parts: Vec<String> = m.location.parts().map(|p| p.as_ref().to_owned()).collect();
+        let Some(at) = parts
+            .iter()
+            .rposition(|p| decode_part(p).starts_with("date="))
+        else {
+            continue;
+        };
+        let hidden = parts
+            .iter()
+            .skip(at)
+            .any(|p| p.starts_with('.') || p == "inprogress");
+        let dir = ObjectPath::from_iter(parts.iter().take(at + 1).map(String::as_str));
+        if is_manifest(&m.location) && parts.len() == at + 2 {
+            dates.entry(dir).or_default();
+        } else if !hidden && m.location.as_ref().ends_with(".parquet") {
+            dates.entry(dir).or_default().push(m);
+        }
+    }
+    Ok(dates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn entry(file: &str, rgs: usize) -> Entry {
+        Entry {
+            file: file.into(),
+            size: 1234,
+            schema_version: 1,
+            rows: 10,
+            compacted_from: (rgs > 1).then(|| "a.parquet,b.parquet".into()),
+            row_groups: (0..rgs)
+                .map(|i| {
+                    BLOOM_FILTER_COLUMNS
+                        .iter()
+                        .map(|c| NameStats {
+                            min: Some(Bytes::from(format!("{c}-min-{i}"))),
+                            max: (i % 2 == 0).then(|| Bytes::from(format!("{c}-max-{i}"))),
+                            bloom: Some(Bytes::from(vec![i as u8; 40])),
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn round_trips_entries_with_and_without_row_groups() {
+        let entries = vec![
+            entry("hour=00/a.parquet", 0),
+            entry("hour=00/b.parquet", 1),
+            entry("hour=07/c.parquet", 3),
+        ];
+        let bytes = encode(&entries).expect("encode");
+        assert_eq!(decode(Bytes::from(bytes)).expect("decode"), entries);
+    }
+
+    #[test]
+    fn other_versions_and_foreign_files_are_refused() {
+        assert!(decode(Bytes::from_static(b"not parquet")).is_err());
+        let batch =
+            RecordBatch::try_from_iter([("x", Arc::new(UInt32Array::from(vec![1])) as ArrayRef)])
+                .expect("batch");
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut out, batch.schema(), None).expect("writer");
+        w.write(&batch).expect("write");
+        w.close().expect("close");
+        let err = decode(Bytes::from(out)).expect_err("no version key");
+        assert!(err.to_string().contains("version"), "{err}");
+    }
+
+    /// A segment-like Parquet file: the name columns with bloom filters, a schema version.
+    fn segment(names: &[&str]) -> Bytes {
+        let qname = Arc::new(StringArray::from(names.to_vec())) as ArrayRef;
+        let rd = Arc::new(StringArray::from(vec!["example.org"; names.len()])) as ArrayRef;
+        let batch =
+            RecordBatch::try_from_iter([("qname", qname), ("registered_domain", rd)]).expect("b");
+        let mut props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(2))
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                meta::SCHEMA_VERSION.to_owned(),
+                "1".to_owned(),
+            )]));
+        for c in BLOOM_FILTER_COLUMNS {
+            props = props.set_column_bloom_filter_enabled((*c).into(), true);
+        }
+        let mut out = Vec::new();
+        let mut w =
+            ArrowWriter::try_new(&mut out, batch.schema(), Some(props.build())).expect("writer");
+        w.write(&batch).expect("write");
+        w.close().expect("close");
+        Bytes::from(out)
+    }
+
+    #[tokio::test]
+    async fn entries_hold_the_segments_statistics_and_bloom_filters() {
+        let store = InMemory::new();
+        let dir = ObjectPath::from("host=a/date=2024-05-01");
+        let seg = segment(&["a.example.org", "b.example.org", "c.example.org"]);
+        let at = dir.clone().join("hour=07").join("s.parquet");
+        store
+            .put(&at, PutPayload::from(seg.clone()))
+            .await
+            .expect("put");
+        let listed = list_dates(&store, &ObjectPath::from(""))
+            .await
+            .expect("list");
+        let got = refresh(&store, &dir, &listed[&dir], &|p| p.to_string())
+            .await
+            .expect("refresh");
+        assert!(
+            matches!(
+                got,
+                Refreshed::Written {
+                    entries: 1,
+                    read: 1,
+                    ..
+                }
+            ),
+            "{got:?}"
+        );
+        let bytes = store
+            .get(&location(&dir))
+            .await
+            .expect("manifest")
+            .bytes()
+            .await
+            .expect("bytes");
+        let entries = decode(bytes).expect("decode");
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!(
+            (e.file.as_str(), e.size),
+            ("hour=07/s.parquet", seg.len() as u64)
+        );
+        assert_eq!((e.rows, e.row_groups.len()), (3, 2));
+        let qname = &e.row_groups[0][0];
+        assert_eq!(qname.min.as_deref(), Some(&b"a.example.org"[..]));
+        assert_eq!(qname.max.as_deref(), Some(&b"b.example.org"[..]));
+        let filter =
+            parquet::bloom_filter::Sbbf::from_bytes(qname.bloom.as_deref().expect("bloom"))
+                .expect("sbbf");
+        assert!(filter.check("a.example.org") && filter.check("b.example.org"));
+        assert!(
+            !filter.check("c.example.org"),
+            "the second row group holds it"
+        );
+        // The same listing again: nothing to do.
+        assert_eq!(
+            refresh(&store, &dir, &listed[&dir], &|p| p.to_string())
+                .await
+                .expect("refresh"),
+            Refreshed::Unchanged
+        );
+    }
+
+    #[tokio::test]
+    async fn refresh_writes_keeps_and_removes() {
+        let store = InMemory::new();
+        let dir = ObjectPath::from("lake/host=a/date=2024-05-01");
+        let url_of = |p: &ObjectPath| format!("memory:///{p}");
+        // A foreign object is left out with its reason; nothing else to describe.
+        let foreign = dir.clone().join("hour=00").join("x.parquet");
+        store
+            .put(&foreign, PutPayload::from_static(b"PAR1 not really PAR1"))
+            .await
+            .expect("put");
+        let listed = list_dates(&store, &ObjectPath::from("lake"))
+            .await
+            .expect("list");
+        assert_eq!(listed.keys().collect::<Vec<_>>(), vec![&dir]);
+        let got = refresh(&store, &dir, &listed[&dir], &url_of)
+            .await
+            .expect("refresh");
+        let Refreshed::Written {
+            entries, left_out, ..
+        } = got
+        else {
+            panic!("{got:?}");
+        };
+        assert_eq!(entries, 0);
+        assert_eq!(left_out.len(), 1);
+        assert_eq!(left_out[0].0, "hour=00/x.parquet");
+        // Nothing listed any more: the manifest goes.
+        store.delete(&foreign).await.expect("delete");
+        let listed = list_dates(&store, &ObjectPath::from("lake"))
+            .await
+            .expect("list");
+        assert_eq!(
+            refresh(&store, &dir, &listed[&dir], &url_of)
+                .await
+                .expect("refresh"),
+            Refreshed::Removed
+        );
+        assert!(store.head(&location(&dir)).await.is_err());
+    }
+}
