@@ -17,7 +17,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use dnsledger_tests::harness::{dnsql, dnsql_json, repo_root};
+use dnsledger_tests::harness::{DNSLEDGER, dnsql, dnsql_json, repo_root};
 
 /// The recipe invocations compared (name, dnsql arguments after the global flags).
 const CASES: &[(&str, &[&str])] = &[
@@ -61,7 +61,9 @@ const CASES: &[(&str, &[&str])] = &[
 /// t-digest, DuckDB's t-digest, Spark's Greenwald-Khanna) may pick a different value.
 const APPROXIMATE: &[&str] = &["p50_ms", "p95_ms"];
 
-/// A copy of `testdata/segments` under a temp dir, in its hive layout.
+/// A copy of `testdata/segments` under a temp dir, in its hive layout, as `dnsledger compact`
+/// leaves it: partitions merged, and a date manifest (`_dnsledger.manifest`, not Parquet
+/// segments) in every date directory, which the engines must pass over.
 fn lake() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let status = Command::new("cp")
@@ -71,6 +73,16 @@ fn lake() -> tempfile::TempDir {
         .status()
         .expect("cp");
     assert!(status.success());
+    let out = Command::new(&*DNSLEDGER)
+        .args(["compact", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run compact");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("date manifests: 25 written"),
+        "{text}"
+    );
     dir
 }
 

@@ -416,10 +416,11 @@ fn verbose_count(r: &Run, label: &str) -> u64 {
 /// Writes a manifest in every date directory of `tree`, as `dnsledger compact` does (through
 /// the same library); returns how many.
 fn write_manifests(tree: &Path) -> usize {
-    let store = LocalFileSystem::new_with_prefix(tree).expect("local store");
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(tree).expect("local store"));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let dates = manifest::list_dates(&store, &ObjectPath::default())
+        let dates = manifest::list_dates(store.as_ref(), &ObjectPath::default())
             .await
             .expect("list");
         for (dir, segments) in &dates {
@@ -478,19 +479,11 @@ fn date_manifests_rule_files_out_unopened_and_never_change_an_answer() {
         let late = f.with_file_name(format!("late-{}", f.file_name().unwrap().to_string_lossy()));
         std::fs::copy(f, late).unwrap();
     }
-    let (small, big) = files
-        .iter()
-        .map(|f| (std::fs::metadata(f).unwrap().len(), f))
-        .fold(
-            (None, None),
-            |(lo, hi): (Option<(u64, &std::path::PathBuf)>, Option<_>), x| {
-                (
-                    Some(lo.map_or(x, |l| if x.0 < l.0 { x } else { l })),
-                    Some(hi.map_or(x, |h| if x.0 > h.0 { x } else { h })),
-                )
-            },
-        );
-    std::fs::copy(big.unwrap().1, small.unwrap().1).unwrap();
+    let size = |f: &&std::path::PathBuf| std::fs::metadata(f).unwrap().len();
+    let small = files.iter().min_by_key(size).unwrap();
+    let big = files.iter().max_by_key(size).unwrap();
+    assert_ne!(size(&small), size(&big));
+    std::fs::copy(big, small).unwrap();
     let oracle = tempfile::tempdir().unwrap();
     copy_tree(with.path(), oracle.path());
     for f in dnsledger_tests::fixture::files_under(oracle.path()) {

@@ -220,7 +220,7 @@ pub struct ManifestReport {
 
 /// Brings the date manifests below `prefix` of `store` up to date (see [`ManifestReport`]).
 async fn refresh_manifests(
-    store: &dyn ObjectStore,
+    store: &Arc<dyn ObjectStore>,
     prefix: &object_store::path::Path,
     opts: &CompactOptions,
     url_of: &(dyn Fn(&object_store::path::Path) -> String + Sync),
@@ -229,7 +229,7 @@ async fn refresh_manifests(
     if opts.dry_run {
         return report;
     }
-    let dates = match manifest::list_dates(store, prefix).await {
+    let dates = match manifest::list_dates(store.as_ref(), prefix).await {
         Ok(d) => d,
         Err(e) => {
             report.failed.push((url_of(prefix), e.to_string()));
@@ -797,10 +797,11 @@ fn local_manifests(root: &Path, opts: &CompactOptions) -> ManifestReport {
     if opts.dry_run {
         return ManifestReport::default();
     }
-    let store = match object_store::local::LocalFileSystem::new_with_prefix(root) {
-        Ok(s) => s,
-        Err(e) => return failed(e.to_string()),
-    };
+    let store: Arc<dyn ObjectStore> =
+        match object_store::local::LocalFileSystem::new_with_prefix(root) {
+            Ok(s) => Arc::new(s),
+            Err(e) => return failed(e.to_string()),
+        };
     let rt = match tokio::runtime::Builder::new_current_thread().build() {
         Ok(rt) => rt,
         Err(e) => return failed(e.to_string()),
@@ -1063,7 +1064,7 @@ async fn compact_lake_async(
             report.untouched += 1;
         }
     }
-    report.manifests = refresh_manifests(store.as_ref(), &prefix, opts, &|p| url.url_of(p)).await;
+    report.manifests = refresh_manifests(&store, &prefix, opts, &|p| url.url_of(p)).await;
     Ok(report)
 }
 
