@@ -100,7 +100,7 @@ pub(crate) fn summary(out: &Output) -> (u64, u64, u64, u64) {
     (nums[0], nums[1], nums[2], nums[3])
 }
 
-/// Lists `bucket/prefix` and hashes every object through boto3 (an independent S3 client),
+/// Lists `bucket/prefix` and hashes every segment object through boto3 (an independent S3 client),
 /// and hashes the local segments the same way: key (relative to the prefix) → (size, sha256).
 pub(crate) type Listing = BTreeMap<String, (u64, String)>;
 
@@ -112,6 +112,8 @@ s3 = boto3.client('s3', endpoint_url=endpoint, region_name='us-east-1',
 lake, local = {}, {}
 for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix + '/'):
     for o in page.get('Contents', []):
+        if o['Key'].endswith('/_dnsledger.manifest'):
+            continue  # date manifests (dnsledger compact --lake): not segments
         body = s3.get_object(Bucket=bucket, Key=o['Key'])['Body'].read()
         lake[o['Key'][len(prefix) + 1:]] = [len(body), hashlib.sha256(body).hexdigest()]
 for d, _, files in os.walk(root):

@@ -350,6 +350,31 @@ fn compacting_an_s3_lake_killed_after_the_upload_then_finished() {
     assert!(per_hour.values().all(|n| *n == 1), "{per_hour:?}");
     assert_eq!(lake_rows(moto, bucket, prefix, dir.path()), rows);
     assert_eq!(dnsql_lake_count(moto, &url), rows.len() as u64);
+    // The lake got its date manifests (one per host and date), and dnsql's point lookups use
+    // them there.
+    let text_out = text(&done.stdout);
+    let dates: std::collections::BTreeSet<&str> = lake
+        .keys()
+        .filter_map(|k| Some(k.rsplit_once('/')?.0.rsplit_once('/')?.0))
+        .collect();
+    assert!(
+        text_out.contains(&format!("date manifests: {} written", dates.len())),
+        "{text_out}"
+    );
+    let lookup = Command::new(dnsql_bin())
+        .args(["-v", "--data", &url, "--format", "csv", "sql"])
+        .arg("SELECT count(*) AS n FROM dns WHERE qname = 'upload.wikimedia.org'")
+        .envs(moto.env())
+        .env("DNSQL_FOOTER_CACHE", "off")
+        .output()
+        .expect("run dnsql");
+    let err = text(&lookup.stderr);
+    assert!(lookup.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("date manifests read: {}", dates.len())),
+        "{err}"
+    );
+    assert!(!err.contains("files they ruled out: 0"), "{err}");
     // The local segments are the recorder's: compacting the lake leaves them as they were.
     assert_eq!(local_after.len(), local.len());
     assert_eq!(local_segments(&data), local);

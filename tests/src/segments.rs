@@ -9,9 +9,13 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::fixture::files_under;
 
-/// Every sealed segment under `<data_dir>/segments`.
+/// Every sealed segment (`*.parquet`) under `<data_dir>/segments` (not the date manifests
+/// `dnsledger compact` writes beside them).
 pub fn segment_files(data_dir: &Path) -> Vec<PathBuf> {
     files_under(&data_dir.join("segments"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect()
 }
 
 pub fn read_segment(path: &Path) -> (Vec<RecordBatch>, HashMap<String, String>) {

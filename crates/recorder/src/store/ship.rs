@@ -1659,7 +1659,16 @@ mod tests {
         .expect("compact");
         let output = c.partitions[0].output.clone().expect("an output");
         let compacted = format!("{part}/{output}");
-        assert_eq!(files(&data.join("segments")), vec![compacted.clone()]);
+        // Beside it, the date's manifest (for readers; never shipped: the lake gets its own
+        // from `dnsledger compact --lake`).
+        let (date_dir, _) = part.rsplit_once('/').expect("an hour directory");
+        assert_eq!(
+            files(&data.join("segments")),
+            vec![
+                format!("{date_dir}/{}", dnsledger_lake::manifest::FILE_NAME),
+                compacted.clone()
+            ]
+        );
         // The deleted inputs are no phantom pending segments; the compacted one is pending.
         let lines = status_lines(&data, unix_secs(SystemTime::now()));
         assert!(lines[0].contains("shipped 0, pending 1"), "{lines:?}");
