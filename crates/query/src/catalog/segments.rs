@@ -314,10 +314,13 @@ pub struct Footers {
     pub manifest_skipped: AtomicU64,
 }
 
+/// A read manifest's entries by their path below the date directory.
+type ManifestEntries = HashMap<String, Arc<manifest::Entry>>;
+
 /// A date manifest found by discovery, read on first use.
 struct ManifestSlot {
     object: StoredObject,
-    entries: tokio::sync::OnceCell<Option<Arc<HashMap<String, Arc<manifest::Entry>>>>>,
+    entries: tokio::sync::OnceCell<Option<Arc<ManifestEntries>>>,
 }
 
 /// The key of directory `dir` of a store: what a manifest and the segments below it agree on.
@@ -367,7 +370,7 @@ impl Footers {
     async fn read_manifest(
         self: Arc<Self>,
         slot: Arc<ManifestSlot>,
-    ) -> Option<Arc<HashMap<String, Arc<manifest::Entry>>>> {
+    ) -> Option<Arc<ManifestEntries>> {
         slot.entries
             .get_or_init(|| async {
                 let o = &slot.object;
