@@ -233,10 +233,10 @@ fn walk_canonical(
         .collect::<Result<_, _>>()
         .map_err(|e| SourceError::Io(dir.to_owned(), e))?;
     entries.sort_by_key(|e| e.file_name());
-    // What every plain file of this directory shares: its canonical directory, object path
-    // and partition (a directory of a fleet's tree holds one hour of one host; working these
-    // out once per directory instead of once per file is most of a large tree's listing).
-    let mut shared: Option<Option<(ObjectPath, Option<PartitionKey>)>> = None;
+    // What every plain file of this directory shares: its canonical directory and partition
+    // (a directory of a fleet's tree holds one hour of one host; working these out once per
+    // directory instead of once per file is much of a large tree's listing).
+    let mut shared: Option<Option<PartitionKey>> = None;
     for entry in entries {
         let name = entry.file_name();
         if is_hidden(&name) {
@@ -252,19 +252,19 @@ fn walk_canonical(
             continue;
         }
         if plain_file && is_segment_name(&path) {
-            let dir_info = shared.get_or_insert_with(|| {
-                let location = ObjectPath::from_absolute_path(&canonical).ok()?;
-                Some((location, PartitionKey::from_path(&path)))
-            });
-            match (dir_info, entry.metadata()) {
-                (Some((location, Some(key))), Ok(md)) => {
-                    let file = canonical.join(&name);
+            let key = shared.get_or_insert_with(|| PartitionKey::from_path(&path));
+            let file = canonical.join(&name);
+            // The object path from the whole path (object_store's encoding of a part read
+            // from the file system differs from that of a part joined to a path).
+            let location = ObjectPath::from_absolute_path(&file);
+            match (key, entry.metadata(), location) {
+                (Some(key), Ok(md), Ok(location)) => {
                     if seen.files.insert(file.clone()) {
                         let object = StoredObject {
                             store_url: ObjectStoreUrl::local_filesystem(),
                             store: seen.store.clone(),
                             meta: ObjectMeta {
-                                location: location.clone().join(name.to_string_lossy().as_ref()),
+                                location,
                                 last_modified: md
                                     .modified()
                                     .map(chrono::DateTime::<chrono::Utc>::from)
