@@ -254,7 +254,7 @@ class Fleet:
             raise RuntimeError(f"duckdb failed ({rc}): {err[-1500:]}\n{sql}")
         return wall, out, rss
 
-    def ship(self, label, data):
+    def ship(self, label, data, compacted=False):
         """Ships the set's segments into a bucket of the moto server with `dnsledger ship`
         (the ledger goes into the set's own work copy); the source for the S3 arm."""
         bucket = "fleet"
@@ -268,12 +268,15 @@ class Fleet:
         if r.returncode != 0:
             raise RuntimeError(f"dnsledger ship failed ({r.returncode}): {r.stderr[-1500:]}")
         log(f"{label}: shipped to {url} in {time.time() - t0:.1f}s")
-        # The lake compacted where it lies, as an operator runs it: its date manifests.
-        r = subprocess.run([str(self.dnsledger), "compact", "--lake", url],
-                           capture_output=True, text=True, env=self.moto.env())
-        if r.returncode != 0:
-            raise RuntimeError(f"dnsledger compact --lake failed ({r.returncode}): {r.stderr[-1500:]}")
-        log(f"{label}: dnsledger compact --lake: {r.stdout.strip().splitlines()[-2:]}")
+        if compacted:
+            # A compacted set's lake as `dnsledger compact --lake` leaves it: with its date
+            # manifests (its segments are one per host-hour already: nothing is merged). An
+            # uncompacted set's lake stays as shipped: 5-minute segments, no manifests.
+            r = subprocess.run([str(self.dnsledger), "compact", "--lake", url],
+                               capture_output=True, text=True, env=self.moto.env())
+            if r.returncode != 0:
+                raise RuntimeError(f"dnsledger compact --lake failed ({r.returncode}): {r.stderr[-1500:]}")
+            log(f"{label}: dnsledger compact --lake: {r.stdout.strip().splitlines()[-2:]}")
         return {"url": url, "env": self.moto.env(), "duck": self.moto.duck_prelude(),
                 "ship_seconds": time.time() - t0}
 
@@ -384,7 +387,7 @@ class Fleet:
             if point:
                 s["explain"] = self.explain(label, data, self.sql_for(point[0], "dnsql"))
         if s3 and queries and not self.a.no_s3:
-            src = self.ship(label, data)
+            src = self.ship(label, data, compacted="--compacted" in extra)
             s["s3"] = {"url": src["url"], "ship_seconds": src["ship_seconds"],
                        "queries": self.query_set(label + " s3", data, qs, reps, src)}
             # The footer cache (on by default, warm after the warm-up run) off: every footer
