@@ -262,6 +262,9 @@ class Fleet:
             self.moto = Moto()
             self.moto.bucket(bucket)
         url = f"s3://{bucket}/{label}"
+        # Each run starts an empty moto server: a ledger left in a cached set by an earlier run
+        # would say everything is shipped already and ship nothing.
+        shutil.rmtree(data / "shipped", ignore_errors=True)
         t0 = time.time()
         r = subprocess.run([str(self.dnsledger), "ship", "--data-dir", str(data), "--to", url],
                            capture_output=True, text=True, env=self.moto.env())
