@@ -66,6 +66,11 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // Local files are read on tokio's blocking threads (object_store's LocalFileSystem):
+        // with tokio's default of up to 512, a footer pass started ~50, each with its own
+        // allocator heap holding freed read buffers. With 8: 7,200 footers read in 3.0 s
+        // instead of 4.4 s, 100 MB less resident (4 was no better).
+        .max_blocking_threads(8)
         .enable_all()
         .build()
     {
@@ -235,7 +240,9 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
     let files = find_segments(g, &scope, &problems, &footers).await?;
     let progress = Arc::new(ScanProgress::default());
     let memory = session::Memory {
-        limit: g.memory_limit,
+        limit: g
+            .memory_limit
+            .unwrap_or_else(|| session::default_memory_limit(files.len())),
         spill_dir: g.spill_dir.clone(),
     };
     let dnsql = session::context_with_memory(

@@ -8,6 +8,7 @@
 //! - [`session`] builds the SQL session with the tables `dns_all` and `dns` and runs statements.
 
 pub mod bloom;
+pub mod distinct;
 pub mod footer_cache;
 pub mod lake;
 pub mod segments;

@@ -25,9 +25,8 @@ use datafusion::common::{DFSchema, Result, ScalarValue, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::listing::helpers::expr_applicable_for_cols;
-use datafusion::datasource::physical_plan::parquet::{
-    CachedParquetFileReaderFactory, ParquetFileReaderFactory,
-};
+use datafusion::datasource::physical_plan::parquet::ParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
@@ -280,6 +279,10 @@ impl TableProvider for SegmentTable {
         // corrupt.
         let probes: Arc<[bloom::Probe]> = bloom::probes(filters).into();
         let with_statistics = candidates.len() <= STATISTICS_MAX_FILES;
+        // The columns whose statistics the plan may use: those it reads and those its filters
+        // name (not all 65: each file's full statistics were ~24 KB, kept until the query
+        // ended, and computing them was a large part of a short query).
+        let columns: Arc<[usize]> = stat_columns(&file_schema, projection, filters).into();
         let entries = if probes.is_empty() {
             vec![None; candidates.len()]
         } else {
@@ -297,7 +300,12 @@ impl TableProvider for SegmentTable {
             }
         }
         let examined = self
-            .examine(to_examine, &cache, &probes, with_statistics)
+            .examine(
+                to_examine,
+                &cache,
+                &probes,
+                with_statistics.then_some(&columns),
+            )
             .await;
         known.extend(
             examined
@@ -305,7 +313,7 @@ impl TableProvider for SegmentTable {
                 .map(|(i, f, r)| (f, (i, Known::Examined(r)))),
         );
         let known = skip_covered(known, |(_, k)| k.compacted_from());
-        let mut readable: Vec<(usize, SegmentFile, Option<Arc<Statistics>>)> = Vec::new();
+        let mut readable: Vec<(usize, SegmentFile, Option<Statistics>)> = Vec::new();
         let mut from_manifest = Vec::new();
         let (mut manifest_skipped, mut bloom_skipped) = (0u64, 0u64);
         for (f, (i, k)) in known {
@@ -329,7 +337,12 @@ impl TableProvider for SegmentTable {
         // (the names were checked already).
         let none: Arc<[bloom::Probe]> = Arc::new([]);
         for (i, f, r) in self
-            .examine(from_manifest, &cache, &none, with_statistics)
+            .examine(
+                from_manifest,
+                &cache,
+                &none,
+                with_statistics.then_some(&columns),
+            )
             .await
         {
             match r {
@@ -339,7 +352,7 @@ impl TableProvider for SegmentTable {
         }
         // In the listing's order (host, time), as without manifests.
         readable.sort_by_key(|(i, _, _)| *i);
-        let readable: Vec<(SegmentFile, Option<Arc<Statistics>>)> =
+        let readable: Vec<(SegmentFile, Option<Statistics>)> =
             readable.into_iter().map(|(_, f, s)| (f, s)).collect();
 
         if readable.is_empty() {
@@ -364,39 +377,37 @@ impl TableProvider for SegmentTable {
             .unwrap_or_else(|e| e.into_inner())
             .extend(readable.iter().map(|(f, _)| f.clone()));
 
-        // One Parquet scan per store (a scan reads from one), as one union.
-        let mut by_store: BTreeMap<String, (StoredObject, Vec<PartitionedFile>)> = BTreeMap::new();
+        // One Parquet scan per store (a scan reads from one), as one union. Each scan gets
+        // the statistics of all its files merged (row counts, min/max of the columns above),
+        // not per file: DataFusion answers `count(*)`/`min`/`max` from them; the files a name
+        // lookup cannot match were ruled out above, and each file's row groups are pruned by
+        // their own statistics when it is opened.
+        type StoreScan = (StoredObject, Vec<PartitionedFile>, Vec<Option<Statistics>>);
+        let mut by_store: BTreeMap<String, StoreScan> = BTreeMap::new();
         for (f, statistics) in readable {
-            let mut pf = PartitionedFile::new_from_meta(f.object.meta.clone())
-                .with_partition_values(vec![
+            let pf =
+                PartitionedFile::new_from_meta(f.object.meta.clone()).with_partition_values(vec![
                     ScalarValue::Utf8(Some(f.key.host.clone())),
                     ScalarValue::Date32(Some(f.key.date)),
                     ScalarValue::Int32(Some(f.key.hour)),
                 ]);
-            if let Some(statistics) = statistics {
-                pf = pf.with_statistics(statistics);
-            }
-            by_store
+            let entry = by_store
                 .entry(f.object.store_url.as_str().to_owned())
-                .or_insert_with(|| (f.object.clone(), Vec::new()))
-                .1
-                .push(pf);
+                .or_insert_with(|| (f.object.clone(), Vec::new(), Vec::new()));
+            entry.1.push(pf);
+            entry.2.push(statistics);
         }
         let target = state.config().target_partitions().max(1);
         let mut scans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        for (_, (object, files)) in by_store {
+        for (_, (object, files, statistics)) in by_store {
             let groups = FileGroup::new(files).split_files(target);
-            let (groups, statistics) = datafusion_datasource::compute_all_files_statistics(
-                groups,
-                self.schema.clone(),
-                true,
-                false,
-            )?;
+            let statistics = widen(&file_schema, &columns, &statistics)?;
             let table_schema = TableSchema::builder(file_schema.clone())
                 .with_table_partition_cols(partition_fields())
                 .build();
-            let reader_factory = Arc::new(CountingReaderFactory {
-                inner: CachedParquetFileReaderFactory::new(object.store.clone(), cache.clone()),
+            let reader_factory = Arc::new(SegmentReaderFactory {
+                store: object.store.clone(),
+                metadata_cache: cache.clone(),
                 progress: self.progress.clone(),
                 footers: self.footers.clone(),
                 store_url: object.store_url.as_str().to_owned(),
@@ -416,11 +427,53 @@ impl TableProvider for SegmentTable {
     }
 }
 
-/// Scans of at most this many files get each file's statistics (DataFusion prunes files by
-/// them before opening any). Beyond it they are left out: ~20 KB per file (65 columns) would
-/// make memory grow with the window, and the row groups' statistics still prune each file
-/// once it is opened.
+/// Scans of at most this many files get statistics (row counts, min/max). Beyond it they are
+/// left out: computing them costs about as much as decoding the footer again, and the row
+/// groups' statistics still prune each file once it is opened.
 pub const STATISTICS_MAX_FILES: usize = 4096;
+
+/// The segment schema's columns (indices) whose statistics a scan may use: the file columns
+/// it reads and those its `filters` name (`projection` indexes the table: the segment columns, then
+/// the partition columns).
+fn stat_columns(file: &Schema, projection: Option<&Vec<usize>>, filters: &[Expr]) -> Vec<usize> {
+    let mut columns: Vec<usize> = match projection {
+        Some(p) => p
+            .iter()
+            .copied()
+            .filter(|&i| i < file.fields().len())
+            .collect(),
+        None => (0..file.fields().len()).collect(),
+    };
+    for f in filters {
+        for c in f.column_refs() {
+            if let Ok(i) = file.index_of(c.name()) {
+                columns.push(i);
+            }
+        }
+    }
+    columns.sort_unstable();
+    columns.dedup();
+    columns
+}
+
+/// The statistics of a scan of `files` over the segment schema `file`: the files' statistics
+/// of `columns` merged, every other column unknown; all unknown if one file has none.
+fn widen(file: &Schema, columns: &[usize], files: &[Option<Statistics>]) -> Result<Statistics> {
+    let mut out = Statistics::new_unknown(file);
+    let Some(known) = files.iter().map(Option::as_ref).collect::<Option<Vec<_>>>() else {
+        return Ok(out);
+    };
+    let projected = file.project(columns)?;
+    let merged = Statistics::try_merge_iter(known, &projected)?;
+    out.num_rows = merged.num_rows;
+    out.total_byte_size = merged.total_byte_size;
+    for (&c, s) in columns.iter().zip(merged.column_statistics) {
+        if let Some(slot) = out.column_statistics.get_mut(c) {
+            *slot = s;
+        }
+    }
+    Ok(out)
+}
 
 /// What is known about a file before the scan: its date manifest's entry, or what its footer
 /// said.
@@ -438,8 +491,8 @@ struct Examined {
     footer: Arc<Footer>,
     /// Whether a row group may hold a row the name lookup wants (min/max, bloom filters).
     possible: bool,
-    /// Its statistics for the scan, if it may match and the scan gets statistics.
-    statistics: Option<Arc<Statistics>>,
+    /// The statistics of the scan's columns, if it may match and the scan gets statistics.
+    statistics: Option<Statistics>,
 }
 
 impl Known {
@@ -461,23 +514,25 @@ impl SegmentTable {
         files: Vec<(usize, SegmentFile)>,
         cache: &Arc<FileMetadataCache>,
         probes: &Arc<[bloom::Probe]>,
-        statistics: bool,
+        statistics: Option<&Arc<[usize]>>,
     ) -> Vec<(usize, SegmentFile, Result<Examined, String>)> {
         futures::stream::iter(files)
             .map(|(i, f)| {
                 let footers = self.footers.clone();
                 let cache = cache.clone();
                 let probes = probes.clone();
+                let columns = statistics.cloned();
                 let kept = f.clone();
                 let task = tokio::spawn(async move {
                     let r = async {
                         let loaded = footers.load(&f, Some(cache)).await?;
                         let possible = probes.is_empty()
                             || bloom::may_match(&f, &loaded.metadata, &probes).await;
-                        let statistics = if possible && statistics {
-                            Some(statistics_of(&loaded.metadata)?)
-                        } else {
-                            None
+                        let statistics = match columns {
+                            Some(columns) if possible => {
+                                Some(statistics_of(&loaded.metadata, &columns)?)
+                            }
+                            _ => None,
                         };
                         Ok(Examined {
                             footer: loaded.footer,
@@ -519,57 +574,70 @@ pub(crate) fn root_message(e: &datafusion::error::DataFusionError) -> String {
     }
 }
 
-/// Wraps DataFusion's caching reader factory to count the bytes read, and to hand the
-/// reader the footer this run already decoded (DataFusion's metadata cache is bounded, 50 MiB
-/// by default: over a large lake it would evict footers and the scan would fetch them again).
+/// Hands DataFusion a reader per file that counts the bytes read and gives back the footer
+/// this run already decoded (DataFusion's metadata cache is bounded, 50 MiB by default: over a
+/// large lake it would evict footers and the scan would fetch them again).
+///
+/// Not DataFusion's `CachedParquetFileReaderFactory`: its readers register a fresh set of ~25
+/// labelled metrics per file in the plan's metrics, kept until the query ends (~10 KB per
+/// file: 700 MB over a 100-host month of hourly segments). The bytes read are counted once,
+/// in [`ScanProgress`].
 #[derive(Debug)]
-struct CountingReaderFactory {
-    inner: CachedParquetFileReaderFactory,
+struct SegmentReaderFactory {
+    store: Arc<dyn dnsledger_lake::object_store::ObjectStore>,
+    metadata_cache: Arc<FileMetadataCache>,
     progress: Arc<ScanProgress>,
     footers: Arc<Footers>,
     store_url: String,
 }
 
-impl ParquetFileReaderFactory for CountingReaderFactory {
+impl ParquetFileReaderFactory for SegmentReaderFactory {
     fn create_reader(
         &self,
-        partition_index: usize,
+        _partition_index: usize,
         partitioned_file: PartitionedFile,
         metadata_size_hint: Option<usize>,
-        metrics: &ExecutionPlanMetricsSet,
+        _metrics: &ExecutionPlanMetricsSet,
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
         let url = format!(
             "{}{}",
             self.store_url, partitioned_file.object_meta.location
         );
         let known = self.footers.peek(&url).and_then(|f| f.metadata.clone());
-        let inner = self.inner.create_reader(
-            partition_index,
-            partitioned_file,
+        Ok(Box::new(SegmentReader {
+            store: self.store.clone(),
+            meta: partitioned_file.object_meta,
+            metadata_cache: self.metadata_cache.clone(),
             metadata_size_hint,
-            metrics,
-        )?;
-        Ok(Box::new(CountingReader {
-            inner,
             progress: self.progress.clone(),
             known,
         }))
     }
 }
 
-struct CountingReader {
-    inner: Box<dyn AsyncFileReader + Send>,
+struct SegmentReader {
+    store: Arc<dyn dnsledger_lake::object_store::ObjectStore>,
+    meta: dnsledger_lake::object_store::ObjectMeta,
+    metadata_cache: Arc<FileMetadataCache>,
+    metadata_size_hint: Option<usize>,
     progress: Arc<ScanProgress>,
     /// The footer as this run decoded it.
     known: Option<Arc<ParquetMetaData>>,
 }
 
-impl AsyncFileReader for CountingReader {
+impl AsyncFileReader for SegmentReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         self.progress
             .bytes_read
             .fetch_add(range.end - range.start, Ordering::Relaxed);
-        self.inner.get_bytes(range)
+        use dnsledger_lake::object_store::ObjectStoreExt;
+        async move {
+            self.store
+                .get_range(&self.meta.location, range)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
@@ -578,7 +646,13 @@ impl AsyncFileReader for CountingReader {
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         self.progress.bytes_read.fetch_add(n, Ordering::Relaxed);
-        self.inner.get_byte_ranges(ranges)
+        async move {
+            self.store
+                .get_ranges(&self.meta.location, &ranges)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
     }
 
     fn get_metadata<'a>(
@@ -595,7 +669,22 @@ impl AsyncFileReader for CountingReader {
                 return futures::future::ready(Ok(md.clone())).boxed();
             }
         }
-        self.inner.get_metadata(options).boxed()
+        async move {
+            DFParquetMetadata::new(self.store.as_ref(), &self.meta)
+                .with_file_metadata_cache(Some(self.metadata_cache.clone()))
+                .with_metadata_size_hint(self.metadata_size_hint)
+                .with_page_index_policy(options.map(|o| o.column_index_policy()))
+                .fetch_metadata()
+                .await
+                .map_err(|e| {
+                    parquet::errors::ParquetError::General(format!(
+                        "cannot read the footer of {}: {}",
+                        self.meta.location,
+                        root_message(&e)
+                    ))
+                })
+        }
+        .boxed()
     }
 }
 

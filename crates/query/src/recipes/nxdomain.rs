@@ -9,16 +9,27 @@ use super::{PROC_KEY, join_on};
 /// source and reply code.
 pub const EXCESSIVE_FAILURES: u64 = 50;
 
+/// Failing names [`nxdomain`] lists per row (the first in alphabetical order; `failing_names`
+/// counts them all): a month of a fleet's search-suffix retries is millions of names.
+pub const NAMES_SHOWN: usize = 20;
+
 /// `dnsql nxdomain`: processes with many failing names, per registered domain. A failure is an
 /// answer whose rcode is not NOERROR (NXDOMAIN, SERVFAIL, REFUSED, ...), as in Splunk's
-/// "Excessive DNS Failures". Per row: the failing names, NXDOMAIN/SERVFAIL/other counts, the
+/// "Excessive DNS Failures". Per row: the number of failing names and the first
+/// [`NAMES_SHOWN`], NXDOMAIN/SERVFAIL/other counts, the
 /// busiest minute (a DGA burst tries many names at once), and the process totals (failing
 /// domains and names, `excessive` when more than [`EXCESSIVE_FAILURES`] failures). Processes
 /// with the most distinct failing names come first.
+///
+/// Memory: every aggregation has fixed-size state per group (per name, then per domain; the
+/// pids from distinct rows), so each spills under the session's pool; no `DISTINCT` or
+/// `array_agg` over the raw rows.
 pub fn nxdomain() -> String {
     let k = PROC_KEY;
     let p = "hostname, comm, exe, container_id";
     let on_b = join_on("d", "b", k);
+    let on_n = join_on("d", "n", k);
+    let on_p = join_on("d", "p", k);
     let dp = "d.hostname, d.comm, d.exe, d.container_id";
     format!(
         "WITH f AS (
@@ -33,21 +44,43 @@ pub fn nxdomain() -> String {
   FROM dns
   WHERE qname IS NOT NULL AND status = 'answered'
 ),
-per_domain AS (
-  SELECT {k},
+per_name AS (
+  SELECT {k}, qname,
          count(*) AS responses,
          count(*) FILTER (WHERE failed) AS failures,
          count(*) FILTER (WHERE rcode = 'NXDOMAIN') AS nxdomain,
          count(*) FILTER (WHERE rcode = 'SERVFAIL') AS servfail,
          count(*) FILTER (WHERE failed AND rcode NOT IN ('NXDOMAIN', 'SERVFAIL')) AS other_failures,
-         count(DISTINCT qname) FILTER (WHERE failed) AS failing_names,
-         array_sort(array_agg(DISTINCT qname) FILTER (WHERE failed)) AS names,
-         array_sort(array_agg(DISTINCT pid) FILTER (WHERE pid IS NOT NULL AND failed)) AS pids,
          min(ts) FILTER (WHERE failed) AS first_failure,
          max(ts) FILTER (WHERE failed) AS last_failure
   FROM f
+  GROUP BY {k}, qname
+),
+per_domain AS (
+  SELECT {k},
+         sum(responses) AS responses,
+         sum(failures) AS failures,
+         sum(nxdomain) AS nxdomain,
+         sum(servfail) AS servfail,
+         sum(other_failures) AS other_failures,
+         count(*) FILTER (WHERE failures > 0) AS failing_names,
+         min(first_failure) AS first_failure,
+         max(last_failure) AS last_failure
+  FROM per_name
   GROUP BY {k}
-  HAVING count(*) FILTER (WHERE failed) > 0
+  HAVING sum(failures) > 0
+),
+sample AS (
+  SELECT {k}, array_sort(array_agg(qname)) AS names
+  FROM (SELECT {k}, qname, row_number() OVER (PARTITION BY {k} ORDER BY qname) AS r
+        FROM per_name WHERE failures > 0) AS s
+  WHERE r <= {NAMES_SHOWN}
+  GROUP BY {k}
+),
+pids AS (
+  SELECT {k}, array_sort(array_agg(pid)) AS pids
+  FROM (SELECT DISTINCT {k}, pid FROM f WHERE failed AND pid IS NOT NULL) AS p
+  GROUP BY {k}
 ),
 bursts AS (
   SELECT {k}, max(n) AS peak_failures_per_minute
@@ -56,11 +89,13 @@ bursts AS (
   GROUP BY {k}
 ),
 joined AS (
-  SELECT d.*, b.peak_failures_per_minute,
+  SELECT d.*, b.peak_failures_per_minute, n.names, p.pids,
          count(*) OVER (PARTITION BY {dp}) AS process_failing_domains,
          sum(d.failing_names) OVER (PARTITION BY {dp}) AS process_failing_names,
          sum(d.failures) OVER (PARTITION BY {dp}) AS process_failures
   FROM per_domain d JOIN bursts b ON {on_b}
+       LEFT JOIN sample n ON {on_n}
+       LEFT JOIN pids p ON {on_p}
 )
 SELECT nullif(hostname, '') AS hostname,
        nullif(comm, '') AS comm,
