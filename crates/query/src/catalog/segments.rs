@@ -269,12 +269,12 @@ pub struct Loaded {
 }
 
 /// Bytes of decoded footers (`ParquetMetaData::memory_size`) a run keeps. A footer of a
-/// segment is ~50 KB decoded (65 columns with statistics): 128 MiB keeps a few thousand,
-/// every footer of a 4-host day of 5-minute segments; over a 100-host month (72,000 files)
-/// the rest are decoded again when a scan opens the file, and memory stays bounded whatever
-/// the window (256 MiB cost 350 MB of resident memory there, for footers a scan of that many
-/// files mostly decodes again anyway).
-pub const FOOTER_BUDGET: u64 = 128 * 1024 * 1024;
+/// segment is ~50 KB decoded (65 columns with statistics): 256 MiB keeps every footer of a
+/// scan of up to `table::STATISTICS_MAX_FILES` files (a 4-host day of 5-minute segments). A
+/// scan of more keeps none (over a 100-host month, 72,000 files, keeping the first 5,000
+/// cost 350 MB of resident memory to spare 7 % of the decoding): the scan decodes each
+/// footer again when it opens the file, and memory stays bounded whatever the window.
+pub const FOOTER_BUDGET: u64 = 256 * 1024 * 1024;
 
 /// The statistics of a file's `columns` (indices into the segment schema) from its footer:
 /// rows, and per column min/max and nulls, as a `Statistics` of those columns only (the
@@ -459,24 +459,26 @@ impl Footers {
         file: &SegmentFile,
         cache: Option<Arc<FileMetadataCache>>,
     ) -> FooterResult {
-        self.cell_get(file, cache, &mut None).await
+        self.cell_get(file, cache, true, &mut None).await
     }
 
     /// The footer of `file` with its decoded metadata: fetched on first use, and fetched again
-    /// if it was not kept.
+    /// if it was not kept. A footer fetched now is kept for the run if `keep` (and the
+    /// run's budget allows, [`FOOTER_BUDGET`]).
     pub async fn load(
         self: &Arc<Self>,
         file: &SegmentFile,
         cache: Option<Arc<FileMetadataCache>>,
+        keep: bool,
     ) -> Result<Loaded, String> {
         let mut fresh = None;
-        let footer = self.cell_get(file, cache.clone(), &mut fresh).await?;
+        let footer = self.cell_get(file, cache.clone(), keep, &mut fresh).await?;
         let metadata = match (fresh, &footer.metadata) {
             (Some(md), _) => md,
             (None, Some(md)) => md.clone(),
             (None, None) => {
                 self.refetched.fetch_add(1, Ordering::Relaxed);
-                self.fetch_decoded(file, cache).await?.0
+                self.fetch_decoded(&file.object, cache).await?.0
             }
         };
         Ok(Loaded { footer, metadata })
@@ -488,6 +490,7 @@ impl Footers {
         self: &Arc<Self>,
         file: &SegmentFile,
         cache: Option<Arc<FileMetadataCache>>,
+        keep: bool,
         fresh: &mut Option<Arc<ParquetMetaData>>,
     ) -> FooterResult {
         let cell = {
@@ -495,7 +498,7 @@ impl Footers {
             cells.entry(file.url()).or_default().clone()
         };
         cell.get_or_init(|| async move {
-            let (metadata, info, from_disk) = self.fetch_decoded(file, cache).await?;
+            let (metadata, info, from_disk) = self.fetch_decoded(&file.object, cache).await?;
             let counter = if from_disk {
                 &self.from_disk
             } else {
@@ -503,10 +506,13 @@ impl Footers {
             };
             counter.fetch_add(1, Ordering::Relaxed);
             let size = metadata.memory_size() as u64;
-            let keep = self.retained.fetch_add(size, Ordering::Relaxed) + size <= FOOTER_BUDGET;
-            if !keep {
-                self.retained.fetch_sub(size, Ordering::Relaxed);
-            }
+            let keep = keep && {
+                let fits = self.retained.fetch_add(size, Ordering::Relaxed) + size <= FOOTER_BUDGET;
+                if !fits {
+                    self.retained.fetch_sub(size, Ordering::Relaxed);
+                }
+                fits
+            };
             *fresh = Some(metadata.clone());
             Ok(Arc::new(Footer {
                 metadata: keep.then_some(metadata),
@@ -521,21 +527,35 @@ impl Footers {
     /// whether it came from the disk cache.
     async fn fetch_decoded(
         &self,
-        file: &SegmentFile,
+        object: &StoredObject,
         cache: Option<Arc<FileMetadataCache>>,
     ) -> Result<(Arc<ParquetMetaData>, SegmentInfo, bool), String> {
         let disk = self
             .disk
             .as_ref()
-            .filter(|_| !file.object.store_url.as_str().starts_with("file:"));
+            .filter(|_| !object.store_url.as_str().starts_with("file:"));
         match disk {
-            Some(disk) => fetch_via_disk(file, disk).await,
+            Some(disk) => fetch_via_disk(object, disk).await,
             None => {
-                let metadata = fetch(file, cache).await?;
+                let metadata = fetch(object, cache).await?;
                 let info = inspect(&metadata).map_err(|e| e.to_string())?;
                 Ok((metadata, info, false))
             }
         }
+    }
+
+    /// The decoded footer of `object` for a scan's reader when the run did not keep it: for an
+    /// object in a remote store through the disk cache (a local read, not a round trip), else
+    /// `None` (the reader reads it itself, as cheaply).
+    pub async fn reread(&self, object: &StoredObject) -> Option<Arc<ParquetMetaData>> {
+        if self.disk.is_none() || object.store_url.as_str().starts_with("file:") {
+            return None;
+        }
+        self.refetched.fetch_add(1, Ordering::Relaxed);
+        self.fetch_decoded(object, None)
+            .await
+            .ok()
+            .map(|(md, _, _)| md)
     }
 
     /// The footer of the object at `url` if it was read (and could be) already.
@@ -584,10 +604,10 @@ fn parent(location: &ObjectPath) -> Option<ObjectPath> {
 }
 
 async fn fetch(
-    file: &SegmentFile,
+    object: &StoredObject,
     cache: Option<Arc<FileMetadataCache>>,
 ) -> Result<Arc<ParquetMetaData>, String> {
-    DFParquetMetadata::new(file.object.store.as_ref(), &file.object.meta)
+    DFParquetMetadata::new(object.store.as_ref(), &object.meta)
         .with_metadata_size_hint(Some(FOOTER_PREFETCH))
         // Without the page index: decoding it for every file cost more than the lookups that
         // use it (DataFusion loads it for a file it scans when a predicate can use it).
@@ -602,14 +622,14 @@ async fn fetch(
 /// one, else one range read of the tail (kept in the cache). Returns whether it came from the
 /// cache.
 async fn fetch_via_disk(
-    file: &SegmentFile,
+    object: &StoredObject,
     disk: &FooterCache,
 ) -> Result<(Arc<ParquetMetaData>, SegmentInfo, bool), String> {
     let unreadable =
         |e: &dyn std::fmt::Display| SegmentError::Unreadable(e.to_string()).to_string();
-    let url = file.url();
-    let meta = &file.object.meta;
-    let store = &file.object.store;
+    let url = object.url();
+    let meta = &object.meta;
+    let store = &object.store;
     let size = meta.size;
     let cached = disk.get(&url, meta);
     let from_disk = cached.is_some();

@@ -53,14 +53,17 @@ pub struct StoredObject {
     pub meta: ObjectMeta,
 }
 
+impl StoredObject {
+    /// The object's full URL: the key of everything remembered about it during a run.
+    pub fn url(&self) -> String {
+        format!("{}{}", self.store_url.as_str(), self.meta.location)
+    }
+}
+
 impl SegmentFile {
     /// The object's full URL: the key of everything remembered about it during a run.
     pub fn url(&self) -> String {
-        format!(
-            "{}{}",
-            self.object.store_url.as_str(),
-            self.object.meta.location
-        )
+        self.object.url()
     }
 
     /// The partition directory it was listed in (the unit of the compaction rule).

@@ -278,7 +278,6 @@ impl TableProvider for SegmentTable {
         // reported: an input a compaction deleted between listing and reading is covered, not
         // corrupt.
         let probes: Arc<[bloom::Probe]> = bloom::probes(filters).into();
-        let with_statistics = candidates.len() <= STATISTICS_MAX_FILES;
         // The columns whose statistics the plan may use: those it reads and those its filters
         // name (not all 65: each file's full statistics were ~24 KB, kept until the query
         // ended, and computing them was a large part of a short query).
@@ -299,6 +298,9 @@ impl TableProvider for SegmentTable {
                 None => to_examine.push((i, f)),
             }
         }
+        // Statistics (and footers kept for the scan) only for a scan of few files: counted
+        // after the manifests ruled files out.
+        let with_statistics = to_examine.len() <= STATISTICS_MAX_FILES;
         let examined = self
             .examine(
                 to_examine,
@@ -336,6 +338,8 @@ impl TableProvider for SegmentTable {
         // The files their manifest entries could not rule out: footers read and checked now
         // (the names were checked already).
         let none: Arc<[bloom::Probe]> = Arc::new([]);
+        let with_statistics =
+            with_statistics && readable.len() + from_manifest.len() <= STATISTICS_MAX_FILES;
         for (i, f, r) in self
             .examine(
                 from_manifest,
@@ -410,7 +414,7 @@ impl TableProvider for SegmentTable {
                 metadata_cache: cache.clone(),
                 progress: self.progress.clone(),
                 footers: self.footers.clone(),
-                store_url: object.store_url.as_str().to_owned(),
+                store_url: object.store_url.clone(),
             });
             let source = ParquetSource::new(table_schema)
                 .with_table_parquet_options(state.default_table_options().parquet)
@@ -427,9 +431,11 @@ impl TableProvider for SegmentTable {
     }
 }
 
-/// Scans of at most this many files get statistics (row counts, min/max). Beyond it they are
-/// left out: computing them costs about as much as decoding the footer again, and the row
-/// groups' statistics still prune each file once it is opened.
+/// Scans of at most this many files get statistics (row counts, min/max) and keep the footers
+/// decoded while examining them for the scan (`segments::FOOTER_BUDGET`). Beyond it neither:
+/// computing statistics costs about as much as decoding the footer again, the row groups'
+/// statistics still prune each file once it is opened, and memory must not grow with the
+/// window.
 pub const STATISTICS_MAX_FILES: usize = 4096;
 
 /// The segment schema's columns (indices) whose statistics a scan may use: the file columns
@@ -522,10 +528,11 @@ impl SegmentTable {
                 let cache = cache.clone();
                 let probes = probes.clone();
                 let columns = statistics.cloned();
+                let keep = statistics.is_some();
                 let kept = f.clone();
                 let task = tokio::spawn(async move {
                     let r = async {
-                        let loaded = footers.load(&f, Some(cache)).await?;
+                        let loaded = footers.load(&f, Some(cache), keep).await?;
                         let possible = probes.is_empty()
                             || bloom::may_match(&f, &loaded.metadata, &probes).await;
                         let statistics = match columns {
@@ -588,7 +595,7 @@ struct SegmentReaderFactory {
     metadata_cache: Arc<FileMetadataCache>,
     progress: Arc<ScanProgress>,
     footers: Arc<Footers>,
-    store_url: String,
+    store_url: datafusion::execution::object_store::ObjectStoreUrl,
 }
 
 impl ParquetFileReaderFactory for SegmentReaderFactory {
@@ -601,12 +608,17 @@ impl ParquetFileReaderFactory for SegmentReaderFactory {
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
         let url = format!(
             "{}{}",
-            self.store_url, partitioned_file.object_meta.location
+            self.store_url.as_str(),
+            partitioned_file.object_meta.location
         );
         let known = self.footers.peek(&url).and_then(|f| f.metadata.clone());
         Ok(Box::new(SegmentReader {
-            store: self.store.clone(),
-            meta: partitioned_file.object_meta,
+            object: StoredObject {
+                store_url: self.store_url.clone(),
+                store: self.store.clone(),
+                meta: partitioned_file.object_meta,
+            },
+            footers: self.footers.clone(),
             metadata_cache: self.metadata_cache.clone(),
             metadata_size_hint,
             progress: self.progress.clone(),
@@ -616,8 +628,8 @@ impl ParquetFileReaderFactory for SegmentReaderFactory {
 }
 
 struct SegmentReader {
-    store: Arc<dyn dnsledger_lake::object_store::ObjectStore>,
-    meta: dnsledger_lake::object_store::ObjectMeta,
+    object: StoredObject,
+    footers: Arc<Footers>,
     metadata_cache: Arc<FileMetadataCache>,
     metadata_size_hint: Option<usize>,
     progress: Arc<ScanProgress>,
@@ -632,8 +644,9 @@ impl AsyncFileReader for SegmentReader {
             .fetch_add(range.end - range.start, Ordering::Relaxed);
         use dnsledger_lake::object_store::ObjectStoreExt;
         async move {
-            self.store
-                .get_range(&self.meta.location, range)
+            self.object
+                .store
+                .get_range(&self.object.meta.location, range)
                 .await
                 .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
         }
@@ -647,8 +660,9 @@ impl AsyncFileReader for SegmentReader {
         let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         self.progress.bytes_read.fetch_add(n, Ordering::Relaxed);
         async move {
-            self.store
-                .get_ranges(&self.meta.location, &ranges)
+            self.object
+                .store
+                .get_ranges(&self.object.meta.location, &ranges)
                 .await
                 .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
         }
@@ -659,18 +673,24 @@ impl AsyncFileReader for SegmentReader {
         &'a mut self,
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        if let Some(md) = &self.known {
-            let has_page_index = md.column_index().is_some() && md.offset_index().is_some();
-            let wants_page_index = options.is_some_and(|o| {
-                o.column_index_policy() != PageIndexPolicy::Skip
-                    || o.offset_index_policy() != PageIndexPolicy::Skip
-            });
-            if has_page_index || !wants_page_index {
-                return futures::future::ready(Ok(md.clone())).boxed();
-            }
+        let wants_page_index = options.is_some_and(|o| {
+            o.column_index_policy() != PageIndexPolicy::Skip
+                || o.offset_index_policy() != PageIndexPolicy::Skip
+        });
+        let enough = move |md: &ParquetMetaData| {
+            !wants_page_index || (md.column_index().is_some() && md.offset_index().is_some())
+        };
+        if let Some(md) = self.known.as_ref().filter(|md| enough(md)) {
+            return futures::future::ready(Ok(md.clone())).boxed();
         }
         async move {
-            DFParquetMetadata::new(self.store.as_ref(), &self.meta)
+            if self.known.is_none()
+                && let Some(md) = self.footers.reread(&self.object).await
+                && enough(&md)
+            {
+                return Ok(md);
+            }
+            DFParquetMetadata::new(self.object.store.as_ref(), &self.object.meta)
                 .with_file_metadata_cache(Some(self.metadata_cache.clone()))
                 .with_metadata_size_hint(self.metadata_size_hint)
                 .with_page_index_policy(options.map(|o| o.column_index_policy()))
@@ -679,7 +699,7 @@ impl AsyncFileReader for SegmentReader {
                 .map_err(|e| {
                     parquet::errors::ParquetError::General(format!(
                         "cannot read the footer of {}: {}",
-                        self.meta.location,
+                        self.object.meta.location,
                         root_message(&e)
                     ))
                 })
