@@ -120,11 +120,10 @@ pub struct Global {
     /// Memory the query's operators may hold (e.g. 512M, 2G; bytes without a unit). Past it,
     /// sorts and aggregations spill to disk; one that cannot spill fails, naming the largest
     /// consumers. The process needs some more on top (Parquet decoding, footers, ~10 KB per
-    /// file read). Default: 1G less 10 KB per segment file in scope, at least 640M, so that
-    /// the whole process stays within ~2 GiB however many files the window holds
+    /// file read)
     #[arg(long, value_name = "SIZE", global = true, env = "DNSQL_MEMORY_LIMIT",
-          value_parser = parse_size)]
-    pub memory_limit: Option<usize>,
+          default_value = "1G", value_parser = parse_size)]
+    pub memory_limit: usize,
 
     /// Directory for spill files (default: $TMPDIR or /tmp)
     #[arg(long, value_name = "DIR", global = true, env = "DNSQL_SPILL_DIR")]

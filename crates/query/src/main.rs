@@ -240,9 +240,7 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
     let files = find_segments(g, &scope, &problems, &footers).await?;
     let progress = Arc::new(ScanProgress::default());
     let memory = session::Memory {
-        limit: g
-            .memory_limit
-            .unwrap_or_else(|| session::default_memory_limit(files.len())),
+        limit: g.memory_limit,
         spill_dir: g.spill_dir.clone(),
     };
     let dnsql = session::context_with_memory(

@@ -47,33 +47,13 @@ pub struct Dnsql {
     pub progress: Arc<ScanProgress>,
 }
 
-/// Memory DataFusion may hold for one statement's operators by default over a few files:
-/// 1 GiB (see [`default_memory_limit`]). Past it, sorts, aggregations and repartitions spill
-/// to disk; what the pool does not track (Parquet decoding, footers, per-file bookkeeping,
-/// output) comes on top, so a recipe stays under 2 GiB of resident memory.
+/// Memory DataFusion may hold for one statement's operators by default: 1 GiB. Past it,
+/// sorts, aggregations and repartitions spill to disk; what the pool does not track (Parquet
+/// decoding, footers, per-file bookkeeping, output) comes on top. A smaller pool is not a
+/// way to a smaller process: DataFusion's fair pool splits what the operators that cannot
+/// spill leave among those that can, and at 320 or 640 MiB `exfil` and `nxdomain` failed over
+/// a 100-host month ("Resources exhausted").
 pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
-
-/// What a run holds outside the pool per segment file in scope until its statement ends
-/// (measured over 7,200 to 72,000 files: ~9 KB each, mostly DataFusion's per-file metrics and
-/// the file lists of the plan).
-pub const PER_FILE_OVERHEAD: usize = 10 * 1024;
-
-/// The least memory [`default_memory_limit`] gives the operators. DataFusion's fair pool
-/// gives each spilling operator an equal share of what the operators that cannot spill (sort
-/// merges, hash join inputs: ~280 MB in `exfil` over a 100-host month) leave: with 320 MiB,
-/// `exfil` and `nxdomain` failed there ("Resources exhausted" in a final aggregation); with
-/// 640 MiB both finish, within 2 GiB in all.
-pub const MIN_MEMORY_LIMIT: usize = 640 << 20;
-
-/// The operators' memory when the user sets none: [`DEFAULT_MEMORY_LIMIT`] less
-/// [`PER_FILE_OVERHEAD`] per file in scope, at least [`MIN_MEMORY_LIMIT`]: 640 MiB over a
-/// 100-host month of hourly segments (72,000 files), where with the full 1 GiB `top` peaked
-/// at 2.2 GB.
-pub fn default_memory_limit(files: usize) -> usize {
-    DEFAULT_MEMORY_LIMIT
-        .saturating_sub(files.saturating_mul(PER_FILE_OVERHEAD))
-        .max(MIN_MEMORY_LIMIT)
-}
 
 /// How much memory queries may use and where they spill.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,24 +443,5 @@ impl AsyncFileReader for SendReader {
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         self.0.get_metadata(options)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_default_pool_shrinks_with_the_files_in_scope() {
-        assert_eq!(default_memory_limit(0), DEFAULT_MEMORY_LIMIT);
-        // A 4-host day of 5-minute segments keeps nearly all of it.
-        let day = default_memory_limit(2_400);
-        assert!(day < DEFAULT_MEMORY_LIMIT && day > 1000 << 20, "{day}");
-        // A week of 100 hosts' hourly segments.
-        let week = default_memory_limit(16_800);
-        assert_eq!(week, DEFAULT_MEMORY_LIMIT - 16_800 * PER_FILE_OVERHEAD);
-        // A 100-host month of hourly segments: the floor.
-        assert_eq!(default_memory_limit(72_000), MIN_MEMORY_LIMIT);
-        assert_eq!(default_memory_limit(1_000_000), MIN_MEMORY_LIMIT);
     }
 }
