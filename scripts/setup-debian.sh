@@ -30,8 +30,9 @@ packages=(
   tshark
 )
 if [ "$test_extras" -eq 1 ]; then
-  # systemd-analyze checks the units; Java runs Spark, a lake engine the tests read the lake with
-  packages+=(python3-venv systemd openjdk-17-jre-headless)
+  # systemd-analyze checks the units; Java runs Spark, a lake engine the tests read the lake with;
+  # headless chromium renders `dnsql report`'s page offline (with a font for its text)
+  packages+=(python3-venv systemd openjdk-17-jre-headless chromium fonts-dejavu-core)
 fi
 if [ "$venv_only" -eq 1 ]; then
   packages=(python3 python3-venv)

@@ -7,6 +7,7 @@ mod bpf_disk;
 mod bpf_live;
 mod bpf_live_views;
 mod bpf_replay;
+mod bpf_report;
 mod bpf_stacks;
 mod compact;
 mod import;

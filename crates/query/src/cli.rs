@@ -54,6 +54,7 @@ impl Cli {
             Command::Nxdomain => "nxdomain",
             Command::Show(_) => "show",
             Command::Export(_) => "export",
+            Command::Report(_) => "report",
         }
     }
 }
@@ -174,6 +175,42 @@ pub enum Command {
     ///   dnsql --since 24h export --ocsf -o dns.ocsf.jsonl
     ///   dnsql --host web1 export --ocsf --format parquet -o web1.ocsf.parquet
     Export(ExportArgs),
+    /// One self-contained HTML page about the window, to attach to a ticket
+    ///
+    /// Writes -o FILE (or stdout when it is not a terminal): coverage first (per host, when a
+    /// recorder ran, gaps without a record, dropped events, lost rows, crash recoveries),
+    /// activity over time (queries per bucket per process, NXDOMAIN and unanswered over them),
+    /// the top processes and registered domains, the domains first seen in the window (against
+    /// the window of the same length before it), exfil/tunnel candidates and NXDOMAIN bursts
+    /// (the `exfil` and `nxdomain` recipes), and with --focus/--pid/--comm everything about
+    /// one name or process. Each section shows its SQL, which runs as is under `dnsql sql`.
+    /// The page loads nothing (inline CSS and SVG, no script), prints on A4 landscape, and
+    /// renders the same offline. Without --since the window is the span of the segments found;
+    /// without --until it ends now (with --since) or at the last segment. An empty window or a
+    /// focus never seen still writes a page that says so (exit 0). Examples:
+    ///   dnsql --since 24h report -o incident.html
+    ///   dnsql --host web1 --since 2024-05-01T10:00:00Z --until 2024-05-01T14:00:00Z \
+    ///         report --focus evil.example -o web1.html
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(id = "focus_on", multiple = false)]
+pub struct ReportArgs {
+    /// Add a section about NAME and every name under it: who resolved it, when, the answers
+    /// received, its timeline, and its first and last transaction rendered like dig
+    #[arg(long, value_name = "NAME", group = "focus_on")]
+    pub focus: Option<String>,
+    /// Add a section about this process id (with one --host, that host's process)
+    #[arg(long, value_name = "PID", group = "focus_on")]
+    pub pid: Option<u32>,
+    /// Add a section about the processes with this name (comm)
+    #[arg(long, value_name = "COMM", group = "focus_on")]
+    pub comm: Option<String>,
+    /// Rows per ranking (top processes and domains, exfil, nxdomain); at least 1
+    #[arg(short = 'n', long = "top", value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub top: u16,
 }
 
 #[derive(Debug, Args)]

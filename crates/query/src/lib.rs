@@ -9,7 +9,8 @@
 //! 3. [`recipes`]: the SQL of the forensic commands (`who`, `top`, `timeline`, `exfil`,
 //!    `nxdomain`) and the dig-like `show`;
 //! 4. [`output`]: results printed as table, CSV, JSON lines or Parquet; [`ocsf`] maps rows to
-//!    OCSF DNS Activity events for `dnsql export --ocsf`.
+//!    OCSF DNS Activity events for `dnsql export --ocsf`; [`report`] gathers the recipes'
+//!    results into one HTML page for `dnsql report`.
 //!
 //! The binary (`main.rs`, its command line in `cli.rs`) runs these steps for each command.
 
@@ -17,6 +18,7 @@ pub mod catalog;
 pub mod ocsf;
 pub mod output;
 pub mod recipes;
+pub mod report;
 pub mod udf;
 
 #[cfg(test)]

@@ -29,7 +29,8 @@ use dnsledger_query::udf;
 
 mod cli;
 
-use cli::{Cli, Command, Global, SqlArgs};
+use cli::{Cli, Command, Global, ReportArgs, SqlArgs};
+use dnsledger_query::report::{self, coverage::Span};
 
 /// How a run ended.
 enum Failure {
@@ -219,6 +220,7 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
             return out.print(&batch);
         }
         Command::Segments => return list_segments(g, &scope, &problems, &mut out).await,
+        Command::Report(args) => return report(g, args, problems, pb).await,
         Command::Sql(args) => read_sql(args)?,
         Command::Who(_)
         | Command::Top(_)
@@ -312,7 +314,11 @@ fn recipe(cmd: &Command, g: &Global) -> Result<Recipe, Failure> {
                 .map_err(|e| Failure::Usage(format!("bad selector: {e}")))?;
             Recipe::Render(sql, show::render)
         }
-        Command::Sql(_) | Command::Schema(_) | Command::Segments | Command::Export(_) => {
+        Command::Sql(_)
+        | Command::Schema(_)
+        | Command::Segments
+        | Command::Export(_)
+        | Command::Report(_) => {
             return Err(Failure::Usage(
                 "--print-sql is for the recipes: who, top, timeline, exfil, nxdomain, show".into(),
             ));
@@ -585,6 +591,252 @@ async fn list_segments(
         );
     }
     Ok(())
+}
+
+/// `dnsql report`: resolves the window, lists the segments (footers only) for the coverage,
+/// runs the report's queries in one session and writes the page.
+async fn report(
+    g: &Global,
+    args: &ReportArgs,
+    problems: Arc<Problems>,
+    pb: ProgressBar,
+) -> Result<(), Failure> {
+    if g.format != Format::Table {
+        return Err(Failure::Usage(
+            "dnsql report writes HTML: --format does not apply to it".into(),
+        ));
+    }
+    // The output first: an unwritable -o fails before any work.
+    let path = g.output.clone();
+    let mut sink: Box<dyn Write> = match &path {
+        Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|e| {
+            Failure::Runtime(
+                anyhow!("cannot create `{}`: {e}", p.display()),
+                Some("give -o a file in a directory you can write to".into()),
+            )
+        })?)),
+        None if io::stdout().is_terminal() => {
+            return Err(Failure::Usage(
+                "refusing to write HTML to a terminal; use -o report.html or redirect stdout"
+                    .into(),
+            ));
+        }
+        None => Box::new(BufWriter::new(io::stdout())),
+    };
+    let result = write_report(g, args, problems, pb, &mut sink).await;
+    if result.is_err()
+        && let Some(p) = &path
+    {
+        drop(sink);
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+async fn write_report(
+    g: &Global,
+    args: &ReportArgs,
+    problems: Arc<Problems>,
+    pb: ProgressBar,
+    sink: &mut Box<dyn Write>,
+) -> Result<(), Failure> {
+    const DAY: i64 = 86_400_000_000_000;
+    let now = now_ns();
+    let focus = match (&args.focus, args.pid, &args.comm) {
+        (Some(name), _, _) => Some(report::Focus::Name(name.clone())),
+        (None, Some(pid), _) => Some(report::Focus::Process(recipes::Selector::Pid {
+            pid,
+            host: match g.hosts.as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            },
+        })),
+        (None, None, Some(comm)) => Some(report::Focus::Process(recipes::Selector::Comm(
+            comm.clone(),
+        ))),
+        (None, None, None) => None,
+    };
+    // With --since, the window before is listed too (a lake lists only the partitions a scope
+    // needs); without, the window starts at the first segment and has nothing before it.
+    let (discovery, before) = match g.since {
+        Some(since) => {
+            let until = g.until.unwrap_or(now).max(since + 1);
+            let len = until - since;
+            let before = Span {
+                start: since.saturating_sub(len),
+                end: since,
+            };
+            let scope = Scope {
+                since: Some(before.start),
+                until: Some(until),
+                hosts: g.hosts.clone(),
+            };
+            (scope, Some(before))
+        }
+        None => (
+            Scope {
+                since: None,
+                until: g.until,
+                hosts: g.hosts.clone(),
+            },
+            None,
+        ),
+    };
+    let footers = Arc::new(Footers::with_disk_cache(FooterCache::from_env()));
+    let files = find_segments(g, &discovery, &problems, &footers).await?;
+    let window = match (g.since, g.until) {
+        (Some(since), until) => Span {
+            start: since,
+            end: until.unwrap_or(now).max(since + 1),
+        },
+        (None, until) => {
+            let (rows, _) = segments::list(&files, &discovery, &footers).await;
+            let first = rows.iter().filter_map(|r| r.info.ts_min).min();
+            let last = rows.iter().filter_map(|r| r.info.ts_max).max();
+            match (first, last, until) {
+                (Some(f), _, Some(u)) if f < u => Span { start: f, end: u },
+                (Some(f), Some(l), None) => Span {
+                    start: f,
+                    end: l + 1,
+                },
+                (_, _, Some(u)) => Span {
+                    start: u - DAY,
+                    end: u,
+                },
+                _ => Span {
+                    start: now - DAY,
+                    end: now,
+                },
+            }
+        }
+    };
+    let scope = Scope {
+        since: Some(window.start),
+        until: Some(window.end),
+        hosts: g.hosts.clone(),
+    };
+    let (rows, skipped) = segments::list(&files, &scope, &footers).await;
+    let mut unreadable = Vec::new();
+    for s in skipped {
+        if let Some(f) = files.iter().find(|f| f.path == s.path) {
+            unreadable.push((f.key.host.clone(), f.key.start_ns()));
+        }
+        problems.record(s.path, s.reason);
+    }
+    let before_files = before.map_or(0, |b| {
+        let s = Scope {
+            since: Some(b.start),
+            until: Some(b.end),
+            hosts: g.hosts.clone(),
+        };
+        files.iter().filter(|f| s.admits_key(&f.key)).count()
+    });
+    // Every host found (within --host), with or without segments in the window: a host
+    // silent or not recorded there still gets its coverage row.
+    let mut known: Vec<String> = files
+        .iter()
+        .map(|f| f.key.host.clone())
+        .filter(|h| g.hosts.is_empty() || g.hosts.contains(h))
+        .chain(g.hosts.iter().cloned())
+        .collect();
+    known.sort();
+    known.dedup();
+    let request = report::Request {
+        window,
+        since_given: g.since.is_some(),
+        until_given: g.until.is_some(),
+        before,
+        before_files,
+        hosts: g.hosts.clone(),
+        known_hosts: known,
+        focus,
+        top: usize::from(args.top),
+        sources: g.data.iter().map(|d| d.display().to_string()).collect(),
+        generated_at: now,
+    };
+
+    let progress = Arc::new(ScanProgress::default());
+    let memory = session::Memory {
+        limit: g.memory_limit,
+        spill_dir: g.spill_dir.clone(),
+    };
+    let dnsql = session::context_with_memory(
+        files,
+        &scope,
+        problems,
+        progress.clone(),
+        footers.clone(),
+        &memory,
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
+    let label = Arc::new(std::sync::Mutex::new(String::from("coverage")));
+    let ticker = show_progress(g).then(|| spawn_report_progress(pb, progress, label.clone()));
+    let step = move |s: &str| {
+        if let Ok(mut l) = label.lock() {
+            *l = s.to_owned();
+        }
+    };
+    let built = report::build(&dnsql, &request, &rows, &unreadable, &step).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    log_footers(g, &footers);
+    let page = match built {
+        Ok(r) => report::html::render(&r),
+        Err(RunError::Sql { err, hint }) => return Err(Failure::Runtime(anyhow!("{err}"), hint)),
+        Err(e) => return Err(Failure::Runtime(anyhow!("{e}"), None)),
+    };
+    let target = g
+        .output
+        .as_ref()
+        .map_or_else(|| "stdout".to_owned(), |p| format!("`{}`", p.display()));
+    match sink.write_all(page.as_bytes()).and_then(|()| sink.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe && g.output.is_none() => return Ok(()),
+        Err(e) => {
+            return Err(Failure::Runtime(
+                anyhow!("cannot write the report to {target}: {e}"),
+                None,
+            ));
+        }
+    }
+    if show_progress(g) {
+        eprintln!(
+            "dnsql: wrote the report to {target} ({} KiB)",
+            page.len().div_ceil(1024)
+        );
+    }
+    Ok(())
+}
+
+/// The progress bar of `dnsql report`: the step running and the bytes read so far.
+fn spawn_report_progress(
+    pb: ProgressBar,
+    progress: Arc<ScanProgress>,
+    label: Arc<std::sync::Mutex<String>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if pb.is_finished() {
+            return;
+        }
+        pb.set_draw_target(ProgressDrawTarget::stderr());
+        while !pb.is_finished() {
+            pb.set_position(progress.bytes_read.load(Ordering::Relaxed));
+            let step = label.lock().map(|l| l.clone()).unwrap_or_default();
+            pb.set_message(format!("report, {step}"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
 }
 
 /// Where results go: stdout or `-o FILE` (opened at the first result).

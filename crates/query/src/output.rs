@@ -259,8 +259,9 @@ fn format_sink<'w>(
 
 const UTC_NAMES: [&str; 4] = ["UTC", "+00:00", "Z", "+00"];
 
-/// Text of every value of `array` (`null` for NULL), as the table and CSV formats show it.
-fn format_column(array: &ArrayRef, null: &str) -> Result<Vec<Option<String>>, ArrowError> {
+/// Text of every value of `array` (`None` for NULL), as the table and CSV formats show it
+/// (also `dnsql report`'s tables, so that their cells read like the recipes' output).
+pub fn format_column(array: &ArrayRef, null: &str) -> Result<Vec<Option<String>>, ArrowError> {
     let utc = matches!(array.data_type(), DataType::Timestamp(_, Some(tz)) if UTC_NAMES.contains(&tz.as_ref()));
     let options = FormatOptions::new()
         .with_null(null)

@@ -180,9 +180,13 @@ pub fn show_sql(selector: &str) -> Result<String, ShowError> {
             .collect::<Result<Vec<_>, _>>()?
             .join(" AND ")
     };
-    Ok(format!(
-        "SELECT {SHOW_COLUMNS}\nFROM dns\nWHERE {pred}\nORDER BY ts, hostname, dns_id"
-    ))
+    Ok(show_where(&pred))
+}
+
+/// The rows where the SQL condition `pred` holds, with the columns [`render`] needs, in time
+/// order (`show_sql` with its selector turned into `pred`).
+pub fn show_where(pred: &str) -> String {
+    format!("SELECT {SHOW_COLUMNS}\nFROM dns\nWHERE {pred}\nORDER BY ts, hostname, dns_id")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,10 +22,10 @@ fn comm_prefix(comm: &str) -> &str {
     &comm[..end]
 }
 
-/// `dnsql timeline`: the selected process's DNS transactions in time order. A `comm` longer
-/// than the kernel's 15 bytes is cut to 15.
-pub fn timeline(sel: &Selector) -> String {
-    let pred = match sel {
+/// The predicate selecting `sel`'s rows (`timeline`'s, and `dnsql report --pid/--comm`'s). A
+/// `comm` longer than the kernel's 15 bytes is cut to 15.
+pub fn predicate(sel: &Selector) -> String {
+    match sel {
         Selector::Pid { pid, host: None } => format!("pid = {pid}"),
         Selector::Pid {
             pid,
@@ -33,7 +33,18 @@ pub fn timeline(sel: &Selector) -> String {
         } => format!("pid = {pid} AND hostname = {}", sql_str(host)),
         Selector::Comm(comm) => format!("comm = {}", sql_str(comm_prefix(comm))),
         Selector::Exe(exe) => format!("exe = {}", sql_str(exe)),
-    };
+    }
+}
+
+/// `dnsql timeline`: the selected process's DNS transactions in time order. A `comm` longer
+/// than the kernel's 15 bytes is cut to 15.
+pub fn timeline(sel: &Selector) -> String {
+    timeline_where(&predicate(sel))
+}
+
+/// The timeline's columns and order for the rows where `pred` holds (`dnsql report --focus`
+/// follows a name with it).
+pub fn timeline_where(pred: &str) -> String {
     format!(
         "SELECT ts, hostname, pid, tid, comm, exe,
        qname, CAST(qtype_name AS VARCHAR) AS qtype, CAST(rcode_name AS VARCHAR) AS rcode, status,

@@ -5,8 +5,8 @@ use dnsledger_schema::dnstext::registered_domain;
 use super::{normalize_name, sql_str};
 
 /// The predicate "`qname` is `name` or a name under it", using the registered domain's bloom
-/// filter and statistics where the name has one.
-fn under_name_predicate(name: &str) -> String {
+/// filter and statistics where the name has one (`who`'s, and `dnsql report --focus`'s).
+pub fn under_name_predicate(name: &str) -> String {
     let name = normalize_name(name);
     let exact = sql_str(&name);
     let suffix = sql_str(&format!(".{name}"));

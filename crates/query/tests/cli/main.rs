@@ -16,6 +16,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 mod lake;
+mod report;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dnsql");
 

@@ -1,0 +1,367 @@
+//! `dnsql report`: the page over the fixture has every section, its numbers are the recipes'
+//! (compared with the recipe commands' own output), bad input still gives a page or a clear
+//! error, and a real browser (Debian's chromium, headless, networking cut) renders it without
+//! a single network request into a screenshot that is not blank.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dnsledger_tests::html::{assert_table_is_recipe, table};
+
+use super::{fixture, run};
+
+/// The report's sections, in order.
+const SECTIONS: [&str; 8] = [
+    "coverage",
+    "activity",
+    "top-processes",
+    "top-domains",
+    "first-seen",
+    "exfil",
+    "nxdomain",
+    "focus",
+];
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// `dnsql --data <fixture> ARGS`, expected to succeed; its stdout.
+fn ok(args: &[&str]) -> String {
+    let data = fixture();
+    let mut all = vec!["--data", data.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    let r = run(&all);
+    assert_eq!(r.code, 0, "dnsql {args:?}: {r:?}");
+    r.stdout
+}
+
+/// `dnsql --data <fixture> SCOPE… report FLAGS… -o DIR/report.html`; returns the page.
+fn report(dir: &Path, scope: &[&str], flags: &[&str]) -> String {
+    let out = dir.join("report.html");
+    let mut all = scope.to_vec();
+    all.push("report");
+    all.extend_from_slice(flags);
+    all.extend(["-o", out.to_str().expect("utf-8 path")]);
+    assert_eq!(ok(&all), "", "the page goes to -o, nothing to stdout");
+    std::fs::read_to_string(out).expect("report written")
+}
+
+#[test]
+fn report_over_the_fixture_has_every_section_with_the_recipes_numbers() {
+    let dir = tmp();
+    let html = report(dir.path(), &[], &["--focus", "wikimedia.org"]);
+    assert!(html.starts_with("<!DOCTYPE html>"), "{}", &html[..200]);
+    let mut at = 0;
+    for id in SECTIONS {
+        let pos = html
+            .find(&format!("<section id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("no section {id}"));
+        assert!(pos > at, "section {id} out of order");
+        at = pos;
+    }
+    // Self-contained: nothing to load, and a policy that forbids loading anything.
+    assert!(html.contains("default-src 'none'"));
+    for needle in [
+        "<script",
+        "src=",
+        "href=\"http",
+        "url(",
+        "@import",
+        "@font-face",
+    ] {
+        assert!(!html.contains(needle), "the page contains {needle}");
+    }
+    // The rankings, exfil and nxdomain are the recipes' rows, cell for cell.
+    assert_table_is_recipe(
+        &html,
+        "t-top-processes",
+        &ok(&["--format", "json", "top", "--by", "process", "-n", "10"]),
+        10,
+    );
+    assert_table_is_recipe(
+        &html,
+        "t-top-domains",
+        &ok(&[
+            "--format",
+            "json",
+            "top",
+            "--by",
+            "registered-domain",
+            "-n",
+            "10",
+        ]),
+        10,
+    );
+    assert_table_is_recipe(&html, "t-exfil", &ok(&["--format", "json", "exfil"]), 10);
+    assert_table_is_recipe(
+        &html,
+        "t-nxdomain",
+        &ok(&["--format", "json", "nxdomain"]),
+        10,
+    );
+    assert_table_is_recipe(
+        &html,
+        "t-focus-who",
+        &ok(&["--format", "json", "who", "wikimedia.org"]),
+        usize::MAX,
+    );
+    let (_, exfil) = table(&html, "t-exfil");
+    assert_eq!(exfil[0][0], "tunnel.com", "the dns2tcp tunnel first");
+    // The coverage's rows per host are the footers' (dnsql segments), and sum to the table.
+    let segments = ok(&["--format", "json", "segments"]);
+    let (columns, hosts) = table(&html, "t-coverage");
+    let rows_col = columns.iter().position(|c| c == "rows").expect("rows");
+    let segs_col = columns
+        .iter()
+        .position(|c| c == "segments")
+        .expect("segments");
+    for h in &hosts {
+        let (n, rows) = segments
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+            .filter(|s| s["host"] == h[0].as_str())
+            .fold((0u64, 0u64), |(n, r), s| {
+                (n + 1, r + s["rows"].as_u64().expect("rows"))
+            });
+        assert_eq!(h[segs_col], n.to_string(), "{h:?}");
+        assert_eq!(h[rows_col], rows.to_string(), "{h:?}");
+    }
+    assert_eq!(hosts.len(), 3);
+    // The focus: the dig-like first transaction, as `dnsql show` renders it.
+    let first = ok(&["show", "under=wikimedia.org"]);
+    let first = first.split("\n\n").next().expect("first transaction");
+    assert!(
+        html.contains(
+            &first
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        ),
+        "the first transaction is not on the page:\n{first}"
+    );
+    // Each section names its SQL, and that SQL runs under `dnsql sql` with the page's numbers.
+    assert!(html.matches("<details class=\"sql\"").count() >= SECTIONS.len());
+}
+
+#[test]
+fn first_seen_compares_with_the_window_before() {
+    let dir = tmp();
+    // host-c's 2023-02-19..21 captures: the window is the last day; the day before it is the
+    // window before.
+    let since = "2023-02-21T00:00:00Z";
+    let until = "2023-02-22T00:00:00Z";
+    let html = report(dir.path(), &["--since", since, "--until", until], &[]);
+    let (_, rows) = table(&html, "t-first-seen");
+    let mut page: Vec<String> = rows.iter().map(|r| r[0].clone()).collect();
+    page.sort();
+    // The same set from plain SQL over every segment.
+    let direct = ok(&[
+        "--format",
+        "csv",
+        "sql",
+        "SELECT DISTINCT registered_domain FROM dns_all \
+         WHERE ts >= TIMESTAMP '2023-02-21T00:00:00Z' AND ts < TIMESTAMP '2023-02-22T00:00:00Z' \
+         AND registered_domain IS NOT NULL \
+         AND registered_domain NOT IN (SELECT registered_domain FROM dns_all \
+           WHERE ts >= TIMESTAMP '2023-02-20T00:00:00Z' AND ts < TIMESTAMP '2023-02-21T00:00:00Z' \
+           AND registered_domain IS NOT NULL) \
+         ORDER BY 1",
+    ]);
+    let want: Vec<String> = direct.lines().skip(1).map(str::to_owned).collect();
+    assert!(!want.is_empty(), "the window has new domains");
+    assert_eq!(page, want);
+}
+
+#[test]
+fn an_empty_window_and_a_name_never_seen_still_write_a_page_that_says_so() {
+    let dir = tmp();
+    let html = report(
+        dir.path(),
+        &[
+            "--since",
+            "1999-01-01T00:00:00Z",
+            "--until",
+            "1999-01-02T00:00:00Z",
+        ],
+        &["--focus", "nothing.example"],
+    );
+    assert!(html.contains("id=\"empty\""), "no empty-window notice");
+    assert!(html.contains("no segment of any host in scope overlaps it"));
+    assert!(html.contains("No host has a segment in the window"));
+    assert!(html.contains("Never seen: the name nothing.example"));
+    // A name never seen in a window with data.
+    let html = report(dir.path(), &[], &["--focus", "never-resolved.example"]);
+    assert!(!html.contains("id=\"empty\""));
+    assert!(html.contains("Never seen: the name never-resolved.example"));
+}
+
+#[test]
+fn an_unwritable_output_is_exit_1_naming_the_path() {
+    let data = fixture();
+    let dir = tmp();
+    let bad = dir.path().join("no/such/dir/report.html");
+    let r = run(&[
+        "--data",
+        data.to_str().expect("path"),
+        "report",
+        "-o",
+        bad.to_str().expect("path"),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains(&format!("`{}`", bad.display())), "{r:?}");
+    assert!(r.stderr.contains("hint:"), "{r:?}");
+    // A directory is no file either.
+    let r = run(&[
+        "--data",
+        data.to_str().expect("path"),
+        "report",
+        "-o",
+        dir.path().to_str().expect("path"),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains(&dir.path().display().to_string()),
+        "{r:?}"
+    );
+}
+
+/// Debian's chromium, headless, with every host name unresolvable and background networking
+/// off; a net log records any request it would still make. Returns (exit status, stderr).
+fn chromium_screenshot(page: &Path, png: &Path, netlog: &Path) -> (bool, String) {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1280,1800",
+        ])
+        .arg(format!("--log-net-log={}", netlog.display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            page.with_extension("profile").display()
+        ))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium (apt-get install chromium; scripts/setup-debian.sh --test)");
+    (
+        out.status.success() && png.exists(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// URLs chromium requested on behalf of the page: the net log's `URL_REQUEST_START_JOB`
+/// events whose network isolation key is the page's site (`file://`). The browser's own
+/// background requests (component updates, time, accounts) carry another key and are not the
+/// page's doing.
+fn requested_urls(netlog: &Path) -> Vec<String> {
+    let log: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(netlog).expect("net log")).expect("json");
+    let start_job = &log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"];
+    assert!(start_job.is_number(), "net log without event types");
+    let mut urls: Vec<String> = log["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| &e["type"] == start_job)
+        .filter(|e| {
+            e["params"]["network_isolation_key"]
+                .as_str()
+                .is_some_and(|k| k.contains("file://"))
+        })
+        .filter_map(|e| e["params"]["url"].as_str().map(str::to_owned))
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
+/// (pixels, pixels far from white, pixels of the coverage strip's colours).
+fn pixels(png: &Path) -> (usize, usize, usize) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png).expect("png"),
+    ));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("png frame");
+    let channels = info.color_type.samples();
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    let (mut total, mut ink, mut strip) = (0, 0, 0);
+    for px in buf[..info.buffer_size()].chunks(channels) {
+        let (r, g, b) = (px[0], px[1], px[2]);
+        total += 1;
+        if u16::from(r) + u16::from(g) + u16::from(b) < 3 * 235 {
+            ink += 1;
+        }
+        // Pale green (recorded, no DNS) or pale red (no record), as drawn.
+        if (r, g, b) == (0xD9, 0xEA, 0xD3) || (r, g, b) == (0xF4, 0xC7, 0xC3) {
+            strip += 1;
+        }
+    }
+    (total, ink, strip)
+}
+
+/// Where the test leaves its screenshot (the README's is a copy of it): `target/report.png`.
+fn screenshot_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/report-screenshot.png")
+}
+
+#[test]
+fn chromium_renders_the_page_offline_without_a_request() {
+    let dir = tmp();
+    let html = report(
+        dir.path(),
+        &[
+            "--since",
+            "2010-08-21T00:00:00Z",
+            "--until",
+            "2010-08-22T00:00:00Z",
+        ],
+        &["--focus", "pirate.sea"],
+    );
+    assert!(html.contains("<svg"));
+    let page = dir.path().join("report.html");
+    let png = dir.path().join("report.png");
+    let netlog = dir.path().join("netlog.json");
+    let (ok, stderr) = chromium_screenshot(&page, &png, &netlog);
+    assert!(ok, "chromium failed:\n{stderr}");
+    assert_eq!(requested_urls(&netlog), Vec::<String>::new(), "{stderr}");
+    for bad in ["Refused to", "Failed to load", "net::ERR_"] {
+        assert!(!stderr.contains(bad), "console: {bad}\n{stderr}");
+    }
+    let (total, ink, strip) = pixels(&png);
+    assert!(
+        ink * 20 > total,
+        "mostly blank: {ink} of {total} pixels drawn"
+    );
+    assert!(
+        strip > 1000,
+        "the coverage strip is not drawn ({strip} pixels)"
+    );
+    let _ = std::fs::copy(&png, screenshot_path());
+
+    // The check can fail: a page that fetches an image shows up in the net log.
+    let control = dir.path().join("control.html");
+    std::fs::write(
+        &control,
+        "<!DOCTYPE html><p>x</p><img src=\"http://example.invalid/x.png\">",
+    )
+    .expect("write");
+    let (ok, stderr) = chromium_screenshot(&control, &dir.path().join("c.png"), &netlog);
+    assert!(ok, "chromium failed:\n{stderr}");
+    assert_eq!(
+        requested_urls(&netlog),
+        vec!["http://example.invalid/x.png".to_owned()],
+        "{stderr}"
+    );
+}
