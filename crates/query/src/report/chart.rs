@@ -145,7 +145,8 @@ pub fn coverage_strip(
             let y0 = (n - 1 - i) as f64 + 0.12;
             let y1 = y0 + 0.76;
             let mut rects = vec![Rectangle::new([(0.0, y0), (len, y1)], NO_RECORD.filled())];
-            rects.extend(h.recorded.iter().map(|s| {
+            let shown = pixel_spans(&h.recorded, window.len() / i64::from(WIDTH));
+            rects.extend(shown.iter().map(|s| {
                 Rectangle::new([(secs(s.start), y0), (secs(s.end), y1)], SILENT.filled())
             }));
             if let Some(bins) = traffic.get(i) {
@@ -180,6 +181,19 @@ pub fn coverage_strip(
         root.present().map_err(|x| e(x.to_string()))?;
     }
     Ok(svg)
+}
+
+/// `spans` (sorted, disjoint) with the gaps narrower than `min_gap` ns closed: what the chart
+/// can show at its width (the tables keep every gap).
+fn pixel_spans(spans: &[Span], min_gap: i64) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::with_capacity(spans.len());
+    for s in spans {
+        match out.last_mut() {
+            Some(last) if s.start - last.end < min_gap => last.end = last.end.max(s.end),
+            _ => out.push(*s),
+        }
+    }
+    out
 }
 
 /// A host name at the left of row `i` of `n`.

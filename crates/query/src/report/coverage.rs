@@ -26,10 +26,10 @@ use crate::catalog::segments::SegmentRow;
 pub struct NameParts {
     /// Its first transaction, ns since the epoch.
     pub first_ts: i64,
-    /// The run id (`<start ns, 16 hex digits>p<pid>`).
+    /// The run id (the recorder's: `<start ns, 16 hex digits>p<pid>`).
     pub run: String,
-    /// The run's start, ns since the epoch.
-    pub run_start: i64,
+    /// The run's start, ns since the epoch, when the run id is the recorder's.
+    pub run_start: Option<i64>,
     /// The segment's number within its run.
     pub seq: u64,
 }
@@ -44,11 +44,15 @@ pub fn parse_name(name: &str) -> Option<NameParts> {
     if seq.len() < 6 || !seq.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let (hex, pid) = run.split_once('p')?;
-    if hex.len() != 16 || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+    if run.is_empty() {
         return None;
     }
-    let run_start = i64::try_from(u64::from_str_radix(hex, 16).ok()?).ok()?;
+    let run_start = run.split_once('p').and_then(|(hex, pid)| {
+        (hex.len() == 16 && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| u64::from_str_radix(hex, 16).ok())
+            .flatten()
+            .and_then(|t| i64::try_from(t).ok())
+    });
     Some(NameParts {
         first_ts: parse_compact_time(time)?,
         run: run.to_owned(),
@@ -172,7 +176,7 @@ impl HostCoverage {
 #[derive(Debug, Clone)]
 struct Piece {
     live: bool,
-    run: Option<(String, i64)>,
+    run: Option<(String, Option<i64>)>,
     seq: Option<u64>,
     start: i64,
     end: i64,
@@ -360,7 +364,7 @@ fn host_coverage(host: String, segs: &[&SegmentRow], bad: &[i64], window: Span) 
     c.recovered_runs = recovered.len();
 
     // Live pieces by run; everything else covers its own span.
-    let mut runs: BTreeMap<String, (i64, Vec<Piece>)> = BTreeMap::new();
+    let mut runs: BTreeMap<String, (Option<i64>, Vec<Piece>)> = BTreeMap::new();
     let mut spans: Vec<Span> = Vec::new();
     for p in all {
         match (&p.run, p.live) {
@@ -378,10 +382,11 @@ fn host_coverage(host: String, segs: &[&SegmentRow], bad: &[i64], window: Span) 
     let mut missing: Vec<Span> = Vec::new();
     for (_, (run_start, mut ps)) in runs {
         ps.sort_by_key(|p| (p.seq, p.start));
-        let first = ps.iter().map(|p| p.start).min().unwrap_or(run_start);
+        let first = ps.iter().map(|p| p.start).min().unwrap_or(0);
         let last = ps.iter().map(|p| p.end).max().unwrap_or(first);
-        // A run id's time later than its first row (a clock step) is not trusted.
-        let start = if run_start <= first { run_start } else { first };
+        // A run id's time later than its first row (a clock step) is not trusted; a run id
+        // without a time (not the recorder's format) starts at its first row.
+        let start = run_start.filter(|s| *s <= first).unwrap_or(first);
         spans.push(Span {
             start,
             end: last.saturating_add(1),
@@ -470,7 +475,10 @@ mod tests {
     fn names_parse_from_both_ends() {
         let n = name(T0 + 5, T0 - MIN, 3).replace("web-1", "a-b%2Dc");
         let p = parse_name(&n).expect("parses");
-        assert_eq!((p.first_ts, p.run_start, p.seq), (T0 + 5, T0 - MIN, 3));
+        assert_eq!(
+            (p.first_ts, p.run_start, p.seq),
+            (T0 + 5, Some(T0 - MIN), 3)
+        );
         assert_eq!(p.run, format!("{:016x}p42", T0 - MIN));
         assert_eq!(
             parse_name("20050330T084750.501268000Z-host-a-18ee2d4adca93f72p16956-000003.parquet")
