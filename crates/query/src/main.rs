@@ -739,12 +739,19 @@ async fn write_report(
         };
         files.iter().filter(|f| s.admits_key(&f.key)).count()
     });
-    // Every host found (within --host), with or without segments in the window: a host
-    // silent or not recorded there still gets its coverage row.
+    // Every host with segments in the window or the window before, and every --host: a host
+    // silent or not recorded in the window still gets its coverage row. (Hosts seen only
+    // outside both are not listed: a lake lists only the partitions in scope, and the page
+    // must be the same over a lake as over the same tree on disk.)
+    let listed = Scope {
+        since: Some(before.map_or(window.start, |b| b.start)),
+        until: Some(window.end),
+        hosts: g.hosts.clone(),
+    };
     let mut known: Vec<String> = files
         .iter()
+        .filter(|f| listed.admits_key(&f.key))
         .map(|f| f.key.host.clone())
-        .filter(|h| g.hosts.is_empty() || g.hosts.contains(h))
         .chain(g.hosts.iter().cloned())
         .collect();
     known.sort();

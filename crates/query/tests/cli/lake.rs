@@ -824,3 +824,46 @@ fn a_footer_cache_on_disk_spares_the_next_run_the_footer_reads() {
         .stdout
     );
 }
+
+#[test]
+fn a_report_over_a_lake_is_the_report_over_the_same_tree() {
+    let tree = super::attributed_tree();
+    let s3 = upload(tree.path(), "report", "dns/fleet");
+    let local = tree.path().to_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let page = |data: &str, name: &str| {
+        let out = dir.path().join(name);
+        ok_on(
+            data,
+            &[
+                "--since",
+                "2024-05-01T12:00:00Z",
+                "--until",
+                "2024-05-01T13:00:00Z",
+                "report",
+                "--focus",
+                "example.net",
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        );
+        // The page names its data and the time it was made; the rest must be the same.
+        std::fs::read_to_string(out)
+            .unwrap()
+            .replace(data, "DATA")
+            .lines()
+            .filter(|l| !l.starts_with("<dt>generated</dt>"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let on_disk = page(&local, "disk.html");
+    let in_lake = page(&s3, "lake.html");
+    assert!(
+        on_disk.contains("api.example.net"),
+        "the focus found nothing"
+    );
+    for (i, (lake, disk)) in in_lake.lines().zip(on_disk.lines()).enumerate() {
+        assert_eq!(lake, disk, "line {} of the page differs", i + 1);
+    }
+    assert_eq!(in_lake.lines().count(), on_disk.lines().count());
+}
