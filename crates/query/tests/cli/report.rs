@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use dnsledger_schema::{Transaction, meta, partition, status};
+use dnsledger_tests::fixture::{self as rows_fixture, write_parquet};
 use dnsledger_tests::html::{assert_table_is_recipe, table};
 
 use super::{fixture, run};
@@ -286,8 +288,8 @@ fn requested_urls(netlog: &Path) -> Vec<String> {
     urls
 }
 
-/// (pixels, pixels far from white, pixels of the coverage strip's colours).
-fn pixels(png: &Path) -> (usize, usize, usize) {
+/// (pixels, pixels far from white, pixels of each of `colours`).
+fn pixels(png: &Path, colours: &[(u8, u8, u8)]) -> (usize, usize, Vec<usize>) {
     let decoder = png::Decoder::new(std::io::BufReader::new(
         std::fs::File::open(png).expect("png"),
     ));
@@ -296,19 +298,19 @@ fn pixels(png: &Path) -> (usize, usize, usize) {
     let info = reader.next_frame(&mut buf).expect("png frame");
     let channels = info.color_type.samples();
     assert_eq!(info.bit_depth, png::BitDepth::Eight);
-    let (mut total, mut ink, mut strip) = (0, 0, 0);
+    let (mut total, mut ink) = (0, 0);
+    let mut found = vec![0; colours.len()];
     for px in buf[..info.buffer_size()].chunks(channels) {
-        let (r, g, b) = (px[0], px[1], px[2]);
+        let rgb = (px[0], px[1], px[2]);
         total += 1;
-        if u16::from(r) + u16::from(g) + u16::from(b) < 3 * 235 {
+        if u16::from(rgb.0) + u16::from(rgb.1) + u16::from(rgb.2) < 3 * 235 {
             ink += 1;
         }
-        // Pale green (recorded, no DNS) or pale red (no record), as drawn.
-        if (r, g, b) == (0xD9, 0xEA, 0xD3) || (r, g, b) == (0xF4, 0xC7, 0xC3) {
-            strip += 1;
+        if let Some(i) = colours.iter().position(|c| *c == rgb) {
+            found[i] += 1;
         }
     }
-    (total, ink, strip)
+    (total, ink, found)
 }
 
 /// Where the test leaves its screenshot (the README's is a copy of it): `target/report.png`.
@@ -316,18 +318,189 @@ fn screenshot_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/report-screenshot.png")
 }
 
+/// 2024-05-01T08:00:00Z.
+const FLEET_T0: i64 = 1_714_550_400_000_000_000;
+const MIN: i64 = 60_000_000_000;
+
+/// A segment name as the recorder writes it: first transaction, host, run id (its start, hex,
+/// and a pid), number.
+fn segment_name(first: i64, host: &str, run_start: i64, seq: u64) -> String {
+    let c = partition::Civil::from_ns(first);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:09}Z-{host}-{run_start:016x}p{}-{seq:06}.parquet",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        c.nanos,
+        run_start % 30_000
+    )
+}
+
+/// Three hosts recorded live for 6 hours from 08:00, one segment per 10 minutes: web-1 loses
+/// events in the kernel once; web-2's recorder is down from 10:00 to 11:00 and its next run
+/// recovers the dead run's spool; db-1 is silent (recorder running) from 12:00 to 13:00.
+fn fleet_tree() -> tempfile::TempDir {
+    let dir = tmp();
+    let comms = [
+        ("firefox", "/usr/lib/firefox/firefox", 120),
+        ("curl", "/usr/bin/curl", 40),
+        ("apt", "/usr/bin/apt", 10),
+        ("systemd-resolve", "/usr/lib/systemd/systemd-resolved", 25),
+        ("kworkerd", "/tmp/.x/kworkerd", 0),
+    ];
+    let names = [
+        "www.example.com",
+        "api.example.net",
+        "cdn.example.org",
+        "deb.debian.org",
+    ];
+    for (h, host) in ["web-1", "web-2", "db-1"].iter().enumerate() {
+        let mut run = FLEET_T0 - 5 * MIN;
+        let mut seq = 0u64;
+        for slot in 0..36i64 {
+            let start = FLEET_T0 + slot * 10 * MIN;
+            let hour = slot / 6;
+            if *host == "web-2" && hour == 2 {
+                continue;
+            }
+            if *host == "web-2" && hour == 3 && run < FLEET_T0 + 3 * 60 * MIN {
+                run = FLEET_T0 + 3 * 60 * MIN;
+                seq = 0;
+            }
+            if *host == "db-1" && hour == 4 {
+                continue;
+            }
+            let mut rows = Vec::new();
+            for (c, (comm, exe, per)) in comms.iter().enumerate() {
+                let n = per + (slot * 7 + c as i64 * 3 + h as i64) % 17;
+                for i in 0..n {
+                    let ts = start + MIN / 2 + i * (9 * MIN / n.max(1));
+                    let failing = *comm == "kworkerd" || (i % 23 == 5);
+                    let qname = if *comm == "kworkerd" {
+                        format!("x{i}q{slot}.dga-{h}.example")
+                    } else {
+                        names[(i as usize + c) % names.len()].to_owned()
+                    };
+                    rows.push(Transaction {
+                        hostname: (*host).into(),
+                        status: status::ANSWERED,
+                        response_ts: Some(ts + 3_000_000),
+                        latency_ns: Some(3_000_000),
+                        pid: Some(1000 + c as u32 * 10 + h as u32),
+                        comm: Some((*comm).into()),
+                        exe: Some((*exe).into()),
+                        rcode: Some(if failing { 3 } else { 0 }),
+                        rcode_name: Some(if failing { "NXDOMAIN" } else { "NOERROR" }.into()),
+                        qtype_name: Some("A".into()),
+                        ..rows_fixture::tx(ts, &qname)
+                    });
+                }
+            }
+            let kworker = rows.iter().any(|r| r.comm.as_deref() == Some("kworkerd"));
+            if !kworker && *host == "web-1" && (20..24).contains(&slot) {
+                // A DGA burst on web-1 for 40 minutes.
+                for i in 0..60 {
+                    let ts = start + MIN + i * 5_000_000_000;
+                    rows.push(Transaction {
+                        hostname: (*host).into(),
+                        status: status::ANSWERED,
+                        pid: Some(6666),
+                        comm: Some("kworkerd".into()),
+                        exe: Some("/tmp/.x/kworkerd".into()),
+                        rcode: Some(3),
+                        rcode_name: Some("NXDOMAIN".into()),
+                        qtype_name: Some("A".into()),
+                        ..rows_fixture::tx(ts, &format!("q{slot}x{i}zt.dga-burst.example"))
+                    });
+                }
+            }
+            rows.sort_by_key(|r| r.ts);
+            let first = rows.first().map_or(start, |r| r.ts);
+            let last = rows.last().map_or(start, |r| r.ts);
+            let key = partition::PartitionKey::of_ts(*host, first);
+            let path = dir
+                .path()
+                .join(key.dir())
+                .join(segment_name(first, host, run, seq));
+            let dropped = if *host == "web-1" && slot == 9 {
+                "120"
+            } else {
+                "0"
+            };
+            let (ts_min, ts_max) = (rfc(first), rfc(last));
+            let n = rows.len().to_string();
+            let mut kv = vec![
+                (meta::SCHEMA_VERSION, "1"),
+                (meta::HOST, *host),
+                (meta::SOURCE, "bpf"),
+                (meta::TS_MIN, ts_min.as_str()),
+                (meta::TS_MAX, ts_max.as_str()),
+                (meta::TRANSACTIONS, n.as_str()),
+                (meta::DROPPED_KERNEL, dropped),
+                (meta::DROPPED_USER, "0"),
+                (meta::ROWS_LOST, "0"),
+            ];
+            let dead = format!(
+                "{:016x}p{}",
+                FLEET_T0 - 5 * MIN,
+                (FLEET_T0 - 5 * MIN) % 30_000
+            );
+            if *host == "web-2" && slot == 18 {
+                kv.push((meta::RECOVERED_FROM, dead.as_str()));
+            }
+            write_parquet(&path, &rows_fixture::batch(&rows), &kv);
+            seq += 1;
+        }
+    }
+    dir
+}
+
+/// RFC 3339 with nanoseconds, as segment metadata holds times.
+fn rfc(ns: i64) -> String {
+    let c = partition::Civil::from_ns(ns);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.nanos
+    )
+}
+
 #[test]
 fn chromium_renders_the_page_offline_without_a_request() {
+    let fleet = fleet_tree();
     let dir = tmp();
-    let html = report(
-        dir.path(),
-        &[
-            "--since",
-            "2010-08-21T00:00:00Z",
-            "--until",
-            "2010-08-22T00:00:00Z",
-        ],
-        &["--focus", "pirate.sea"],
+    let out = dir.path().join("report.html");
+    let r = run(&[
+        "--data",
+        fleet.path().to_str().expect("path"),
+        "--since",
+        "2024-05-01T08:00:00Z",
+        "--until",
+        "2024-05-01T14:00:00Z",
+        "report",
+        "--focus",
+        "dga-burst.example",
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let html = std::fs::read_to_string(&out).expect("page");
+    // The coverage tells the three stories apart.
+    let (cols, gaps) = table(&html, "t-gaps");
+    let host = cols.iter().position(|c| c == "host").expect("host");
+    let from = cols.iter().position(|c| c == "from").expect("from");
+    assert!(
+        gaps.iter()
+            .any(|g| g[host] == "web-2" && g[from].starts_with("2024-05-01T09:5")),
+        "web-2's stopped recorder is a gap: {gaps:?}"
+    );
+    assert!(
+        !gaps
+            .iter()
+            .any(|g| g[host] == "db-1" && g[from].starts_with("2024-05-01T11:5")),
+        "db-1's silence is recorded, not a gap: {gaps:?}"
     );
     assert!(html.contains("<svg"));
     let page = dir.path().join("report.html");
@@ -339,15 +512,24 @@ fn chromium_renders_the_page_offline_without_a_request() {
     for bad in ["Refused to", "Failed to load", "net::ERR_"] {
         assert!(!stderr.contains(bad), "console: {bad}\n{stderr}");
     }
-    let (total, ink, strip) = pixels(&png);
+    // The strip chart's colours (chart.rs): no record, recorded silence, DNS, a loss tick, a
+    // crash recovery tick, and the first process's bars.
+    let colours = [
+        ("no record", (0xF4, 0xC7, 0xC3)),
+        ("recorded, no DNS", (0xD9, 0xEA, 0xD3)),
+        ("DNS", (0x38, 0x76, 0x1D)),
+        ("loss", (0xCC, 0x00, 0x00)),
+        ("crash recovered", (0xE6, 0x91, 0x38)),
+        ("top process", (0x00, 0x72, 0xB2)),
+    ];
+    let (total, ink, found) = pixels(&png, &colours.map(|(_, c)| c));
     assert!(
-        ink * 20 > total,
+        ink * 10 > total,
         "mostly blank: {ink} of {total} pixels drawn"
     );
-    assert!(
-        strip > 1000,
-        "the coverage strip is not drawn ({strip} pixels)"
-    );
+    for ((what, _), n) in colours.iter().zip(&found) {
+        assert!(*n >= 10, "{what} is not drawn ({n} pixels): {found:?}");
+    }
     let _ = std::fs::copy(&png, screenshot_path());
 
     // The check can fail: a page that fetches an image shows up in the net log.
