@@ -324,8 +324,11 @@ class Fleet:
         cmds = [("who", ["who", rd]), ("top", ["top", "--by", "registered-domain", "-n", "20"]),
                 ("timeline", ["timeline", "--comm", m.get("dga_comm", "updater")]),
                 ("exfil", ["exfil"]), ("nxdomain", ["nxdomain"]), ("show", ["show", name])]
+        # dnsql report (issue 15): the whole page, with a focus, into a scratch file.
+        page = Path(tempfile.gettempdir()) / f"dnsql-bench-report-{label}.html"
+        cmds.append(("report", ["report", "--focus", rd, "-o", str(page)]))
         for rname, args in cmds:
-            fmt = ["--format", "csv"] if rname != "show" else []
+            fmt = ["--format", "csv"] if rname not in ("show", "report") else []
             wall, rc, stdout, err, rss = timed([str(self.dnsql), "-q", "--data", str(data)] + fmt + args,
                                                timeout=timeout)
             e = {"seconds": wall, "rc": rc, "peak_rss": rss, "lines": len(stdout.splitlines())}
@@ -336,6 +339,9 @@ class Fleet:
                 e["flagged"] = [{k: r.get(k) for k in ("domain", "hostname", "comm", "pid_count", "flagged_hours",
                                                        "reasons")} for r in rows if r.get("flagged") == "true"]
                 e["pairs_shown"] = len(rows)
+            if rname == "report" and page.exists():
+                e["page_bytes"] = page.stat().st_size
+                page.unlink()
             out[rname] = e
             log(f"{label} recipe {rname}: {wall:.1f}s rc {rc} peak {rss / 2**20:.0f} MiB")
         return out

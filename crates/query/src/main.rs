@@ -840,7 +840,7 @@ fn spawn_report_progress(
         while !pb.is_finished() {
             pb.set_position(progress.bytes_read.load(Ordering::Relaxed));
             let step = label.lock().map(|l| l.clone()).unwrap_or_default();
-            pb.set_message(format!("report, {step}"));
+            pb.set_message(format!("for the report, {step}"));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })

@@ -329,6 +329,12 @@ pub async fn build(
     unreadable: &[(String, i64)],
     step: Step<'_>,
 ) -> Result<Report, RunError> {
+    let total_steps = 6 + usize::from(req.focus.is_some());
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let step = |what: &str| {
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        step(&format!("{what} ({n}/{total_steps})"));
+    };
     let window = req.window;
     let bin = sql::bucket_ns(window.len());
     let nbins = usize::try_from((window.len() + bin - 1) / bin)
