@@ -547,3 +547,53 @@ fn chromium_renders_the_page_offline_without_a_request() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_process_focus_is_the_timeline_recipe() {
+    let fleet = fleet_tree();
+    let data = fleet.path().to_str().expect("path");
+    let dir = tmp();
+    let out = dir.path().join("report.html");
+    let scope = [
+        "--data",
+        data,
+        "--since",
+        "2024-05-01T08:00:00Z",
+        "--until",
+        "2024-05-01T14:00:00Z",
+    ];
+    let mut args = scope.to_vec();
+    args.extend([
+        "report",
+        "--comm",
+        "kworkerd",
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{r:?}");
+    let html = std::fs::read_to_string(&out).expect("page");
+    let mut args = scope.to_vec();
+    args.extend(["--format", "json", "timeline", "--comm", "kworkerd"]);
+    let timeline = run(&args);
+    assert_eq!(timeline.code, 0, "{timeline:?}");
+    assert!(timeline.stdout.lines().count() > 50);
+    assert_table_is_recipe(&html, "t-focus-timeline", &timeline.stdout, 50);
+    assert!(html.contains("Focus: processes named kworkerd"));
+    // The first transaction as `dnsql show` renders it.
+    let mut args = scope.to_vec();
+    args.extend(["show", "comm=kworkerd"]);
+    let show = run(&args);
+    assert_eq!(show.code, 0, "{show:?}");
+    let first = show
+        .stdout
+        .split("\n\n;; TRANSACTION")
+        .next()
+        .expect("first");
+    assert!(first.starts_with(";; TRANSACTION "), "{first}");
+    let escaped = first
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    assert!(html.contains(&escaped), "not on the page:\n{first}");
+}
