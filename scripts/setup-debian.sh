@@ -3,17 +3,23 @@
 # Idempotent: packages already present are left alone.
 # --test also sets up what only the test suite needs: systemd (`systemd-analyze verify` checks the
 # shipped units) and DuckDB from PyPI in <repo>/.venv, an independent Parquet reader the tests and
-# the benchmarks check segments with. --venv sets up only that .venv (bench/run.sh).
+# the benchmarks check segments with, and what --deb installs plus lintian and man-db (the
+# package test, scripts/test-deb.sh). --venv sets up only that .venv (bench/run.sh).
+# --deb: what building the Debian package needs (scripts/build-deb.sh): dpkg-dev and cargo-deb
+# (the version below, with `cargo install --locked`, only when that version is missing).
 # Python packages go into the project's .venv, made from Debian's /usr/bin/python3, never into
 # a system Python (PEP 668 refuses that on Debian 12).
 set -euo pipefail
 test_extras=0
 venv_only=0
+deb=0
+cargo_deb_version=3.8.0
 for arg in "$@"; do
   case "$arg" in
-    --test) test_extras=1 ;;
+    --test) test_extras=1; deb=1 ;;
     --venv) venv_only=1 ;;
-    *) echo "error: unknown argument '$arg' (expected --test or --venv)" >&2; exit 2 ;;
+    --deb) deb=1 ;;
+    *) echo "error: unknown argument '$arg' (expected --test, --venv or --deb)" >&2; exit 2 ;;
   esac
 done
 
@@ -33,6 +39,14 @@ if [ "$test_extras" -eq 1 ]; then
   # systemd-analyze checks the units; Java runs Spark, a lake engine the tests read the lake with;
   # headless chromium renders `dnsql report`'s page offline (with a font for its text)
   packages+=(python3-venv systemd openjdk-17-jre-headless chromium fonts-dejavu-core)
+fi
+if [ "$deb" -eq 1 ]; then
+  # cargo-deb computes the package's dependencies with dpkg-shlibdeps
+  packages+=(dpkg-dev)
+fi
+if [ "$test_extras" -eq 1 ]; then
+  # the package test: Debian's package checker, and `man` to open the installed pages
+  packages+=(lintian man-db)
 fi
 if [ "$venv_only" -eq 1 ]; then
   packages=(python3 python3-venv)
@@ -68,4 +82,8 @@ if [ "$test_extras" -eq 1 ] || [ "$venv_only" -eq 1 ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$venv/.requirements-installed"
   fi
+fi
+
+if [ "$deb" -eq 1 ] && ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $cargo_deb_version"; then
+  cargo install cargo-deb --version "$cargo_deb_version" --locked
 fi

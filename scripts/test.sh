@@ -47,4 +47,7 @@ fi
 # The benchmark suite in its seconds-long smoke mode, on the debug binaries just built, so the
 # scripts cannot rot (the full run is `sudo bench/run.sh`, see bench/README.md).
 bench/run.sh --smoke
-echo "all tests passed, including $passed BPF tests; benchmark smoke run passed"
+# The Debian package: built (profile deb-ci), lintian, installed with dpkg -i, checked, upgraded,
+# removed and purged on this machine; it leaves no package, account or directory behind.
+./scripts/test-deb.sh
+echo "all tests passed, including $passed BPF tests; benchmark smoke run and package test passed"

@@ -62,7 +62,12 @@ fn main() -> ExitCode {
             udf::functions_help()
         ))
     });
-    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+    // The hidden `generate-docs DIR` writes the man pages and completions (for packaging).
+    let matches = match dnsledger_clidoc::parse(command) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing::info;
 
 use cli::{
@@ -448,7 +448,15 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The hidden `generate-docs DIR` writes the man pages and completions (for packaging).
+    let matches = match dnsledger_clidoc::parse(Cli::command()) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Record(args) => record(args),

@@ -151,7 +151,7 @@ fn systemd_units_verify() {
         "dnsledger-ship.timer",
     ] {
         let text = std::fs::read_to_string(format!("{dist}/{name}")).expect("read unit");
-        let text = text.replace("/usr/local/bin/dnsledger", DNSLEDGER);
+        let text = text.replace("/usr/bin/dnsledger", DNSLEDGER);
         let path = dir.path().join(name);
         std::fs::write(&path, text).expect("write unit");
         units.push(path);
@@ -169,8 +169,8 @@ fn systemd_units_verify() {
 }
 
 /// The capabilities are stated once (`capture::privs::CAPABILITIES`): the shipped unit's bounding
-/// set is exactly what loading and the run need, its note on `--user` names the rest, and the
-/// README's Privileges section names each of them.
+/// set is exactly what loading and the run need, plus what `--user` needs when its ExecStart
+/// switches user (the package's unit does), and the README's Privileges section names each.
 #[test]
 fn capabilities_are_stated_once() {
     use dnsledger::capture::privs::{Phase, needed};
@@ -183,8 +183,14 @@ fn capabilities_are_stated_once() {
         .split_whitespace()
         .map(str::to_owned)
         .collect();
+    let exec_start = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart in the unit");
+    let switches_user = exec_start.split_whitespace().any(|w| w == "--user");
     let run: std::collections::BTreeSet<String> = needed(Phase::Load)
         .chain(needed(Phase::Kept))
+        .chain(needed(Phase::User).filter(|_| switches_user))
         .map(|c| c.to_string())
         .collect();
     assert_eq!(bounding, run);
@@ -201,5 +207,44 @@ fn capabilities_are_stated_once() {
                 assert!(unit.contains(&cap), "unit's --user note: {cap}");
             }
         }
+    }
+}
+
+/// The config file the Debian package installs as /etc/dnsledger/dnsledger.toml parses as
+/// shipped (every key commented out: the defaults), documents every key of the file format, and
+/// still parses with every commented-out example enabled (so no example value has rotted).
+#[test]
+fn packaged_config_file_parses_and_shows_every_key() {
+    use clap::Args;
+    use dnsledger::config::Overrides;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/dnsledger.toml");
+    assert_eq!(
+        Overrides::load(&path).expect("the shipped file"),
+        Overrides::default()
+    );
+    let text = std::fs::read_to_string(&path).expect("read");
+    let is_key = |k: &str| !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+    let enabled: Vec<&str> = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| is_key(k)) => rest,
+            _ => l,
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = dir.path().join("all.toml");
+    std::fs::write(&all, enabled.join("\n")).expect("write");
+    let parsed = Overrides::load(&all).expect("every example enabled");
+    assert_ne!(parsed, Overrides::default());
+    let keys = Overrides::augment_args(clap::Command::new("keys"));
+    for arg in keys.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if long == "config" {
+            continue;
+        }
+        assert!(
+            enabled.iter().any(|l| l.starts_with(&format!("{long} = "))),
+            "dist/dnsledger.toml does not show `{long}`"
+        );
     }
 }
