@@ -216,7 +216,10 @@ mod tests {
         assert!(bash.contains("--age"), "{bash}");
         // Hidden subcommands get no page (clap_complete would complete them, which is why
         // the binaries pass their command without SUBCOMMAND).
-        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "1")) {
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "1"))
+        {
             let text = fs::read_to_string(f).expect("read");
             assert!(!text.contains("secret"), "{}", f.display());
         }
