@@ -17,7 +17,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use dnsledger_tests::harness::{DNSLEDGER, dnsql, dnsql_json, repo_root};
+use dnsledger_tests::harness::{DNSLEDGER, dnsql, dnsql_json, repo_root, serial_lock};
 
 /// The recipe invocations compared (name, dnsql arguments after the global flags).
 const CASES: &[(&str, &[&str])] = &[
@@ -262,6 +262,9 @@ fn compare(engine: &str, report: &Value, expected: &BTreeMap<&str, Vec<Value>>) 
 
 #[test]
 fn lake_engines_read_the_lake_and_answer_the_recipes_like_dnsql() {
+    // Spark's JVM and DuckDB take both cores for a while: not beside the load-sensitive BPF
+    // tests (the kill -9 test failed with it alongside).
+    let _serial = serial_lock();
     let lake = lake();
     let expected: BTreeMap<&str, Vec<Value>> = CASES
         .iter()
