@@ -245,21 +245,8 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
 
     let footers = Arc::new(Footers::with_disk_cache(FooterCache::from_env()));
     let files = find_segments(g, &scope, &problems, &footers).await?;
-    let progress = Arc::new(ScanProgress::default());
-    let memory = session::Memory {
-        limit: g.memory_limit,
-        spill_dir: g.spill_dir.clone(),
-    };
-    let dnsql = session::context_with_memory(
-        files,
-        &scope,
-        problems,
-        progress.clone(),
-        footers.clone(),
-        &memory,
-    )
-    .await
-    .map_err(|e| anyhow!("{e}"))?;
+    let dnsql = open_session(g, files, &scope, problems, &footers).await?;
+    let progress = dnsql.progress.clone();
     let ticker = show_progress(g).then(|| spawn_progress(pb, progress));
     let result = run_sql(&dnsql, &sql, g.limit, &mut out).await;
     if let Some(t) = ticker {
@@ -390,6 +377,32 @@ fn read_sql(args: &SqlArgs) -> Result<String, Failure> {
         return Err(Failure::Usage("the SQL is empty".into()));
     }
     Ok(sql)
+}
+
+/// The session over `files` with the memory settings of `g` and a fresh scan-progress counter
+/// (`Dnsql::progress`).
+async fn open_session(
+    g: &Global,
+    files: Vec<source::SegmentFile>,
+    scope: &Scope,
+    problems: Arc<Problems>,
+    footers: &Arc<Footers>,
+) -> Result<Dnsql, Failure> {
+    let memory = session::Memory {
+        limit: g.memory_limit,
+        spill_dir: g.spill_dir.clone(),
+    };
+    let dnsql = session::context_with_memory(
+        files,
+        scope,
+        problems,
+        Arc::new(ScanProgress::default()),
+        footers.clone(),
+        &memory,
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
+    Ok(dnsql)
 }
 
 async fn find_segments(
@@ -775,21 +788,8 @@ async fn write_report(
         generated_at: now,
     };
 
-    let progress = Arc::new(ScanProgress::default());
-    let memory = session::Memory {
-        limit: g.memory_limit,
-        spill_dir: g.spill_dir.clone(),
-    };
-    let dnsql = session::context_with_memory(
-        files,
-        &scope,
-        problems,
-        progress.clone(),
-        footers.clone(),
-        &memory,
-    )
-    .await
-    .map_err(|e| anyhow!("{e}"))?;
+    let dnsql = open_session(g, files, &scope, problems, &footers).await?;
+    let progress = dnsql.progress.clone();
     let label = Arc::new(std::sync::Mutex::new(String::from("coverage")));
     let ticker = show_progress(g).then(|| spawn_report_progress(pb, progress, label.clone()));
     let step = move |s: &str| {
