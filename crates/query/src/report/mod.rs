@@ -246,6 +246,14 @@ impl Rows {
         out
     }
 
+    /// Rows whose column `name` is `true`.
+    fn count_true(&self, name: &str) -> usize {
+        self.texts(name)
+            .iter()
+            .filter(|f| f.as_deref() == Some("true"))
+            .count()
+    }
+
     /// Column `name` of every row as text (NULL as `None`).
     fn texts(&self, name: &str) -> Vec<Option<String>> {
         let mut out = Vec::new();
@@ -580,11 +588,7 @@ pub async fn build(
     step("exfil");
     let exfil_sql = recipes::exfil();
     let rows = query(dnsql, &exfil_sql).await?;
-    let flagged = rows
-        .texts("flagged")
-        .iter()
-        .filter(|f| f.as_deref() == Some("true"))
-        .count();
+    let flagged = rows.count_true("flagged");
     let mut exfil = Section {
         id: "exfil",
         title: "Exfiltration and tunnel candidates".into(),
@@ -645,11 +649,7 @@ pub async fn build(
     step("nxdomain");
     let nx_sql = recipes::nxdomain();
     let rows = query(dnsql, &nx_sql).await?;
-    let excessive = rows
-        .texts("excessive")
-        .iter()
-        .filter(|f| f.as_deref() == Some("true"))
-        .count();
+    let excessive = rows.count_true("excessive");
     let mut nxs = Section {
         id: "nxdomain",
         title: "NXDOMAIN bursts".into(),
