@@ -68,6 +68,8 @@ pub struct Row {
     pub ede_code: Option<u16>,
     /// `stack` (`record --stacks`); None when NULL.
     pub stack: Option<Vec<String>>,
+    /// `qname_case`: the first question's name as sent when it has upper case, else None.
+    pub qname_case: Option<String>,
 }
 
 fn col<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn arrow_array::Array {
@@ -147,6 +149,7 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
                 server_ip: string_at(col(b, "server_ip"), i).expect("server_ip"),
                 server_port: prim::<UInt16Type>(col(b, "server_port"), i).expect("server_port"),
                 qname: string_at(col(b, "qname"), i),
+                qname_case: string_at(col(b, "qname_case"), i),
                 qtype_name: string_at(col(b, "qtype_name"), i),
                 rcode_name: string_at(col(b, "rcode_name"), i),
                 answer_ips,

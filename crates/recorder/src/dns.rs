@@ -15,6 +15,9 @@
 //!   are not printable ASCII are written `\DDD` (decimal), and `.` `\` `"` `(` `)` `;` `@` `$`
 //!   inside a label are backslash-escaped, as `dig` prints them. Names inside rdata (CNAME
 //!   targets, MX exchanges, ...) follow the same rules so they can be joined against `qname`.
+//! - Question names are also kept as sent ([`ParsedDns::qname_sent`],
+//!   [`ParsedDns::questions_sent`]): the same text with the case of the wire. Escapes hold no
+//!   letters, so the normal form is exactly the ASCII lower-casing of that text.
 //! - Rdata is in presentation format for the common types; every other type (including the
 //!   DNSSEC types: hickory compiles their decoders only with its `dnssec-*` crypto features,
 //!   which we do not enable) is written in the RFC 3597 generic form `\# <len> <HEX>`.
@@ -84,6 +87,11 @@ pub struct ParsedDns {
     pub questions: Vec<Question>,
     /// Name of the first question; also set when only the name could be read.
     pub qname: Option<String>,
+    /// [`qname`](Self::qname) with the case it was sent in (set exactly when `qname` is).
+    pub qname_sent: Option<String>,
+    /// The name of each of [`questions`](Self::questions) with the case it was sent in (same
+    /// length and order).
+    pub questions_sent: Vec<String>,
     pub qtype: Option<u16>,
     /// Mnemonic of [`qtype`](Self::qtype) (`A`, `HTTPS`, `TYPE65534`...).
     pub qtype_name: Option<String>,
@@ -114,8 +122,9 @@ impl ParsedDns {
         }
     }
 
-    fn set_first_question(&mut self, name: String, qtype: Option<u16>, qclass: Option<u16>) {
-        self.qname = Some(name);
+    fn set_first_question(&mut self, sent: String, qtype: Option<u16>, qclass: Option<u16>) {
+        self.qname = Some(sent.to_ascii_lowercase());
+        self.qname_sent = Some(sent);
         self.qtype = qtype;
         self.qtype_name = qtype.map(|t| names::rtype(t).into_owned());
         self.qclass = qclass;
@@ -224,18 +233,19 @@ fn read_questions(bytes: &[u8], dec: &mut BinDecoder<'_>, p: &mut ParsedDns) -> 
         let read = Name::read(dec).and_then(|name| {
             let qtype = dec.read_u16()?.unverified(/* any type code is valid */);
             let qclass = dec.read_u16()?.unverified(/* any class code is valid */);
-            Ok(Question {
-                name: name_to_string(&name),
-                qtype,
-                qclass,
-            })
+            Ok((dnstext::name_from_labels(name.iter(), false), qtype, qclass))
         });
         match read {
-            Ok(q) => {
+            Ok((sent, qtype, qclass)) => {
                 if i == 0 {
-                    p.set_first_question(q.name.clone(), Some(q.qtype), Some(q.qclass));
+                    p.set_first_question(sent.clone(), Some(qtype), Some(qclass));
                 }
-                p.questions.push(q);
+                p.questions.push(Question {
+                    name: sent.to_ascii_lowercase(),
+                    qtype,
+                    qclass,
+                });
+                p.questions_sent.push(sent);
             }
             Err(e) => {
                 p.note_error(format!(
@@ -259,18 +269,19 @@ fn recover_question(bytes: &[u8], start: usize, first: bool, p: &mut ParsedDns) 
     let qclass = end.checked_add(2).and_then(|at| be16(bytes, at));
     if let (Some(qtype), Some(qclass)) = (qtype, qclass) {
         p.questions.push(Question {
-            name: name.clone(),
+            name: name.to_ascii_lowercase(),
             qtype,
             qclass,
         });
+        p.questions_sent.push(name.clone());
     }
     if first {
         p.set_first_question(name, qtype, qclass);
     }
 }
 
-/// Defensive name reader for questions hickory rejected; returns the rendered name and the
-/// offset just past it.
+/// Defensive name reader for questions hickory rejected; returns the rendered name (with the
+/// case it was sent in) and the offset just past it.
 ///
 /// Hand-written because hickory's name decoder fails the whole name on anything unusual
 /// (forward compression pointers, names over 255 octets, a type/class cut off after the name)
@@ -303,7 +314,7 @@ fn fallback_name(bytes: &[u8], start: usize) -> Option<(String, usize)> {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                dnstext::push_label(&mut out, label, true);
+                dnstext::push_label(&mut out, label, false);
                 pos += 1 + label.len();
             }
             0xC0 => {
@@ -1014,6 +1025,49 @@ mod tests {
         let p = parse(&m);
         assert_eq!(p.parse_error, None);
         assert_eq!(p.qname.as_deref(), Some(r"a\.b.\000x\127.ok"));
+    }
+
+    #[test]
+    fn names_as_sent_keep_case_and_escapes() {
+        // One question, mixed case: the normal form in qname, the wire's case beside it
+        // (`from_ascii`: hickory's `from_str` lower-cases).
+        let mut m = Message::query();
+        m.add_query(Query::query(
+            Name::from_ascii("WWW.Example.COM.").unwrap(),
+            RecordType::AAAA,
+        ));
+        let p = parse(&bytes(&m));
+        assert_eq!(p.qname.as_deref(), Some("www.example.com"));
+        assert_eq!(p.qname_sent.as_deref(), Some("WWW.Example.COM"));
+        assert_eq!(p.questions_sent, vec!["WWW.Example.COM".to_owned()]);
+
+        // Three questions: an escaped dot and NUL, a base64-like label, one all lower case.
+        let mut m = header(6, 0x0100, [3, 0, 0, 0]);
+        m.extend_from_slice(&[4, b'A', b'.', 0, b'Z', 2, b'o', b'K', 0, 0, 1, 0, 1]);
+        m.extend_from_slice(&[
+            6, b'H', b'4', b's', b'I', b'+', b'/', 1, b'T', 0, 0, 16, 0, 1,
+        ]);
+        m.extend_from_slice(&[3, b'l', b'o', b'w', 0, 0, 28, 0, 1]);
+        let p = parse(&m);
+        assert_eq!(p.parse_error, None);
+        assert_eq!(p.qname.as_deref(), Some(r"a\.\000z.ok"));
+        assert_eq!(p.qname_sent.as_deref(), Some(r"A\.\000Z.oK"));
+        let normal: Vec<&str> = p.questions.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(normal, [r"a\.\000z.ok", "h4si+/.t", "low"]);
+        assert_eq!(p.questions_sent, [r"A\.\000Z.oK", "H4sI+/.T", "low"]);
+        // The normal form is the lower-casing of the form as sent, question by question.
+        for (q, sent) in p.questions.iter().zip(&p.questions_sent) {
+            assert_eq!(q.name, sent.to_ascii_lowercase());
+        }
+
+        // A question hickory rejects (forward pointer) still keeps its case through the
+        // fallback reader.
+        let mut m = header(7, 0x0100, [1, 0, 0, 0]);
+        m.extend_from_slice(&[0xC0, 18, 0, 1, 0, 1, 1, b'X', 1, b'y', 0]);
+        let p = parse(&m);
+        assert_eq!(p.qname.as_deref(), Some("x.y"));
+        assert_eq!(p.qname_sent.as_deref(), Some("X.y"));
+        assert_eq!(p.questions_sent, ["X.y"]);
     }
 
     #[test]

@@ -359,14 +359,14 @@ impl Pairer {
         let edns = q_edns.as_ref().or(r_edns.as_ref());
 
         // The question group comes from one message: the query if its name was read.
-        let qsrc = match (q.as_mut(), r.as_mut()) {
+        let mut qsrc = match (q.as_mut(), r.as_mut()) {
             (Some(q), _) if q.dns.qname.is_some() => Some(&mut q.dns),
             (_, Some(r)) if r.dns.qname.is_some() => Some(&mut r.dns),
             (Some(q), _) => Some(&mut q.dns),
             (None, Some(r)) => Some(&mut r.dns),
             (None, None) => None,
         };
-        let (qname, qtype, qtype_name, qclass, questions) = match qsrc {
+        let (qname, qtype, qtype_name, qclass, questions) = match qsrc.as_deref_mut() {
             Some(d) => (
                 d.qname.take(),
                 d.qtype,
@@ -375,6 +375,16 @@ impl Pairer {
                 d.has_header().then(|| std::mem::take(&mut d.questions)),
             ),
             None => (None, None, None, None, None),
+        };
+        // Names as sent: stored only where they differ from the normal form (upper case).
+        let (qname_case, questions_case) = match qsrc {
+            Some(d) => (
+                d.qname_sent.take().filter(|n| dnstext::has_upper(n)),
+                (d.questions_sent.len() > 1
+                    && d.questions_sent.iter().any(|n| dnstext::has_upper(n)))
+                .then(|| std::mem::take(&mut d.questions_sent)),
+            ),
+            None => (None, None),
         };
         let registered_domain = qname.as_deref().and_then(dnstext::registered_domain);
 
@@ -452,6 +462,8 @@ impl Pairer {
             parse_error,
             // The code that sent the query; a response's stack would be the server's.
             stack: q.as_mut().and_then(|s| s.stack.take()),
+            qname_case,
+            questions_case,
         }
     }
 }
@@ -562,6 +574,69 @@ mod tests {
     }
 
     #[test]
+    fn names_as_sent_only_where_case_differs() {
+        let mut p = Pairer::new(cfg(true));
+        let mut attr = Recording::default();
+        let mut out = Vec::new();
+        // One mixed-case question: qname_case holds it; no list for a single question.
+        // (`from_ascii`: hickory's `from_str` lower-cases.)
+        let mut m = Message::query();
+        m.metadata.id = 0x2222;
+        let n = Name::from_ascii("H4sIAA.Exfil.example.").unwrap();
+        m.add_query(Query::query(n, RecordType::A));
+        p.push(
+            msg(SEC, flow(40001), true, Some(7), m.to_vec().unwrap()),
+            &mut attr,
+            &mut out,
+        );
+        // Two questions, the second mixed case: the list holds both as sent.
+        let mut m = Message::query();
+        m.metadata.id = 0x3333;
+        for n in ["first.example.", "Second.EXAMPLE."] {
+            m.add_query(Query::query(Name::from_ascii(n).unwrap(), RecordType::A));
+        }
+        p.push(
+            msg(2 * SEC, flow(40002), true, Some(7), m.to_vec().unwrap()),
+            &mut attr,
+            &mut out,
+        );
+        // Two questions, all lower case: nothing stored.
+        let mut m = Message::query();
+        m.metadata.id = 0x4444;
+        for n in ["a.example.", "b.example."] {
+            m.add_query(Query::query(Name::from_str(n).unwrap(), RecordType::A));
+        }
+        p.push(
+            msg(3 * SEC, flow(40003), true, Some(7), m.to_vec().unwrap()),
+            &mut attr,
+            &mut out,
+        );
+        p.flush(&mut out);
+        out.sort_by_key(|t| t.ts);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0].qname.as_deref(), Some("h4siaa.exfil.example"));
+        assert_eq!(out[0].qname_case.as_deref(), Some("H4sIAA.Exfil.example"));
+        assert_eq!(out[0].questions_case, None);
+        assert_eq!(out[1].qname.as_deref(), Some("first.example"));
+        assert_eq!(out[1].qname_case, None);
+        assert_eq!(
+            out[1].questions_case,
+            Some(vec![
+                "first.example".to_owned(),
+                "Second.EXAMPLE".to_owned()
+            ])
+        );
+        let names: Vec<&str> = out[1]
+            .questions
+            .iter()
+            .flatten()
+            .map(|q| q.name.as_str())
+            .collect();
+        assert_eq!(names, ["first.example", "second.example"]);
+        assert_eq!((&out[2].qname_case, &out[2].questions_case), (&None, &None));
+    }
+
+    #[test]
     fn answered_pair_with_latency() {
         let mut p = Pairer::new(cfg(true));
         let mut attr = Recording::default();
@@ -626,6 +701,8 @@ mod tests {
         assert_eq!(t.questions.as_ref().map(Vec::len), Some(1));
         assert_eq!((t.qdcount, t.ancount), (Some(1), Some(1)));
         assert_eq!(t.registered_domain.as_deref(), Some("example.co.uk"));
+        // The query was sent lower case (the response's upper case is the server's echo).
+        assert_eq!((&t.qname_case, &t.questions_case), (&None, &None));
         assert_eq!(t.answer_ips, Some(vec!["192.0.2.7".to_owned()]));
         assert_eq!(
             t.answers.as_ref().map(|a| a[0].data.as_str()),

@@ -20,6 +20,9 @@ use hickory_proto::rr::{RData, Record};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Transcript {
     pub qname: Option<String>,
+    /// The first question's name exactly as sent; shown on a line of its own when it differs
+    /// from [`qname`](Self::qname) (the raw query may not have been kept: `--no-raw`).
+    pub qname_sent: Option<String>,
     pub qtype_name: Option<String>,
     pub hostname: Option<String>,
     /// The transaction's time, already formatted.
@@ -76,6 +79,13 @@ pub fn write_transaction(t: &Transcript, out: &mut dyn Write) -> io::Result<()> 
         or_dash(t.qtype_name.as_deref()),
         or_dash(t.hostname.as_deref()),
     )?;
+    if let Some(sent) = t
+        .qname_sent
+        .as_deref()
+        .filter(|s| Some(*s) != t.qname.as_deref())
+    {
+        writeln!(out, ";; NAME AS SENT: {sent}")?;
+    }
     writeln!(
         out,
         ";; WHEN: {}  status: {}",

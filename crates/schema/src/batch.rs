@@ -96,6 +96,12 @@ pub struct Transaction {
     pub parse_error: Option<String>,
     /// Symbolized frames of the sender's user stack, innermost first.
     pub stack: Option<Arc<[String]>>,
+    /// The first question's name as sent when it differs from [`qname`](Self::qname) (has an
+    /// upper-case letter); `None` otherwise.
+    pub qname_case: Option<String>,
+    /// Every question's name as sent, for messages with more than one question of which one
+    /// has an upper-case letter; `None` otherwise.
+    pub questions_case: Option<Vec<String>>,
 }
 
 type Dict = StringDictionaryBuilder<Int32Type>;
@@ -164,6 +170,8 @@ pub struct TransactionBatchBuilder {
     response_raw: BinaryBuilder,
     parse_error: StringBuilder,
     stack: ListBuilder<StringBuilder>,
+    qname_case: StringBuilder,
+    questions_case: ListBuilder<StringBuilder>,
 }
 
 impl Default for TransactionBatchBuilder {
@@ -257,6 +265,8 @@ impl TransactionBatchBuilder {
             response_raw: BinaryBuilder::new(),
             parse_error: StringBuilder::new(),
             stack: ListBuilder::new(StringBuilder::new()),
+            qname_case: StringBuilder::new(),
+            questions_case: ListBuilder::new(StringBuilder::new()),
         }
     }
 
@@ -377,6 +387,16 @@ impl TransactionBatchBuilder {
             }
             None => self.stack.append(false),
         }
+        self.qname_case.append_option(t.qname_case.as_deref());
+        match &t.questions_case {
+            Some(names) => {
+                for n in names {
+                    self.questions_case.values().append_value(n);
+                }
+                self.questions_case.append(true);
+            }
+            None => self.questions_case.append(false),
+        }
     }
 
     /// Builds the batch and resets the builder.
@@ -443,6 +463,8 @@ impl TransactionBatchBuilder {
             Arc::new(self.response_raw.finish()),
             Arc::new(self.parse_error.finish()),
             Arc::new(self.stack.finish()),
+            Arc::new(self.qname_case.finish()),
+            Arc::new(self.questions_case.finish()),
         ];
         RecordBatch::try_new(schema(), columns)
     }
@@ -604,6 +626,8 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
         response_raw: binary(c::RESPONSE_RAW),
         parse_error: string(c::PARSE_ERROR),
         stack,
+        qname_case: string(c::QNAME_CASE),
+        questions_case: strings(c::QUESTIONS_CASE),
     }
 }
 
@@ -649,6 +673,8 @@ mod tests {
         full.latency_ns = Some(5);
         full.aa = Some(true);
         full.edns_ecs = Some("192.0.2.0/24/0".into());
+        full.qname_case = Some("Example.com".into());
+        full.questions_case = Some(vec!["Example.com".into(), r"B\.\000x.Test".into()]);
         full.stack = Some(Arc::from(vec![
             "send_query (client.c:12)".to_string(),
             "/usr/bin/client+0x1234".to_string(),

@@ -85,7 +85,17 @@ pub mod col {
     pub const RESPONSE_RAW: &str = "response_raw";
     pub const PARSE_ERROR: &str = "parse_error";
     pub const STACK: &str = "stack";
+    pub const QNAME_CASE: &str = "qname_case";
+    pub const QUESTIONS_CASE: &str = "questions_case";
 }
+
+/// Name of the column `dnsql` computes over every segment (not stored): the first question's
+/// name exactly as sent, `coalesce(qname_case, qname)`.
+pub const QNAME_SENT: &str = "qname_sent";
+
+/// The SQL that computes [`QNAME_SENT`] from the stored columns (the same text in `dnsql`, in
+/// the views `--print-sql` writes for DuckDB and Spark, and in the README).
+pub const QNAME_SENT_SQL: &str = "coalesce(qname_case, qname)";
 
 /// One-line meaning of a column or partition key (for `dnsql schema` and documentation); the
 /// empty string for a name that is neither.
@@ -174,6 +184,19 @@ pub fn column_doc(name: &str) -> &'static str {
             "user stack of the code that sent the query, innermost frame first: \
              \"function (file:line)\", else \"object+0xoffset\" or \"0xaddress\" \
              (recorded with --stacks only, else NULL)"
+        }
+        col::QNAME_CASE => {
+            "first question's name exactly as sent (case kept, same escapes as qname); NULL when \
+             it has no upper-case letter, i.e. equals qname: the name as sent is \
+             coalesce(qname_case, qname) (dnsql's qname_sent)"
+        }
+        col::QUESTIONS_CASE => {
+            "every question's name exactly as sent, in the order of questions, for a message \
+             with more than one question of which one has an upper-case letter; else NULL"
+        }
+        QNAME_SENT => {
+            "computed by dnsql, not stored: coalesce(qname_case, qname), the first question's \
+             name exactly as sent"
         }
         partition::HOST => "partition key: host directory of the segment (host=<h>)",
         partition::DATE => "partition key: UTC date of the segment (date=YYYY-MM-DD)",
@@ -335,6 +358,12 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         f(col::PARSE_ERROR, Utf8, true),
         f(
             col::STACK,
+            List(Arc::new(Field::new("item", Utf8, true))),
+            true,
+        ),
+        f(col::QNAME_CASE, Utf8, true),
+        f(
+            col::QUESTIONS_CASE,
             List(Arc::new(Field::new("item", Utf8, true))),
             true,
         ),

@@ -13,6 +13,7 @@ pub fn transcript(t: &LiveTx) -> Transcript {
     let (query_raw, response_raw) = t.raw();
     Transcript {
         qname: t.qname.clone(),
+        qname_sent: t.qname_sent.clone(),
         qtype_name: t.qtype.clone(),
         hostname: Some(t.hostname.clone()),
         ts: Some(format_rfc3339_ns(t.ts)),

@@ -73,6 +73,10 @@ pub struct LiveTx {
     pub server_port: u16,
     pub dns_id: Option<u16>,
     pub qname: Option<String>,
+    /// The first question's name exactly as sent (`qname` with its case); absent from older
+    /// recorders' lines.
+    #[serde(default)]
+    pub qname_sent: Option<String>,
     pub qtype: Option<String>,
     pub rcode: Option<String>,
     pub latency_ns: Option<i64>,
@@ -112,6 +116,7 @@ impl LiveTx {
             server_port: t.server_port,
             dns_id: t.dns_id,
             qname: t.qname.clone(),
+            qname_sent: t.qname_case.clone().or_else(|| t.qname.clone()),
             qtype: t.qtype_name.clone(),
             rcode: t.rcode_name.clone(),
             latency_ns: t.latency_ns,

@@ -11,7 +11,7 @@ use crate::store::segment::format_rfc3339_ns;
 
 /// Every field `--fields` accepts: (name, header, width, meaning). A width of 0 is the last,
 /// unpadded column.
-pub const FIELDS: [(&str, &str, usize, &str); 25] = [
+pub const FIELDS: [(&str, &str, usize, &str); 26] = [
     ("time", "TIME", 15, "time of the query, UTC, HH:MM:SS.micro"),
     (
         "ts",
@@ -52,6 +52,7 @@ pub const FIELDS: [(&str, &str, usize, &str); 25] = [
     ("qsize", "QSIZE", 5, "query size, bytes"),
     ("rsize", "RSIZE", 5, "response size, bytes"),
     ("error", "ERROR", 0, "parse or capture error"),
+    ("sent", "SENT", 32, "query name exactly as sent (case kept)"),
 ];
 
 /// The default `--fields`.
@@ -159,6 +160,7 @@ pub fn field_value(field: usize, t: &LiveTx) -> String {
         "qsize" => opt(t.query_size),
         "rsize" => opt(t.response_size),
         "error" => opt(t.parse_error.as_deref()),
+        "sent" => opt(t.qname_sent.as_deref().or(t.qname.as_deref())),
         _ => "-".into(),
     }
 }
