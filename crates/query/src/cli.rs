@@ -250,7 +250,7 @@ pub struct LakeSqlArgs {
     /// the lake engine of --dialect over the hive-partitioned Parquet lake, instead of running
     /// it. dnsql's own SQL functions do not exist there: portable expressions replace them
     /// where there is one (answer_strings, answer_data, date_bin, max_label_len; question_name
-    /// becomes qname, losing the case; name_length becomes length); label_entropy,
+    /// becomes qname_case, the name as sent; name_length becomes length); label_entropy,
     /// label_alphabet, info_content and subdomain have none, so `exfil` needs them registered
     /// as UDFs in that engine (the printed SQL says which)
     #[arg(long, global = true)]

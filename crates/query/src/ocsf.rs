@@ -41,7 +41,8 @@
 //!   `src_endpoint.hostname` is the recording host only in the first case.
 //! * `actor.process` only when the row has a pid: pid, tid, name = comm, cmd_line, file (path
 //!   = exe, name = its last component), user.uid, parent_process.pid = ppid.
-//! * `query` only when the row has a question name (OCSF requires `hostname`); answers carry
+//! * `query` only when the row has a question name (OCSF requires `hostname`, which is the
+//!   name exactly as sent, `qname_sent`: case kept, as the process asked it); answers carry
 //!   the response's header flags (`flags`/`flag_ids`, from aa tc rd ra ad cd) and the message
 //!   id as `packet_uid`. Answers have no `class`: segments do not record the answer's class.
 //! * Rows that could not be parsed still export: the required attributes (class, activity,
@@ -71,7 +72,7 @@ pub const CATEGORY_UID: u32 = 4;
 pub const SQL: &str = "SELECT ts, query_ts, response_ts, latency_ns, status, hostname, boot_id, \
 pid, tid, ppid, uid, comm, exe, cmdline, container_id, transport, ip_version, client_ip, \
 client_port, server_ip, server_port, dns_id, opcode, rcode, rcode_name, aa, tc, rd, ra, ad, cd, \
-qname, qtype_name, qclass, answers, query_size, response_size, parse_error\nFROM dns";
+qname_sent, qtype_name, qclass, answers, query_size, response_size, parse_error\nFROM dns";
 
 /// One OCSF DNS Activity event. Field names are OCSF's; `None` fields are left out.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -354,7 +355,7 @@ const TEXT_COLUMNS: [&str; 14] = [
     "client_ip",
     "server_ip",
     "rcode_name",
-    "qname",
+    "qname_sent",
     "qtype_name",
     "parse_error",
 ];
@@ -544,7 +545,9 @@ fn event(c: &Columns, row: usize) -> Result<DnsActivity, ArrowError> {
             packet_uid: dns_id,
         })
         .collect();
-    let query = c.text("qname", row).map(|hostname| {
+    // The name exactly as sent (case kept): what the process asked, as OCSF's `hostname` is
+    // "the hostname or domain being queried"; SIEM lookups that ignore case still match.
+    let query = c.text("qname_sent", row).map(|hostname| {
         let opcode = c
             .int("opcode", row)
             .and_then(|o| u8::try_from(o).ok())

@@ -30,9 +30,14 @@ pub async fn session_over(dir: &str, hive: bool, declared: bool) -> SessionConte
             ("hour".to_owned(), DataType::Utf8),
         ]);
     }
-    ctx.register_parquet("dns", dir, opts)
+    // As the binary's session: the files, then `dns` with the computed columns over them.
+    ctx.register_parquet("dns_files", dir, opts)
         .await
         .expect("register fixture segments");
+    let view = ctx.table("dns_files").await.expect("fixture table");
+    let view = crate::catalog::session::with_computed_columns(view).expect("computed columns");
+    ctx.register_table("dns", view.into_view())
+        .expect("register the dns view");
     ctx
 }
 

@@ -1,5 +1,6 @@
 //! The SQL session: table `dns_all` (every segment found) and view `dns` (`dns_all` within the
-//! `--since/--until/--host` scope), statement execution and error hints.
+//! `--since/--until/--host` scope, plus the computed column `qname_sent`), statement execution
+//! and error hints.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -15,9 +16,10 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::functions::expr_fn::coalesce;
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use dnsledger_schema::{col as c, partition};
@@ -138,12 +140,22 @@ pub async fn context_with_memory(
     if let Some(filter) = scope_filter(scope) {
         view = view.filter(filter)?;
     }
+    view = with_computed_columns(view)?;
     ctx.register_table(TABLE, view.into_view())?;
     Ok(Dnsql {
         ctx,
         problems,
         progress,
     })
+}
+
+/// `dns`'s computed columns over the stored ones: `qname_sent`, the first question's name as
+/// sent (stored in `qname_case` only where it differs from `qname`, i.e. has upper case).
+pub fn with_computed_columns(view: DataFrame) -> datafusion::error::Result<DataFrame> {
+    view.with_column(
+        dnsledger_schema::QNAME_SENT,
+        coalesce(vec![col(c::QNAME_CASE), col(c::QNAME)]),
+    )
 }
 
 fn ts_lit(ns: i64) -> Expr {
@@ -209,6 +221,7 @@ pub fn hint(ctx: &SessionContext, statement: &Statement, err: &DataFusionError) 
             .fields()
             .iter()
             .map(|f| f.name().as_str())
+            .chain([dnsledger_schema::QNAME_SENT])
             .collect::<Vec<_>>()
             .join(", ");
         return Some(format!(

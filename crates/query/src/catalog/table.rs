@@ -709,11 +709,17 @@ impl AsyncFileReader for SegmentReader {
 }
 
 /// `dnsql schema`: every column of `dns` with its type, nullability, whether it is a partition
-/// column, and its meaning.
+/// column, and its meaning (the stored columns, the partition keys, then the computed
+/// `qname_sent`).
 pub fn schema_listing() -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
     let schema = table_schema();
     let partitions = [partition::HOST, partition::DATE, partition::HOUR];
-    let fields = schema.fields();
+    let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(
+        dnsledger_schema::QNAME_SENT,
+        DataType::Utf8,
+        true,
+    )));
     let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
     let types: Vec<String> = fields.iter().map(|f| type_name(f.data_type())).collect();
     let nullable: Vec<bool> = fields.iter().map(|f| f.is_nullable()).collect();

@@ -371,8 +371,9 @@ fn fill(template: &str, vars: &[(&str, String)]) -> String {
 /// `dnsql exfil`: the SQL of `exfil.sql` with the thresholds and signals of [`THRESHOLDS`].
 ///
 /// The names' features are computed once per distinct `qname`, so a name repeated a thousand
-/// times counts once, on the name as sent (`question_name(query_raw)`: the `qname` column is
-/// lower-cased, and mixed case is a base64 sign; `qname` when the raw query is missing).
+/// times counts once, on the name as sent (`qname_case`, kept also with `--no-raw`; for
+/// segments older than that column `question_name(query_raw)`; `qname` when neither has it:
+/// the `qname` column is lower-cased, and mixed case is a base64 sign).
 pub fn exfil() -> String {
     let k = PROC_KEY;
     let score = signals()

@@ -16,7 +16,8 @@
 -- (`hourly`) one per (pair, hour); level 3 (`pairs`) one per pair. All three are hash
 -- aggregations with fixed-size state per group, which spill under the session's memory pool.
 -- Each name's features are computed once per (pair, hour, name), on the name as sent
--- (question_name(query_raw): qname is lower-cased, and mixed case is a base64 sign).
+-- (qname_case, stored also with --no-raw; for segments older than that column, the name read
+-- from query_raw): qname is lower-cased, and mixed case is a base64 sign.
 WITH k AS (
   SELECT registered_domain AS domain,
          coalesce(CAST(hostname AS VARCHAR), '') AS hostname,
@@ -24,7 +25,7 @@ WITH k AS (
          coalesce(CAST(exe AS VARCHAR), '') AS exe,
          coalesce(CAST(container_id AS VARCHAR), '') AS container_id,
          date_bin(INTERVAL '1 hour', ts) AS hour,
-         ts, qname, query_raw,
+         ts, qname, qname_case, query_raw,
          CAST(qtype_name AS VARCHAR) AS qtype,
          CAST(coalesce(query_size, 0) AS BIGINT) AS qbytes,
          CAST(coalesce(response_size, 0) AS BIGINT) AS rbytes,
@@ -35,7 +36,7 @@ WITH k AS (
 ),
 per_name AS (
   SELECT {key}, hour, qname,
-         coalesce(max(question_name(query_raw)), qname) AS sent_name,
+         coalesce(max(qname_case), max(question_name(query_raw)), qname) AS sent_name,
          count(*) AS queries,
          count(*) FILTER (WHERE qtype = 'TXT') AS txt_queries,
          count(*) FILTER (WHERE qtype = 'NULL') AS null_queries,

@@ -186,9 +186,11 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
     let root = root.trim_end_matches('/');
     match dialect {
         Dialect::Duckdb => format!(
-            "CREATE OR REPLACE TEMP VIEW dns AS\nSELECT * FROM read_parquet({}, hive_partitioning \
-             = true,\n  hive_types = {{'host': VARCHAR, 'date': DATE, 'hour': INTEGER}}, \
-             union_by_name = true){filter};\n",
+            "CREATE OR REPLACE TEMP VIEW dns AS\nSELECT *, {} AS {}\nFROM read_parquet({}, \
+             hive_partitioning = true,\n  hive_types = {{'host': VARCHAR, 'date': DATE, 'hour': \
+             INTEGER}}, union_by_name = true){filter};\n",
+            dnsledger_schema::QNAME_SENT_SQL,
+            dnsledger_schema::QNAME_SENT,
             sql_str(&format!("{root}/**/*.parquet"))
         ),
         Dialect::Spark => {
@@ -202,11 +204,17 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
                     _ => f.name().clone(),
                 })
                 .chain(["host", "date", "hour"].map(String::from))
+                .chain([format!(
+                    "{} AS {}",
+                    dnsledger_schema::QNAME_SENT_SQL,
+                    dnsledger_schema::QNAME_SENT
+                )])
                 .collect();
             format!(
                 "SET spark.sql.legacy.parquet.nanosAsLong = true;\n\
                  SET spark.sql.session.timeZone = UTC;\n\
-                 CREATE OR REPLACE TEMPORARY VIEW dns_all USING parquet OPTIONS (path {});\n\
+                 CREATE OR REPLACE TEMPORARY VIEW dns_all USING parquet OPTIONS (path {}, \
+                 mergeSchema 'true');\n\
                  CREATE OR REPLACE TEMPORARY VIEW dns AS\nSELECT {}\nFROM dns_all{filter};\n",
                 sql_str(root),
                 columns.join(", ")
@@ -347,10 +355,10 @@ fn replace_call(
         }
         "question_name" => {
             notes.replaced(
-                "question_name(query_raw) becomes qname (lower-cased: mixed case, a base64 sign, \
-                 is not seen)",
+                "question_name(query_raw) becomes qname_case (the name as sent; segments written \
+                 before that column keep only the lower-cased qname)",
             );
-            "qname".to_owned()
+            "qname_case".to_owned()
         }
         "name_length" => {
             notes.replaced("name_length(x) becomes length(x) (an escaped \\DDD counts 4, not 1)");
@@ -716,7 +724,10 @@ mod tests {
             ),
             "{p}"
         );
-        assert!(p.contains("USING parquet OPTIONS (path '/lake')"), "{p}");
+        assert!(
+            p.contains("USING parquet OPTIONS (path '/lake', mergeSchema 'true')"),
+            "{p}"
+        );
         assert!(p.contains("timestamp_micros(div(ts, 1000)) AS ts"), "{p}");
     }
 

@@ -42,7 +42,7 @@ use crate::recipes::{normalize_name, sql_str};
 pub const SHOW_COLUMNS: &str = "ts, query_ts, response_ts, latency_ns, status, hostname, pid, \
 ppid, uid, comm, exe, cmdline, container_id, transport, ip_version, client_ip, client_port, \
 server_ip, server_port, dns_id, qname, qtype_name, rcode_name, query_size, response_size, \
-query_raw, response_raw, parse_error";
+query_raw, response_raw, parse_error, qname_sent";
 
 /// A selector that cannot be turned into SQL.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -278,6 +278,7 @@ pub fn render(batch: &RecordBatch, out: &mut dyn Write) -> io::Result<()> {
 fn transcript(r: &Row<'_>, i: usize) -> Transcript {
     Transcript {
         qname: r.text("qname", i),
+        qname_sent: r.text("qname_sent", i),
         qtype_name: r.text("qtype_name", i),
         hostname: r.text("hostname", i),
         ts: r.text("ts", i),
