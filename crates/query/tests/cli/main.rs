@@ -1142,7 +1142,13 @@ fn schema_lists_every_column_with_its_meaning() {
         })
         .collect();
     let schema = dnsledger_schema::schema();
-    assert_eq!(rows.len(), schema.fields().len() + 3);
+    // The stored columns, the partition keys and the computed qname_sent.
+    assert_eq!(rows.len(), schema.fields().len() + 4);
+    assert_eq!(
+        rows["qname_sent"]["meaning"],
+        dnsledger_schema::column_doc("qname_sent")
+    );
+    assert_eq!(rows["qname_sent"]["partition"], false);
     for field in schema.fields() {
         let row = &rows[field.name()];
         assert_eq!(row["meaning"], dnsledger_schema::column_doc(field.name()));
@@ -1241,7 +1247,7 @@ fn segments_lists_every_file_with_its_footer_numbers() {
         "host,ts_min,ts_max,rows,dropped_kernel,dropped_user,rows_lost,cut_by_cap,pair_evicted,bytes,source,"
     ));
     assert!(
-        b.contains("\nhost-b,2010-08-21T02:10:40.051082Z,2010-08-21T02:10:53.540213Z,68,0,0,0,0,0,46795,import,"),
+        b.contains("\nhost-b,2010-08-21T02:10:40.051082Z,2010-08-21T02:10:53.540213Z,68,0,0,0,0,0,51708,import,"),
         "{b}"
     );
 }
@@ -1635,7 +1641,7 @@ fn print_sql_is_for_recipes_and_reads_no_data() {
     assert_eq!(sql.code, 0, "{sql:?}");
     assert!(
         sql.stdout
-            .contains("USING parquet OPTIONS (path 's3a://b/lake')")
+            .contains("USING parquet OPTIONS (path 's3a://b/lake', mergeSchema 'true')")
     );
     assert!(sql.stdout.trim_end().ends_with(';'), "{sql:?}");
     let not_recipe = run(&["--data", "/nonexistent", "--print-sql", "sql", "SELECT 1"]);
