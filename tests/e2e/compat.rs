@@ -1,0 +1,152 @@
+//! Segments written by earlier versions (testdata/compat) read in `dnsql` with the same SQL
+//! results as the segments this build's `dnsledger import` writes from the same captures.
+
+use std::path::Path;
+use std::process::Command;
+
+use dnsledger_tests::harness::*;
+use dnsledger_tests::segments::*;
+
+/// The columns added since schema version 1's first segments (absent from the old files).
+const ADDED: [&str; 2] = ["qname_case", "questions_case"];
+
+/// Rows in a fixed order, every stored column but the added ones and `boot_id` (the boot of the
+/// machine that imported).
+const ROWS_SQL: &str = "SELECT * EXCLUDE (boot_id, qname_case, questions_case, qname_sent) \
+FROM dns ORDER BY ts, status, dns_id, client_port, query_size, response_size";
+
+#[test]
+fn schema1_segments_read_like_new_ones() {
+    let _g = serial_lock();
+    let old = repo_root().join("testdata/compat/schema1");
+    // The old files really are old: none has the added columns.
+    let files: Vec<_> = dnsledger_tests::fixture::files_under(&old)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert_eq!(files.len(), 4, "{files:?}");
+    for f in &files {
+        let (batches, _) = read_segment(f);
+        for c in ADDED {
+            assert!(
+                batches[0].schema().field_with_name(c).is_err(),
+                "{} already has {c}",
+                f.display()
+            );
+        }
+    }
+    // The same captures through this build.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let new = scratch.path().join("data");
+    let pcap = repo_root().join("testdata/pcap");
+    let out = Command::new(&*DNSLEDGER)
+        .args([
+            "--quiet",
+            "import",
+            "--host",
+            "host-b",
+            "--rotate-size",
+            "64KiB",
+        ])
+        .arg("--data-dir")
+        .arg(&new)
+        .arg(pcap.join("dns-tunnel-iodine.pcap"))
+        .arg(pcap.join("bug-1158/input.pcap"))
+        .output()
+        .expect("run dnsledger import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in segment_files(&new) {
+        let (batches, _) = read_segment(&f);
+        for c in ADDED {
+            assert!(batches[0].schema().field_with_name(c).is_ok(), "{c}");
+        }
+    }
+
+    let statements: &[&[&str]] = &[
+        &["sql", ROWS_SQL],
+        &[
+            "sql",
+            "SELECT qname, count(*) AS n, min(ts) AS first FROM dns GROUP BY qname \
+             ORDER BY n DESC, qname LIMIT 50",
+        ],
+        &[
+            "sql",
+            "SELECT count(*) AS n FROM dns WHERE qname = 'tunnel.com'",
+        ],
+        &["exfil"],
+        &["top", "--by", "registered-domain"],
+        &["who", "pirate.sea"],
+        &["who", "tunnel.com"],
+    ];
+    for args in statements {
+        let a = dnsql_json(&old, args);
+        let b = dnsql_json(&new, args);
+        assert!(!a.is_empty(), "{args:?} gave no rows");
+        // `top`'s latency percentiles are approximate: compare what is exact.
+        let strip = |v: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+            v.into_iter()
+                .map(|mut r| {
+                    if let Some(o) = r.as_object_mut() {
+                        o.retain(|k, _| !k.contains("p50") && !k.contains("p95"));
+                    }
+                    r
+                })
+                .collect()
+        };
+        assert_eq!(strip(a), strip(b), "dnsql {args:?}");
+    }
+
+    // The name as sent: in the old segments only the lower-cased qname is there, so that is
+    // what qname_sent says; the new ones keep iodine's mixed case.
+    let count = |data: &Path, sql: &str| -> u64 {
+        dnsql_json(data, &["sql", sql])[0]["n"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{sql}"))
+    };
+    let differs = "SELECT count(*) AS n FROM dns WHERE qname_sent IS DISTINCT FROM qname";
+    assert_eq!(count(&old, differs), 0);
+    let kept = count(&new, differs);
+    assert!(kept > 0, "iodine's names are mixed case");
+    assert_eq!(
+        count(
+            &new,
+            "SELECT count(*) AS n FROM dns WHERE lower(qname_sent) IS DISTINCT FROM qname"
+        ),
+        0
+    );
+    // Where the raw query is kept, it says the same as the column.
+    assert_eq!(
+        count(
+            &new,
+            "SELECT count(*) AS n FROM dns WHERE query_raw IS NOT NULL AND parse_error IS NULL \
+             AND question_name(query_raw) IS DISTINCT FROM qname_sent"
+        ),
+        0
+    );
+    // Both together: one table, old rows NULL in the added columns.
+    let run = dnsql(
+        &old,
+        &[
+            "--data",
+            new.to_str().expect("utf-8 path"),
+            "--format",
+            "json",
+            "sql",
+            "SELECT count(*) AS n, count(qname_case) AS cased FROM dns_all",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("json");
+    let rows = dnsql_json(&new, &["sql", "SELECT count(*) AS n FROM dns"])[0]["n"]
+        .as_u64()
+        .expect("n");
+    assert_eq!(v["n"].as_u64(), Some(2 * rows));
+    assert_eq!(
+        v["cased"].as_u64(),
+        Some(count(&new, "SELECT count(qname_case) AS n FROM dns"))
+    );
+}
