@@ -185,13 +185,18 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
     };
     let root = root.trim_end_matches('/');
     match dialect {
+        // The empty `UNION ALL BY NAME` gives a lake of segments older than `qname_case` that
+        // column (NULL), so `qname_sent` is defined over any lake.
         Dialect::Duckdb => format!(
-            "CREATE OR REPLACE TEMP VIEW dns AS\nSELECT *, {} AS {}\nFROM read_parquet({}, \
-             hive_partitioning = true,\n  hive_types = {{'host': VARCHAR, 'date': DATE, 'hour': \
-             INTEGER}}, union_by_name = true){filter};\n",
+            "CREATE OR REPLACE TEMP VIEW dns AS\nSELECT *, {} AS {}\nFROM (SELECT * FROM \
+             read_parquet({}, hive_partitioning = true,\n  hive_types = {{'host': VARCHAR, \
+             'date': DATE, 'hour': INTEGER}}, union_by_name = true){filter}\n  UNION ALL BY NAME \
+             SELECT NULL::VARCHAR AS {}, NULL::VARCHAR[] AS {} WHERE false);\n",
             dnsledger_schema::QNAME_SENT_SQL,
             dnsledger_schema::QNAME_SENT,
-            sql_str(&format!("{root}/**/*.parquet"))
+            sql_str(&format!("{root}/**/*.parquet")),
+            dnsledger_schema::col::QNAME_CASE,
+            dnsledger_schema::col::QUESTIONS_CASE,
         ),
         Dialect::Spark => {
             let columns: Vec<String> = dnsledger_schema::schema()
