@@ -16,7 +16,7 @@ use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use dnsledger::dns;
-use dnsledger_schema::{col, dnstext, schema};
+use dnsledger_schema::{col, schema};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::KeyValue;
@@ -35,23 +35,19 @@ fn segments(root: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// (qname_case, questions_case) of one row, as the pairer computes them.
 fn case_of(query: Option<&[u8]>, response: Option<&[u8]>) -> (Option<String>, Option<Vec<String>>) {
-    let q = query.map(dns::parse);
-    let r = response.map(dns::parse);
-    let src = match (&q, &r) {
+    let mut q = query.map(dns::parse);
+    let mut r = response.map(dns::parse);
+    let src = match (&mut q, &mut r) {
         (Some(q), _) if q.qname.is_some() => Some(q),
         (_, Some(r)) if r.qname.is_some() => Some(r),
         (Some(q), _) => Some(q),
         (None, Some(r)) => Some(r),
         (None, None) => None,
     };
-    let Some(d) = src else {
-        return (None, None);
-    };
-    let first = d.qname_sent.clone().filter(|n| dnstext::has_upper(n));
-    let all = (d.questions_sent.len() > 1
-        && d.questions_sent.iter().any(|n| dnstext::has_upper(n)))
-    .then(|| d.questions_sent.clone());
-    (first, all)
+    match src {
+        Some(d) => d.take_case_columns(),
+        None => (None, None),
+    }
 }
 
 fn with_case(b: &RecordBatch) -> Result<RecordBatch> {

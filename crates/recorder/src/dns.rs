@@ -15,9 +15,10 @@
 //!   are not printable ASCII are written `\DDD` (decimal), and `.` `\` `"` `(` `)` `;` `@` `$`
 //!   inside a label are backslash-escaped, as `dig` prints them. Names inside rdata (CNAME
 //!   targets, MX exchanges, ...) follow the same rules so they can be joined against `qname`.
-//! - Question names are also kept as sent ([`ParsedDns::qname_sent`],
-//!   [`ParsedDns::questions_sent`]): the same text with the case of the wire. Escapes hold no
-//!   letters, so the normal form is exactly the ASCII lower-casing of that text.
+//! - Question names are also kept as sent where that differs, i.e. where they have an upper-case
+//!   letter ([`ParsedDns::qname_case`], [`ParsedDns::questions_case`]): the same text with the
+//!   case of the wire. Escapes hold no letters, so the normal form is exactly the ASCII
+//!   lower-casing of that text, and a lower-case name costs nothing more.
 //! - Rdata is in presentation format for the common types; every other type (including the
 //!   DNSSEC types: hickory compiles their decoders only with its `dnssec-*` crypto features,
 //!   which we do not enable) is written in the RFC 3597 generic form `\# <len> <HEX>`.
@@ -87,11 +88,12 @@ pub struct ParsedDns {
     pub questions: Vec<Question>,
     /// Name of the first question; also set when only the name could be read.
     pub qname: Option<String>,
-    /// [`qname`](Self::qname) with the case it was sent in (set exactly when `qname` is).
-    pub qname_sent: Option<String>,
-    /// The name of each of [`questions`](Self::questions) with the case it was sent in (same
-    /// length and order).
-    pub questions_sent: Vec<String>,
+    /// [`qname`](Self::qname) with the case it was sent in, when that has an upper-case letter
+    /// (else it is `qname`).
+    pub qname_case: Option<String>,
+    /// (index in [`questions`](Self::questions), name as sent) of each question whose name has
+    /// an upper-case letter.
+    pub questions_case: Vec<(usize, String)>,
     pub qtype: Option<u16>,
     /// Mnemonic of [`qtype`](Self::qtype) (`A`, `HTTPS`, `TYPE65534`...).
     pub qtype_name: Option<String>,
@@ -122,9 +124,9 @@ impl ParsedDns {
         }
     }
 
-    fn set_first_question(&mut self, sent: String, qtype: Option<u16>, qclass: Option<u16>) {
-        self.qname = Some(sent.to_ascii_lowercase());
-        self.qname_sent = Some(sent);
+    fn set_first_question(&mut self, sent: &Sent, qtype: Option<u16>, qclass: Option<u16>) {
+        self.qname = Some(sent.normal.clone());
+        self.qname_case = sent.case.clone();
         self.qtype = qtype;
         self.qtype_name = qtype.map(|t| names::rtype(t).into_owned());
         self.qclass = qclass;
@@ -236,16 +238,19 @@ fn read_questions(bytes: &[u8], dec: &mut BinDecoder<'_>, p: &mut ParsedDns) -> 
             Ok((dnstext::name_from_labels(name.iter(), false), qtype, qclass))
         });
         match read {
-            Ok((sent, qtype, qclass)) => {
+            Ok((text, qtype, qclass)) => {
+                let sent = Sent::of(text);
                 if i == 0 {
-                    p.set_first_question(sent.clone(), Some(qtype), Some(qclass));
+                    p.set_first_question(&sent, Some(qtype), Some(qclass));
+                }
+                if let Some(case) = sent.case {
+                    p.questions_case.push((p.questions.len(), case));
                 }
                 p.questions.push(Question {
-                    name: sent.to_ascii_lowercase(),
+                    name: sent.normal,
                     qtype,
                     qclass,
                 });
-                p.questions_sent.push(sent);
             }
             Err(e) => {
                 p.note_error(format!(
@@ -260,6 +265,52 @@ fn read_questions(bytes: &[u8], dec: &mut BinDecoder<'_>, p: &mut ParsedDns) -> 
     Ok(())
 }
 
+/// A question name as rendered from the wire: its normal form, and the text as sent when that
+/// differs (has an upper-case letter).
+struct Sent {
+    normal: String,
+    case: Option<String>,
+}
+
+impl Sent {
+    fn of(text: String) -> Sent {
+        if dnstext::has_upper(&text) {
+            Sent {
+                normal: text.to_ascii_lowercase(),
+                case: Some(text),
+            }
+        } else {
+            Sent {
+                normal: text,
+                case: None,
+            }
+        }
+    }
+}
+
+impl ParsedDns {
+    /// The `qname_case` and `questions_case` columns of the transaction whose question group
+    /// this message gives (taken out of it): the first question's name as sent where it has
+    /// upper case, and, for a message of several questions of which one has, every question's
+    /// name as sent. Call before [`questions`](Self::questions) is taken.
+    pub fn take_case_columns(&mut self) -> (Option<String>, Option<Vec<String>>) {
+        let all = (self.questions.len() > 1 && !self.questions_case.is_empty()).then(|| {
+            let mut cased = std::mem::take(&mut self.questions_case)
+                .into_iter()
+                .peekable();
+            self.questions
+                .iter()
+                .enumerate()
+                .map(|(i, q)| match cased.next_if(|(j, _)| *j == i) {
+                    Some((_, name)) => name,
+                    None => q.name.clone(),
+                })
+                .collect()
+        });
+        (self.qname_case.take(), all)
+    }
+}
+
 /// Salvages what it can of a question hickory rejected.
 fn recover_question(bytes: &[u8], start: usize, first: bool, p: &mut ParsedDns) {
     let Some((name, end)) = fallback_name(bytes, start) else {
@@ -267,16 +318,19 @@ fn recover_question(bytes: &[u8], start: usize, first: bool, p: &mut ParsedDns) 
     };
     let qtype = be16(bytes, end);
     let qclass = end.checked_add(2).and_then(|at| be16(bytes, at));
+    let sent = Sent::of(name);
+    if first {
+        p.set_first_question(&sent, qtype, qclass);
+    }
     if let (Some(qtype), Some(qclass)) = (qtype, qclass) {
+        if let Some(case) = sent.case {
+            p.questions_case.push((p.questions.len(), case));
+        }
         p.questions.push(Question {
-            name: name.to_ascii_lowercase(),
+            name: sent.normal,
             qtype,
             qclass,
         });
-        p.questions_sent.push(name.clone());
-    }
-    if first {
-        p.set_first_question(name, qtype, qclass);
     }
 }
 
@@ -1038,8 +1092,16 @@ mod tests {
         ));
         let p = parse(&bytes(&m));
         assert_eq!(p.qname.as_deref(), Some("www.example.com"));
-        assert_eq!(p.qname_sent.as_deref(), Some("WWW.Example.COM"));
-        assert_eq!(p.questions_sent, vec!["WWW.Example.COM".to_owned()]);
+        assert_eq!(p.qname_case.as_deref(), Some("WWW.Example.COM"));
+        assert_eq!(p.questions_case, [(0, "WWW.Example.COM".to_owned())]);
+        // One question: no list.
+        assert_eq!(
+            p.clone().take_case_columns(),
+            (Some("WWW.Example.COM".to_owned()), None)
+        );
+        // All lower case: nothing kept.
+        let p = parse(&bytes(&query(1, "www.example.com.", RecordType::A)));
+        assert_eq!((&p.qname_case, p.questions_case.len()), (&None, 0));
 
         // Three questions: an escaped dot and NUL, a base64-like label, one all lower case.
         let mut m = header(6, 0x0100, [3, 0, 0, 0]);
@@ -1051,12 +1113,15 @@ mod tests {
         let p = parse(&m);
         assert_eq!(p.parse_error, None);
         assert_eq!(p.qname.as_deref(), Some(r"a\.\000z.ok"));
-        assert_eq!(p.qname_sent.as_deref(), Some(r"A\.\000Z.oK"));
+        assert_eq!(p.qname_case.as_deref(), Some(r"A\.\000Z.oK"));
         let normal: Vec<&str> = p.questions.iter().map(|q| q.name.as_str()).collect();
         assert_eq!(normal, [r"a\.\000z.ok", "h4si+/.t", "low"]);
-        assert_eq!(p.questions_sent, [r"A\.\000Z.oK", "H4sI+/.T", "low"]);
+        let (first, all) = p.clone().take_case_columns();
+        assert_eq!(first.as_deref(), Some(r"A\.\000Z.oK"));
+        let all = all.expect("several questions, some upper case");
+        assert_eq!(all, [r"A\.\000Z.oK", "H4sI+/.T", "low"]);
         // The normal form is the lower-casing of the form as sent, question by question.
-        for (q, sent) in p.questions.iter().zip(&p.questions_sent) {
+        for (q, sent) in p.questions.iter().zip(&all) {
             assert_eq!(q.name, sent.to_ascii_lowercase());
         }
 
@@ -1066,8 +1131,8 @@ mod tests {
         m.extend_from_slice(&[0xC0, 18, 0, 1, 0, 1, 1, b'X', 1, b'y', 0]);
         let p = parse(&m);
         assert_eq!(p.qname.as_deref(), Some("x.y"));
-        assert_eq!(p.qname_sent.as_deref(), Some("X.y"));
-        assert_eq!(p.questions_sent, ["X.y"]);
+        assert_eq!(p.qname_case.as_deref(), Some("X.y"));
+        assert_eq!(p.questions_case, [(0, "X.y".to_owned())]);
     }
 
     #[test]

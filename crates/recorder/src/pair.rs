@@ -366,7 +366,12 @@ impl Pairer {
             (None, Some(r)) => Some(&mut r.dns),
             (None, None) => None,
         };
-        let (qname, qtype, qtype_name, qclass, questions) = match qsrc.as_deref_mut() {
+        // Names as sent: stored only where they differ from the normal form (upper case).
+        let (qname_case, questions_case) = match qsrc.as_deref_mut() {
+            Some(d) => d.take_case_columns(),
+            None => (None, None),
+        };
+        let (qname, qtype, qtype_name, qclass, questions) = match qsrc {
             Some(d) => (
                 d.qname.take(),
                 d.qtype,
@@ -375,16 +380,6 @@ impl Pairer {
                 d.has_header().then(|| std::mem::take(&mut d.questions)),
             ),
             None => (None, None, None, None, None),
-        };
-        // Names as sent: stored only where they differ from the normal form (upper case).
-        let (qname_case, questions_case) = match qsrc {
-            Some(d) => (
-                d.qname_sent.take().filter(|n| dnstext::has_upper(n)),
-                (d.questions_sent.len() > 1
-                    && d.questions_sent.iter().any(|n| dnstext::has_upper(n)))
-                .then(|| std::mem::take(&mut d.questions_sent)),
-            ),
-            None => (None, None),
         };
         let registered_domain = qname.as_deref().and_then(dnstext::registered_domain);
 
