@@ -8,6 +8,8 @@
  *  - cgroup_skb egress/ingress copy the L3 packet of DNS traffic into the ring buffer, with the
  *    socket owner (on ingress the current task is NOT the receiver, e.g. on loopback it is
  *    the sender: the owner always comes from socket storage there);
+ *  - the same connect/sendmsg hooks report connections to encrypted-DNS endpoints (port 853,
+ *    and 443 of an address on the DoH list) as bypass events, unless --no-bypass;
  *  - tp_btf sched_process_exec/exit report exe, argv and exits so that user space knows
  *    processes that are gone by the time it looks;
  *  - with --stacks only (not loaded otherwise): tp_btf sys_enter takes the user stack of a
@@ -62,6 +64,9 @@ const volatile __u32 self_tgid = 0;
 const volatile __u32 wakeup_bytes = 0;
 /* --stacks: egress packets of a thread with a pending stack are preceded by a stack event. */
 const volatile bool stacks_enabled = false;
+/* Encrypted-DNS bypass: connections to port 853 (DoT, DoQ) and to 443 of a listed DoH address.
+ * Off with --no-bypass; the DNS path does not look at it. */
+const volatile bool bypass_enabled = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -106,17 +111,36 @@ struct {
 	__type(value, struct pending_stack);
 } stack_scratch SEC(".maps");
 
+/* Encrypted-DNS bypass: the DoH endpoint addresses (filled by user space from the DoH list
+ * before the programs attach; sized by user space), and per UDP socket the destination last
+ * reported. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct doh_key);
+	__type(value, __u8);
+} doh_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct bypass_seen);
+} sk_bypass SEC(".maps");
+
 /* Zero-initialised globals make libbpf-cargo emit these types into the skeleton. */
 struct stack_event _stack_event = {};
 struct packet_event _packet_event = {};
 struct exec_event _exec_event = {};
 struct exit_event _exit_event = {};
+struct bypass_event _bypass_event = {};
 /* ... and these enums (the numbers user space must agree with: see dnsledger.h). */
 enum dnsledger_abi _abi = 0;
 enum event_kind _event_kind = 0;
 enum direction _direction = 0;
 enum owner_source _owner_source = 0;
 enum counter _counter = 0;
+enum bypass_kind _bypass_kind = 0;
 
 static __always_inline void count(__u32 idx)
 {
@@ -408,47 +432,153 @@ int dns_ingress(struct __sk_buff *skb)
 	return 1;
 }
 
-/* Remembers the process using a socket that talks to a DNS port. */
-static __always_inline void note_owner(struct bpf_sock_addr *ctx)
+/* Remembers the process using a socket that talks to a DNS port. Returns true if the port is
+ * a DNS port (the caller then looks no further). */
+static __always_inline bool note_owner(struct bpf_sock_addr *ctx)
 {
 	struct sock_owner *stored;
 	struct bpf_sock *sk = ctx->sk;
 
 	if (!sk || !is_dns_port(bpf_ntohs(ctx->user_port)))
-		return;
+		return false;
 	stored = bpf_sk_storage_get(&sk_owner, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!stored) {
 		count(CNT_STORAGE);
-		return;
+		return true;
 	}
 	owner_from_current(stored);
+	return true;
+}
+
+/* The destination of a sock_addr call as an IPv6 address (IPv4 ones IPv4-mapped). */
+static __always_inline void dest_addr(struct bpf_sock_addr *ctx, bool v6, __u8 out[16])
+{
+	__u32 *w = (__u32 *)out;
+
+	if (v6) {
+		w[0] = ctx->user_ip6[0];
+		w[1] = ctx->user_ip6[1];
+		w[2] = ctx->user_ip6[2];
+		w[3] = ctx->user_ip6[3];
+	} else {
+		w[0] = 0;
+		w[1] = 0;
+		w[2] = bpf_htonl(0xffff);
+		w[3] = ctx->user_ip4;
+	}
+}
+
+/*
+ * Encrypted DNS past the host's resolver: a connect (TCP or UDP) or an unconnected UDP send to
+ * port 853, or to port 443 of an address on the DoH list, becomes one bypass event. Runs only
+ * for ports that are not DNS ports, after a two-compare port check: other traffic pays that
+ * and nothing else (443 also pays one hash lookup).
+ */
+static __always_inline void note_bypass(struct bpf_sock_addr *ctx, bool v6)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct bypass_event *e;
+	struct doh_key key;
+	__u16 port = bpf_ntohs(ctx->user_port);
+	__u32 proto;
+	__u8 kind;
+
+	if (!bypass_enabled || (port != DOT_PORT && port != HTTPS_PORT) || !sk)
+		return;
+	proto = ctx->protocol;
+	if (proto != IPPROTO_TCP_ && proto != IPPROTO_UDP_)
+		return;
+	dest_addr(ctx, v6, key.addr);
+	if (port == DOT_PORT) {
+		kind = proto == IPPROTO_TCP_ ? BYPASS_DOT : BYPASS_DOQ;
+	} else {
+		if (!bpf_map_lookup_elem(&doh_endpoints, &key))
+			return;
+		kind = BYPASS_DOH_LIKELY;
+	}
+	if (self_tgid && (bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return;
+	/* An unconnected UDP socket runs sendmsg for every datagram: report each destination of
+	 * a UDP socket once (until it sends elsewhere). */
+	if (proto == IPPROTO_UDP_) {
+		struct bypass_seen *seen =
+			bpf_sk_storage_get(&sk_bypass, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+		if (seen) {
+			__u32 *a = (__u32 *)seen->daddr, *b = (__u32 *)key.addr;
+
+			if (seen->dport == port && a[0] == b[0] && a[1] == b[1] && a[2] == b[2] &&
+			    a[3] == b[3])
+				return;
+			__builtin_memcpy(seen->daddr, key.addr, sizeof(key.addr));
+			seen->dport = port;
+		} else {
+			count(CNT_STORAGE);
+		}
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_BYPASS_RB_FULL);
+		return;
+	}
+	e->kind = EVENT_BYPASS;
+	e->version = DNSLEDGER_EVENT_VERSION;
+	e->bypass = kind;
+	e->protocol = proto;
+	e->dport = port;
+	e->sport = sk->src_port;
+	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	__builtin_memcpy(e->daddr, key.addr, sizeof(key.addr));
+	{
+		__u32 *w = (__u32 *)e->saddr;
+
+		if (v6) {
+			w[0] = sk->src_ip6[0];
+			w[1] = sk->src_ip6[1];
+			w[2] = sk->src_ip6[2];
+			w[3] = sk->src_ip6[3];
+		} else {
+			w[0] = 0;
+			w[1] = 0;
+			w[2] = bpf_htonl(0xffff);
+			w[3] = sk->src_ip4;
+		}
+	}
+	__builtin_memset(&e->owner, 0, sizeof(e->owner));
+	owner_from_current(&e->owner);
+	bpf_ringbuf_submit(e, wakeup_flag());
+	count(CNT_BYPASS_SENT);
 }
 
 SEC("cgroup/connect4")
 int dns_connect4(struct bpf_sock_addr *ctx)
 {
-	note_owner(ctx);
+	if (!note_owner(ctx))
+		note_bypass(ctx, false);
 	return 1;
 }
 
 SEC("cgroup/connect6")
 int dns_connect6(struct bpf_sock_addr *ctx)
 {
-	note_owner(ctx);
+	if (!note_owner(ctx))
+		note_bypass(ctx, true);
 	return 1;
 }
 
 SEC("cgroup/sendmsg4")
 int dns_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	note_owner(ctx);
+	if (!note_owner(ctx))
+		note_bypass(ctx, false);
 	return 1;
 }
 
 SEC("cgroup/sendmsg6")
 int dns_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	note_owner(ctx);
+	if (!note_owner(ctx))
+		note_bypass(ctx, true);
 	return 1;
 }
 

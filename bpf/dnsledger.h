@@ -12,6 +12,14 @@ enum event_kind {
 	EVENT_EXEC = 2,
 	EVENT_EXIT = 3,
 	EVENT_STACK = 4,
+	EVENT_BYPASS = 5,
+};
+
+/* What a bypass event saw (encrypted DNS past the host's resolver). */
+enum bypass_kind {
+	BYPASS_DOT = 1,	       /* TCP connect to port 853 (DNS over TLS) */
+	BYPASS_DOQ = 2,	       /* UDP connect or first datagram to port 853 (DNS over QUIC) */
+	BYPASS_DOH_LIKELY = 3, /* TCP or UDP to port 443 of an address on the DoH list */
 };
 
 enum direction {
@@ -39,7 +47,9 @@ enum counter {
 	CNT_STACK_RB_FULL = 6, /* --stacks: stack event lost, ring buffer full (packet kept) */
 	CNT_STACK_FAILED = 7,  /* --stacks: bpf_get_stack found no user frame */
 	CNT_STACK_SENT = 8,    /* --stacks: stack events emitted (not a drop) */
-	CNT_MAX = 9,
+	CNT_BYPASS_RB_FULL = 9, /* bypass event lost: ring buffer full */
+	CNT_BYPASS_SENT = 10,   /* bypass events emitted (not a drop) */
+	CNT_MAX = 11,
 };
 
 /*
@@ -60,6 +70,10 @@ enum dnsledger_abi {
 	/* Largest copy the programs can make (a 64 KiB DNS message and its headers); user space
 	 * refuses a larger --max-payload. */
 	COPY_LIMIT = 65536 + HEADER_ROOM,
+	/* Port of DNS over TLS (TCP) and DNS over QUIC (UDP), RFC 7858 and RFC 9250. */
+	DOT_PORT = 853,
+	/* Port of HTTPS: DoH when the address is on the DoH list. */
+	HTTPS_PORT = 443,
 };
 
 /* Owner of a socket, kept in socket storage. */
@@ -135,6 +149,40 @@ struct stack_event {
 	__u64 ts_boot_ns;
 	__u64 sock_cookie;
 	__u64 ips[STACK_DEPTH];
+};
+
+/*
+ * A connection (TCP connect, UDP connect or a UDP datagram sent without connect) to an
+ * encrypted-DNS endpoint, seen by a cgroup sock_addr hook in the caller's context. `daddr` is
+ * an IPv6 address; IPv4 destinations are IPv4-mapped (::ffff:a.b.c.d), as are the DoH list's
+ * keys. `saddr`/`sport` are the socket's local address and port when it was already bound
+ * (else zero: a connect hook runs before the kernel picks them).
+ */
+struct bypass_event {
+	__u8 kind;
+	__u8 version;
+	__u8 bypass;   /* enum bypass_kind */
+	__u8 protocol; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u16 dport;   /* host byte order */
+	__u16 sport;   /* host byte order */
+	__u64 ts_boot_ns;
+	__u8 daddr[16];
+	__u8 saddr[16];
+	struct sock_owner owner;
+};
+
+/* The destination a UDP socket last reported a bypass event for (one event per socket and
+ * destination, not one per datagram). */
+struct bypass_seen {
+	__u8 daddr[16];
+	__u16 dport;
+	__u16 _pad0;
+	__u32 _pad1;
+};
+
+/* Key of the DoH endpoint map: an IPv6 address, IPv4 ones IPv4-mapped. */
+struct doh_key {
+	__u8 addr[16];
 };
 
 #endif

@@ -143,6 +143,16 @@ pub struct Overrides {
     /// the README for measurements. Record only.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub stacks: Option<bool>,
+    /// Do not record encrypted-DNS bypass (connections to port 853, DoT and DoQ, and to port
+    /// 443 of addresses on the DoH list). [default: recorded] Record only.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub no_bypass: Option<bool>,
+    /// The DoH endpoint list: one IPv4 or IPv6 address per line (text after it and `#`
+    /// comments are ignored); HTTPS to these addresses is recorded as `doh-likely`. Names are
+    /// not resolved at record time. [default: /usr/share/dnsledger/doh-endpoints.txt, the
+    /// list the package installs; without it only DoT and DoQ are recorded] Record only.
+    #[arg(long, value_name = "FILE")]
+    pub doh_list: Option<PathBuf>,
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9422, DNSWatch's
     /// port): DNSWatch's counters by process plus dnsledger_* series. [default: off]
     /// Record only.
@@ -168,13 +178,15 @@ pub struct Overrides {
 }
 
 /// The keys only `record` uses (flag ids).
-pub const RECORD_ONLY: [&str; 9] = [
+pub const RECORD_ONLY: [&str; 11] = [
     "ring_size",
     "spool_sync",
     "user",
     "max_size",
     "max_age",
     "stacks",
+    "no_bypass",
+    "doh_list",
     "metrics_listen",
     "metrics_max_processes",
     "ship_to",
@@ -216,6 +228,8 @@ impl Overrides {
             self.max_size.is_some(),
             self.max_age.is_some(),
             self.stacks.is_some(),
+            self.no_bypass.is_some(),
+            self.doh_list.is_some(),
             self.metrics_listen.is_some(),
             self.metrics_max_processes.is_some(),
             self.ship_to.is_some(),
@@ -258,6 +272,10 @@ pub struct Settings {
     pub max_age: Option<Duration>,
     /// `record`: capture and symbolize the user stack of each query's sender.
     pub stacks: bool,
+    /// `record`: record encrypted-DNS bypass (DoT, DoQ, DoH to listed addresses).
+    pub bypass: bool,
+    /// `record`: the DoH endpoint list; `None`: the packaged list if it is there.
+    pub doh_list: Option<PathBuf>,
     /// `record`: serve Prometheus metrics on this address.
     pub metrics_listen: Option<SocketAddr>,
     /// `record`: distinct `process` label values of the DNSWatch counters.
@@ -284,6 +302,8 @@ impl Settings {
             max_size: None,
             max_age: None,
             stacks: false,
+            bypass: true,
+            doh_list: None,
             metrics_listen: None,
             metrics_max_processes: crate::live::metrics::DEFAULT_MAX_PROCESSES,
             ship_to: None,
@@ -324,6 +344,8 @@ impl Settings {
             max_size,
             max_age,
             stacks,
+            no_bypass,
+            doh_list,
             metrics_listen,
             metrics_max_processes,
             ship_to,
@@ -344,6 +366,8 @@ impl Settings {
         set(&mut self.max_size, max_size.map(Some));
         set(&mut self.max_age, max_age.map(Some));
         set(&mut self.stacks, stacks);
+        set(&mut self.bypass, no_bypass.map(|b| !b));
+        set(&mut self.doh_list, doh_list.map(Some));
         set(&mut self.metrics_listen, metrics_listen.map(Some));
         set(&mut self.metrics_max_processes, metrics_max_processes);
         set(&mut self.ship_to, ship_to.map(Some));
@@ -781,6 +805,12 @@ mod tests {
         Case { key: "stacks", file: "true", file_under_flag: "false", env: None,
             flag: &["--stacks"], get: |s| dbg(s.stacks),
             default: "false", from_file: "true", from_env: "true", from_flag: "true" },
+        Case { key: "no-bypass", file: "true", file_under_flag: "false", env: None,
+            flag: &["--no-bypass"], get: |s| dbg(!s.bypass),
+            default: "false", from_file: "true", from_env: "true", from_flag: "true" },
+        Case { key: "doh-list", file: "\"/file.txt\"", file_under_flag: "\"/file.txt\"", env: None,
+            flag: &["--doh-list", "/flag.txt"], get: |s| dbg(&s.doh_list),
+            default: "None", from_file: "Some(\"/file.txt\")", from_env: "Some(\"/file.txt\")", from_flag: "Some(\"/flag.txt\")" },
         Case { key: "metrics-listen", file: "\"127.0.0.1:9422\"", file_under_flag: "\"127.0.0.1:9422\"", env: None,
             flag: &["--metrics-listen", "127.0.0.1:9423"], get: |s| dbg(s.metrics_listen),
             default: "None", from_file: "Some(127.0.0.1:9422)", from_env: "Some(127.0.0.1:9422)", from_flag: "Some(127.0.0.1:9423)" },

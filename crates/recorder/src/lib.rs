@@ -12,6 +12,9 @@
 //!   -> store/     Transaction -> spool (crash safety) -> sealed segment; retention (prune)
 //! ```
 //!
+//! [`bypass`] turns the kernel's encrypted-DNS bypass events (DoT, DoQ, likely DoH) into rows
+//! and reads the DoH endpoint list.
+//!
 //! [`pipeline`] strings decode -> dns -> pair -> store together for both sources;
 //! [`recorder`] runs it live (the capture thread, the writer loop, upkeep and status);
 //! [`live`] serves what is recorded as it happens (live socket, `snoop`, `top`, Prometheus
@@ -19,6 +22,7 @@
 //!
 //! Everything after `capture` is pure and unit-tested; only [`capture::bpf`] touches libbpf-rs.
 
+pub mod bypass;
 pub mod capture;
 pub mod config;
 pub mod decode;

@@ -409,6 +409,8 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         ring_bytes: 1 << 20,
         self_tgid: std::process::id(),
         stacks: false,
+        bypass: true,
+        doh_endpoints: Vec::new(),
     };
     let probes = bpf::check(&cfg);
     let width = probes.iter().map(|p| p.what.len()).max().unwrap_or(0);

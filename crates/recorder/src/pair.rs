@@ -223,6 +223,11 @@ impl Pairer {
     }
 
     /// Queries given up since start because the pairing table was full.
+    /// The host name and boot id stamped on every row.
+    pub fn host(&self) -> (&Arc<str>, Option<&Arc<str>>) {
+        (&self.cfg.hostname, self.cfg.boot_id.as_ref())
+    }
+
     pub fn evicted(&self) -> u64 {
         self.evicted
     }

@@ -390,6 +390,15 @@ impl<A: Attributor> Pipeline<A> {
         }
     }
 
+    /// A connection to an encrypted-DNS endpoint (a `bypass` row, see [`crate::bypass`]).
+    pub fn bypass(&mut self, b: &crate::bypass::BypassInfo) {
+        let attrs = self.attr.attrs(&b.owner);
+        let (hostname, boot_id) = self.pairer.host();
+        let row = crate::bypass::bypass_row(b, attrs, hostname, boot_id);
+        self.rows.push(row);
+        self.flush_rows();
+    }
+
     pub fn set_drop_totals(&mut self, kernel: u64, user: u64) {
         if let Some(w) = &mut self.writer {
             w.set_drop_totals(kernel, user);

@@ -93,6 +93,8 @@ pub enum RecordError {
     WriterPanicked,
     #[error(transparent)]
     Privs(#[from] PrivsError),
+    #[error(transparent)]
+    DohList(#[from] crate::bypass::DohListError),
 }
 
 /// What a finished recording did.
@@ -147,11 +149,38 @@ impl Batch {
     }
 }
 
+/// The DoH endpoint addresses `record` gives the kernel (none with `--no-bypass`).
+fn doh_endpoints(s: &Settings) -> Result<Vec<std::net::IpAddr>, RecordError> {
+    if !s.bypass {
+        info!("encrypted-DNS bypass not recorded (--no-bypass)");
+        return Ok(Vec::new());
+    }
+    match crate::bypass::load_doh_list(s.doh_list.as_deref())? {
+        Some((path, ips)) => {
+            info!(
+                addresses = ips.len(),
+                list = %path.display(),
+                "encrypted-DNS bypass: DoT, DoQ and DoH to listed addresses recorded"
+            );
+            Ok(ips)
+        }
+        None => {
+            warn!(
+                "no DoH list at {} (give one with --doh-list): DoT and DoQ are recorded, \
+                 DoH is not",
+                crate::bypass::DEFAULT_DOH_LIST
+            );
+            Ok(Vec::new())
+        }
+    }
+}
+
 /// Records until the stop flag is set (by a signal, or by a thread that failed), then seals
 /// everything. `s` is the resolved configuration of `record`.
 pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, RecordError> {
     let cgroup_root = bpf::preflight()?;
     bpf::route_libbpf_log();
+    let doh_endpoints = doh_endpoints(s)?;
     create_data_dir(&s.data_dir).map_err(|source| RecordError::DataDir {
         path: s.data_dir.clone(),
         source,
@@ -269,6 +298,8 @@ pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, Reco
         ring_bytes: s.ring_size,
         self_tgid: std::process::id(),
         stacks: s.stacks,
+        bypass: s.bypass,
+        doh_endpoints,
     };
     // Hands the batch to the writer. When the writer is behind (channel full) the batch keeps
     // growing here instead; only past BATCH_MAX_PENDING bytes are its events dropped, and

@@ -108,7 +108,9 @@ pub fn column_doc(name: &str) -> &'static str {
         col::RESPONSE_TS => "capture time of the response; NULL if unanswered",
         col::LATENCY_NS => "response_ts - query_ts in nanoseconds; NULL unless both were seen",
         col::STATUS => {
-            "answered, unanswered (no response within the pair timeout) or unsolicited (response without query)"
+            "answered, unanswered (no response within the pair timeout), unsolicited (response \
+             without query), or bypass (a connection to an encrypted-DNS endpoint: no DNS \
+             message seen, transport says which)"
         }
         col::HOSTNAME => "host that recorded the transaction (the recorder's --host)",
         col::BOOT_ID => {
@@ -128,12 +130,15 @@ pub fn column_doc(name: &str) -> &'static str {
             "container id found in the cgroup path (docker, containerd, podman, ...)"
         }
         col::NETNS => "network namespace inode of the process",
-        col::TRANSPORT => "udp or tcp",
+        col::TRANSPORT => {
+            "udp or tcp; for status bypass: dot (TCP to port 853), doq (UDP to port 853) or \
+             doh-likely (port 443 of an address on the DoH list)"
+        }
         col::IP_VERSION => "4 or 6",
         col::CLIENT_IP => "address of the client (the local process's side)",
         col::CLIENT_PORT => "port of the client",
-        col::SERVER_IP => "address of the DNS server queried",
-        col::SERVER_PORT => "port of the DNS server (53, 5353, ...)",
+        col::SERVER_IP => "address of the DNS server queried (bypass: the encrypted-DNS endpoint)",
+        col::SERVER_PORT => "port of the DNS server (53, 5353, ...; bypass: 853 or 443)",
         col::DNS_ID => "DNS message id",
         col::OPCODE => "DNS opcode (0 query, 4 notify, 5 update, ...)",
         col::RCODE => "response code, extended by EDNS (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, ...)",
@@ -212,6 +217,22 @@ pub mod status {
     pub const ANSWERED: &str = "answered";
     pub const UNANSWERED: &str = "unanswered";
     pub const UNSOLICITED: &str = "unsolicited";
+    /// A connection to an encrypted-DNS endpoint (DoT, DoQ, likely DoH): no DNS message was
+    /// seen; `transport` says which (see [`crate::transport`]).
+    pub const BYPASS: &str = "bypass";
+}
+
+/// Values of the `transport` column.
+pub mod transport {
+    pub const UDP: &str = "udp";
+    pub const TCP: &str = "tcp";
+    /// Status `bypass`: TCP to port 853 (DNS over TLS).
+    pub const DOT: &str = "dot";
+    /// Status `bypass`: UDP to port 853 (DNS over QUIC).
+    pub const DOQ: &str = "doq";
+    /// Status `bypass`: TCP or UDP to port 443 of an address on the DoH list. DoH endpoints
+    /// share addresses with CDNs and plain DNS, hence "likely".
+    pub const DOH_LIKELY: &str = "doh-likely";
 }
 
 /// Parquet key-value metadata keys written into every sealed segment.

@@ -5,7 +5,9 @@
 //! it), and this module only narrows them to the Rust types the decoder uses. Nothing here is
 //! copied by hand; a value that changes in C changes here at the next build.
 
-use super::skel::types::{counter, direction, dnsledger_abi, event_kind, owner_source};
+use super::skel::types::{
+    bypass_kind, counter, direction, dnsledger_abi, event_kind, owner_source,
+};
 
 /// Version carried by every event (`DNSLEDGER_EVENT_VERSION`).
 pub const EVENT_VERSION: u8 = dnsledger_abi::DNSLEDGER_EVENT_VERSION.0 as u8;
@@ -13,6 +15,10 @@ pub const EVENT_PACKET: u8 = event_kind::EVENT_PACKET.0 as u8;
 pub const EVENT_EXEC: u8 = event_kind::EVENT_EXEC.0 as u8;
 pub const EVENT_EXIT: u8 = event_kind::EVENT_EXIT.0 as u8;
 pub const EVENT_STACK: u8 = event_kind::EVENT_STACK.0 as u8;
+pub const EVENT_BYPASS: u8 = event_kind::EVENT_BYPASS.0 as u8;
+pub const BYPASS_DOT: u8 = bypass_kind::BYPASS_DOT.0 as u8;
+pub const BYPASS_DOQ: u8 = bypass_kind::BYPASS_DOQ.0 as u8;
+pub const BYPASS_DOH_LIKELY: u8 = bypass_kind::BYPASS_DOH_LIKELY.0 as u8;
 pub const DIR_EGRESS: u8 = direction::DIR_EGRESS.0 as u8;
 pub const DIR_INGRESS: u8 = direction::DIR_INGRESS.0 as u8;
 pub const OWNER_NONE: u8 = owner_source::OWNER_NONE.0 as u8;
@@ -39,6 +45,8 @@ pub const CNT_PKT_SENT: usize = counter::CNT_PKT_SENT.0 as usize;
 pub const CNT_STACK_RB_FULL: usize = counter::CNT_STACK_RB_FULL.0 as usize;
 pub const CNT_STACK_FAILED: usize = counter::CNT_STACK_FAILED.0 as usize;
 pub const CNT_STACK_SENT: usize = counter::CNT_STACK_SENT.0 as usize;
+pub const CNT_BYPASS_RB_FULL: usize = counter::CNT_BYPASS_RB_FULL.0 as usize;
+pub const CNT_BYPASS_SENT: usize = counter::CNT_BYPASS_SENT.0 as usize;
 
 /// The name each counter has in `status.json`, `dnsledger status` and the metrics, by index.
 /// Built from `(index, name)` pairs so that a reordered C enum cannot mislabel a counter.
@@ -53,6 +61,8 @@ pub const COUNTER_NAMES: [&str; COUNTERS] = {
         (CNT_STACK_RB_FULL, "stack_ringbuf_full"),
         (CNT_STACK_FAILED, "stack_unwind_failed"),
         (CNT_STACK_SENT, "stacks_sent"),
+        (CNT_BYPASS_RB_FULL, "bypass_ringbuf_full"),
+        (CNT_BYPASS_SENT, "bypass_sent"),
     ];
     let mut names = [""; COUNTERS];
     let mut i = 0;
@@ -78,6 +88,8 @@ mod tests {
             event_kind::EVENT_EXEC.0,
             event_kind::EVENT_EXIT.0,
             event_kind::EVENT_STACK.0,
+            event_kind::EVENT_BYPASS.0,
+            bypass_kind::BYPASS_DOH_LIKELY.0,
             direction::DIR_EGRESS.0,
             direction::DIR_INGRESS.0,
             owner_source::OWNER_SOCKET.0,
@@ -86,9 +98,18 @@ mod tests {
             assert!(v <= u32::from(u8::MAX), "{v} does not fit a u8 field");
         }
         assert_ne!(DIR_EGRESS, DIR_INGRESS);
-        let distinct: std::collections::BTreeSet<u8> =
-            [EVENT_PACKET, EVENT_EXEC, EVENT_EXIT, EVENT_STACK].into();
-        assert_eq!(distinct.len(), 4);
+        let distinct: std::collections::BTreeSet<u8> = [
+            EVENT_PACKET,
+            EVENT_EXEC,
+            EVENT_EXIT,
+            EVENT_STACK,
+            EVENT_BYPASS,
+        ]
+        .into();
+        assert_eq!(distinct.len(), 5);
+        let kinds: std::collections::BTreeSet<u8> =
+            [BYPASS_DOT, BYPASS_DOQ, BYPASS_DOH_LIKELY].into();
+        assert_eq!(kinds.len(), 3);
     }
 
     #[test]

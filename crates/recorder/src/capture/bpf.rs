@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::mem::MaybeUninit;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +18,9 @@ use libbpf_rs::{Link, MapCore, MapFlags, PrintLevel, RingBufferBuilder};
 use super::privs;
 use super::skel::{DnsledgerSkel, DnsledgerSkelBuilder, OpenDnsledgerSkel};
 
-use super::abi::{CNT_EXEC_RB_FULL, CNT_EXIT_RB_FULL, CNT_LOAD_BYTES, CNT_PKT_RB_FULL};
+use super::abi::{
+    CNT_BYPASS_RB_FULL, CNT_EXEC_RB_FULL, CNT_EXIT_RB_FULL, CNT_LOAD_BYTES, CNT_PKT_RB_FULL,
+};
 use super::abi::{COPY_LIMIT, COUNTERS, HEADER_ROOM, MAX_PORTS};
 
 /// Programs attached to the cgroup v2 root.
@@ -87,6 +90,11 @@ pub enum BpfError {
     Poll(libbpf_rs::Error),
     #[error("too many DNS ports: {0} (at most {MAX_PORTS})")]
     TooManyPorts(usize),
+    #[error(
+        "cannot fill the DoH endpoint map ({0} addresses): {1}\n\
+         hint: a shorter --doh-list, or --no-bypass"
+    )]
+    DohMap(usize, libbpf_rs::Error),
 }
 
 /// What the programs are told before they are loaded.
@@ -102,6 +110,10 @@ pub struct BpfConfig {
     pub self_tgid: u32,
     /// Capture the user stack of each DNS send (`--stacks`).
     pub stacks: bool,
+    /// Report connections to encrypted-DNS endpoints (off with `--no-bypass`).
+    pub bypass: bool,
+    /// The DoH endpoint addresses (`--doh-list`): port 443 to these is `doh-likely`.
+    pub doh_endpoints: Vec<IpAddr>,
 }
 
 /// In-kernel counters, summed over CPUs, as last read.
@@ -114,7 +126,7 @@ pub struct KernelCounters {
 }
 
 impl KernelCounters {
-    /// Events lost in the kernel: ring buffer full (packets, execs, exits) and packets whose
+    /// Events lost in the kernel: ring buffer full (packets, execs, exits, bypass) and packets whose
     /// bytes could not be copied. A socket-storage failure loses no event (the packet is still
     /// sent, with the current task as owner) and is not counted here.
     pub fn dropped(&self) -> u64 {
@@ -123,6 +135,7 @@ impl KernelCounters {
             CNT_EXEC_RB_FULL,
             CNT_EXIT_RB_FULL,
             CNT_LOAD_BYTES,
+            CNT_BYPASS_RB_FULL,
         ]
         .iter()
         .map(|&i| self.get(i))
@@ -242,6 +255,7 @@ fn configure(open: &mut OpenDnsledgerSkel<'_>, cfg: &BpfConfig) -> Result<(), Bp
     // is waiting.
     rodata.wakeup_bytes = cfg.ring_bytes / 8;
     rodata.stacks_enabled = cfg.stacks;
+    rodata.bypass_enabled = cfg.bypass;
     open.maps
         .events
         .set_max_entries(cfg.ring_bytes)
@@ -252,12 +266,37 @@ fn configure(open: &mut OpenDnsledgerSkel<'_>, cfg: &BpfConfig) -> Result<(), Bp
         .pending_stacks
         .set_max_entries(if cfg.stacks { PENDING_STACKS } else { 1 })
         .map_err(BpfError::Open)?;
+    // The DoH map holds the list and nothing more (a hash map needs at least one entry).
+    let doh_entries = if cfg.bypass {
+        cfg.doh_endpoints.len().max(1)
+    } else {
+        1
+    };
+    open.maps
+        .doh_endpoints
+        .set_max_entries(u32::try_from(doh_entries).unwrap_or(u32::MAX))
+        .map_err(BpfError::Open)?;
     if !cfg.stacks {
         for mut prog in open.open_object_mut().progs_mut() {
             if STACK_PROGRAMS.iter().any(|n| prog.name() == *n) {
                 prog.set_autoload(false);
             }
         }
+    }
+    Ok(())
+}
+
+/// Puts the DoH endpoint addresses into the kernel's map (before the programs attach).
+fn fill_doh_map(skel: &DnsledgerSkel<'_>, cfg: &BpfConfig) -> Result<(), BpfError> {
+    if !cfg.bypass {
+        return Ok(());
+    }
+    for ip in &cfg.doh_endpoints {
+        let key = crate::bypass::to_kernel_addr(*ip);
+        skel.maps
+            .doh_endpoints
+            .update(&key, &[1u8], MapFlags::ANY)
+            .map_err(|e| BpfError::DohMap(cfg.doh_endpoints.len(), e))?;
     }
     Ok(())
 }
@@ -376,6 +415,7 @@ pub fn capture(
         .map_err(BpfError::Open)?;
     configure(&mut open, cfg)?;
     let skel = open.load().map_err(BpfError::Load)?;
+    fill_doh_map(&skel, cfg)?;
     let cgroup = open_cgroup(cgroup_root)?;
     let _links = attach_all(&skel, &cgroup, cfg.stacks)?;
 
@@ -466,9 +506,14 @@ pub fn check(cfg: &BpfConfig) -> Vec<Probe> {
     if !privileged {
         return probes;
     }
-    // The ring buffer and socket storage maps are created by any load.
+    // The ring buffer and socket storage maps are created by any load. The sock_addr programs
+    // are probed with the encrypted-DNS bypass code in (it is compiled out with --no-bypass).
+    let bypass_cfg = BpfConfig {
+        bypass: true,
+        ..cfg.clone()
+    };
     for name in CGROUP_PROGRAMS.iter().chain(TRACE_PROGRAMS.iter()) {
-        let (ok, detail) = match probe_program(cfg, name, root.as_ref().ok()) {
+        let (ok, detail) = match probe_program(&bypass_cfg, name, root.as_ref().ok()) {
             Ok(d) => (true, d),
             Err(e) => (false, e.to_string()),
         };
@@ -571,5 +616,8 @@ mod tests {
         assert_eq!(size_of::<skel::types::exit_event>(), 16);
         assert_eq!(size_of::<skel::types::pending_stack>(), 528);
         assert_eq!(size_of::<skel::types::stack_event>(), 544);
+        assert_eq!(size_of::<skel::types::bypass_event>(), 96);
+        assert_eq!(size_of::<skel::types::bypass_seen>(), 24);
+        assert_eq!(size_of::<skel::types::doh_key>(), 16);
     }
 }

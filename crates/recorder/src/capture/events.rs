@@ -3,10 +3,14 @@
 use std::mem::size_of;
 
 use super::abi::{
-    DIR_EGRESS, EVENT_EXEC, EVENT_EXIT, EVENT_PACKET, EVENT_STACK, EVENT_VERSION, OWNER_NONE,
+    BYPASS_DOH_LIKELY, BYPASS_DOQ, BYPASS_DOT, DIR_EGRESS, EVENT_BYPASS, EVENT_EXEC, EVENT_EXIT,
+    EVENT_PACKET, EVENT_STACK, EVENT_VERSION, OWNER_NONE,
 };
-use super::skel::types::{exec_event, exit_event, packet_event, sock_owner, stack_event};
+use super::skel::types::{
+    bypass_event, exec_event, exit_event, packet_event, sock_owner, stack_event,
+};
 use super::{Direction, KernelOwner, RawPacket};
+use crate::bypass::{BypassInfo, BypassKind, from_kernel_addr};
 
 /// A process that called execve, as seen by the kernel at that moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +46,7 @@ pub enum Event<'a> {
     Exec(ExecInfo),
     Exit { pid: u32, ts_ns: i64 },
     Stack(StackInfo),
+    Bypass(BypassInfo),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -196,6 +201,24 @@ pub fn parse<'a>(data: &'a [u8], clock: &Clock) -> Result<Event<'a>, EventError>
                 ips: e.ips[..nr].to_vec(),
             }))
         }
+        EVENT_BYPASS => {
+            let e: bypass_event = read(data).ok_or(EventError::Short(data.len()))?;
+            let bypass = match e.bypass {
+                BYPASS_DOT => BypassKind::Dot,
+                BYPASS_DOQ => BypassKind::Doq,
+                BYPASS_DOH_LIKELY => BypassKind::DohLikely,
+                _ => return Err(EventError::Unknown { kind, version }),
+            };
+            Ok(Event::Bypass(BypassInfo {
+                ts_ns: clock.to_utc(e.ts_boot_ns),
+                kind: bypass,
+                server: from_kernel_addr(e.daddr),
+                server_port: e.dport,
+                client: from_kernel_addr(e.saddr),
+                client_port: e.sport,
+                owner: owner(&e.owner),
+            }))
+        }
         _ => Err(EventError::Unknown { kind, version }),
     }
 }
@@ -310,6 +333,34 @@ mod tests {
             panic!("not a stack")
         };
         assert_eq!(s.ips.len(), 64);
+    }
+
+    #[test]
+    fn parses_bypass_event() {
+        let mut e = bypass_event {
+            kind: EVENT_BYPASS,
+            version: EVENT_VERSION,
+            bypass: BYPASS_DOT,
+            protocol: 6,
+            dport: 853,
+            sport: 0,
+            ts_boot_ns: 10,
+            ..Default::default()
+        };
+        e.daddr[10..].copy_from_slice(&[0xff, 0xff, 127, 0, 0, 40]);
+        e.owner.pid = 5;
+        let Event::Bypass(b) = parse(&bytes_of(&e), &Clock::with_offset(1)).expect("bypass") else {
+            panic!("not a bypass event")
+        };
+        assert_eq!(b.kind, BypassKind::Dot);
+        assert_eq!(
+            b.server,
+            "127.0.0.40".parse::<std::net::IpAddr>().expect("ip")
+        );
+        assert_eq!((b.server_port, b.ts_ns, b.owner.pid), (853, 11, 5));
+        assert!(b.client.is_unspecified());
+        e.bypass = 99;
+        assert!(parse(&bytes_of(&e), &Clock::with_offset(0)).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Ring-buffer records into the pipeline: [`RingFeed`] dispatches each record of the kernel's
-//! ring buffer (packets to the pipeline, exec/exit to the process table, `--stacks` stacks to
+//! ring buffer (packets and bypass events to the pipeline, exec/exit to the process table, `--stacks` stacks to
 //! the symbolizer) for `record` and for a standalone `snoop`/`top`.
 
 use std::collections::HashMap;
@@ -93,6 +93,10 @@ impl RingFeed {
                     .get_or_insert_with(StackSymbolizer::new)
                     .symbolize(st.pid, &st.ips);
                 self.pending_stacks.insert(st.tid, (st.sock_cookie, frames));
+            }
+            Ok(Event::Bypass(b)) => {
+                pipeline.attr_mut().now_ns = b.ts_ns;
+                pipeline.bypass(&b);
             }
             Ok(Event::Exec(e)) => pipeline.attr_mut().table.exec(&e),
             Ok(Event::Exit { pid, ts_ns }) => {

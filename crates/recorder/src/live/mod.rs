@@ -456,6 +456,9 @@ pub fn standalone(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Feed, St
         self_tgid: std::process::id(),
         // snoop shows no stacks: the stack programs stay unloaded.
         stacks: false,
+        // snoop and top show DNS transactions; bypass rows are the recorder's.
+        bypass: false,
+        doh_endpoints: Vec::new(),
     };
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
