@@ -52,6 +52,7 @@ impl Cli {
             Command::Timeline(_) => "timeline",
             Command::Exfil => "exfil",
             Command::Nxdomain => "nxdomain",
+            Command::Bypass => "bypass",
             Command::Show(_) => "show",
             Command::Export(_) => "export",
             Command::Report(_) => "report",
@@ -162,6 +163,13 @@ pub enum Command {
     Exfil,
     /// Processes with many failing names (DGA-like bursts), per registered domain
     Nxdomain,
+    /// Processes speaking encrypted DNS past the host's resolver (DoT, DoQ, likely DoH)
+    ///
+    /// One row per host, process, transport and endpoint: connections to port 853 (`dot`
+    /// over TCP, `doq` over UDP) and to port 443 of an address on the recorder's DoH list
+    /// (`doh-likely`: such addresses may also serve a CDN), with the number of connections and
+    /// first/last seen. DoH to an address not on the list is not seen.
+    Bypass,
     /// Dig-like rendering of full transactions, decoded from the raw bytes
     Show(ShowArgs),
     /// Every transaction as an OCSF 1.8.0 DNS Activity event (JSON lines or Parquet)
@@ -246,7 +254,7 @@ pub struct ExportArgs {
 /// `--print-sql` for the recipes: the SQL for another engine instead of an answer.
 #[derive(Debug, Args)]
 pub struct LakeSqlArgs {
-    /// Print the SQL a recipe runs (who, top, timeline, exfil, nxdomain, show), rewritten for
+    /// Print the SQL a recipe runs (who, top, timeline, exfil, nxdomain, bypass, show), rewritten for
     /// the lake engine of --dialect over the hive-partitioned Parquet lake, instead of running
     /// it. dnsql's own SQL functions do not exist there: portable expressions replace them
     /// where there is one (answer_strings, answer_data, date_bin, max_label_len; question_name

@@ -232,6 +232,7 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
         | Command::Timeline(_)
         | Command::Exfil
         | Command::Nxdomain
+        | Command::Bypass
         | Command::Show(_) => match recipe(&cli.command, g)? {
             Recipe::Sql(sql) => sql,
             Recipe::Render(sql, render) => {
@@ -301,6 +302,7 @@ fn recipe(cmd: &Command, g: &Global) -> Result<Recipe, Failure> {
         }
         Command::Exfil => Recipe::Sql(recipes::exfil()),
         Command::Nxdomain => Recipe::Sql(recipes::nxdomain()),
+        Command::Bypass => Recipe::Sql(recipes::bypass()),
         Command::Show(a) => {
             let sql = show::show_sql(&a.selector.join(" "))
                 .map_err(|e| Failure::Usage(format!("bad selector: {e}")))?;
@@ -312,7 +314,8 @@ fn recipe(cmd: &Command, g: &Global) -> Result<Recipe, Failure> {
         | Command::Export(_)
         | Command::Report(_) => {
             return Err(Failure::Usage(
-                "--print-sql is for the recipes: who, top, timeline, exfil, nxdomain, show".into(),
+                "--print-sql is for the recipes: who, top, timeline, exfil, nxdomain, bypass, show"
+                    .into(),
             ));
         }
     })

@@ -692,6 +692,7 @@ mod tests {
                 recipes::who("example.com"),
                 recipes::top(TopBy::Process, 5),
                 recipes::nxdomain(),
+                recipes::bypass(),
             ] {
                 let p = print_sql(&sql, d, "/lake", &scope, "x");
                 assert!(!p.contains("NOT PORTABLE"), "{p}");

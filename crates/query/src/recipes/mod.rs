@@ -11,6 +11,7 @@
 //! spreads one channel over thousands of pids, so the pids are listed instead (`pids`). `top
 //! --by process` and `who` do key on the pid.
 
+pub mod bypass;
 pub mod exfil;
 pub mod lake;
 pub mod nxdomain;
@@ -19,6 +20,7 @@ pub mod timeline;
 pub mod top;
 pub mod who;
 
+pub use bypass::bypass;
 pub use exfil::exfil;
 pub use nxdomain::{EXCESSIVE_FAILURES, nxdomain};
 pub use timeline::{Selector, timeline};
@@ -94,6 +96,7 @@ mod tests {
             top(TopBy::Domain, 3),
             timeline(&Selector::Comm("x".into())),
             nxdomain(),
+            bypass(),
         ] {
             let _ = rows(&ctx, &sql).await;
         }

@@ -23,7 +23,8 @@ pub enum TopBy {
 /// `dnsql top --by BY -n N`: DNSWatch's "top" over history. Per group: transactions, distinct
 /// names, A/AAAA/PTR queries, NOERROR/NXDOMAIN/SERVFAIL answers, unanswered queries and latency
 /// (average, approximate p50/p95, maximum; milliseconds, answered transactions only). Largest
-/// groups first; `n == 0` means no limit.
+/// groups first; `n == 0` means no limit. Encrypted-DNS `bypass` rows are no DNS transactions:
+/// `dnsql bypass` lists them.
 pub fn top(by: TopBy, n: usize) -> String {
     // (expressions selected in the inner query, key columns, extra aggregates)
     let (inner, keys, extra) = match by {
@@ -91,7 +92,8 @@ FROM (SELECT {inner},
              CAST(rcode_name AS VARCHAR) AS m_rcode,
              CAST(status AS VARCHAR) AS m_status,
              latency_ns AS m_latency
-      FROM dns) AS t
+      FROM dns
+      WHERE status <> 'bypass') AS t
 GROUP BY {keys}
 ORDER BY queries DESC, {order_keys}{limit}"
     )
