@@ -32,6 +32,8 @@ packages=(
   bpftool
   # end-to-end tests: real DNS servers and clients
   dnsmasq-base bind9-dnsutils knot-dnsutils ldnsutils python3 util-linux iproute2 tmux
+  # the encrypted-DNS bypass test: a TLS server and client (DoT), curl --doh-url (DoH)
+  openssl curl
   # independent oracle for the pcap import test
   tshark
 )

@@ -2,6 +2,7 @@
 //! `dnsql` binaries, and independent oracles (tshark, DuckDB). One test binary keeps link time
 //! down. Tests named `bpf_*` load real BPF programs: they need root and are never skipped.
 
+mod bpf_bypass;
 mod bpf_crash;
 mod bpf_disk;
 mod bpf_live;
