@@ -154,6 +154,8 @@ fi
 expect_mode /etc/dnsledger "755 root:root"
 expect_mode /etc/dnsledger/dnsledger.toml "644 root:root"
 expect_mode /etc/dnsledger/ship.env "600 root:root"
+expect_mode /usr/share/dnsledger/doh-endpoints.txt "644 root:root"
+grep -q '^# license: GPL-3.0' /usr/share/dnsledger/doh-endpoints.txt || fail "the DoH list names no licence"
 conffiles=$(dpkg-query -W -f='${Conffiles}\n' dnsledger | awk 'NF {print $1}' | sort | tr '\n' ' ')
 [ "$conffiles" = "/etc/dnsledger/dnsledger.toml /etc/dnsledger/ship.env " ] \
   || fail "conffiles are '$conffiles'"
@@ -223,6 +225,8 @@ until grep -q "recording" "$work/record.log"; do
   [ $SECONDS -lt $deadline ] || { cat "$work/record.log" >&2; fail "the recorder did not start in 60 s"; }
   sleep 0.2
 done
+grep -q "list=/usr/share/dnsledger/doh-endpoints.txt" "$work/record.log" \
+  || { cat "$work/record.log" >&2; fail "the recorder did not load the packaged DoH list"; }
 # Every thread runs as the account once attached.
 for status in /proc/"$recorder_pid"/task/*/status; do
   grep -q "^Uid:[[:space:]]*$uid[[:space:]]" "$status" || fail "a recorder thread is not uid $uid: $status"
