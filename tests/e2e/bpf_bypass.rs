@@ -1,7 +1,8 @@
 //! Encrypted DNS past the host's resolver: a DoT client (`openssl s_client` to an `openssl
 //! s_server` on 127.0.0.44:853), a DoH client (`curl --doh-url` to an HTTPS server on
 //! 127.0.0.45:443, an address on a test copy of the DoH list) and a DoQ-like datagram (UDP to
-//! 127.0.0.46:853) become `bypass` rows attributed to their processes; HTTPS to an address not
+//! 127.0.0.46:853) and a TCP connect to [::1]:853 become `bypass` rows attributed to their
+//! processes; HTTPS to an address not
 //! on the list and plain DNS do not; `--no-bypass` records none.
 
 use std::net::TcpStream;
@@ -110,7 +111,7 @@ fn run_clients(dir: &Path) -> (u32, u32, u32) {
     ]));
     // DoQ: two datagrams from one socket to UDP port 853 (one row: one per socket and
     // destination); HTTPS to 127.0.0.48, not on the list, and to 127.0.0.45 on another port:
-    // no rows.
+    // no rows; DoT over IPv6 to [::1]:853 (refused: the connect is what counts): a row.
     let script = dir.join("clients.py");
     std::fs::write(
         &script,
@@ -118,8 +119,9 @@ fn run_clients(dir: &Path) -> (u32, u32, u32) {
          s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
          s.sendto(b'q1', ('127.0.0.46', 853))\n\
          s.sendto(b'q2', ('127.0.0.46', 853))\n\
-         for addr in [('127.0.0.48', 443), ('127.0.0.45', 8443)]:\n\
-         \x20   t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+         for addr in [('127.0.0.48', 443), ('127.0.0.45', 8443), ('::1', 853)]:\n\
+         \x20   family = socket.AF_INET6 if ':' in addr[0] else socket.AF_INET\n\
+         \x20   t = socket.socket(family, socket.SOCK_STREAM)\n\
          \x20   t.settimeout(2)\n\
          \x20   t.connect_ex(addr)\n\
          \x20   t.close()\n",
@@ -203,10 +205,14 @@ fn bpf_encrypted_dns_bypass_rows_name_the_process() {
     assert_eq!(doq[0].pid, Some(py_pid));
     assert_eq!(doq[0].server_port, 853);
 
+    let dot6 = find("dot", "::1");
+    assert_eq!(dot6.len(), 1, "DoT over IPv6: {rows:#?}");
+    assert_eq!((dot6[0].pid, dot6[0].ip_version), (Some(py_pid), 6));
+
     // Not on the list, or not port 443: nothing. Every bypass row is one of the above.
     assert_eq!(
         rows.len(),
-        dot.len() + doh.len() + doq.len(),
+        dot.len() + doh.len() + doq.len() + dot6.len(),
         "unexpected bypass rows: {rows:#?}"
     );
 
@@ -239,6 +245,7 @@ fn bpf_encrypted_dns_bypass_rows_name_the_process() {
         ("openssl", "dot", "127.0.0.44", 1),
         ("curl", "doh-likely", "127.0.0.45", doh.len() as u64),
         ("python3", "doq", "127.0.0.46", 1),
+        ("python3", "dot", "::1", 1),
     ];
     for (comm, transport, server, n) in want {
         assert!(
@@ -246,7 +253,7 @@ fn bpf_encrypted_dns_bypass_rows_name_the_process() {
             "{comm} {transport} {server} x{n} missing from dnsql bypass: {got:?}"
         );
     }
-    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got.len(), 4, "{got:?}");
     // Its SQL for a lake engine gives the same rows in DuckDB.
     let printed = dnsql(&data, &["--print-sql", "--dialect", "duckdb", "bypass"]);
     assert_eq!(printed.code, 0, "{}", printed.stderr);

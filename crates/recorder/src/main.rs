@@ -412,7 +412,8 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         bypass: true,
         doh_endpoints: Vec::new(),
     };
-    let probes = bpf::check(&cfg);
+    let mut probes = bpf::check(&cfg);
+    probes.push(doh_list_probe());
     let width = probes.iter().map(|p| p.what.len()).max().unwrap_or(0);
     let mut all_ok = true;
     for p in &probes {
@@ -430,6 +431,32 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("recording cannot work: see FAIL lines above");
         Ok(ExitCode::from(1))
+    }
+}
+
+/// `check`'s line for the packaged DoH list (optional: without it DoT and DoQ are still
+/// recorded; `record --doh-list` may name another).
+fn doh_list_probe() -> bpf::Probe {
+    let (ok, detail) = match dnsledger::bypass::load_doh_list(None) {
+        Ok(Some((path, ips))) => (
+            true,
+            format!("{} addresses in {}", ips.len(), path.display()),
+        ),
+        Ok(None) => (
+            false,
+            format!(
+                "{} not found: DoH is not recorded unless record --doh-list names a list \
+                 (DoT and DoQ are)",
+                dnsledger::bypass::DEFAULT_DOH_LIST
+            ),
+        ),
+        Err(e) => (false, e.to_string().replace('\n', "; ")),
+    };
+    bpf::Probe {
+        what: "doh list".into(),
+        ok,
+        optional: true,
+        detail,
     }
 }
 
