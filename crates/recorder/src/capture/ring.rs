@@ -1,6 +1,7 @@
 //! Ring-buffer records into the pipeline: [`RingFeed`] dispatches each record of the kernel's
-//! ring buffer (packets and bypass events to the pipeline, exec/exit to the process table, `--stacks` stacks to
-//! the symbolizer) for `record` and for a standalone `snoop`/`top`.
+//! ring buffer (packets and encrypted-DNS bypass events to the pipeline, exec/exit to the
+//! process table, `--stacks` stacks to the symbolizer) for `record` and for a standalone
+//! `snoop`/`top`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
