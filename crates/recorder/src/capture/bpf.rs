@@ -126,9 +126,9 @@ pub struct KernelCounters {
 }
 
 impl KernelCounters {
-    /// Events lost in the kernel: ring buffer full (packets, execs, exits, bypass) and packets whose
-    /// bytes could not be copied. A socket-storage failure loses no event (the packet is still
-    /// sent, with the current task as owner) and is not counted here.
+    /// Events lost in the kernel: ring buffer full (packets, execs, exits, bypass events) and
+    /// packets whose bytes could not be copied. A socket-storage failure loses no event (the
+    /// packet is still sent, with the current task as owner) and is not counted here.
     pub fn dropped(&self) -> u64 {
         [
             CNT_PKT_RB_FULL,
