@@ -233,42 +233,46 @@ fn walk_root(
             .map(|_| {
                 let (subdirs, next, store) = (&subdirs, &next, &store);
                 let visited = visited.clone();
-                scope.spawn(move || {
-                    let mut visited = visited;
-                    let mut files = HashSet::new();
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((path, canonical)) = subdirs.get(i) else {
-                            return Ok(mine);
-                        };
-                        let mut part = Discovery::default();
-                        let seen = &mut Seen {
-                            files: &mut files,
-                            store,
-                        };
-                        walk_canonical(
-                            path,
-                            canonical.clone(),
-                            &mut part,
-                            seen,
-                            &mut visited,
-                            true,
-                        )?;
-                        mine.push((i, part));
-                    }
-                })
+                std::thread::Builder::new()
+                    .name("dnsql-walk".to_owned())
+                    .spawn_scoped(scope, move || {
+                        let mut visited = visited;
+                        let mut files = HashSet::new();
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((path, canonical)) = subdirs.get(i) else {
+                                return Ok(mine);
+                            };
+                            let mut part = Discovery::default();
+                            let seen = &mut Seen {
+                                files: &mut files,
+                                store,
+                            };
+                            walk_canonical(
+                                path,
+                                canonical.clone(),
+                                &mut part,
+                                seen,
+                                &mut visited,
+                                true,
+                            )?;
+                            mine.push((i, part));
+                        }
+                    })
             })
             .collect();
+        // A walker that could not start is an error (never a silently smaller listing).
         workers
             .into_iter()
-            .map(|w| {
-                w.join().unwrap_or_else(|_| {
+            .map(|w| match w {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
                     Err(SourceError::Io(
                         root.clone(),
                         std::io::Error::other("a directory walker panicked"),
                     ))
-                })
+                }),
+                Err(e) => Err(SourceError::Io(root.clone(), e)),
             })
             .collect()
     });
