@@ -131,6 +131,18 @@ impl ParsedDns {
         self.qtype_name = qtype.map(|t| names::rtype(t).into_owned());
         self.qclass = qclass;
     }
+
+    /// Appends a question (its name normalised), noting the name as sent when its case differs.
+    fn push_question(&mut self, sent: Sent, qtype: u16, qclass: u16) {
+        if let Some(case) = sent.case {
+            self.questions_case.push((self.questions.len(), case));
+        }
+        self.questions.push(Question {
+            name: sent.normal,
+            qtype,
+            qclass,
+        });
+    }
 }
 
 /// Parses one DNS message (without a TCP length prefix).
@@ -243,14 +255,7 @@ fn read_questions(bytes: &[u8], dec: &mut BinDecoder<'_>, p: &mut ParsedDns) -> 
                 if i == 0 {
                     p.set_first_question(&sent, Some(qtype), Some(qclass));
                 }
-                if let Some(case) = sent.case {
-                    p.questions_case.push((p.questions.len(), case));
-                }
-                p.questions.push(Question {
-                    name: sent.normal,
-                    qtype,
-                    qclass,
-                });
+                p.push_question(sent, qtype, qclass);
             }
             Err(e) => {
                 p.note_error(format!(
@@ -323,14 +328,7 @@ fn recover_question(bytes: &[u8], start: usize, first: bool, p: &mut ParsedDns) 
         p.set_first_question(&sent, qtype, qclass);
     }
     if let (Some(qtype), Some(qclass)) = (qtype, qclass) {
-        if let Some(case) = sent.case {
-            p.questions_case.push((p.questions.len(), case));
-        }
-        p.questions.push(Question {
-            name: sent.normal,
-            qtype,
-            qclass,
-        });
+        p.push_question(sent, qtype, qclass);
     }
 }
 
