@@ -13,7 +13,7 @@ A/B, interleaved (on, off, on, off, ...), as root on loopback:
 
 usage: sudo bench/bypass.py [--dnsledger target/release/dnsledger] [--reps 3] [--seconds 8]
        [--qps 2000]
-kernel.bpf_stats_enabled is set to 1 for the runs and restored afterwards.
+BPF run-time statistics are on for the runs (benchlib.BpfStats: BPF_ENABLE_STATS, released at exit).
 """
 import argparse
 import json
@@ -24,34 +24,9 @@ import sys
 import tempfile
 import time
 
+from benchlib import BpfStats, prog_stats, stats_delta
+
 PROGS = ["dns_egress", "dns_ingress", "dns_sendmsg4", "dns_connect4"]
-
-
-def prog_ids(pid):
-    """Ids of the BPF programs process `pid` holds open (from its fds' fdinfo)."""
-    ids = set()
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                for line in f:
-                    if line.startswith("prog_id:"):
-                        ids.add(int(line.split()[1]))
-        except OSError:
-            pass
-    return ids
-
-
-def prog_stats(pid):
-    """run_time_ns and run_cnt of each program the process `pid` holds, by name."""
-    ids = prog_ids(pid)
-    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, check=True, text=True)
-    stats = {}
-    for p in json.loads(out.stdout):
-        if p.get("id") in ids and p.get("name") in PROGS:
-            s = stats.setdefault(p["name"], [0, 0])
-            s[0] += p.get("run_time_ns", 0)
-            s[1] += p.get("run_cnt", 0)
-    return stats
 
 
 def cpu_ticks(pid):
@@ -83,10 +58,6 @@ def stop(proc):
         proc.wait()
 
 
-def delta(after, before):
-    return {k: (after[k][0] - before.get(k, [0, 0])[0], after[k][1] - before.get(k, [0, 0])[1]) for k in after}
-
-
 CONNECTS = """
 import socket, sys
 n = int(sys.argv[1])
@@ -108,7 +79,7 @@ def main():
     ap.add_argument("--connects", type=int, default=20000)
     a = ap.parse_args()
     tick = os.sysconf("SC_CLK_TCK")
-    old_stats = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
+    stats = BpfStats()
     work = tempfile.mkdtemp(prefix="bypass-bench-")
     with open(f"{work}/doh.txt", "w") as f:
         f.write("127.0.0.61\n")
@@ -122,28 +93,28 @@ def main():
     results = {"on": [], "off": []}
     rec = None
     try:
-        open("/proc/sys/kernel/bpf_stats_enabled", "w").write("1")
+        stats.__enter__()
         time.sleep(1)
         for rep in range(a.reps):
             for mode in ["on", "off"]:
                 extra = ["--doh-list", f"{work}/doh.txt"] + (["--no-bypass"] if mode == "off" else [])
                 rec = start_recorder(a.dnsledger, f"{work}/data-{mode}-{rep}", extra)
-                before, t0 = prog_stats(rec.pid), cpu_ticks(rec.pid)
+                before, t0 = prog_stats(rec.pid, PROGS), cpu_ticks(rec.pid)
                 perf = subprocess.run(["nice", "-n", "19", "dnsperf", "-s", "127.0.0.60", "-d", f"{work}/queries",
                                        "-l", str(a.seconds), "-Q", str(a.qps)], capture_output=True, text=True)
                 time.sleep(1)
-                dns = delta(prog_stats(rec.pid), before)
+                dns = stats_delta(prog_stats(rec.pid, PROGS), before)
                 cpu = (cpu_ticks(rec.pid) - t0) / tick
                 done = next(int(l.split()[2]) for l in perf.stdout.splitlines() if "Queries completed:" in l)
                 # Connect loop, one destination at a time.
                 conn = subprocess.Popen(["nice", "-n", "19", "/usr/bin/python3", "-c", CONNECTS, str(a.connects)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 per_dest = []
-                last = prog_stats(rec.pid)
+                last = prog_stats(rec.pid, PROGS)
                 for _ in range(3):
                     conn.stdout.readline()
-                    now = prog_stats(rec.pid)
-                    c = delta(now, last)["dns_connect4"]
+                    now = prog_stats(rec.pid, PROGS)
+                    c = stats_delta(now, last)["dns_connect4"]
                     per_dest.append(c[0] / max(c[1], 1))
                     last = now
                     conn.stdin.write("\n")
@@ -162,7 +133,7 @@ def main():
     finally:
         if rec is not None and rec.poll() is None:
             stop(rec)
-        open("/proc/sys/kernel/bpf_stats_enabled", "w").write(old_stats)
+        stats.__exit__(None, None, None)
         stop(dnsmasq)
     print(json.dumps(results, indent=1))
 

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import timed  # noqa: E402 (bench/ is on sys.path: the script's directory)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DUCKDB = REPO / ".venv/bin/duckdb"
@@ -47,30 +49,6 @@ def med(xs):
         return None
     n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-
-
-def timed(cmd, timeout=None, env=None):
-    """Runs cmd; (wall s, rc, stdout, stderr, peak RSS bytes of the process) via wait4."""
-    out = tempfile.TemporaryFile()
-    err = tempfile.TemporaryFile()
-    t0 = time.time()
-    p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-    deadline = None if timeout is None else t0 + timeout
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            break
-        if deadline and time.time() > deadline:
-            p.kill()
-            pid, status, ru = os.wait4(p.pid, 0)
-            status = -9 << 8
-            break
-        time.sleep(0.01)
-    wall = time.time() - t0
-    p.returncode = os.waitstatus_to_exitcode(status) if status >= 0 else -9
-    out.seek(0)
-    err.seek(0)
-    return wall, p.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"), ru.ru_maxrss * 1024
 
 
 # The registered domains of the live tunnels bench/tunnels.sh records (iodine: t.pirate.test,

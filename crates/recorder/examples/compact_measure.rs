@@ -5,7 +5,7 @@
 //! segment into two data directories, for timing `dnsql` over each.
 //!
 //! ```sh
-//! target/debug/examples/bench_gen --rows 1200000 --hosts 1 --days 1 --out /tmp/gen
+//! target/debug/examples/bench_gen --rows 1200000 --hosts 1 --days 1 --segment-secs 0 --out /tmp/gen
 //! target/debug/examples/compact_measure /tmp/gen/segments/host=…/date=…/hour=12/*.parquet /tmp/cm
 //! ```
 
