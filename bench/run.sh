@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dnsledger benchmark suite (issue 5): one command, results in bench/RESULTS.md.
 #
-#   sudo bench/run.sh            full run (release build, then ~50 min on 2 cores; P5 data sets cached)
+#   sudo bench/run.sh            full run (release build, then ~50 min on 2 cores; data sets cached)
 #   sudo bench/run.sh --smoke    seconds-long run of every arm with debug binaries (CI)
 #
 # Options after the mode are passed to bench/bench.py (see `bench/bench.py --help`), e.g.
