@@ -208,65 +208,49 @@ fn walk_root(
     if visited.contains(&canonical) {
         return Ok(());
     }
-    // The root's own files and links first (its real subdirectories are not entered here),
-    // then its real subdirectories (one per host in a fleet's tree) walked on several threads:
-    // listing 72,000 hour directories on one thread was a third of a fleet-wide lookup.
-    walk_canonical(&root, canonical.clone(), d, seen, visited, false)?;
-    let mut subdirs: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for entry in fs::read_dir(&root).map_err(|e| SourceError::Io(root.clone(), e))? {
-        let entry = entry.map_err(|e| SourceError::Io(root.clone(), e))?;
-        let name = entry.file_name();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) && !is_hidden(&name) && name != "inprogress"
-        {
-            subdirs.push((entry.path(), canonical.join(&name)));
-        }
+    // The root's own files and links here; its real subdirectories (a fleet's tree: host,
+    // date and hour directories) go to a queue that several threads take directories from.
+    // Listing is bound by the storage, not the CPU, once the directories are out of the page
+    // cache: 75,000 directories and 72,000 files of 100 hosts x 30 days took 4.8 s with a
+    // thread per host directory on 4 threads, one directory at a time per thread.
+    let mut subdirs = Vec::new();
+    walk_canonical(
+        &root,
+        canonical,
+        d,
+        seen,
+        visited,
+        Subdirs::Collect(&mut subdirs),
+    )?;
+    if subdirs.is_empty() {
+        return Ok(());
     }
-    subdirs.sort();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, WALK_THREADS)
-        .min(subdirs.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    let queue = DirQueue {
+        state: std::sync::Mutex::new(QueueState {
+            pending: subdirs,
+            busy: 0,
+            failed: false,
+        }),
+        ready: std::sync::Condvar::new(),
+    };
     let store = seen.store.clone();
-    let parts: Vec<Result<Vec<(usize, Discovery)>, SourceError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
+    let parts: Vec<Result<WalkPart, SourceError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..WALK_THREADS)
             .map(|_| {
-                let (subdirs, next, store) = (&subdirs, &next, &store);
+                let (queue, store) = (&queue, &store);
                 let visited = visited.clone();
                 std::thread::Builder::new()
                     .name("dnsql-walk".to_owned())
-                    .spawn_scoped(scope, move || {
-                        let mut visited = visited;
-                        let mut files = HashSet::new();
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some((path, canonical)) = subdirs.get(i) else {
-                                return Ok(mine);
-                            };
-                            let mut part = Discovery::default();
-                            let seen = &mut Seen {
-                                files: &mut files,
-                                store,
-                            };
-                            walk_canonical(
-                                path,
-                                canonical.clone(),
-                                &mut part,
-                                seen,
-                                &mut visited,
-                                true,
-                            )?;
-                            mine.push((i, part));
-                        }
-                    })
+                    .spawn_scoped(scope, move || queue.work(store, visited))
             })
             .collect();
-        // A walker that could not start is an error (never a silently smaller listing).
+        // A walker that could not start is an error (never a silently smaller listing); the
+        // others still finish the queue, so the error is the only difference.
         workers
             .into_iter()
             .map(|w| match w {
                 Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    queue.fail();
                     Err(SourceError::Io(
                         root.clone(),
                         std::io::Error::other("a directory walker panicked"),
@@ -276,31 +260,128 @@ fn walk_root(
             })
             .collect()
     });
-    let mut parts: Vec<(usize, Discovery)> = parts
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect();
-    // In the order the subdirectories were listed; a file reached twice (through a link) once.
-    parts.sort_by_key(|(i, _)| *i);
-    for (_, part) in parts {
-        for f in part.files {
+    // `discover` sorts the files at the end; here only the merge: a file reached twice
+    // (through a link) once.
+    for part in parts {
+        let part = part?;
+        for f in part.found.files {
             if seen.files.insert(f.canonical.clone()) {
                 d.files.push(f);
             }
         }
-        d.skipped.extend(part.skipped);
-        d.manifests.extend(part.manifests);
-    }
-    for (_, canonical) in subdirs {
-        visited.insert(canonical);
+        d.skipped.extend(part.found.skipped);
+        d.manifests.extend(part.found.manifests);
+        visited.extend(part.dirs);
     }
     Ok(())
 }
 
-/// Threads walking a data directory's subdirectories (at most; fewer on fewer cores).
-const WALK_THREADS: usize = 4;
+/// Threads listing a data directory's tree. More than the cores: a thread mostly waits for the
+/// storage when the tree is not in the page cache (listed cold, 100 hosts x 30 days: 4 threads
+/// 2.5 s, 16 threads 1.5 s, 32 threads 1.4 s for `find`); in the cache they cost ~20 us each.
+const WALK_THREADS: usize = 16;
+
+/// Directories waiting to be listed, shared by the walker threads of [`walk_root`].
+struct DirQueue {
+    state: std::sync::Mutex<QueueState>,
+    ready: std::sync::Condvar,
+}
+
+struct QueueState {
+    /// (path as found, canonical path) of directories not yet taken.
+    pending: Vec<(PathBuf, PathBuf)>,
+    /// Threads listing a directory now (each may add more).
+    busy: usize,
+    /// A walker failed: the others stop taking directories.
+    failed: bool,
+}
+
+/// What one walker thread found.
+struct WalkPart {
+    found: Discovery,
+    /// Canonical paths of the directories it listed.
+    dirs: Vec<PathBuf>,
+}
+
+impl DirQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A poisoned lock only means another walker panicked (that is reported as an error
+        // by `walk_root`); the queue itself is never left half-updated.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fail(&self) {
+        self.lock().failed = true;
+        self.ready.notify_all();
+    }
+
+    /// Takes directories until none is left and no thread can add more.
+    fn work(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        mut visited: HashSet<PathBuf>,
+    ) -> Result<WalkPart, SourceError> {
+        let mut part = WalkPart {
+            found: Discovery::default(),
+            dirs: Vec::new(),
+        };
+        let mut files = HashSet::new();
+        loop {
+            let (path, canonical) = {
+                let mut state = self.lock();
+                loop {
+                    if state.failed {
+                        return Ok(part);
+                    }
+                    if let Some(next) = state.pending.pop() {
+                        state.busy += 1;
+                        break next;
+                    }
+                    if state.busy == 0 {
+                        return Ok(part);
+                    }
+                    state = self
+                        .ready
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            };
+            let mut found = Vec::new();
+            let seen = &mut Seen {
+                files: &mut files,
+                store,
+            };
+            part.dirs.push(canonical.clone());
+            let listed = walk_canonical(
+                &path,
+                canonical,
+                &mut part.found,
+                seen,
+                &mut visited,
+                Subdirs::Collect(&mut found),
+            );
+            let mut state = self.lock();
+            state.busy -= 1;
+            state.pending.append(&mut found);
+            if listed.is_err() {
+                state.failed = true;
+            }
+            drop(state);
+            self.ready.notify_all();
+            listed?;
+        }
+    }
+}
+
+/// What [`walk_canonical`] does with the real subdirectories of the directory it lists.
+enum Subdirs<'a> {
+    /// Lists them too, depth first, on this thread.
+    Recurse,
+    /// Adds them, as (path as found, canonical path), to a walker's queue.
+    Collect(&'a mut Vec<(PathBuf, PathBuf)>),
+}
 
 fn walk(
     dir: &Path,
@@ -309,20 +390,21 @@ fn walk(
     visited: &mut HashSet<PathBuf>,
 ) -> Result<(), SourceError> {
     let canonical = fs::canonicalize(dir).map_err(|e| SourceError::Io(dir.to_owned(), e))?;
-    walk_canonical(dir, canonical, d, seen, visited, true)
+    walk_canonical(dir, canonical, d, seen, visited, Subdirs::Recurse)
 }
 
 /// [`walk`] of `dir` whose canonical path is known: a real subdirectory of a canonical
 /// directory is that path joined with its name, so only symlinks need resolving (resolving
 /// every directory of a fleet's tree was a fifth of its listing). Real subdirectories are
-/// entered only if `descend` ([`walk_root`] walks a root's on several threads).
+/// listed here or handed back, as `subdirs` says ([`walk_root`] lists a root's on several
+/// threads).
 fn walk_canonical(
     dir: &Path,
     canonical: PathBuf,
     d: &mut Discovery,
     seen: &mut Seen<'_>,
     visited: &mut HashSet<PathBuf>,
-    descend: bool,
+    mut subdirs: Subdirs<'_>,
 ) -> Result<(), SourceError> {
     // Symlinked directories are followed once (a loop ends at the second visit).
     if !visited.insert(canonical.clone()) {
@@ -346,8 +428,14 @@ fn walk_canonical(
         let file_type = entry.file_type().ok();
         let plain_file = file_type.is_some_and(|t| t.is_file());
         if file_type.is_some_and(|t| t.is_dir()) {
-            if descend && name != "inprogress" {
-                walk_canonical(&path, canonical.join(&name), d, seen, visited, true)?;
+            if name != "inprogress" {
+                let sub = canonical.join(&name);
+                match &mut subdirs {
+                    Subdirs::Recurse => {
+                        walk_canonical(&path, sub, d, seen, visited, Subdirs::Recurse)?;
+                    }
+                    Subdirs::Collect(queue) => queue.push((path, sub)),
+                }
             }
             continue;
         }
