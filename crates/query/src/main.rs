@@ -54,7 +54,20 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Transparent huge pages off for this process. mimalloc's fresh memory was then faulted in
+/// 2 MiB at a time, each page zeroed whole by the kernel however little of it a query used:
+/// over 2,394 five-minute segments (NXDOMAIN per client) the kernel's page zeroing was 11 % of
+/// all samples; without huge pages system time fell 0.56-1.30 -> 0.42-0.45 s and peak RSS
+/// 390 -> 293 MB, user time unchanged. Only this process (and what it would start) is
+/// affected; a kernel without the call leaves the policy as configured.
+fn no_transparent_huge_pages() {
+    // SAFETY: prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) takes integers only and changes only this
+    // process's huge-page policy; it touches no memory of ours. A failure changes nothing.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     // `dnsql sql --help` lists the SQL functions dnsql adds.
     let command = Cli::command().mut_subcommand("sql", |c| {
         c.after_long_help(format!(

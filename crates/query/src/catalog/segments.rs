@@ -119,9 +119,7 @@ pub fn inspect(md: &ParquetMetaData) -> Result<SegmentInfo, SegmentError> {
             known: SCHEMA_VERSION,
         });
     }
-    let arrow_schema = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
-        .map_err(|e| SegmentError::Unreadable(e.to_string()))?;
-    check_columns(&arrow_schema)?;
+    check_schema(file)?;
 
     let text = |k: &str| kv.get(k).map(|v| (*v).to_owned());
     let number = |k: &str| kv.get(k).and_then(|v| v.trim().parse::<u64>().ok());
@@ -146,6 +144,46 @@ pub fn inspect(md: &ParquetMetaData) -> Result<SegmentInfo, SegmentError> {
         rows: u64::try_from(file.num_rows()).unwrap_or(0),
         row_groups: md.num_row_groups(),
     })
+}
+
+/// Parquet schemas (with the Arrow schema stored beside them) that [`check_columns`] accepted.
+/// A fleet's segments share a handful: converting and checking the same schema again for each
+/// of thousands of files was ~7 % of a query's samples over 2,394 segments (base64, flatbuffer
+/// verification and field conversion of the stored Arrow schema).
+static ACCEPTED_SCHEMAS: std::sync::Mutex<Vec<(Option<String>, parquet::schema::types::TypePtr)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// At most this many accepted schemas are remembered (a tree of many recorder versions).
+const ACCEPTED_SCHEMAS_MAX: usize = 64;
+
+/// [`check_columns`] of a file's Arrow schema, once per distinct schema.
+fn check_schema(file: &parquet::file::metadata::FileMetaData) -> Result<(), SegmentError> {
+    let stored = file.key_value_metadata().and_then(|kvs| {
+        kvs.iter()
+            .find(|kv| kv.key == parquet::arrow::ARROW_SCHEMA_META_KEY)
+            .and_then(|kv| kv.value.as_deref())
+    });
+    let root = file.schema_descr().root_schema_ptr();
+    let accepted = || {
+        // A poisoned lock only means a panic elsewhere; the list is never half-updated.
+        ACCEPTED_SCHEMAS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if accepted()
+        .iter()
+        .any(|(a, r)| a.as_deref() == stored && **r == *root)
+    {
+        return Ok(());
+    }
+    let arrow_schema = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+        .map_err(|e| SegmentError::Unreadable(e.to_string()))?;
+    check_columns(&arrow_schema)?;
+    let mut list = accepted();
+    if list.len() < ACCEPTED_SCHEMAS_MAX {
+        list.push((stored.map(str::to_owned), root));
+    }
+    Ok(())
 }
 
 /// Every column the file shares with the table must have the table's type, and the table's
