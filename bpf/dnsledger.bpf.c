@@ -8,6 +8,9 @@
  *  - cgroup_skb egress/ingress copy the L3 packet of DNS traffic into the ring buffer, with the
  *    socket owner (on ingress the current task is NOT the receiver, e.g. on loopback it is
  *    the sender: the owner always comes from socket storage there);
+ *  - with --serve-side, the server side too (ingress to / egress from a DNS port), tagged
+ *    SIDE_SERVER, its owner from socket storage (the recvmsg hooks and the server's own
+ *    answers fill it; see server_owner);
  *  - the same connect/sendmsg hooks report connections to encrypted-DNS endpoints (port 853,
  *    and 443 of an address on the DoH list) as bypass events, unless --no-bypass;
  *  - tp_btf sched_process_exec/exit report exe, argv and exits so that user space knows
@@ -67,6 +70,9 @@ const volatile bool stacks_enabled = false;
 /* Encrypted-DNS bypass: connections to port 853 (DoT, DoQ) and to 443 of a listed DoH address.
  * Off with --no-bypass; the DNS path does not look at it. */
 const volatile bool bypass_enabled = false;
+/* --serve-side: also keep the server side of conversations with a local DNS server (ingress to
+ * and egress from a DNS port), tagged SIDE_SERVER. Off by default. */
+const volatile bool serve_side = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -141,6 +147,7 @@ enum direction _direction = 0;
 enum owner_source _owner_source = 0;
 enum counter _counter = 0;
 enum bypass_kind _bypass_kind = 0;
+enum side _side = 0;
 
 static __always_inline void count(__u32 idx)
 {
@@ -281,7 +288,9 @@ static __always_inline void owner_from_current(struct sock_owner *o)
 		e->owner_source = src;                                                     \
 		e->cap_len = len;                                                          \
 		e->wire_len = skb->len;                                                    \
-		e->_pad = 0;                                                               \
+		e->side = side;                                                            \
+		e->_pad0 = 0;                                                              \
+		e->_pad1 = 0;                                                              \
 		e->ts_boot_ns = ts;                                                        \
 		e->sock_cookie = cookie;                                                   \
 		e->owner = *owner;                                                         \
@@ -300,7 +309,7 @@ static __always_inline void owner_from_current(struct sock_owner *o)
 		return;                                                                    \
 	}
 
-static __always_inline void emit_packet(struct __sk_buff *skb, __u8 dir, __u8 src,
+static __always_inline void emit_packet(struct __sk_buff *skb, __u8 dir, __u8 src, __u8 side,
 					struct sock_owner *owner)
 {
 	__u64 ts = bpf_ktime_get_boot_ns();
@@ -347,13 +356,47 @@ static __always_inline void emit_stack(struct __sk_buff *skb, struct sock_owner 
 	count(CNT_STACK_SENT);
 }
 
+/*
+ * --serve-side: the owner of a packet on the server side of a conversation. Never the current
+ * task on ingress (softirq, or on loopback the client that sent the query) nor for TCP
+ * segments without payload (a SYN-ACK leaves from the listener in whatever context the SYN
+ * arrived, on loopback the client's). The server's answer (UDP, and TCP data written by the
+ * server) leaves in the server's context: that task is the owner and is remembered in socket
+ * storage, as the recvmsg hooks remember a server that asks for the query's source address.
+ */
+static __always_inline __u8 server_owner(__u8 dir, struct l4 *l4, struct bpf_sock *sk,
+					 struct sock_owner *stored, struct sock_owner *owner)
+{
+	__u32 cur = bpf_get_current_pid_tgid() >> 32;
+
+	if (dir == DIR_EGRESS && cur != 0 && l4->payload_len > 0 &&
+	    (l4->proto == IPPROTO_UDP_ || !stored || stored->pid == cur)) {
+		owner_from_current(owner);
+		if (sk) {
+			if (!stored)
+				stored = bpf_sk_storage_get(&sk_owner, sk, 0,
+							    BPF_SK_STORAGE_GET_F_CREATE);
+			if (stored)
+				*stored = *owner;
+			else
+				count(CNT_STORAGE);
+		}
+		return OWNER_CURRENT;
+	}
+	if (stored) {
+		*owner = *stored;
+		return OWNER_SOCKET;
+	}
+	return OWNER_NONE;
+}
+
 static __always_inline void handle_skb(struct __sk_buff *skb, __u8 dir)
 {
 	struct l4 l4 = {};
 	struct sock_owner owner = {};
 	struct sock_owner *stored = NULL;
 	struct bpf_sock *sk;
-	bool sport_dns, dport_dns;
+	bool sport_dns, dport_dns, client;
 	__u8 src = OWNER_NONE;
 
 	if (parse_l4(skb, &l4))
@@ -363,10 +406,11 @@ static __always_inline void handle_skb(struct __sk_buff *skb, __u8 dir)
 	/*
 	 * Record the client side of a conversation: what a local process sends to a DNS port
 	 * and what it receives from one. A local server's side (egress from / ingress to a DNS
-	 * port only) is the same traffic seen again and is skipped. When both ports are DNS
-	 * ports (mDNS 5353 <-> 5353) both sides are kept.
+	 * port only) is the same traffic seen again and is skipped unless --serve-side asks for
+	 * it. When both ports are DNS ports (mDNS 5353 <-> 5353) both sides are kept, as client.
 	 */
-	if (dir == DIR_EGRESS ? !dport_dns : !sport_dns)
+	client = dir == DIR_EGRESS ? dport_dns : sport_dns;
+	if (!client && !(serve_side && (dir == DIR_EGRESS ? sport_dns : dport_dns)))
 		return;
 	/* Pure TCP ACKs carry nothing user space needs. */
 	if (l4.proto == IPPROTO_TCP_ && l4.payload_len == 0 &&
@@ -379,7 +423,9 @@ static __always_inline void handle_skb(struct __sk_buff *skb, __u8 dir)
 	if (sk)
 		stored = bpf_sk_storage_get(&sk_owner, sk, 0, 0);
 
-	if (dir == DIR_EGRESS) {
+	if (!client) {
+		src = server_owner(dir, &l4, sk, stored, &owner);
+	} else if (dir == DIR_EGRESS) {
 		__u32 cur = bpf_get_current_pid_tgid() >> 32;
 
 		/*
@@ -413,9 +459,9 @@ static __always_inline void handle_skb(struct __sk_buff *skb, __u8 dir)
 	}
 	if (self_tgid && owner.pid == self_tgid)
 		return;
-	if (stacks_enabled && src == OWNER_CURRENT && l4.payload_len > 0)
+	if (stacks_enabled && client && src == OWNER_CURRENT && l4.payload_len > 0)
 		emit_stack(skb, &owner);
-	emit_packet(skb, dir, src, &owner);
+	emit_packet(skb, dir, src, client ? SIDE_CLIENT : SIDE_SERVER, &owner);
 }
 
 SEC("cgroup_skb/egress")
@@ -582,17 +628,37 @@ int dns_sendmsg6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+/* --serve-side: a DNS server that asks for a query's source address (recvfrom/recvmsg on its
+ * UDP socket bound to a DNS port) is remembered as the socket's owner, so that the queries it
+ * receives next carry it (ingress runs in softirq or in the client's context). */
+static __always_inline void note_server_owner(struct bpf_sock_addr *ctx)
+{
+	struct sock_owner *stored;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!serve_side || !sk || !is_dns_port(sk->src_port))
+		return;
+	stored = bpf_sk_storage_get(&sk_owner, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!stored) {
+		count(CNT_STORAGE);
+		return;
+	}
+	owner_from_current(stored);
+}
+
 SEC("cgroup/recvmsg4")
 int dns_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	note_owner(ctx);
+	if (!note_owner(ctx))
+		note_server_owner(ctx);
 	return 1;
 }
 
 SEC("cgroup/recvmsg6")
 int dns_recvmsg6(struct bpf_sock_addr *ctx)
 {
-	note_owner(ctx);
+	if (!note_owner(ctx))
+		note_server_owner(ctx);
 	return 1;
 }
 

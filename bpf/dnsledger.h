@@ -27,6 +27,14 @@ enum direction {
 	DIR_INGRESS = 2,
 };
 
+/* --serve-side: which end of the conversation the local socket is (packet_event.side). The
+ * client side is what a local process sends to a DNS port and receives from one; the server
+ * side is what a local DNS server receives on its port and answers from it. */
+enum side {
+	SIDE_CLIENT = 0,
+	SIDE_SERVER = 1,
+};
+
 /* Where the owner fields of a packet event come from. */
 enum owner_source {
 	OWNER_NONE = 0,
@@ -96,7 +104,9 @@ struct packet_event {
 	__u8 owner_source;
 	__u32 cap_len;
 	__u32 wire_len;
-	__u32 _pad;
+	__u8 side; /* enum side; was padding (0 = client side), so the layout is unchanged */
+	__u8 _pad0;
+	__u16 _pad1;
 	__u64 ts_boot_ns;
 	__u64 sock_cookie;
 	struct sock_owner owner;

@@ -106,6 +106,7 @@ impl Record<'_> {
         RawPacket {
             ts_ns: self.ts_ns,
             direction: self.direction,
+            side: dnsledger::capture::Side::Client,
             owner: self.owner,
             sock_cookie: self.sock_cookie,
             wire_len: self.wire_len,

@@ -520,6 +520,7 @@ pub fn check(input: &Input) {
                 let pkt = RawPacket {
                     ts_ns: *ts,
                     direction: Direction::Unknown,
+                    side: dnsledger::capture::Side::Unknown,
                     owner: None,
                     sock_cookie: 0,
                     wire_len: data.len() as u32,

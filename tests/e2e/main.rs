@@ -9,6 +9,7 @@ mod bpf_live;
 mod bpf_live_views;
 mod bpf_names;
 mod bpf_replay;
+mod bpf_serve_side;
 mod bpf_report;
 mod bpf_stacks;
 mod compact;

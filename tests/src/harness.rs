@@ -225,6 +225,11 @@ impl Dnsmasq {
         d
     }
 
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// (qtype, name) of every query the server logged.
     pub fn queries(&self) -> Vec<(String, String)> {
         let text = std::fs::read_to_string(&self.log).expect("read dnsmasq log");

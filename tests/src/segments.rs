@@ -70,6 +70,10 @@ pub struct Row {
     pub stack: Option<Vec<String>>,
     /// `qname_case`: the first question's name as sent when it has upper case, else None.
     pub qname_case: Option<String>,
+    // --serve-side
+    /// `side` (client, server); None when NULL or when the segment has no such column.
+    pub side: Option<String>,
+    pub client_port: u16,
 }
 
 fn col<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn arrow_array::Array {
@@ -160,6 +164,10 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
                 parse_error: string_at(col(b, "parse_error"), i),
                 ede_code: prim::<UInt16Type>(col(b, "ede_code"), i),
                 stack,
+                side: b
+                    .column_by_name("side")
+                    .and_then(|c| string_at(c.as_ref(), i)),
+                client_port: prim::<UInt16Type>(col(b, "client_port"), i).unwrap_or_default(),
             });
         }
     }

@@ -1041,6 +1041,7 @@ fn run_host(sh: &Shared, host: u32, want_pcap: bool) -> Result<HostOut> {
             server_ip: server,
             server_port: 53,
             sock_cookie: rng.next() | 1,
+            side: dnsledger::capture::Side::Client,
         };
         let owner = KernelOwner {
             pid: proc.pid,

@@ -116,6 +116,7 @@ pub fn bypass_row(
         client_port: b.client_port,
         server_ip: ip_text(b.server),
         server_port: b.server_port,
+        side: Some(dnsledger_schema::side::CLIENT),
         ..Transaction::default()
     }
 }

@@ -295,8 +295,11 @@ pub struct SnoopArgs {
 pub struct TopArgs {
     #[command(flatten)]
     pub live: LiveArgs,
-    /// Group rows by this key at start (`g` cycles).
-    #[arg(long, value_enum, default_value_t = top::Group::Comm)]
+    /// Group rows by this key at start (`g` cycles). `client` (alias `--by client`) shows a
+    /// local DNS server's clients: needs a recorder running with --serve-side (or the
+    /// serve-side key in --config when top captures on its own); the other groupings count the
+    /// client side only.
+    #[arg(long, visible_alias = "by", value_enum, default_value_t = top::Group::Comm)]
     pub group: top::Group,
     /// Sort key at start.
     #[arg(long, value_enum, default_value_t = top::SortKey::Queries)]

@@ -170,6 +170,13 @@ pub struct Overrides {
     #[arg(long, value_name = "URL", value_parser = parse_lake_url)]
     #[serde(default, deserialize_with = "de::lake_url")]
     pub ship_to: Option<LakeUrl>,
+    /// Also record the server side: the queries a local DNS server (dnsmasq, unbound, ...)
+    /// receives on a DNS port and its answers, as rows with side = server carrying the client's
+    /// address and port and the server process. A local client of a local server then gives
+    /// two rows, one per end; recipes and live views count the client side unless asked
+    /// (`--by client`). [default: client side only] Record only.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub serve_side: Option<bool>,
     /// TOML file with the same keys as the long flags (data-dir, ports, rotate-size, ...).
     /// The environment and flags override it.
     #[arg(long, value_name = "FILE")]
@@ -178,7 +185,7 @@ pub struct Overrides {
 }
 
 /// The keys only `record` uses (flag ids).
-pub const RECORD_ONLY: [&str; 11] = [
+pub const RECORD_ONLY: [&str; 12] = [
     "ring_size",
     "spool_sync",
     "user",
@@ -190,6 +197,7 @@ pub const RECORD_ONLY: [&str; 11] = [
     "metrics_listen",
     "metrics_max_processes",
     "ship_to",
+    "serve_side",
 ];
 
 impl Overrides {
@@ -233,6 +241,7 @@ impl Overrides {
             self.metrics_listen.is_some(),
             self.metrics_max_processes.is_some(),
             self.ship_to.is_some(),
+            self.serve_side.is_some(),
         ];
         RECORD_ONLY
             .iter()
@@ -282,6 +291,8 @@ pub struct Settings {
     pub metrics_max_processes: usize,
     /// `record`, `ship`, `prune`: the data lake sealed segments are shipped to.
     pub ship_to: Option<LakeUrl>,
+    /// `record`: also record a local DNS server's side of its conversations (side = server).
+    pub serve_side: bool,
 }
 
 impl Settings {
@@ -307,6 +318,7 @@ impl Settings {
             metrics_listen: None,
             metrics_max_processes: crate::live::metrics::DEFAULT_MAX_PROCESSES,
             ship_to: None,
+            serve_side: false,
         }
     }
 
@@ -349,6 +361,7 @@ impl Settings {
             metrics_listen,
             metrics_max_processes,
             ship_to,
+            serve_side,
             config: _,
         } = o.clone();
         set(&mut self.data_dir, data_dir);
@@ -371,6 +384,7 @@ impl Settings {
         set(&mut self.metrics_listen, metrics_listen.map(Some));
         set(&mut self.metrics_max_processes, metrics_max_processes);
         set(&mut self.ship_to, ship_to.map(Some));
+        set(&mut self.serve_side, serve_side);
     }
 }
 
@@ -820,6 +834,9 @@ mod tests {
         Case { key: "ship-to", file: "\"s3://file/x\"", file_under_flag: "\"s3://file/x\"", env: Some("s3://env/y"),
             flag: &["--ship-to", "file:///flag"], get: |s| dbg(s.ship_to.as_ref().map(ToString::to_string)),
             default: "None", from_file: "Some(\"s3://file/x\")", from_env: "Some(\"s3://env/y\")", from_flag: "Some(\"file:///flag\")" },
+        Case { key: "serve-side", file: "true", file_under_flag: "false", env: None,
+            flag: &["--serve-side"], get: |s| dbg(s.serve_side),
+            default: "false", from_file: "true", from_env: "true", from_flag: "true" },
     ];
 
     #[test]

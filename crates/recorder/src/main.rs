@@ -411,6 +411,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         stacks: false,
         bypass: true,
         doh_endpoints: Vec::new(),
+        serve_side: false,
     };
     let mut probes = bpf::check(&cfg);
     probes.push(doh_list_probe());

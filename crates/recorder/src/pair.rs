@@ -464,6 +464,8 @@ impl Pairer {
             stack: q.as_mut().and_then(|s| s.stack.take()),
             qname_case,
             questions_case,
+            // --serve-side: which end; the process columns are that end's process.
+            side: flow.side.column(),
         }
     }
 }
@@ -501,6 +503,7 @@ mod tests {
             server_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 53)),
             server_port: 53,
             sock_cookie: 77,
+            side: crate::capture::Side::Client,
         }
     }
 

@@ -300,7 +300,11 @@ pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, Reco
         stacks: s.stacks,
         bypass: s.bypass,
         doh_endpoints,
+        serve_side: s.serve_side,
     };
+    if s.serve_side {
+        info!("--serve-side: local DNS servers' side recorded too (rows with side = server)");
+    }
     // Hands the batch to the writer. When the writer is behind (channel full) the batch keeps
     // growing here instead; only past BATCH_MAX_PENDING bytes are its events dropped, and
     // counted, so that the ring buffer keeps draining and the kernel never waits.
@@ -879,6 +883,7 @@ mod tests {
         pipeline.packet(&crate::capture::RawPacket {
             ts_ns: now_ns,
             direction: crate::capture::Direction::Egress,
+            side: crate::capture::Side::Client,
             owner: None,
             sock_cookie: 0,
             wire_len: q.len() as u32,

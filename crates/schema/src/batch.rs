@@ -102,6 +102,9 @@ pub struct Transaction {
     /// Every question's name as sent, for messages with more than one question of which one
     /// has an upper-case letter; `None` otherwise.
     pub questions_case: Option<Vec<String>>,
+    // --serve-side
+    /// Which end the host was ([`crate::side`]); `None` when unknown (imported captures).
+    pub side: Option<&'static str>,
 }
 
 type Dict = StringDictionaryBuilder<Int32Type>;
@@ -172,6 +175,8 @@ pub struct TransactionBatchBuilder {
     stack: ListBuilder<StringBuilder>,
     qname_case: StringBuilder,
     questions_case: ListBuilder<StringBuilder>,
+    // --serve-side
+    side: Dict,
 }
 
 impl Default for TransactionBatchBuilder {
@@ -267,6 +272,7 @@ impl TransactionBatchBuilder {
             stack: ListBuilder::new(StringBuilder::new()),
             qname_case: StringBuilder::new(),
             questions_case: ListBuilder::new(StringBuilder::new()),
+            side: Dict::new(),
         }
     }
 
@@ -397,6 +403,7 @@ impl TransactionBatchBuilder {
             }
             None => self.questions_case.append(false),
         }
+        self.side.append_option(t.side);
     }
 
     /// Builds the batch and resets the builder.
@@ -465,6 +472,7 @@ impl TransactionBatchBuilder {
             Arc::new(self.stack.finish()),
             Arc::new(self.qname_case.finish()),
             Arc::new(self.questions_case.finish()),
+            Arc::new(self.side.finish()),
         ];
         RecordBatch::try_new(schema(), columns)
     }
@@ -628,6 +636,11 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
         stack,
         qname_case: string(c::QNAME_CASE),
         questions_case: strings(c::QUESTIONS_CASE),
+        side: string(c::SIDE).and_then(|v| {
+            [crate::side::CLIENT, crate::side::SERVER]
+                .into_iter()
+                .find(|k| *k == v)
+        }),
     }
 }
 
@@ -675,6 +688,7 @@ mod tests {
         full.edns_ecs = Some("192.0.2.0/24/0".into());
         full.qname_case = Some("Example.com".into());
         full.questions_case = Some(vec!["Example.com".into(), r"B\.\000x.Test".into()]);
+        full.side = Some(crate::side::SERVER);
         full.stack = Some(Arc::from(vec![
             "send_query (client.c:12)".to_string(),
             "/usr/bin/client+0x1234".to_string(),

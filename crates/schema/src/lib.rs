@@ -87,6 +87,8 @@ pub mod col {
     pub const STACK: &str = "stack";
     pub const QNAME_CASE: &str = "qname_case";
     pub const QUESTIONS_CASE: &str = "questions_case";
+    // --serve-side (server side of a local DNS server's conversations).
+    pub const SIDE: &str = "side";
 }
 
 /// Name of the column `dnsql` computes over every segment (not stored): the first question's
@@ -199,6 +201,12 @@ pub fn column_doc(name: &str) -> &'static str {
             "every question's name exactly as sent, in the order of questions, for a message \
              with more than one question of which one has an upper-case letter; else NULL"
         }
+        col::SIDE => {
+            "which end of the conversation the host was: client (a local process asked; the \
+             process columns are the asker) or server (recorded with --serve-side: a local DNS \
+             server answered client_ip; the process columns are the server); NULL in segments \
+             older than the column and in imported captures (read it as client)"
+        }
         QNAME_SENT => {
             "computed by dnsql, not stored: coalesce(qname_case, qname), the first question's \
              name exactly as sent"
@@ -220,6 +228,21 @@ pub mod status {
     /// A connection to an encrypted-DNS endpoint (DoT, DoQ, likely DoH): no DNS message was
     /// seen; `transport` says which (see [`crate::transport`]).
     pub const BYPASS: &str = "bypass";
+}
+
+/// Values of the `side` column (`--serve-side`).
+pub mod side {
+    /// A local process asked a DNS server: the process columns are the asker.
+    pub const CLIENT: &str = "client";
+    /// A local DNS server answered `client_ip`: the process columns are the server.
+    pub const SERVER: &str = "server";
+    /// The rows that count as "a transaction" unless the server side is asked for: the
+    /// client side, and rows from before the column (NULL). With `--serve-side` a loopback
+    /// query to a local server is recorded twice, once per end; counting client rows counts
+    /// it once.
+    pub const CLIENT_ROWS_SQL: &str = "(side IS NULL OR side <> 'server')";
+    /// The server-side rows (`--serve-side`).
+    pub const SERVER_ROWS_SQL: &str = "side = 'server'";
 }
 
 /// Values of the `transport` column.
@@ -388,6 +411,8 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
             List(Arc::new(Field::new("item", Utf8, true))),
             true,
         ),
+        // --serve-side
+        f(col::SIDE, dict_utf8(), true),
     ]))
 });
 

@@ -185,18 +185,20 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
     };
     let root = root.trim_end_matches('/');
     match dialect {
-        // The empty `UNION ALL BY NAME` gives a lake of segments older than `qname_case` that
-        // column (NULL), so `qname_sent` is defined over any lake.
+        // The empty `UNION ALL BY NAME` gives a lake of segments older than `qname_case` (or
+        // `side`) that column (NULL), so `qname_sent` and the side filters are defined over
+        // any lake.
         Dialect::Duckdb => format!(
             "CREATE OR REPLACE TEMP VIEW dns AS\nSELECT *, {} AS {}\nFROM (SELECT * FROM \
              read_parquet({}, hive_partitioning = true,\n  hive_types = {{'host': VARCHAR, \
              'date': DATE, 'hour': INTEGER}}, union_by_name = true){filter}\n  UNION ALL BY NAME \
-             SELECT NULL::VARCHAR AS {}, NULL::VARCHAR[] AS {} WHERE false);\n",
+             SELECT NULL::VARCHAR AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {} WHERE false);\n",
             dnsledger_schema::QNAME_SENT_SQL,
             dnsledger_schema::QNAME_SENT,
             sql_str(&format!("{root}/**/*.parquet")),
             dnsledger_schema::col::QNAME_CASE,
             dnsledger_schema::col::QUESTIONS_CASE,
+            dnsledger_schema::col::SIDE,
         ),
         Dialect::Spark => {
             let columns: Vec<String> = dnsledger_schema::schema()
@@ -205,6 +207,11 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
                 .map(|f| match f.data_type() {
                     DataType::Timestamp(..) => {
                         format!("timestamp_micros(div({0}, 1000)) AS {0}", f.name())
+                    }
+                    // --serve-side: Spark 3.5's SQL cannot name a column no segment of the
+                    // lake has (it has no UNION BY NAME): `side` reads as NULL (client) there.
+                    _ if f.name() == dnsledger_schema::col::SIDE => {
+                        format!("CAST(NULL AS STRING) AS {}", f.name())
                     }
                     _ => f.name().clone(),
                 })

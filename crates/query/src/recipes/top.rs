@@ -19,12 +19,17 @@ pub enum TopBy {
     Server,
     /// `hostname`, `container_id` (NULL: the host's own processes).
     Container,
+    /// `hostname`, `client_ip` of the host's DNS servers (rows recorded with `record
+    /// --serve-side`, side = server; with the number of server processes and client ports).
+    Client,
 }
 /// `dnsql top --by BY -n N`: DNSWatch's "top" over history. Per group: transactions, distinct
 /// names, A/AAAA/PTR queries, NOERROR/NXDOMAIN/SERVFAIL answers, unanswered queries and latency
 /// (average, approximate p50/p95, maximum; milliseconds, answered transactions only). Largest
 /// groups first; `n == 0` means no limit. Encrypted-DNS `bypass` rows are no DNS transactions:
-/// `dnsql bypass` lists them.
+/// `dnsql bypass` lists them. Every grouping but `client` counts the client side (a loopback
+/// query to a local server recorded with `--serve-side` counts once); `client` counts the
+/// server side only.
 pub fn top(by: TopBy, n: usize) -> String {
     // (expressions selected in the inner query, key columns, extra aggregates)
     let (inner, keys, extra) = match by {
@@ -60,6 +65,17 @@ pub fn top(by: TopBy, n: usize) -> String {
             "",
         ),
         TopBy::Container => ("hostname, container_id", "hostname, container_id", ""),
+        TopBy::Client => (
+            "hostname, CAST(client_ip AS VARCHAR) AS client_ip, pid AS m_pid, \
+             client_port AS m_port",
+            "hostname, client_ip",
+            "count(DISTINCT m_pid) AS server_pids, count(DISTINCT m_port) AS ports, ",
+        ),
+    };
+    let side = if by == TopBy::Client {
+        dnsledger_schema::side::SERVER_ROWS_SQL
+    } else {
+        dnsledger_schema::side::CLIENT_ROWS_SQL
     };
     let limit = if n == 0 {
         String::new()
@@ -93,7 +109,7 @@ FROM (SELECT {inner},
              CAST(status AS VARCHAR) AS m_status,
              latency_ns AS m_latency
       FROM dns
-      WHERE status <> 'bypass') AS t
+      WHERE status <> 'bypass' AND {side}) AS t
 GROUP BY {keys}
 ORDER BY queries DESC, {order_keys}{limit}"
     )
@@ -170,5 +186,7 @@ mod tests {
             let r = rows(&ctx, &top(by, 5)).await;
             assert!(!r.is_empty() && r.len() <= 5, "{by:?}");
         }
+        // The fixtures predate --serve-side (no side column): all client side, no server rows.
+        assert!(rows(&ctx, &top(TopBy::Client, 5)).await.is_empty());
     }
 }

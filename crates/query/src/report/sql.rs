@@ -130,7 +130,8 @@ fn bucket_expr(bin: i64, origin: i64) -> String {
 
 /// Queries, NXDOMAIN answers and unanswered queries per bucket, per host and per process name,
 /// in one scan (two grouping sets: rows with a `hostname` are per host, rows without are per
-/// `comm`; `hostname` is never NULL in the data).
+/// `comm`; `hostname` is never NULL in the data). The client side only: a local server's side
+/// (`record --serve-side`) is the same lookup seen again, or a remote client's.
 pub fn activity(bin: i64, origin: i64) -> String {
     format!(
         "SELECT bucket, hostname, comm,
@@ -142,10 +143,12 @@ FROM (SELECT {b} AS bucket,
              CAST(comm AS VARCHAR) AS comm,
              CAST(rcode_name AS VARCHAR) AS rcode,
              CAST(status AS VARCHAR) AS st
-      FROM dns) AS t
+      FROM dns
+      WHERE {side}) AS t
 GROUP BY GROUPING SETS ((bucket, hostname), (bucket, comm))
 ORDER BY bucket, hostname, comm",
-        b = bucket_expr(bin, origin)
+        b = bucket_expr(bin, origin),
+        side = dnsledger_schema::side::CLIENT_ROWS_SQL
     )
 }
 

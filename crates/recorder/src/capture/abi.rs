@@ -6,7 +6,7 @@
 //! copied by hand; a value that changes in C changes here at the next build.
 
 use super::skel::types::{
-    bypass_kind, counter, direction, dnsledger_abi, event_kind, owner_source,
+    bypass_kind, counter, direction, dnsledger_abi, event_kind, owner_source, side,
 };
 
 /// Version carried by every event (`DNSLEDGER_EVENT_VERSION`).
@@ -21,6 +21,8 @@ pub const BYPASS_DOQ: u8 = bypass_kind::BYPASS_DOQ.0 as u8;
 pub const BYPASS_DOH_LIKELY: u8 = bypass_kind::BYPASS_DOH_LIKELY.0 as u8;
 pub const DIR_EGRESS: u8 = direction::DIR_EGRESS.0 as u8;
 pub const DIR_INGRESS: u8 = direction::DIR_INGRESS.0 as u8;
+pub const SIDE_CLIENT: u8 = side::SIDE_CLIENT.0 as u8;
+pub const SIDE_SERVER: u8 = side::SIDE_SERVER.0 as u8;
 pub const OWNER_NONE: u8 = owner_source::OWNER_NONE.0 as u8;
 pub const OWNER_CURRENT: u8 = owner_source::OWNER_CURRENT.0 as u8;
 pub const OWNER_SOCKET: u8 = owner_source::OWNER_SOCKET.0 as u8;
@@ -93,11 +95,15 @@ mod tests {
             direction::DIR_EGRESS.0,
             direction::DIR_INGRESS.0,
             owner_source::OWNER_SOCKET.0,
+            side::SIDE_SERVER.0,
             dnsledger_abi::DNSLEDGER_EVENT_VERSION.0,
         ] {
             assert!(v <= u32::from(u8::MAX), "{v} does not fit a u8 field");
         }
         assert_ne!(DIR_EGRESS, DIR_INGRESS);
+        assert_ne!(SIDE_CLIENT, SIDE_SERVER);
+        // The field was padding before --serve-side: zero must keep meaning the client side.
+        assert_eq!(SIDE_CLIENT, 0);
         let distinct: std::collections::BTreeSet<u8> = [
             EVENT_PACKET,
             EVENT_EXEC,

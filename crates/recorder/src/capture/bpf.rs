@@ -36,6 +36,9 @@ const CGROUP_PROGRAMS: [&str; 8] = [
 ];
 /// Programs attached to tracepoints.
 const TRACE_PROGRAMS: [&str; 2] = ["dns_exec", "dns_exit"];
+/// Programs whose `--serve-side` path `dnsledger check` probes (the same programs, loaded with
+/// the server-side code in: it is compiled out without the flag).
+const SERVE_SIDE_PROGRAMS: [&str; 4] = ["dns_egress", "dns_ingress", "dns_recvmsg4", "dns_recvmsg6"];
 /// Programs loaded and attached only with `--stacks` (tracepoints too).
 const STACK_PROGRAMS: [&str; 2] = ["dns_stack_enter", "dns_stack_exit"];
 /// Threads that can be inside a DNS send syscall at once, with `--stacks`.
@@ -114,6 +117,8 @@ pub struct BpfConfig {
     pub bypass: bool,
     /// The DoH endpoint addresses (`--doh-list`): port 443 to these is `doh-likely`.
     pub doh_endpoints: Vec<IpAddr>,
+    /// Also record a local DNS server's side (`--serve-side`).
+    pub serve_side: bool,
 }
 
 /// In-kernel counters, summed over CPUs, as last read.
@@ -256,6 +261,7 @@ fn configure(open: &mut OpenDnsledgerSkel<'_>, cfg: &BpfConfig) -> Result<(), Bp
     rodata.wakeup_bytes = cfg.ring_bytes / 8;
     rodata.stacks_enabled = cfg.stacks;
     rodata.bypass_enabled = cfg.bypass;
+    rodata.serve_side = cfg.serve_side;
     open.maps
         .events
         .set_max_entries(cfg.ring_bytes)
@@ -535,7 +541,32 @@ pub fn check(cfg: &BpfConfig) -> Vec<Probe> {
     for p in &mut probes[n - STACK_PROGRAMS.len()..] {
         p.optional = true;
     }
+    probes.extend(serve_side_probes(cfg, root.as_ref().ok()));
     probes
+}
+
+/// `--serve-side`: the cgroup programs loaded and attached with the server-side path in
+/// (optional lines: recording the client side does not need it).
+fn serve_side_probes(cfg: &BpfConfig, cgroup_root: Option<&PathBuf>) -> Vec<Probe> {
+    let serve_cfg = BpfConfig {
+        serve_side: true,
+        ..cfg.clone()
+    };
+    SERVE_SIDE_PROGRAMS
+        .iter()
+        .map(|name| {
+            let (ok, detail) = match probe_program(&serve_cfg, name, cgroup_root) {
+                Ok(d) => (true, format!("{d} (with --serve-side)")),
+                Err(e) => (false, format!("{e} (only --serve-side needs it)")),
+            };
+            Probe {
+                what: format!("program {name} --serve-side"),
+                ok,
+                optional: true,
+                detail,
+            }
+        })
+        .collect()
 }
 
 fn probe_program(

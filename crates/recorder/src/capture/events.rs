@@ -4,12 +4,12 @@ use std::mem::size_of;
 
 use super::abi::{
     BYPASS_DOH_LIKELY, BYPASS_DOQ, BYPASS_DOT, DIR_EGRESS, EVENT_BYPASS, EVENT_EXEC, EVENT_EXIT,
-    EVENT_PACKET, EVENT_STACK, EVENT_VERSION, OWNER_NONE,
+    EVENT_PACKET, EVENT_STACK, EVENT_VERSION, OWNER_NONE, SIDE_SERVER,
 };
 use super::skel::types::{
     bypass_event, exec_event, exit_event, packet_event, sock_owner, stack_event,
 };
-use super::{Direction, KernelOwner, RawPacket};
+use super::{Direction, KernelOwner, RawPacket, Side};
 use crate::bypass::{BypassInfo, BypassKind, from_kernel_addr};
 
 /// A process that called execve, as seen by the kernel at that moment.
@@ -161,6 +161,11 @@ pub fn parse<'a>(data: &'a [u8], clock: &Clock) -> Result<Event<'a>, EventError>
                 } else {
                     Direction::Ingress
                 },
+                side: if h.side == SIDE_SERVER {
+                    Side::Server
+                } else {
+                    Side::Client
+                },
                 owner: (h.owner_source != OWNER_NONE).then(|| owner(&h.owner)),
                 sock_cookie: h.sock_cookie,
                 wire_len: h.wire_len,
@@ -256,6 +261,7 @@ mod tests {
         };
         assert_eq!(p.ts_ns, 1_005);
         assert_eq!(p.direction, Direction::Egress);
+        assert_eq!(p.side, Side::Client);
         assert_eq!(p.sock_cookie, 42);
         assert_eq!(p.wire_len, 100);
         assert_eq!(p.data, &[0x45, 1, 2]);
@@ -271,6 +277,7 @@ mod tests {
             version: EVENT_VERSION,
             direction: 2,
             owner_source: OWNER_NONE,
+            side: SIDE_SERVER,
             ..Default::default()
         };
         let data = bytes_of(&h);
@@ -278,6 +285,7 @@ mod tests {
             panic!("not a packet")
         };
         assert_eq!(p.direction, Direction::Ingress);
+        assert_eq!(p.side, Side::Server);
         assert!(p.owner.is_none());
         assert!(p.data.is_empty());
     }

@@ -61,12 +61,36 @@ pub enum Direction {
     Unknown,
 }
 
+/// Which end of a DNS conversation the local socket is (`--serve-side`; the `side` column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// A local process asking a DNS server (what is always recorded).
+    Client,
+    /// A local DNS server answering (recorded with `--serve-side` only).
+    Server,
+    /// Not known (packet captures: the same packets are either end).
+    Unknown,
+}
+
+impl Side {
+    /// The `side` column's value (NULL when unknown).
+    pub fn column(self) -> Option<&'static str> {
+        match self {
+            Side::Client => Some(dnsledger_schema::side::CLIENT),
+            Side::Server => Some(dnsledger_schema::side::SERVER),
+            Side::Unknown => None,
+        }
+    }
+}
+
 /// One captured packet, borrowed from the source's buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct RawPacket<'a> {
     /// Capture time, nanoseconds since the Unix epoch (UTC).
     pub ts_ns: i64,
     pub direction: Direction,
+    /// Which end of the conversation the local socket is.
+    pub side: Side,
     /// Process that owns the local socket (BPF source only).
     pub owner: Option<KernelOwner>,
     /// Kernel socket cookie, 0 when unknown. Distinguishes flows that reuse a 5-tuple.

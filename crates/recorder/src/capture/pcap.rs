@@ -688,6 +688,7 @@ fn deliver(
     f(&RawPacket {
         ts_ns,
         direction: Direction::Unknown,
+        side: super::Side::Unknown,
         owner: None,
         sock_cookie: 0,
         wire_len,

@@ -49,7 +49,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::capture::abi::MAX_PORTS;
-use crate::capture::{KernelOwner, RawPacket};
+use crate::capture::{KernelOwner, RawPacket, Side};
 use frag::{FragBuf, FragKey};
 use tcp::{Sink, TcpFlow, flows_by_age};
 
@@ -237,6 +237,9 @@ pub struct Flow {
     pub server_port: u16,
     /// Socket cookie of the local socket, 0 when unknown.
     pub sock_cookie: u64,
+    /// Which end the local socket is (`--serve-side`): a local server's side of a loopback
+    /// conversation is a flow of its own, paired apart from the client's.
+    pub side: Side,
 }
 
 impl Flow {
@@ -288,6 +291,7 @@ struct Meta {
     ts_ns: i64,
     owner: Option<KernelOwner>,
     sock_cookie: u64,
+    side: Side,
 }
 
 /// Where the transport bytes handed to UDP/TCP processing came from.
@@ -365,6 +369,7 @@ impl Decoder {
             ts_ns: pkt.ts_ns,
             owner: pkt.owner,
             sock_cookie: pkt.sock_cookie,
+            side: pkt.side,
         };
         // Length of the L3 packet when the IP header's own length field is 0 (TSO/GSO and
         // BIG TCP packets, IPv6 jumbograms).
@@ -474,6 +479,7 @@ fn oriented_flow(
         server_ip,
         server_port,
         sock_cookie: meta.sock_cookie,
+        side: meta.side,
     }
 }
 
@@ -904,6 +910,7 @@ mod tests {
                     &RawPacket {
                         ts_ns: ts + round * 1_000_000_000,
                         direction: Direction::Unknown,
+                        side: crate::capture::Side::Unknown,
                         owner: None,
                         sock_cookie: 0,
                         wire_len,
@@ -1104,6 +1111,7 @@ mod tests {
         RawPacket {
             ts_ns,
             direction: Direction::Unknown,
+            side: crate::capture::Side::Unknown,
             owner: None,
             sock_cookie: 0,
             wire_len: data.len() as u32,
@@ -1263,6 +1271,7 @@ mod tests {
             server_ip: IpAddr::V4(Ipv4Addr::from(SERVER)),
             server_port: 53,
             sock_cookie: 0,
+            side: Side::Unknown,
         };
         assert_eq!(
             out[0],

@@ -319,6 +319,11 @@ impl Metrics {
     /// Counts finished transactions.
     pub fn observe(&mut self, rows: &[Transaction]) {
         for tx in rows {
+            // --serve-side: a local server's side is the same traffic seen from the other end
+            // (or a remote client's); the counters count the host's own lookups.
+            if tx.side == Some(dnsledger_schema::side::SERVER) {
+                continue;
+            }
             self.all.add(tx);
             self.counters_for(tx.comm.as_deref()).add(tx);
             let rcode = if tx.status == "unanswered" {

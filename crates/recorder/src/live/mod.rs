@@ -92,6 +92,10 @@ pub struct LiveTx {
     pub query_raw: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_raw: Option<String>,
+    /// `client` or `server` (`record --serve-side`: a local DNS server's side, the process
+    /// fields are the server's); absent from older recorders' lines (client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side: Option<String>,
 }
 
 impl LiveTx {
@@ -128,7 +132,13 @@ impl LiveTx {
             parse_error: t.parse_error.clone(),
             query_raw: t.query_raw.as_deref().map(|b| B64.encode(b)),
             response_raw: t.response_raw.as_deref().map(|b| B64.encode(b)),
+            side: t.side.map(str::to_string),
         }
+    }
+
+    /// True for a local DNS server's side of a transaction (`record --serve-side`).
+    pub fn is_server_side(&self) -> bool {
+        self.side.as_deref() == Some(dnsledger_schema::side::SERVER)
     }
 
     /// The raw query and response, decoded.
@@ -459,6 +469,7 @@ pub fn standalone(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Feed, St
         // snoop and top show DNS transactions; bypass rows are the recorder's.
         bypass: false,
         doh_endpoints: Vec::new(),
+        serve_side: settings.serve_side,
     };
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()

@@ -33,10 +33,19 @@ pub enum Group {
     Exe,
     /// Container id (`-`: not in a container).
     Container,
+    /// Client address of a local DNS server (`record --serve-side`: the server side's rows,
+    /// which the other groupings leave out).
+    Client,
 }
 
 impl Group {
-    const ALL: [Group; 4] = [Group::Comm, Group::Pid, Group::Exe, Group::Container];
+    const ALL: [Group; 5] = [
+        Group::Comm,
+        Group::Pid,
+        Group::Exe,
+        Group::Container,
+        Group::Client,
+    ];
 
     fn next(self) -> Group {
         let i = Group::ALL.iter().position(|g| *g == self).unwrap_or(0);
@@ -49,6 +58,7 @@ impl Group {
             Group::Pid => "PID/COMM",
             Group::Exe => "EXE",
             Group::Container => "CONTAINER",
+            Group::Client => "CLIENT (SERVER)",
         }
     }
 
@@ -63,6 +73,7 @@ impl Group {
             ),
             Group::Exe => t.exe.clone().unwrap_or_else(dash),
             Group::Container => t.container_id.clone().unwrap_or_else(dash),
+            Group::Client => format!("{} ({})", t.client_ip, t.comm.as_deref().unwrap_or("-")),
         }
     }
 }
@@ -161,6 +172,8 @@ pub struct Table {
     groups: HashMap<Group, HashMap<String, Counts>>,
     pub total: Counts,
     pub transactions: u64,
+    /// Server-side rows (`--serve-side`), counted under [`Group::Client`] only.
+    pub served: u64,
     pub dropped: u64,
 }
 
@@ -170,17 +183,28 @@ impl Default for Table {
             groups: Group::ALL.iter().map(|g| (*g, HashMap::new())).collect(),
             total: Counts::default(),
             transactions: 0,
+            served: 0,
             dropped: 0,
         }
     }
 }
 
 impl Table {
+    /// Counts one transaction. A server-side row (`--serve-side`) counts only under
+    /// [`Group::Client`], and every other row everywhere else: a loopback query to a local
+    /// server is one transaction per view, not two.
     pub fn add(&mut self, t: &LiveTx) {
-        self.transactions += 1;
-        self.total.add(t);
+        let served = t.is_server_side();
+        if served {
+            self.served += 1;
+        } else {
+            self.transactions += 1;
+            self.total.add(t);
+        }
         for (g, rows) in &mut self.groups {
-            rows.entry(g.key(t)).or_default().add(t);
+            if served == (*g == Group::Client) {
+                rows.entry(g.key(t)).or_default().add(t);
+            }
         }
     }
 
@@ -304,12 +328,17 @@ pub fn run(
             dirty = false;
             let rows = table.sorted(group, sort, reverse);
             let title = format!(
-                "dnsledger top - {} - group: {} - sort: {}{} - {} transactions{}{}",
+                "dnsledger top - {} - group: {} - sort: {}{} - {} transactions{}{}{}",
                 opts.source,
                 group.title().to_ascii_lowercase(),
                 sort.title(),
                 if reverse { " (reversed)" } else { "" },
                 table.transactions,
+                if table.served > 0 {
+                    format!(", {} served", table.served)
+                } else {
+                    String::new()
+                },
                 if table.dropped > 0 {
                     format!(", {} not shown (too slow)", table.dropped)
                 } else {
@@ -436,5 +465,48 @@ mod tests {
         assert_eq!(kdig.percentile(99.0), Some(5_000_000));
         assert_eq!(t.total.queries, 8);
         assert_eq!(Group::Container.next(), Group::Comm);
+    }
+}
+
+#[cfg(test)]
+mod serve_side_tests {
+    use super::*;
+
+    fn row(side: Option<&str>, comm: &str, client_ip: &str) -> LiveTx {
+        LiveTx {
+            status: "answered".into(),
+            comm: Some(comm.into()),
+            client_ip: client_ip.into(),
+            qtype: Some("A".into()),
+            rcode: Some("NOERROR".into()),
+            side: side.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn server_side_rows_count_only_by_client() {
+        let mut t = Table::default();
+        // A loopback lookup seen from both ends, an older recorder's line (no side), and a
+        // remote client of the local server.
+        t.add(&row(Some("client"), "dig", "127.0.0.1"));
+        t.add(&row(Some("server"), "dnsmasq", "127.0.0.1"));
+        t.add(&row(None, "curl", "127.0.0.1"));
+        t.add(&row(Some("server"), "dnsmasq", "10.9.0.2"));
+        assert_eq!((t.transactions, t.served, t.total.queries), (2, 2, 2));
+        let keys = |g| {
+            let mut k: Vec<String> = t
+                .sorted(g, SortKey::Name, false)
+                .iter()
+                .map(|r| r.0.to_string())
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(Group::Comm), ["curl", "dig"]);
+        assert_eq!(
+            keys(Group::Client),
+            ["10.9.0.2 (dnsmasq)", "127.0.0.1 (dnsmasq)"]
+        );
     }
 }
