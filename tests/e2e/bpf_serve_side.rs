@@ -4,7 +4,7 @@
 //!   fd00:dd5e::1/::2; both namespaces made and removed by the test): UDP and TCP, IPv4 and
 //!   IPv6. Each query gives one server-side row (client address and port, dnsmasq as the
 //!   process, the server's namespace) and one client-side row (dig), on the same 5-tuple.
-//! - dig on loopback against a dnsmasq on 127.0.0.60: one row per end; `dnsql top` counts the
+//! - dig on loopback against a dnsmasq on 127.0.0.70: one row per end; `dnsql top` counts the
 //!   lookup once (dig's), `dnsql top --by client` shows the server side; without
 //!   `--serve-side` only the client side is recorded.
 
@@ -20,7 +20,7 @@ const SRV4: &str = "10.250.53.1";
 const CLI4: &str = "10.250.53.2";
 const SRV6: &str = "fd00:dd5e::1";
 const CLI6: &str = "fd00:dd5e::2";
-const LOOPBACK_SERVER: &str = "127.0.0.60";
+const LOOPBACK_SERVER: &str = "127.0.0.70";
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip")
@@ -215,12 +215,23 @@ fn bpf_serve_side_rows_carry_the_client_address_and_the_server_process() {
     let client_ns = NetnsPair::inode(&pair.client);
     for ((name, transport, server, client, _), dig_pid) in cases.iter().zip(&dig_pids) {
         let (served, asked) = rows_named(&rows, name);
-        assert_eq!(served.len(), 1, "one server-side row for {name}: {served:#?}\n{logs}");
-        assert_eq!(asked.len(), 1, "one client-side row for {name}: {asked:#?}\n{logs}");
+        assert_eq!(
+            served.len(),
+            1,
+            "one server-side row for {name}: {served:#?}\n{logs}"
+        );
+        assert_eq!(
+            asked.len(),
+            1,
+            "one client-side row for {name}: {asked:#?}\n{logs}"
+        );
         let (s, c) = (served[0], asked[0]);
         // The server side: the client's address and port, dnsmasq as the process.
         assert_eq!(s.status, "answered", "{s:?}");
-        assert_eq!((s.transport.as_str(), s.client_ip.as_str()), (*transport, *client));
+        assert_eq!(
+            (s.transport.as_str(), s.client_ip.as_str()),
+            (*transport, *client)
+        );
         assert_eq!(s.server_ip, *server, "{s:?}");
         assert_eq!(s.server_port, 53);
         assert_eq!(s.comm.as_deref(), Some("dnsmasq"), "{s:?}");
@@ -291,7 +302,12 @@ fn bpf_serve_side_on_loopback_counts_each_lookup_once() {
         assert_eq!(served.len(), 1, "{name}: {served:#?}\n{logs}");
         assert_eq!(asked.len(), 1, "{name}: {asked:#?}\n{logs}");
         assert_eq!(asked[0].pid, Some(pid), "{:?}", asked[0]);
-        assert_eq!(served[0].comm.as_deref(), Some("dnsmasq"), "{:?}", served[0]);
+        assert_eq!(
+            served[0].comm.as_deref(),
+            Some("dnsmasq"),
+            "{:?}",
+            served[0]
+        );
         assert_ne!(served[0].pid, Some(pid), "{:?}", served[0]);
         assert_eq!(served[0].client_ip, "127.0.0.1");
         assert_eq!(served[0].client_port, asked[0].client_port);
@@ -322,7 +338,7 @@ fn bpf_serve_side_on_loopback_counts_each_lookup_once() {
         &[
             "sql",
             "SELECT CAST(side AS VARCHAR) AS side, count(*) AS n FROM dns \
-             WHERE server_ip = '127.0.0.60' GROUP BY side ORDER BY side",
+             WHERE server_ip = '127.0.0.70' GROUP BY side ORDER BY side",
         ],
     );
     assert_eq!(
@@ -332,4 +348,23 @@ fn bpf_serve_side_on_loopback_counts_each_lookup_once() {
             serde_json::json!({"side": "server", "n": 2}),
         ]
     );
+}
+
+#[test]
+fn bpf_check_probes_the_serve_side_path() {
+    let _g = bpf_lock();
+    let out = Command::new(dnsledger_tests::harness::built_binary("dnsledger"))
+        .arg("check")
+        .output()
+        .expect("run dnsledger check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check failed:\n{stdout}");
+    for program in ["dns_egress", "dns_ingress", "dns_recvmsg4", "dns_recvmsg6"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("program {program} --serve-side ")))
+            .unwrap_or_else(|| panic!("no --serve-side line for {program}:\n{stdout}"));
+        assert!(line.contains(" ok "), "{line}");
+        assert!(line.contains("loads and attaches (with --serve-side)"), "{line}");
+    }
 }

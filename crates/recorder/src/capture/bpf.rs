@@ -38,7 +38,8 @@ const CGROUP_PROGRAMS: [&str; 8] = [
 const TRACE_PROGRAMS: [&str; 2] = ["dns_exec", "dns_exit"];
 /// Programs whose `--serve-side` path `dnsledger check` probes (the same programs, loaded with
 /// the server-side code in: it is compiled out without the flag).
-const SERVE_SIDE_PROGRAMS: [&str; 4] = ["dns_egress", "dns_ingress", "dns_recvmsg4", "dns_recvmsg6"];
+const SERVE_SIDE_PROGRAMS: [&str; 4] =
+    ["dns_egress", "dns_ingress", "dns_recvmsg4", "dns_recvmsg6"];
 /// Programs loaded and attached only with `--stacks` (tracepoints too).
 const STACK_PROGRAMS: [&str; 2] = ["dns_stack_enter", "dns_stack_exit"];
 /// Threads that can be inside a DNS send syscall at once, with `--stacks`.

@@ -464,7 +464,8 @@ mod tests {
         assert_eq!(kdig.percentile(50.0), Some(3_000_000));
         assert_eq!(kdig.percentile(99.0), Some(5_000_000));
         assert_eq!(t.total.queries, 8);
-        assert_eq!(Group::Container.next(), Group::Comm);
+        assert_eq!(Group::Container.next(), Group::Client);
+        assert_eq!(Group::Client.next(), Group::Comm);
     }
 }
 

@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""The price of `record --serve-side` (a local DNS server's side of its conversations).
+
+A/B, interleaved (on, off, on, off, ...), as root on loopback: dnsperf at a fixed rate against
+a dnsmasq on 127.0.0.71 (a local server with a local client: with --serve-side every query is
+recorded from both ends). Per DNS transaction (dnsperf's completed queries):
+  - the in-kernel time of the recorder's programs on the path (bpf_stats run_time_ns of its
+    egress, ingress, sendmsg4 and recvmsg4 programs, found by the prog ids of the recorder's
+    fds);
+  - the recorder's own CPU time (utime + stime), which with --serve-side decodes, pairs and
+    writes a second row per transaction.
+Off, the server's packets still pass through the egress/ingress programs, which drop them
+after the port check; on, they are copied to the ring buffer.
+
+usage: sudo bench/serve_side.py [--dnsledger target/debug/dnsledger] [--reps 5] [--seconds 8]
+       [--qps 2000]
+kernel.bpf_stats_enabled is set to 1 for the runs and restored afterwards.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+
+from bypass import cpu_ticks, delta, prog_ids, start_recorder, stop
+
+PROGS = ["dns_egress", "dns_ingress", "dns_sendmsg4", "dns_recvmsg4"]
+SERVER = "127.0.0.71"
+
+
+def prog_stats(pid):
+    """run_time_ns and run_cnt of each program on the path that process `pid` holds."""
+    ids = prog_ids(pid)
+    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, check=True, text=True)
+    stats = {}
+    for p in json.loads(out.stdout):
+        if p.get("id") in ids and p.get("name") in PROGS:
+            s = stats.setdefault(p["name"], [0, 0])
+            s[0] += p.get("run_time_ns", 0)
+            s[1] += p.get("run_cnt", 0)
+    return stats
+
+
+def spread(xs):
+    return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3), "max": round(max(xs), 3)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dnsledger", default="target/debug/dnsledger")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--qps", type=int, default=2000)
+    a = ap.parse_args()
+    tick = os.sysconf("SC_CLK_TCK")
+    old_stats = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
+    work = tempfile.mkdtemp(prefix="serve-side-bench-")
+    with open(f"{work}/queries", "w") as f:
+        for i in range(5000):
+            f.write(f"n{i}.a.test A\n")
+    dnsmasq = subprocess.Popen(["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
+                                "--port=53", f"--listen-address={SERVER}", "--address=/a.test/192.0.2.1",
+                                "--user=root", "--pid-file", "--cache-size=10000"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = {"on": [], "off": []}
+    rec = None
+    try:
+        open("/proc/sys/kernel/bpf_stats_enabled", "w").write("1")
+        time.sleep(1)
+        for rep in range(a.reps):
+            for mode in ["on", "off"]:
+                extra = ["--no-bypass"] + (["--serve-side"] if mode == "on" else [])
+                rec = start_recorder(a.dnsledger, f"{work}/data-{mode}-{rep}", extra)
+                before, t0 = prog_stats(rec.pid), cpu_ticks(rec.pid)
+                perf = subprocess.run(["nice", "-n", "19", "dnsperf", "-s", SERVER, "-d", f"{work}/queries",
+                                       "-l", str(a.seconds), "-Q", str(a.qps)], capture_output=True, text=True)
+                time.sleep(1)
+                dns = delta(prog_stats(rec.pid), before)
+                cpu = (cpu_ticks(rec.pid) - t0) / tick
+                done = next(int(l.split()[2]) for l in perf.stdout.splitlines() if "Queries completed:" in l)
+                stop(rec)
+                row = {
+                    "transactions": done,
+                    "kernel_ns_per_txn": sum(v[0] for v in dns.values()) / max(done, 1),
+                    "by_prog_ns_per_txn": {k: v[0] / max(done, 1) for k, v in dns.items()},
+                    "recorder_us_per_txn": cpu * 1e6 / max(done, 1),
+                }
+                results[mode].append(row)
+                print(mode, json.dumps(row), flush=True)
+    finally:
+        if rec is not None and rec.poll() is None:
+            stop(rec)
+        open("/proc/sys/kernel/bpf_stats_enabled", "w").write(old_stats)
+        stop(dnsmasq)
+    summary = {
+        mode: {
+            "kernel_ns_per_txn": spread([r["kernel_ns_per_txn"] for r in rows]),
+            "recorder_us_per_txn": spread([r["recorder_us_per_txn"] for r in rows]),
+            "transactions": spread([r["transactions"] for r in rows]),
+        }
+        for mode, rows in results.items()
+    }
+    print(json.dumps({"runs": results, "summary": summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
