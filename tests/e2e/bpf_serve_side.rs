@@ -365,6 +365,9 @@ fn bpf_check_probes_the_serve_side_path() {
             .find(|l| l.starts_with(&format!("program {program} --serve-side ")))
             .unwrap_or_else(|| panic!("no --serve-side line for {program}:\n{stdout}"));
         assert!(line.contains(" ok "), "{line}");
-        assert!(line.contains("loads and attaches (with --serve-side)"), "{line}");
+        assert!(
+            line.contains("loads and attaches (with --serve-side)"),
+            "{line}"
+        );
     }
 }

@@ -8,11 +8,11 @@ use dnsledger_tests::harness::*;
 use dnsledger_tests::segments::*;
 
 /// The columns added since schema version 1's first segments (absent from the old files).
-const ADDED: [&str; 2] = ["qname_case", "questions_case"];
+const ADDED: [&str; 3] = ["qname_case", "questions_case", "side"];
 
 /// Rows in a fixed order, every stored column but the added ones and `boot_id` (the boot of the
 /// machine that imported).
-const ROWS_SQL: &str = "SELECT * EXCLUDE (boot_id, qname_case, questions_case, qname_sent) \
+const ROWS_SQL: &str = "SELECT * EXCLUDE (boot_id, qname_case, questions_case, qname_sent, side) \
 FROM dns ORDER BY ts, status, dns_id, client_port, query_size, response_size";
 
 #[test]

@@ -34,7 +34,18 @@ pub async fn session_over(dir: &str, hive: bool, declared: bool) -> SessionConte
     ctx.register_parquet("dns_files", dir, opts)
         .await
         .expect("register fixture segments");
-    let view = ctx.table("dns_files").await.expect("fixture table");
+    let mut view = ctx.table("dns_files").await.expect("fixture table");
+    // --serve-side: the fixtures predate `side`; an inferred schema lacks it, where the
+    // declared one reads it as NULL. Supply the NULL the declared schema would.
+    let side = dnsledger_schema::col::SIDE;
+    if view.schema().field_with_unqualified_name(side).is_err() {
+        view = view
+            .with_column(
+                side,
+                datafusion::prelude::lit(datafusion::scalar::ScalarValue::Utf8(None)),
+            )
+            .expect("side column");
+    }
     let view = crate::catalog::session::with_computed_columns(view).expect("computed columns");
     ctx.register_table("dns", view.into_view())
         .expect("register the dns view");

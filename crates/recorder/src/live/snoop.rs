@@ -11,7 +11,7 @@ use crate::store::segment::format_rfc3339_ns;
 
 /// Every field `--fields` accepts: (name, header, width, meaning). A width of 0 is the last,
 /// unpadded column.
-pub const FIELDS: [(&str, &str, usize, &str); 26] = [
+pub const FIELDS: [(&str, &str, usize, &str); 27] = [
     ("time", "TIME", 15, "time of the query, UTC, HH:MM:SS.micro"),
     (
         "ts",
@@ -53,6 +53,12 @@ pub const FIELDS: [(&str, &str, usize, &str); 26] = [
     ("rsize", "RSIZE", 5, "response size, bytes"),
     ("error", "ERROR", 0, "parse or capture error"),
     ("sent", "SENT", 32, "query name exactly as sent (case kept)"),
+    (
+        "side",
+        "SIDE",
+        6,
+        "client, or server (record --serve-side: the process is the local DNS server)",
+    ),
 ];
 
 /// The default `--fields`.
@@ -161,6 +167,7 @@ pub fn field_value(field: usize, t: &LiveTx) -> String {
         "rsize" => opt(t.response_size),
         "error" => opt(t.parse_error.as_deref()),
         "sent" => opt(t.qname_sent.as_deref().or(t.qname.as_deref())),
+        "side" => t.side.as_deref().unwrap_or("client").to_string(),
         _ => "-".into(),
     }
 }
