@@ -14,7 +14,7 @@ after the port check; on, they are copied to the ring buffer.
 
 usage: sudo bench/serve_side.py [--dnsledger target/debug/dnsledger] [--reps 5] [--seconds 8]
        [--qps 2000]
-kernel.bpf_stats_enabled is set to 1 for the runs and restored afterwards.
+BPF run-time statistics are on for the runs (benchlib.BpfStats: BPF_ENABLE_STATS, released at exit).
 """
 import argparse
 import json
@@ -24,23 +24,11 @@ import subprocess
 import tempfile
 import time
 
-from bypass import cpu_ticks, delta, prog_ids, start_recorder, stop
+from benchlib import BpfStats, prog_stats, stats_delta
+from bypass import cpu_ticks, start_recorder, stop
 
 PROGS = ["dns_egress", "dns_ingress", "dns_sendmsg4", "dns_recvmsg4"]
 SERVER = "127.0.0.71"
-
-
-def prog_stats(pid):
-    """run_time_ns and run_cnt of each program on the path that process `pid` holds."""
-    ids = prog_ids(pid)
-    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, check=True, text=True)
-    stats = {}
-    for p in json.loads(out.stdout):
-        if p.get("id") in ids and p.get("name") in PROGS:
-            s = stats.setdefault(p["name"], [0, 0])
-            s[0] += p.get("run_time_ns", 0)
-            s[1] += p.get("run_cnt", 0)
-    return stats
 
 
 def spread(xs):
@@ -55,7 +43,7 @@ def main():
     ap.add_argument("--qps", type=int, default=2000)
     a = ap.parse_args()
     tick = os.sysconf("SC_CLK_TCK")
-    old_stats = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
+    stats = BpfStats()
     work = tempfile.mkdtemp(prefix="serve-side-bench-")
     with open(f"{work}/queries", "w") as f:
         for i in range(5000):
@@ -67,17 +55,17 @@ def main():
     results = {"on": [], "off": []}
     rec = None
     try:
-        open("/proc/sys/kernel/bpf_stats_enabled", "w").write("1")
+        stats.__enter__()
         time.sleep(1)
         for rep in range(a.reps):
             for mode in ["on", "off"]:
                 extra = ["--no-bypass"] + (["--serve-side"] if mode == "on" else [])
                 rec = start_recorder(a.dnsledger, f"{work}/data-{mode}-{rep}", extra)
-                before, t0 = prog_stats(rec.pid), cpu_ticks(rec.pid)
+                before, t0 = prog_stats(rec.pid, PROGS), cpu_ticks(rec.pid)
                 perf = subprocess.run(["nice", "-n", "19", "dnsperf", "-s", SERVER, "-d", f"{work}/queries",
                                        "-l", str(a.seconds), "-Q", str(a.qps)], capture_output=True, text=True)
                 time.sleep(1)
-                dns = delta(prog_stats(rec.pid), before)
+                dns = stats_delta(prog_stats(rec.pid, PROGS), before)
                 cpu = (cpu_ticks(rec.pid) - t0) / tick
                 done = next(int(l.split()[2]) for l in perf.stdout.splitlines() if "Queries completed:" in l)
                 stop(rec)
@@ -92,7 +80,7 @@ def main():
     finally:
         if rec is not None and rec.poll() is None:
             stop(rec)
-        open("/proc/sys/kernel/bpf_stats_enabled", "w").write(old_stats)
+        stats.__exit__(None, None, None)
         stop(dnsmasq)
     summary = {
         mode: {
