@@ -76,8 +76,8 @@ pub enum Command {
     /// A live, refreshing table of DNS activity per process (or executable, container, pid).
     ///
     /// Keys: q/Esc/Ctrl-C quit; sort by c queries, n name, a A, x NXDOMAIN, s SERVFAIL,
-    /// l p99 latency, r reverse; g groups by comm, pid, exe, container in turn. Same sources
-    /// as `snoop`.
+    /// l p99 latency, r reverse; g groups by comm, pid, exe, container, client in turn. Same
+    /// sources as `snoop`.
     Top(TopArgs),
 }
 
@@ -295,10 +295,10 @@ pub struct SnoopArgs {
 pub struct TopArgs {
     #[command(flatten)]
     pub live: LiveArgs,
-    /// Group rows by this key at start (`g` cycles). `client` (alias `--by client`) shows a
-    /// local DNS server's clients: needs a recorder running with --serve-side (or the
-    /// serve-side key in --config when top captures on its own); the other groupings count the
-    /// client side only.
+    /// Group rows by this key at start (`g` cycles). `client` (alias `--by client`) shows the
+    /// clients of the host's DNS servers: from a followed recorder running with --serve-side,
+    /// or from top's own capture, which always takes the server side too; the other groupings
+    /// count the client side only.
     #[arg(long, visible_alias = "by", value_enum, default_value_t = top::Group::Comm)]
     pub group: top::Group,
     /// Sort key at start.

@@ -90,9 +90,11 @@ fn open_feed(
     args: &LiveArgs,
     stop: Arc<std::sync::atomic::AtomicBool>,
     what: &str,
+    serve_side: bool,
 ) -> anyhow::Result<live::Feed> {
     let mut capture = Settings::defaults(config::DEFAULT_PORTS);
     capture.ports = args.ports.resolve();
+    capture.serve_side = serve_side;
     if let Some(t) = args.pair_timeout {
         capture.pair_timeout = t;
     }
@@ -134,7 +136,7 @@ fn snoop(args: SnoopArgs) -> anyhow::Result<ExitCode> {
         header: !args.no_header,
     };
     let stop = stop_flag()?;
-    let feed = open_feed(&args.live, Arc::clone(&stop), "snoop")?;
+    let feed = open_feed(&args.live, Arc::clone(&stop), "snoop", false)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let result = snoop::run(&feed, &stop, &opts, &mut out);
     stop.store(true, Ordering::Relaxed);
@@ -151,7 +153,9 @@ fn snoop(args: SnoopArgs) -> anyhow::Result<ExitCode> {
 
 fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
     let stop = stop_flag()?;
-    let feed = open_feed(&args.live, Arc::clone(&stop), "top")?;
+    // Its own capture takes the server side too (`--by client`); the other groupings leave it
+    // out.
+    let feed = open_feed(&args.live, Arc::clone(&stop), "top", true)?;
     let source = match &feed.mode {
         live::FeedMode::Follow { pid, .. } => format!("following recorder pid {pid}"),
         live::FeedMode::Standalone => "own capture".to_string(),
