@@ -15,11 +15,13 @@
  *    and 443 of an address on the DoH list) as bypass events, unless --no-bypass;
  *  - tp_btf sched_process_exec/exit report exe, argv and exits so that user space knows
  *    processes that are gone by the time it looks;
- *  - with --stacks only (not loaded otherwise): tp_btf sys_enter takes the user stack of a
- *    send syscall (sendto, sendmsg, sendmmsg, write, writev) on a socket that talks to a DNS
- *    port and keeps it per thread; the egress program, which runs in that syscall, emits it
- *    as a stack event just before the packet; tp_btf sys_exit forgets it. cgroup_skb and
- *    sock_addr programs cannot call bpf_get_stack, tracing programs can.
+ *  - with --stacks only (not loaded otherwise): a program on the syscalls:sys_enter_*
+ *    tracepoints of the send calls (sendto, sendmsg, sendmmsg, write, writev) takes the user
+ *    stack when the socket talks to a DNS port and keeps it per thread; the egress program,
+ *    which runs in that syscall, emits it as a stack event just before the packet; one on the
+ *    sys_exit_* tracepoints forgets it. cgroup_skb and sock_addr programs cannot call
+ *    bpf_get_stack (verified on 6.18: "program of this type cannot use helper
+ *    bpf_get_stack#67"), tracing programs can.
  * The programs only observe: cgroup_skb programs always return 1 (pass), sock_addr hooks 1
  * (allow). DNS is parsed in user space, never here.
  */
@@ -729,7 +731,14 @@ int BPF_PROG(dns_exit, struct task_struct *p)
 
 /*
  * --stacks. Syscall numbers are x86_64's (vmlinux.h is generated for x86_64; another
- * architecture needs its own numbers and pt_regs argument registers).
+ * architecture needs its own numbers).
+ *
+ * The two programs are attached to the per-syscall tracepoints of the send calls only
+ * (syscalls:sys_enter_<call> and sys_exit_<call> for each of SEND_SYSCALLS in user space),
+ * never to raw sys_enter/sys_exit: a raw program runs on every syscall of the host, these run
+ * only for the five calls. The kernel still takes its syscall-tracepoint path for every
+ * syscall while any of them is attached and tests one bitmap bit per syscall (measured in
+ * bench/stacks.py).
  */
 #define NR_write 1
 #define NR_writev 20
@@ -741,11 +750,17 @@ int BPF_PROG(dns_exit, struct task_struct *p)
 #define AF_INET_ 2
 #define AF_INET6_ 10
 
-static __always_inline bool is_send_syscall(long id)
-{
-	return id == NR_sendto || id == NR_sendmsg || id == NR_sendmmsg || id == NR_write ||
-	       id == NR_writev;
-}
+/* The context of a syscalls:sys_enter_* tracepoint (its `format` file in tracefs): the
+ * syscall number is an int, the arguments follow at offset 16; only the first three are
+ * declared (every send call has at least three). */
+struct syscall_enter_ctx {
+	__u64 common;
+	int nr;
+	int _pad;
+	unsigned long args[3];
+};
+/* Offset of the fifth argument in a sys_enter_sendto record. */
+#define SYS_ENTER_ARG4 (16 + 4 * 8)
 
 /* Port of a user-space sockaddr_in/sockaddr_in6 (same offset in both), 0 if unreadable. */
 static __always_inline __u16 user_sockaddr_port(const void *addr)
@@ -760,14 +775,15 @@ static __always_inline __u16 user_sockaddr_port(const void *addr)
 }
 
 /*
- * True if syscall `id` with arguments in `regs` sends to a DNS port: fd is an inet socket
- * whose destination (the syscall's address, else the connected peer) is a DNS port.
+ * True if send syscall `nr` sends to a DNS port: `fd` (its first argument) is an inet socket
+ * whose destination (the syscall's address, else the connected peer) is a DNS port. `msg` is
+ * its second argument (sendmsg/sendmmsg: the message), `addr` its fifth (sendto: the address).
  */
-static __always_inline bool sends_to_dns(struct pt_regs *regs, long id)
+static __always_inline bool sends_to_dns(unsigned int fd, const void *msg, const void *addr,
+					 int nr)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	unsigned int fd = (unsigned int)BPF_CORE_READ(regs, di);
 	struct file **fds;
 	struct file *f = NULL;
 	struct socket *sock;
@@ -788,11 +804,11 @@ static __always_inline bool sends_to_dns(struct pt_regs *regs, long id)
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET_ && family != AF_INET6_)
 		return false;
-	if (id == NR_sendto) {
-		port = user_sockaddr_port((void *)BPF_CORE_READ(regs, r8));
-	} else if (id == NR_sendmsg || id == NR_sendmmsg) {
+	if (nr == NR_sendto) {
+		port = user_sockaddr_port(addr);
+	} else if (nr == NR_sendmsg || nr == NR_sendmmsg) {
 		/* A struct mmsghdr starts with its struct user_msghdr. */
-		struct user_msghdr *um = (void *)BPF_CORE_READ(regs, si);
+		const struct user_msghdr *um = msg;
 		void *name = NULL;
 
 		if (um && !bpf_probe_read_user(&name, sizeof(name), &um->msg_name))
@@ -803,20 +819,34 @@ static __always_inline bool sends_to_dns(struct pt_regs *regs, long id)
 	return port && is_dns_port(port);
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(dns_stack_enter, struct pt_regs *regs, long id)
+/* Attached to syscalls:sys_enter_{sendto,sendmsg,sendmmsg,write,writev} by user space. */
+SEC("tracepoint")
+int dns_stack_enter(struct syscall_enter_ctx *ctx)
 {
 	struct pending_stack *s;
 	__u64 pid_tgid;
 	__u32 zero = 0, tid;
+	const void *addr = NULL;
+	int nr = ctx->nr;
 	long n;
 
-	if (!stacks_enabled || !is_send_syscall(id))
+	if (!stacks_enabled)
+		return 0;
+	if (nr != NR_sendto && nr != NR_sendmsg && nr != NR_sendmmsg && nr != NR_write &&
+	    nr != NR_writev)
 		return 0;
 	pid_tgid = bpf_get_current_pid_tgid();
 	if (self_tgid && (pid_tgid >> 32) == self_tgid)
 		return 0;
-	if (!sends_to_dns(regs, id))
+	/*
+	 * The kernel refuses to attach a program that reads past the end of a tracepoint's
+	 * record (write, writev and sendmsg have 3 arguments: 40 bytes). sendto's fifth argument
+	 * is therefore copied, not read directly.
+	 */
+	if (nr == NR_sendto &&
+	    bpf_probe_read_kernel(&addr, sizeof(addr), (void *)ctx + SYS_ENTER_ARG4))
+		return 0;
+	if (!sends_to_dns((unsigned int)ctx->args[0], (const void *)ctx->args[1], addr, nr))
 		return 0;
 	s = bpf_map_lookup_elem(&stack_scratch, &zero);
 	if (!s)
@@ -834,14 +864,13 @@ int BPF_PROG(dns_stack_enter, struct pt_regs *regs, long id)
 	return 0;
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(dns_stack_exit, struct pt_regs *regs, long ret)
+/* Attached to the matching syscalls:sys_exit_* tracepoints: the send is over. */
+SEC("tracepoint")
+int dns_stack_exit(void *ctx)
 {
-	__u32 tid;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
-	if (!stacks_enabled || !is_send_syscall(BPF_CORE_READ(regs, orig_ax)))
-		return 0;
-	tid = (__u32)bpf_get_current_pid_tgid();
-	bpf_map_delete_elem(&pending_stacks, &tid);
+	if (stacks_enabled)
+		bpf_map_delete_elem(&pending_stacks, &tid);
 	return 0;
 }

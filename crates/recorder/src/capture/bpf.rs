@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, PrintLevel, RingBufferBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, PrintLevel, RingBufferBuilder, TracepointCategory};
 
 use super::privs;
 use super::skel::{DnsledgerSkel, DnsledgerSkelBuilder, OpenDnsledgerSkel};
@@ -40,8 +40,17 @@ const TRACE_PROGRAMS: [&str; 2] = ["dns_exec", "dns_exit"];
 /// the server-side code in: it is compiled out without the flag).
 const SERVE_SIDE_PROGRAMS: [&str; 4] =
     ["dns_egress", "dns_ingress", "dns_recvmsg4", "dns_recvmsg6"];
-/// Programs loaded and attached only with `--stacks` (tracepoints too).
+/// Programs loaded and attached only with `--stacks`: `dns_stack_enter` on the
+/// `syscalls:sys_enter_<call>` tracepoint and `dns_stack_exit` on `syscalls:sys_exit_<call>` of
+/// each of [`SEND_SYSCALLS`] (not on raw `sys_enter`/`sys_exit`, which would run a program on
+/// every syscall of the host).
 const STACK_PROGRAMS: [&str; 2] = ["dns_stack_enter", "dns_stack_exit"];
+/// The send calls whose user stack `--stacks` takes (`send` is `sendto` on x86_64).
+const SEND_SYSCALLS: [&str; 5] = ["sendto", "sendmsg", "sendmmsg", "write", "writev"];
+/// Where tracefs is mounted (libbpf looks there, or in `/sys/kernel/debug/tracing`, for the
+/// id of a tracepoint).
+const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 /// Threads that can be inside a DNS send syscall at once, with `--stacks`.
 const PENDING_STACKS: u32 = 4096;
 
@@ -94,6 +103,17 @@ pub enum BpfError {
     Poll(libbpf_rs::Error),
     #[error("too many DNS ports: {0} (at most {MAX_PORTS})")]
     TooManyPorts(usize),
+    #[error(
+        "--stacks needs tracefs (for the ids of the syscall tracepoints) and it is not mounted; \
+         mounting it at {TRACEFS} failed: {0}\n\
+         hint: mount it as root: `mount -t tracefs tracefs {TRACEFS}`, or record without --stacks"
+    )]
+    NoTracefs(std::io::Error),
+    #[error(
+        "--stacks needs the syscall tracepoints and this kernel has none ({0} is missing)\n\
+         hint: use a kernel built with CONFIG_FTRACE_SYSCALLS=y, or record without --stacks"
+    )]
+    NoSyscallTracepoints(PathBuf),
     #[error(
         "cannot fill the DoH endpoint map ({0} addresses): {1}\n\
          hint: a shorter --doh-list, or --no-bypass"
@@ -324,8 +344,7 @@ fn attach_all(
             })?;
         links.push(link);
     }
-    let stack_programs: &[&'static str] = if stacks { &STACK_PROGRAMS } else { &[] };
-    for &name in TRACE_PROGRAMS.iter().chain(stack_programs) {
+    for name in TRACE_PROGRAMS {
         let prog = program(skel, name)?;
         let link = prog.attach().map_err(|source| BpfError::Attach {
             program: name,
@@ -333,7 +352,83 @@ fn attach_all(
         })?;
         links.push(link);
     }
+    if stacks {
+        ensure_tracefs()?;
+        for name in STACK_PROGRAMS {
+            links.extend(attach_stack_program(skel, name)?);
+        }
+    }
     Ok(links)
+}
+
+/// Attaches a `--stacks` program to the enter (`dns_stack_enter`) or exit tracepoint of each
+/// send syscall.
+fn attach_stack_program(
+    skel: &DnsledgerSkel<'_>,
+    name: &'static str,
+) -> Result<Vec<Link>, BpfError> {
+    let prog = program(skel, name)?;
+    let side = if name == "dns_stack_enter" {
+        "enter"
+    } else {
+        "exit"
+    };
+    SEND_SYSCALLS
+        .iter()
+        .map(|call| {
+            prog.attach_tracepoint(TracepointCategory::Syscalls, format!("sys_{side}_{call}"))
+                .map_err(|source| BpfError::Attach {
+                    program: name,
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// Makes sure the syscall tracepoints can be found: libbpf reads their ids from tracefs, which
+/// a host may not mount at boot. Mounts it at [`TRACEFS`] if neither it nor debugfs's
+/// `tracing` is there (needs CAP_SYS_ADMIN; the mount stays, as it would after `mount`).
+fn ensure_tracefs() -> Result<(), BpfError> {
+    let syscalls = |base: &str| Path::new(base).join("events/syscalls");
+    // libbpf prefers debugfs's tracing directory when it exists.
+    let base = if Path::new(DEBUGFS_TRACING).exists() {
+        DEBUGFS_TRACING
+    } else {
+        TRACEFS
+    };
+    if syscalls(base).is_dir() {
+        return Ok(());
+    }
+    if base == TRACEFS && !Path::new(TRACEFS).join("events").exists() {
+        mount_tracefs().map_err(BpfError::NoTracefs)?;
+        tracing::info!("mounted tracefs at {TRACEFS} (the --stacks tracepoints need it)");
+    }
+    if syscalls(base).is_dir() {
+        Ok(())
+    } else {
+        Err(BpfError::NoSyscallTracepoints(syscalls(base)))
+    }
+}
+
+fn mount_tracefs() -> std::io::Result<()> {
+    let source = c"tracefs";
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call; `data` may be
+    // null for tracefs. mount(2) only reads them.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            source.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn program<'a>(
@@ -587,6 +682,19 @@ fn probe_program(
     let skel = open.load().map_err(BpfError::Load)?;
     let prog = program(&skel, name)?;
     let kind = format!("{:?}", prog.prog_type());
+    if STACK_PROGRAMS.contains(&name) {
+        ensure_tracefs()?;
+        let _links = attach_stack_program(&skel, name)?;
+        let side = if name == "dns_stack_enter" {
+            "enter"
+        } else {
+            "exit"
+        };
+        return Ok(format!(
+            "{kind}: loads and attaches to syscalls:sys_{side}_{{{}}}",
+            SEND_SYSCALLS.join(",")
+        ));
+    }
     if CGROUP_PROGRAMS.contains(&name) {
         let root = cgroup_root.ok_or(BpfError::NoCgroup2)?;
         let cgroup = open_cgroup(root)?;
