@@ -782,26 +782,31 @@ static __always_inline __u16 user_sockaddr_port(const void *addr)
 static __always_inline bool sends_to_dns(unsigned int fd, const void *msg, const void *addr,
 					 int nr)
 {
+	/*
+	 * Every write()/writev() on the host comes here, mostly on files and pipes: the walk
+	 * from the task to the socket reads BTF pointers directly (fault-safe loads, cheaper than
+	 * a bpf_probe_read_kernel call each); only the fd array slot, a pointer to a pointer the
+	 * verifier does not type, is copied.
+	 */
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
+	struct fdtable *fdt = task->files->fdt;
 	struct file *f = NULL;
 	struct socket *sock;
 	struct sock *sk;
 	__u16 family, port = 0;
 
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (!fdt || fd >= fdt->max_fds)
 		return false;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]) || !f)
 		return false;
-	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT_) != S_IFSOCK_)
+	f = bpf_core_cast(f, struct file);
+	if ((f->f_inode->i_mode & S_IFMT_) != S_IFSOCK_)
 		return false;
-	sock = BPF_CORE_READ(f, private_data);
-	sk = BPF_CORE_READ(sock, sk);
+	sock = bpf_core_cast(f->private_data, struct socket);
+	sk = sock->sk;
 	if (!sk)
 		return false;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	family = sk->__sk_common.skc_family;
 	if (family != AF_INET_ && family != AF_INET6_)
 		return false;
 	if (nr == NR_sendto) {
@@ -815,7 +820,7 @@ static __always_inline bool sends_to_dns(unsigned int fd, const void *msg, const
 			port = user_sockaddr_port(name);
 	}
 	if (!port)
-		port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		port = bpf_ntohs(sk->__sk_common.skc_dport);
 	return port && is_dns_port(port);
 }
 
@@ -870,7 +875,8 @@ int dns_stack_exit(void *ctx)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
-	if (stacks_enabled)
+	/* A lookup takes no lock, a delete does: most of these syscalls left nothing. */
+	if (stacks_enabled && bpf_map_lookup_elem(&pending_stacks, &tid))
 		bpf_map_delete_elem(&pending_stacks, &tid);
 	return 0;
 }

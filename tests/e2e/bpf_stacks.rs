@@ -2,7 +2,7 @@
 //! send call (sendto, send on a connected socket, sendmsg, sendmmsg, TCP write and writev);
 //! and the tracefs the syscall tracepoints need, mounted when absent.
 //!
-//! The DNS server listens on 127.0.0.62:53 only (no other test uses that address).
+//! The DNS server listens on 127.0.0.65:53 only (no other test uses that address).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +10,7 @@ use std::process::Command;
 use dnsledger_tests::harness::*;
 use dnsledger_tests::segments::*;
 
-const ADDR: &str = "127.0.0.62";
+const ADDR: &str = "127.0.0.65";
 
 /// Compiles tests/e2e/data/stack_client.c with symbols and frame pointers.
 fn build_client(dir: &Path) -> PathBuf {
