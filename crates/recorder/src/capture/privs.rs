@@ -47,7 +47,7 @@ pub const CAPABILITIES: [CapNeed; 8] = [
     CapNeed {
         cap: Capability::CAP_PERFMON,
         phase: Phase::Load,
-        why: "the tracing programs (exec/exit, --stacks): tp_btf, bpf_probe_read_*, bpf_get_stack",
+        why: "the tracing programs (exec/exit, --stacks): tp_btf and tracepoints, bpf_get_stack",
     },
     CapNeed {
         cap: Capability::CAP_NET_ADMIN,
