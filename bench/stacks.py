@@ -15,11 +15,18 @@ In each, a small C program (compiled here with gcc -O2) times, on one thread:
   dns-send  100,000 sendto()s of a 26-byte DNS query to a UDP socket on 127.0.0.66:5399 that
             never reads (ns per send, in the sender: the egress program, and with --stacks the
             stack programs, the user stack walk and the stack event)
-each 3 times in a row (their median is the configuration's value for that repetition).
-The table gives per configuration the median over repetitions and the min-max spread.
+each 5 times in a row; the fastest of the 5 is the configuration's value for that repetition
+(other work on the machine only ever adds time). The table gives per configuration the median
+over repetitions and the min-max spread, then the differences taken within each repetition.
+
+With --bpf-stats, one more run of `stacks` afterwards reads the in-kernel time of the two stack
+programs per run (bpf_stats run_time_ns / run_cnt, programs found by the prog ids in the
+recorder's fdinfo) during the write and the dns-send workloads; kernel.bpf_stats_enabled is
+set to 1 for that run only and restored.
 
 usage: sudo bench/stacks.py [--dnsledger target/debug/dnsledger]
-       [--baseline-dnsledger OLD_BUILD] [--reps 9] [--out bench/stacks-results.json]
+       [--baseline-dnsledger OLD_BUILD] [--reps 9] [--bpf-stats]
+       [--out bench/stacks-results.json]
 The BPF code is the same in a debug and a release build; the recorder's user space (which runs
 on the other core) differs.
 """
@@ -143,11 +150,59 @@ def run_loop(loop, workload):
     return float(out.stdout)
 
 
+STACK_PROGS = ["dns_stack_enter", "dns_stack_exit"]
+
+
+def prog_stats(pid):
+    """{name: (run_time_ns, run_cnt)} of the stack programs process `pid` holds open."""
+    ids = set()
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                ids.update(int(l.split()[1]) for l in f if l.startswith("prog_id:"))
+        except OSError:
+            pass
+    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True,
+                         check=True, text=True)
+    return {p["name"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0))
+            for p in json.loads(out.stdout) if p.get("id") in ids and p.get("name") in STACK_PROGS}
+
+
+def program_costs(loop, binary, data_dir):
+    """ns per run of each stack program during the write and the dns-send workloads."""
+    sysctl = "/proc/sys/kernel/bpf_stats_enabled"
+    with open(sysctl) as f:
+        before = f.read().strip()
+    costs = {}
+    rec = None
+    try:
+        with open(sysctl, "w") as f:
+            f.write("1")
+        rec = start_recorder(binary, data_dir, ["--stacks"])
+        for w in ["write", "dns-send"]:
+            s0 = prog_stats(rec.pid)
+            run_loop(loop, w)
+            s1 = prog_stats(rec.pid)
+            costs[w] = {}
+            for name in STACK_PROGS:
+                dt = s1[name][0] - s0[name][0]
+                dn = s1[name][1] - s0[name][1]
+                costs[w][name] = {"runs": dn, "ns_per_run": dt / dn if dn else None}
+                print(f"{w}: {name} {dn} runs, {dt / max(dn, 1):.0f} ns per run")
+    finally:
+        if rec:
+            stop_recorder(rec)
+        with open(sysctl, "w") as f:
+            f.write(before)
+    return costs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dnsledger", default="target/debug/dnsledger")
     ap.add_argument("--baseline-dnsledger", help="an older build to compare its --stacks")
     ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--bpf-stats", action="store_true", help="also the programs' own time")
     ap.add_argument("--out", default="bench/stacks-results.json")
     args = ap.parse_args()
     # SIGTERM (and SIGINT, which a background job may have ignored) unwind through the
@@ -185,12 +240,15 @@ def main():
                         data = os.path.join(tmp, f"data-{c}-{rep}")
                         rec = start_recorder(binary, data, extra)
                     for w in WORKLOADS:
-                        v = statistics.median(run_loop(loop, w) for _ in range(3))
+                        v = min(run_loop(loop, w) for _ in range(5))
                         results[c][w].append(v)
                 finally:
                     if rec:
                         stop_recorder(rec)
             print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
+        kernel = None
+        if args.bpf_stats:
+            kernel = program_costs(loop, args.dnsledger, os.path.join(tmp, "data-bpf-stats"))
 
     summary = {}
     print(f"| ns per call (median of {args.reps} interleaved reps, min-max) | "
@@ -231,6 +289,7 @@ def main():
                 "raw": results,
                 "summary": summary,
                 "paired_deltas": deltas,
+                "program_ns_per_run": kernel,
             },
             f,
             indent=1,

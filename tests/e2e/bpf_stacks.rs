@@ -32,8 +32,7 @@ fn build_client(dir: &Path) -> PathBuf {
 
 /// Runs the client: one query for `name` sent with `mode` to ADDR:53.
 fn query(client: &Path, name: &str, mode: &str) -> u32 {
-    let (pid, out) =
-        run_client(Command::new(client).args([name, mode, "1", "1000", "53", ADDR]));
+    let (pid, out) = run_client(Command::new(client).args([name, mode, "1", "1000", "53", ADDR]));
     assert!(out.contains("answer"), "{mode}: {out}");
     pid
 }
@@ -79,12 +78,10 @@ fn bpf_stacks_symbolize_the_sending_function() {
         assert_eq!(row.pid, Some(pid), "{mode}: {row:#?}");
         assert_eq!(row.transport, *transport, "{mode}");
         assert_eq!(row.status, "answered", "{mode}");
-        let stack = row.stack.as_ref().unwrap_or_else(|| {
-            panic!(
-                "{mode}: no stack for {name}: {row:#?}\n{}",
-                log.join("\n")
-            )
-        });
+        let stack = row
+            .stack
+            .as_ref()
+            .unwrap_or_else(|| panic!("{mode}: no stack for {name}: {row:#?}\n{}", log.join("\n")));
         // The client's own function, with its source line (the binary has DWARF), innermost
         // frames first: the query function comes before main.
         let query_frame = stack
@@ -153,9 +150,15 @@ fn bpf_stacks_mount_tracefs_when_it_is_absent() {
     let (ok, stdout, stderr) = check_without_tracefs("");
     assert!(ok, "{stdout}\n{stderr}");
     for line in stack_lines(&stdout) {
-        assert!(line.contains(" ok ") && line.contains("syscalls:sys_"), "{stdout}");
+        assert!(
+            line.contains(" ok ") && line.contains("syscalls:sys_"),
+            "{stdout}"
+        );
     }
-    assert!(stderr.contains("mounted tracefs at /sys/kernel/tracing"), "{stderr}");
+    assert!(
+        stderr.contains("mounted tracefs at /sys/kernel/tracing"),
+        "{stderr}"
+    );
 
     // Without CAP_SYS_ADMIN the mount fails: the --stacks probes say why and what to do, and
     // recording without --stacks is still possible.
@@ -165,7 +168,8 @@ fn bpf_stacks_mount_tracefs_when_it_is_absent() {
         assert!(line.contains(" no "), "{stdout}");
     }
     assert!(
-        stdout.contains("tracefs") && stdout.contains("mount -t tracefs tracefs /sys/kernel/tracing"),
+        stdout.contains("tracefs")
+            && stdout.contains("mount -t tracefs tracefs /sys/kernel/tracing"),
         "{stdout}"
     );
     assert!(stdout.contains("recording can work"), "{stdout}");
