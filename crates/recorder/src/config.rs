@@ -139,8 +139,9 @@ pub struct Overrides {
     #[serde(default, deserialize_with = "de::duration")]
     pub max_age: Option<Duration>,
     /// Also record the user stack of the code that sent each query (`stack` column),
-    /// symbolized while the process runs. Costs CPU on every send syscall of the host; see
-    /// the README for measurements. Record only.
+    /// symbolized while the process runs. Costs CPU on every sendto, sendmsg, sendmmsg, write
+    /// and writev of the host (other syscalls run no program); see the README for
+    /// measurements. Record only.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub stacks: Option<bool>,
     /// Do not record encrypted-DNS bypass (connections to port 853, DoT and DoQ, and to port
