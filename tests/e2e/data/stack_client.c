@@ -131,8 +131,8 @@ int dnsledger_test_send_query(const char *name, enum mode mode, const char *addr
 
 int main(int argc, char **argv)
 {
-	static const char *const modes[] = {"udp",	    "udp-send", "udp-sendmsg",
-					    "udp-sendmmsg", "tcp",	"tcp-writev"};
+	static const char *const modes[] = {"udp", "udp-send", "udp-sendmsg", "udp-sendmmsg",
+					    "tcp", "tcp-writev"};
 	int n = -1, mode = -1;
 
 	for (int i = 0; argc >= 3 && i < (int)(sizeof(modes) / sizeof(modes[0])); i++)
