@@ -32,6 +32,15 @@ pub struct Answer {
     pub data: String,
 }
 
+/// A local process whose query a local stub resolver forwarded upstream (requester behind a
+/// local stub, `stub-link`): one element of the `requester_*` columns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requester {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<Arc<str>>,
+}
+
 /// One row of a segment. Field meanings follow the column of the same name ([`crate::col`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Transaction {
@@ -105,6 +114,12 @@ pub struct Transaction {
     // --serve-side
     /// Which end the host was ([`crate::side`]); `None` when unknown (imported captures).
     pub side: Option<&'static str>,
+    // Requester behind a local stub (`stub-link`).
+    /// On a query a local stub sent upstream: the local clients it was asking for (the
+    /// `requester_pids`, `requester_comms` and `requester_exes` columns, in this order).
+    pub requesters: Option<Vec<Requester>>,
+    /// On a query to a local stub: [`crate::stub_cache`] `miss` or `hit`.
+    pub stub_cache: Option<&'static str>,
 }
 
 type Dict = StringDictionaryBuilder<Int32Type>;
@@ -177,6 +192,11 @@ pub struct TransactionBatchBuilder {
     questions_case: ListBuilder<StringBuilder>,
     // --serve-side
     side: Dict,
+    // Requester behind a local stub (`stub-link`).
+    requester_pids: ListBuilder<UInt32Builder>,
+    requester_comms: ListBuilder<StringBuilder>,
+    requester_exes: ListBuilder<StringBuilder>,
+    stub_cache: Dict,
 }
 
 impl Default for TransactionBatchBuilder {
@@ -273,6 +293,10 @@ impl TransactionBatchBuilder {
             qname_case: StringBuilder::new(),
             questions_case: ListBuilder::new(StringBuilder::new()),
             side: Dict::new(),
+            requester_pids: ListBuilder::new(UInt32Builder::new()),
+            requester_comms: ListBuilder::new(StringBuilder::new()),
+            requester_exes: ListBuilder::new(StringBuilder::new()),
+            stub_cache: Dict::new(),
         }
     }
 
@@ -404,6 +428,24 @@ impl TransactionBatchBuilder {
             None => self.questions_case.append(false),
         }
         self.side.append_option(t.side);
+        match &t.requesters {
+            Some(reqs) => {
+                for r in reqs {
+                    self.requester_pids.values().append_value(r.pid);
+                    self.requester_comms.values().append_value(&r.comm);
+                    self.requester_exes.values().append_option(r.exe.as_deref());
+                }
+                self.requester_pids.append(true);
+                self.requester_comms.append(true);
+                self.requester_exes.append(true);
+            }
+            None => {
+                self.requester_pids.append(false);
+                self.requester_comms.append(false);
+                self.requester_exes.append(false);
+            }
+        }
+        self.stub_cache.append_option(t.stub_cache);
     }
 
     /// Builds the batch and resets the builder.
@@ -473,6 +515,10 @@ impl TransactionBatchBuilder {
             Arc::new(self.qname_case.finish()),
             Arc::new(self.questions_case.finish()),
             Arc::new(self.side.finish()),
+            Arc::new(self.requester_pids.finish()),
+            Arc::new(self.requester_comms.finish()),
+            Arc::new(self.requester_exes.finish()),
+            Arc::new(self.stub_cache.finish()),
         ];
         RecordBatch::try_new(schema(), columns)
     }
@@ -566,6 +612,27 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
     };
     let answer_ips = strings(c::ANSWER_IPS);
     let stack = strings(c::STACK).map(Arc::from);
+    // Requester behind a local stub (`stub-link`): three parallel lists.
+    let requesters = get(c::REQUESTER_PIDS)
+        .and_then(|c| c.as_list_opt::<i32>())
+        .map(|l| {
+            let pids = l.value(i);
+            let pids = pids.as_primitive::<UInt32Type>();
+            let comms = strings(c::REQUESTER_COMMS).unwrap_or_default();
+            let exes = get(c::REQUESTER_EXES)
+                .and_then(|c| c.as_list_opt::<i32>())
+                .map(|l| l.value(i));
+            let exes = exes.as_ref().map(|a| a.as_string::<i32>());
+            (0..pids.len())
+                .map(|j| Requester {
+                    pid: pids.value(j),
+                    comm: comms.get(j).cloned().unwrap_or_default(),
+                    exe: exes
+                        .filter(|e| j < e.len() && e.is_valid(j))
+                        .map(|e| Arc::from(e.value(j))),
+                })
+                .collect()
+        });
     Transaction {
         ts: prim::<TimestampNanosecondType>(get(c::TS), i).unwrap_or_default(),
         query_ts: prim::<TimestampNanosecondType>(get(c::QUERY_TS), i),
@@ -641,6 +708,12 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
                 .into_iter()
                 .find(|k| *k == v)
         }),
+        requesters,
+        stub_cache: Some(statik(
+            string(c::STUB_CACHE),
+            &[crate::stub_cache::MISS, crate::stub_cache::HIT],
+        ))
+        .filter(|v| !v.is_empty()),
     }
 }
 
@@ -689,6 +762,19 @@ mod tests {
         full.qname_case = Some("Example.com".into());
         full.questions_case = Some(vec!["Example.com".into(), r"B\.\000x.Test".into()]);
         full.side = Some(crate::side::SERVER);
+        full.requesters = Some(vec![
+            Requester {
+                pid: 7,
+                comm: "dig".into(),
+                exe: Some("/usr/bin/dig".into()),
+            },
+            Requester {
+                pid: 8,
+                comm: "gone".into(),
+                exe: None,
+            },
+        ]);
+        full.stub_cache = Some(crate::stub_cache::HIT);
         full.stack = Some(Arc::from(vec![
             "send_query (client.c:12)".to_string(),
             "/usr/bin/client+0x1234".to_string(),

@@ -14,7 +14,9 @@ pub mod dnstext;
 pub mod names;
 pub mod partition;
 
-pub use batch::{Answer, Question, Transaction, TransactionBatchBuilder, transaction_at};
+pub use batch::{
+    Answer, Question, Requester, Transaction, TransactionBatchBuilder, transaction_at,
+};
 
 use std::sync::{Arc, LazyLock};
 
@@ -89,6 +91,11 @@ pub mod col {
     pub const QUESTIONS_CASE: &str = "questions_case";
     // --serve-side (server side of a local DNS server's conversations).
     pub const SIDE: &str = "side";
+    // Requester behind a local stub (`stub-link`): see the recorder's `stublink` module.
+    pub const REQUESTER_PIDS: &str = "requester_pids";
+    pub const REQUESTER_COMMS: &str = "requester_comms";
+    pub const REQUESTER_EXES: &str = "requester_exes";
+    pub const STUB_CACHE: &str = "stub_cache";
 }
 
 /// Name of the column `dnsql` computes over every segment (not stored): the first question's
@@ -207,6 +214,19 @@ pub fn column_doc(name: &str) -> &'static str {
              server answered client_ip; the process columns are the server); NULL in segments \
              older than the column and in imported captures (read it as client)"
         }
+        // Requester behind a local stub (`stub-link`).
+        col::REQUESTER_PIDS => {
+            "on a query a local stub resolver (dnsmasq, unbound, systemd-resolved on a loopback \
+             address) sent upstream: the pids of the local processes whose queries to the stub \
+             it serves (same name and type, pending at the stub when it asked); NULL on other rows"
+        }
+        col::REQUESTER_COMMS => "comm of each of requester_pids, in the same order",
+        col::REQUESTER_EXES => "exe of each of requester_pids, in the same order (NULL if unknown)",
+        col::STUB_CACHE => {
+            "on a query to a local stub on a loopback address: miss (the stub asked upstream \
+             while it was pending, see requester_pids) or hit (answered with no upstream query \
+             of the stub: its cache or local data); NULL on other rows and when not linked"
+        }
         QNAME_SENT => {
             "computed by dnsql, not stored: coalesce(qname_case, qname), the first question's \
              name exactly as sent"
@@ -243,6 +263,14 @@ pub mod side {
     pub const CLIENT_ROWS_SQL: &str = "(side IS NULL OR side <> 'server')";
     /// The server-side rows (`--serve-side`).
     pub const SERVER_ROWS_SQL: &str = "side = 'server'";
+}
+
+/// Values of the `stub_cache` column (requester behind a local stub).
+pub mod stub_cache {
+    /// The stub asked upstream for this query (its `requester_pids` name the client).
+    pub const MISS: &str = "miss";
+    /// The stub answered without asking upstream while the query was pending.
+    pub const HIT: &str = "hit";
 }
 
 /// Values of the `transport` column.
@@ -413,6 +441,23 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         ),
         // --serve-side
         f(col::SIDE, dict_utf8(), true),
+        // Requester behind a local stub (`stub-link`).
+        f(
+            col::REQUESTER_PIDS,
+            List(Arc::new(Field::new("item", UInt32, true))),
+            true,
+        ),
+        f(
+            col::REQUESTER_COMMS,
+            List(Arc::new(Field::new("item", Utf8, true))),
+            true,
+        ),
+        f(
+            col::REQUESTER_EXES,
+            List(Arc::new(Field::new("item", Utf8, true))),
+            true,
+        ),
+        f(col::STUB_CACHE, dict_utf8(), true),
     ]))
 });
 
