@@ -154,6 +154,10 @@ pub struct Overrides {
     /// list the package installs; without it only DoT and DoQ are recorded] Record only.
     #[arg(long, value_name = "FILE")]
     pub doh_list: Option<PathBuf>,
+    /// Do not link a local stub resolver's upstream queries to the local processes it asks
+    /// for (`requester_*` and `stub_cache` columns stay NULL). [default: linked] Record only.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub no_stub_link: Option<bool>,
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9422, DNSWatch's
     /// port): DNSWatch's counters by process plus dnsledger_* series. [default: off]
     /// Record only.
@@ -195,6 +199,7 @@ pub const RECORD_ONLY: [&str; 12] = [
     "stacks",
     "no_bypass",
     "doh_list",
+    "no_stub_link",
     "metrics_listen",
     "metrics_max_processes",
     "ship_to",
@@ -239,6 +244,7 @@ impl Overrides {
             self.stacks.is_some(),
             self.no_bypass.is_some(),
             self.doh_list.is_some(),
+            self.no_stub_link.is_some(),
             self.metrics_listen.is_some(),
             self.metrics_max_processes.is_some(),
             self.ship_to.is_some(),
@@ -286,6 +292,8 @@ pub struct Settings {
     pub bypass: bool,
     /// `record`: the DoH endpoint list; `None`: the packaged list if it is there.
     pub doh_list: Option<PathBuf>,
+    /// `record`: link a local stub's upstream queries to the processes it asks for.
+    pub stub_link: bool,
     /// `record`: serve Prometheus metrics on this address.
     pub metrics_listen: Option<SocketAddr>,
     /// `record`: distinct `process` label values of the DNSWatch counters.
@@ -316,6 +324,7 @@ impl Settings {
             stacks: false,
             bypass: true,
             doh_list: None,
+            stub_link: true,
             metrics_listen: None,
             metrics_max_processes: crate::live::metrics::DEFAULT_MAX_PROCESSES,
             ship_to: None,
@@ -359,6 +368,7 @@ impl Settings {
             stacks,
             no_bypass,
             doh_list,
+            no_stub_link,
             metrics_listen,
             metrics_max_processes,
             ship_to,
@@ -382,6 +392,7 @@ impl Settings {
         set(&mut self.stacks, stacks);
         set(&mut self.bypass, no_bypass.map(|b| !b));
         set(&mut self.doh_list, doh_list.map(Some));
+        set(&mut self.stub_link, no_stub_link.map(|b| !b));
         set(&mut self.metrics_listen, metrics_listen.map(Some));
         set(&mut self.metrics_max_processes, metrics_max_processes);
         set(&mut self.ship_to, ship_to.map(Some));
@@ -826,6 +837,9 @@ mod tests {
         Case { key: "doh-list", file: "\"/file.txt\"", file_under_flag: "\"/file.txt\"", env: None,
             flag: &["--doh-list", "/flag.txt"], get: |s| dbg(&s.doh_list),
             default: "None", from_file: "Some(\"/file.txt\")", from_env: "Some(\"/file.txt\")", from_flag: "Some(\"/flag.txt\")" },
+        Case { key: "no-stub-link", file: "true", file_under_flag: "false", env: None,
+            flag: &["--no-stub-link"], get: |s| dbg(!s.stub_link),
+            default: "false", from_file: "true", from_env: "true", from_flag: "true" },
         Case { key: "metrics-listen", file: "\"127.0.0.1:9422\"", file_under_flag: "\"127.0.0.1:9422\"", env: None,
             flag: &["--metrics-listen", "127.0.0.1:9423"], get: |s| dbg(s.metrics_listen),
             default: "None", from_file: "Some(127.0.0.1:9422)", from_env: "Some(127.0.0.1:9422)", from_flag: "Some(127.0.0.1:9423)" },

@@ -32,3 +32,4 @@ pub mod pair;
 pub mod pipeline;
 pub mod recorder;
 pub mod store;
+pub mod stublink;

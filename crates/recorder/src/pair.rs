@@ -20,6 +20,7 @@ use dnsledger_schema::{Transaction, dnstext, status};
 use crate::capture::KernelOwner;
 use crate::decode::{DnsMessage, Flow};
 use crate::dns::{self, ParsedDns};
+use crate::stublink::{QueryFacts, SideLink, StubLinker};
 
 /// How a [`Pairer`] pairs and what it stamps on every row.
 #[derive(Clone, Debug)]
@@ -75,6 +76,8 @@ struct Side {
     dns: ParsedDns,
     /// User stack of the sender (`--stacks`).
     stack: Option<Arc<[String]>>,
+    /// Requester behind a local stub (`stub-link`).
+    stub: SideLink,
 }
 
 impl Side {
@@ -105,6 +108,7 @@ impl Side {
             error,
             dns,
             stack: msg.stack,
+            stub: SideLink::default(),
         }
     }
 
@@ -146,6 +150,8 @@ pub struct Pairer {
     next_seq: u64,
     /// Queries given up because the table was full, since start.
     evicted: u64,
+    /// Requester behind a local stub (`stub-link`); `None` with `--no-stub-link`.
+    stub: Option<StubLinker>,
 }
 
 impl Pairer {
@@ -156,7 +162,19 @@ impl Pairer {
             by_time: BTreeMap::new(),
             next_seq: 0,
             evicted: 0,
+            stub: None,
         }
+    }
+
+    /// Links local stub resolvers' upstream queries to their requesters (see
+    /// [`crate::stublink`]).
+    pub fn set_stub_linker(&mut self, linker: StubLinker) {
+        self.stub = Some(linker);
+    }
+
+    /// Upstream queries of local stubs linked to requesters since start.
+    pub fn stub_linked(&self) -> u64 {
+        self.stub.as_ref().map_or(0, StubLinker::linked)
     }
 
     /// Parse `msg`, pair it, append finished transactions to `out`.
@@ -169,6 +187,25 @@ impl Pairer {
             side.attrs = side.owner.as_ref().map(|o| attr.attrs(o));
             let seq = self.next_seq;
             self.next_seq += 1;
+            // A local server's own side (`--serve-side`) is neither a client's query to a
+            // stub nor a stub's query upstream.
+            let client_side = !matches!(flow.side, crate::capture::Side::Server);
+            if let (Some(linker), Some(owner), true) =
+                (self.stub.as_mut(), side.owner.as_ref(), client_side)
+            {
+                let attrs = side.attrs.as_ref();
+                side.stub = linker.on_query(QueryFacts {
+                    seq,
+                    flow: &flow,
+                    pid: owner.pid,
+                    ppid: attrs.and_then(|a| a.ppid),
+                    netns: owner.netns,
+                    comm: owner.comm_str(),
+                    exe: attrs.and_then(|a| a.exe.clone()),
+                    qname: side.dns.qname.as_deref(),
+                    qtype: side.dns.qtype,
+                });
+            }
             self.by_time.insert((side.ts, seq), key);
             self.buckets
                 .entry(key)
@@ -240,6 +277,9 @@ impl Pairer {
             }
         }
         self.buckets.clear();
+        if let Some(l) = self.stub.as_mut() {
+            l.clear();
+        }
     }
 
     /// Smallest `ts` any future row from this pairer can have (oldest pending query ts),
@@ -292,7 +332,7 @@ impl Pairer {
 
     /// Builds one row; `status` says which of `q` (query) and `r` (response) are present.
     fn row(
-        &self,
+        &mut self,
         flow: Flow,
         status: &'static str,
         mut q: Option<Side>,
@@ -300,6 +340,11 @@ impl Pairer {
     ) -> Transaction {
         let query_ts = q.as_ref().map(|s| s.ts);
         let response_ts = r.as_ref().map(|s| s.ts);
+        // Requester behind a local stub (`stub-link`).
+        let (requesters, stub_cache) = match (q.as_ref(), self.stub.as_mut()) {
+            (Some(qs), Some(linker)) => linker.settle(&qs.stub, r.is_some()),
+            _ => (None, None),
+        };
         let owner = q
             .as_ref()
             .and_then(|s| s.owner)
@@ -466,6 +511,8 @@ impl Pairer {
             questions_case,
             // --serve-side: which end; the process columns are that end's process.
             side: flow.side.column(),
+            requesters,
+            stub_cache,
         }
     }
 }

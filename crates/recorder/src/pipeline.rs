@@ -267,13 +267,19 @@ impl<A: Attributor> Pipeline<A> {
         writer: Option<SegmentWriter>,
     ) -> Result<Self, PipelineError> {
         let ports = PortSet::new(&settings.ports)?;
-        let pairer = Pairer::new(PairConfig {
+        let mut pairer = Pairer::new(PairConfig {
             timeout_ns: duration_ns(settings.pair_timeout),
             max_pending: settings.max_pending,
             keep_raw: settings.keep_raw,
             hostname: Arc::from(host.hostname.as_str()),
             boot_id: host.boot_id.as_deref().map(Arc::from),
         });
+        // Requester behind a local stub: only rows with a process (live capture) are linked.
+        if settings.stub_link {
+            pairer.set_stub_linker(crate::stublink::StubLinker::new(
+                crate::stublink::ProcSockets::default(),
+            ));
+        }
         Ok(Self {
             decoder: Decoder::new(ports),
             pairer,
