@@ -12,6 +12,7 @@ mod bpf_replay;
 mod bpf_report;
 mod bpf_serve_side;
 mod bpf_stacks;
+mod bpf_stublink;
 mod compact;
 mod compat;
 mod import;

@@ -193,15 +193,13 @@ impl Pairer {
             if let (Some(linker), Some(owner), true) =
                 (self.stub.as_mut(), side.owner.as_ref(), client_side)
             {
-                let attrs = side.attrs.as_ref();
                 side.stub = linker.on_query(QueryFacts {
                     seq,
                     flow: &flow,
                     pid: owner.pid,
-                    ppid: attrs.and_then(|a| a.ppid),
                     netns: owner.netns,
                     comm: owner.comm_str(),
-                    exe: attrs.and_then(|a| a.exe.clone()),
+                    exe: side.attrs.as_ref().and_then(|a| a.exe.clone()),
                     qname: side.dns.qname.as_deref(),
                     qtype: side.dns.qtype,
                 });

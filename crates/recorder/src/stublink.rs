@@ -9,10 +9,11 @@
 //!
 //! **Linking rule.** A query U sent by process P is linked to every downstream query D such that
 //! - D went to a loopback address (127.0.0.0/8, ::1) and P owns the socket bound to D's server
-//!   address and port (UDP: any socket bound there, TCP: the listening one; a wildcard bind
-//!   0.0.0.0 or :: counts; P or P's parent, for servers that fork per TCP connection), read
-//!   from `/proc/<D's pid>/net/{udp,tcp}{,6}` (D's network namespace) and `/proc/P/fd`, cached;
-//!   so an unrelated process that asks the same name at the same moment is never linked;
+//!   address and port (UDP: any socket bound there, TCP: the listening one, which a server
+//!   that forks per TCP connection leaves open in the child; a wildcard bind 0.0.0.0 or ::
+//!   counts), read from `/proc/<D's pid>/net/{udp,tcp}{,6}` (D's network namespace) and `/proc/P/fd`, cached;
+//!   so an unrelated process that asks the same name at the same moment is never linked (its
+//!   parent's sockets do not count either: a child of a DNS server is not that server);
 //! - D has U's first question name (case-insensitive: both are the lower-cased normal form) and
 //!   type;
 //! - D was pending at U's query time: `D.query_ts <= U.query_ts` and D not yet answered, given
@@ -65,18 +66,11 @@ pub struct ServerAddr {
     pub port: u16,
 }
 
-/// Does process `pid` (or its parent `ppid`) own the socket bound to `server`? `view_pid` is a
+/// Does process `pid` own the socket bound to `server`? `view_pid` is a
 /// process in the network namespace the address was used in (the downstream client), `netns`
 /// that namespace's inode (a cache key). The seam between the linking rule and `/proc`.
 pub trait SocketOwners {
-    fn owns(
-        &mut self,
-        pid: u32,
-        ppid: Option<u32>,
-        server: ServerAddr,
-        view_pid: u32,
-        netns: u32,
-    ) -> bool;
+    fn owns(&mut self, pid: u32, server: ServerAddr, view_pid: u32, netns: u32) -> bool;
 }
 
 /// A downstream query to a loopback address, waiting in the pairer.
@@ -96,7 +90,6 @@ struct Candidate {
 struct Upstream {
     seq: u64,
     pid: u32,
-    ppid: Option<u32>,
     requesters: Vec<Requester>,
 }
 
@@ -114,7 +107,6 @@ pub struct QueryFacts<'a> {
     pub seq: u64,
     pub flow: &'a Flow,
     pub pid: u32,
-    pub ppid: Option<u32>,
     pub netns: u32,
     pub comm: String,
     pub exe: Option<Arc<str>>,
@@ -184,9 +176,7 @@ impl<S: SocketOwners> StubLinker<S> {
         if let Some(cands) = self.cands.get_mut(&key) {
             for c in cands.iter_mut() {
                 if c.requester.pid != q.pid
-                    && self
-                        .owners
-                        .owns(q.pid, q.ppid, c.server, c.requester.pid, c.netns)
+                    && self.owners.owns(q.pid, c.server, c.requester.pid, c.netns)
                 {
                     c.linked = true;
                     add_requester(&mut reqs, &c.requester);
@@ -203,7 +193,6 @@ impl<S: SocketOwners> StubLinker<S> {
             self.ups.entry(key.clone()).or_default().push(Upstream {
                 seq: q.seq,
                 pid: q.pid,
-                ppid: q.ppid,
                 requesters: reqs,
             });
             link.upstream = Some(q.seq);
@@ -224,8 +213,9 @@ impl<S: SocketOwners> StubLinker<S> {
             let mut linked = false;
             if let Some(ups) = self.ups.get_mut(&key) {
                 for u in ups.iter_mut() {
-                    if u.pid != q.pid && u.seq != q.seq
-                        && self.owners.owns(u.pid, u.ppid, server, q.pid, q.netns)
+                    if u.pid != q.pid
+                        && u.seq != q.seq
+                        && self.owners.owns(u.pid, server, q.pid, q.netns)
                     {
                         linked = true;
                         add_requester(&mut u.requesters, &requester);
@@ -345,10 +335,18 @@ impl ProcSockets {
         };
         let mut inodes = Vec::new();
         for table in [v4, v6] {
-            let text = std::fs::read_to_string(self.proc_root.join(format!("{view_pid}/net/{table}")))
-                .or_else(|_| std::fs::read_to_string(self.proc_root.join(format!("self/net/{table}"))));
+            let text =
+                std::fs::read_to_string(self.proc_root.join(format!("{view_pid}/net/{table}")))
+                    .or_else(|_| {
+                        std::fs::read_to_string(self.proc_root.join(format!("self/net/{table}")))
+                    });
             if let Ok(text) = text {
-                inodes.extend(parse_socket_table(&text, server.ip, server.port, listen_only));
+                inodes.extend(parse_socket_table(
+                    &text,
+                    server.ip,
+                    server.port,
+                    listen_only,
+                ));
             }
         }
         if self.bound.len() >= CACHE_MAX {
@@ -379,14 +377,7 @@ impl ProcSockets {
 }
 
 impl SocketOwners for ProcSockets {
-    fn owns(
-        &mut self,
-        pid: u32,
-        ppid: Option<u32>,
-        server: ServerAddr,
-        view_pid: u32,
-        netns: u32,
-    ) -> bool {
+    fn owns(&mut self, pid: u32, server: ServerAddr, view_pid: u32, netns: u32) -> bool {
         let now = Instant::now();
         if let Some((owns, at)) = self.decided.get(&(pid, netns, server)) {
             let ttl = if *owns { OWNER_TTL } else { LOOKUP_TTL };
@@ -395,9 +386,7 @@ impl SocketOwners for ProcSockets {
             }
         }
         let inodes = self.bound_inodes(server, view_pid, netns);
-        let owns = !inodes.is_empty()
-            && (self.holds(pid, &inodes)
-                || ppid.is_some_and(|pp| pp > 1 && self.holds(pp, &inodes)));
+        let owns = !inodes.is_empty() && self.holds(pid, &inodes);
         if self.decided.len() >= CACHE_MAX {
             self.decided.clear();
         }
@@ -433,7 +422,11 @@ fn parse_local(field: &str) -> Option<(IpAddr, u16)> {
     let (addr, port) = field.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let word = |i: usize| -> Option<[u8; 4]> {
-        Some(u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?.to_ne_bytes())
+        Some(
+            u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16)
+                .ok()?
+                .to_ne_bytes(),
+        )
     };
     let ip = match addr.len() {
         8 => IpAddr::from(word(0)?),
@@ -502,7 +495,7 @@ mod tests {
     struct Table(Vec<(u32, ServerAddr)>);
 
     impl SocketOwners for Table {
-        fn owns(&mut self, pid: u32, _: Option<u32>, s: ServerAddr, _: u32, _: u32) -> bool {
+        fn owns(&mut self, pid: u32, s: ServerAddr, _: u32, _: u32) -> bool {
             self.0.contains(&(pid, s))
         }
     }
@@ -523,7 +516,6 @@ mod tests {
             seq,
             flow,
             pid,
-            ppid: None,
             netns: 1,
             comm: format!("p{pid}"),
             exe: Some(format!("/bin/p{pid}").into()),
@@ -598,11 +590,17 @@ mod tests {
         let d4 = l.on_query(facts(4, &down, 100, "d.test"));
         let u5 = l.on_query(facts(5, &flow([127, 0, 0, 54], 53), 9, "d.test"));
         assert_eq!(u5.candidate, Some(5));
-        assert_eq!(l.settle(&u5, true), (Some(vec![Requester {
-            pid: 100,
-            comm: "p100".into(),
-            exe: Some("/bin/p100".into()),
-        }]), Some(stub_cache::HIT)));
+        assert_eq!(
+            l.settle(&u5, true),
+            (
+                Some(vec![Requester {
+                    pid: 100,
+                    comm: "p100".into(),
+                    exe: Some("/bin/p100".into()),
+                }]),
+                Some(stub_cache::HIT)
+            )
+        );
         assert_eq!(l.settle(&d4, true).1, Some(stub_cache::MISS));
     }
 
@@ -613,7 +611,10 @@ mod tests {
           2: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4343 2 0 0\n\
           3: 3600007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4444 2 0 0\n";
         let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
-        assert_eq!(parse_socket_table(udp, v4(127, 0, 0, 53), 53, false), [4242, 4343]);
+        assert_eq!(
+            parse_socket_table(udp, v4(127, 0, 0, 53), 53, false),
+            [4242, 4343]
+        );
         assert_eq!(parse_socket_table(udp, v4(127, 0, 0, 9), 53, false), [4343]);
         assert!(parse_socket_table(udp, v4(127, 0, 0, 53), 5353, false).is_empty());
         // TCP: only listening sockets.
@@ -627,7 +628,10 @@ mod tests {
             parse_local("00000000000000000000000000000000:0035"),
             Some((IpAddr::V6(Ipv6Addr::UNSPECIFIED), 53))
         );
-        assert!(bound_matches(IpAddr::V6(Ipv6Addr::UNSPECIFIED), v4(127, 0, 0, 1)));
+        assert!(bound_matches(
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            v4(127, 0, 0, 1)
+        ));
     }
 
     #[test]
@@ -642,8 +646,8 @@ mod tests {
         };
         let me = std::process::id();
         let mut p = ProcSockets::default();
-        assert!(p.owns(me, None, server, me, 1));
+        assert!(p.owns(me, server, me, 1));
         // Pid 1 does not hold this socket.
-        assert!(!ProcSockets::default().owns(1, None, server, me, 1));
+        assert!(!ProcSockets::default().owns(1, server, me, 1));
     }
 }

@@ -151,7 +151,22 @@ pub async fn context_with_memory(
 
 /// `dns`'s computed columns over the stored ones: `qname_sent`, the first question's name as
 /// sent (stored in `qname_case` only where it differs from `qname`, i.e. has upper case).
-pub fn with_computed_columns(view: DataFrame) -> datafusion::error::Result<DataFrame> {
+pub fn with_computed_columns(mut view: DataFrame) -> datafusion::error::Result<DataFrame> {
+    // Requester behind a local stub: files read with an inferred schema older than these
+    // columns get them as NULL, so the recipes that filter on them run on any lake.
+    for name in [
+        c::REQUESTER_PIDS,
+        c::REQUESTER_COMMS,
+        c::REQUESTER_EXES,
+        c::STUB_CACHE,
+    ] {
+        if view.schema().index_of_column_by_name(None, name).is_none()
+            && let Ok(field) = dnsledger_schema::schema().field_with_name(name)
+        {
+            let null = ScalarValue::try_from(field.data_type())?;
+            view = view.with_column(name, lit(null))?;
+        }
+    }
     view.with_column(
         dnsledger_schema::QNAME_SENT,
         coalesce(vec![col(c::QNAME_CASE), col(c::QNAME)]),

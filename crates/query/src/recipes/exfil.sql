@@ -32,7 +32,7 @@ WITH k AS (
          answers
   FROM dns
   WHERE qname IS NOT NULL AND status <> 'unsolicited'
-    AND registered_domain IS NOT NULL
+    AND registered_domain IS NOT NULL AND {not_relayed}
 ),
 per_name AS (
   SELECT {key}, hour, qname,
@@ -145,7 +145,7 @@ pids AS (
                pid
         FROM dns
         WHERE qname IS NOT NULL AND status <> 'unsolicited'
-          AND registered_domain IS NOT NULL AND pid IS NOT NULL) AS d
+          AND registered_domain IS NOT NULL AND pid IS NOT NULL AND {not_relayed}) AS d
   GROUP BY {key}
 ),
 joined AS (

@@ -192,13 +192,19 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
             "CREATE OR REPLACE TEMP VIEW dns AS\nSELECT *, {} AS {}\nFROM (SELECT * FROM \
              read_parquet({}, hive_partitioning = true,\n  hive_types = {{'host': VARCHAR, \
              'date': DATE, 'hour': INTEGER}}, union_by_name = true){filter}\n  UNION ALL BY NAME \
-             SELECT NULL::VARCHAR AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {} WHERE false);\n",
+             SELECT NULL::VARCHAR AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {}, \
+             NULL::UINTEGER[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {} \
+             WHERE false);\n",
             dnsledger_schema::QNAME_SENT_SQL,
             dnsledger_schema::QNAME_SENT,
             sql_str(&format!("{root}/**/*.parquet")),
             dnsledger_schema::col::QNAME_CASE,
             dnsledger_schema::col::QUESTIONS_CASE,
             dnsledger_schema::col::SIDE,
+            dnsledger_schema::col::REQUESTER_PIDS,
+            dnsledger_schema::col::REQUESTER_COMMS,
+            dnsledger_schema::col::REQUESTER_EXES,
+            dnsledger_schema::col::STUB_CACHE,
         ),
         Dialect::Spark => {
             let columns: Vec<String> = dnsledger_schema::schema()

@@ -54,6 +54,12 @@ pub fn normalize_name(name: &str) -> String {
 }
 
 /// Key columns of a process, NULLs made comparable so that the CTEs can be joined.
+/// Rows that are not a lookup of their own: a local stub resolver's upstream query made for
+/// local clients (`requester_pids` set) repeats the clients' own rows (theirs name the
+/// process; the stub's would count the lookup twice and name the stub). Recipes that count
+/// lookups or name processes keep only the rows where this holds.
+pub const NOT_RELAYED: &str = "requester_pids IS NULL";
+
 const PROC_KEY: &str = "domain, hostname, comm, exe, container_id";
 
 /// `a.c1 = b.c1 AND a.c2 = b.c2 …` for the comma-separated columns `cols`.

@@ -26,6 +26,7 @@ pub const NAMES_SHOWN: usize = 20;
 /// `array_agg` over the raw rows.
 pub fn nxdomain() -> String {
     let k = PROC_KEY;
+    let not_relayed = super::NOT_RELAYED;
     let p = "hostname, comm, exe, container_id";
     let on_b = join_on("d", "b", k);
     let on_n = join_on("d", "n", k);
@@ -42,7 +43,7 @@ pub fn nxdomain() -> String {
          CAST(rcode_name AS VARCHAR) AS rcode,
          coalesce(CAST(rcode_name AS VARCHAR), '') NOT IN ('NOERROR', '') AS failed
   FROM dns
-  WHERE qname IS NOT NULL AND status = 'answered'
+  WHERE qname IS NOT NULL AND status = 'answered' AND {not_relayed}
 ),
 per_name AS (
   SELECT {k}, qname,

@@ -36,7 +36,9 @@ pub fn predicate(sel: &Selector) -> String {
     }
 }
 
-/// `dnsql timeline`: the selected process's DNS transactions in time order. A `comm` longer
+/// `dnsql timeline`: the selected process's DNS transactions in time order, with the link to
+/// a local stub (`stub_cache` on a client's query to it, `requester_pids`/`requester_comms` on
+/// the stub's upstream query). A `comm` longer
 /// than the kernel's 15 bytes is cut to 15.
 pub fn timeline(sel: &Selector) -> String {
     timeline_where(&predicate(sel))
@@ -50,7 +52,8 @@ pub fn timeline_where(pred: &str) -> String {
        qname, CAST(qtype_name AS VARCHAR) AS qtype, CAST(rcode_name AS VARCHAR) AS rcode, status,
        round(latency_ns / 1e6, 3) AS latency_ms,
        answer_strings(answers) AS answers,
-       server_ip, server_port, transport, dns_id
+       server_ip, server_port, transport, dns_id,
+       CAST(stub_cache AS VARCHAR) AS stub_cache, requester_pids, requester_comms
 FROM dns
 WHERE {pred}
 ORDER BY ts, hostname, pid, dns_id"

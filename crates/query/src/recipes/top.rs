@@ -29,7 +29,9 @@ pub enum TopBy {
 /// groups first; `n == 0` means no limit. Encrypted-DNS `bypass` rows are no DNS transactions:
 /// `dnsql bypass` lists them. Every grouping but `client` counts the client side (a loopback
 /// query to a local server recorded with `--serve-side` counts once); `client` counts the
-/// server side only.
+/// server side only. A local stub's upstream
+/// queries made for local clients are left out ([`super::NOT_RELAYED`]): each lookup counts
+/// once, for its client.
 pub fn top(by: TopBy, n: usize) -> String {
     // (expressions selected in the inner query, key columns, extra aggregates)
     let (inner, keys, extra) = match by {
@@ -87,6 +89,7 @@ pub fn top(by: TopBy, n: usize) -> String {
         .map(|k| format!("{k} NULLS LAST"))
         .collect::<Vec<_>>()
         .join(", ");
+    let not_relayed = super::NOT_RELAYED;
     format!(
         "SELECT {keys},
        count(*) AS queries,
@@ -109,7 +112,7 @@ FROM (SELECT {inner},
              CAST(status AS VARCHAR) AS m_status,
              latency_ns AS m_latency
       FROM dns
-      WHERE status <> 'bypass' AND {side}) AS t
+      WHERE status <> 'bypass' AND {side} AND {not_relayed}) AS t
 GROUP BY {keys}
 ORDER BY queries DESC, {order_keys}{limit}"
     )

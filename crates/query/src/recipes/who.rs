@@ -21,7 +21,8 @@ pub fn under_name_predicate(name: &str) -> String {
 
 /// `dnsql who NAME`: which hosts and processes resolved `name` or any name under it, with
 /// first/last seen, counts and the answers they received. One row per (host, comm, exe, pid,
-/// uid, container), earliest first.
+/// uid, container), earliest first. A local stub's upstream queries made for local clients are
+/// left out ([`super::NOT_RELAYED`]): the clients are named, each lookup counted once.
 pub fn who(name: &str) -> String {
     format!(
         "SELECT hostname, comm, exe, pid, uid, container_id,
@@ -36,10 +37,11 @@ pub fn who(name: &str) -> String {
        array_sort(array_agg(DISTINCT CAST(qtype_name AS VARCHAR))) AS qtypes,
        array_sort(array_distinct(flatten(array_agg(answer_strings(answers))))) AS answers_received
 FROM dns
-WHERE {pred}
+WHERE {pred} AND {not_relayed}
 GROUP BY hostname, comm, exe, pid, uid, container_id
 ORDER BY first_seen, hostname, pid",
-        pred = under_name_predicate(name)
+        pred = under_name_predicate(name),
+        not_relayed = super::NOT_RELAYED,
     )
 }
 

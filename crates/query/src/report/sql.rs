@@ -144,11 +144,12 @@ FROM (SELECT {b} AS bucket,
              CAST(rcode_name AS VARCHAR) AS rcode,
              CAST(status AS VARCHAR) AS st
       FROM dns
-      WHERE {side}) AS t
+      WHERE {side} AND {nr}) AS t
 GROUP BY GROUPING SETS ((bucket, hostname), (bucket, comm))
 ORDER BY bucket, hostname, comm",
         b = bucket_expr(bin, origin),
-        side = dnsledger_schema::side::CLIENT_ROWS_SQL
+        side = dnsledger_schema::side::CLIENT_ROWS_SQL,
+        nr = crate::recipes::NOT_RELAYED,
     )
 }
 
@@ -165,7 +166,7 @@ pub fn first_seen(before_since: i64, before_until: i64, hosts: &[String], limit:
          count(DISTINCT hostname) AS hosts,
          count(*) FILTER (WHERE rcode_name = 'NXDOMAIN') AS nxdomain
   FROM dns
-  WHERE registered_domain IS NOT NULL
+  WHERE registered_domain IS NOT NULL AND {nr}
   GROUP BY registered_domain
 ),
 earlier AS (
@@ -180,7 +181,8 @@ FROM win w LEFT JOIN earlier e ON w.domain = e.domain
 WHERE e.domain IS NULL
 ORDER BY w.first_seen, w.domain
 LIMIT {limit}",
-        pred = window_predicate(before_since, before_until, hosts)
+        pred = window_predicate(before_since, before_until, hosts),
+        nr = crate::recipes::NOT_RELAYED,
     )
 }
 
@@ -192,10 +194,11 @@ pub fn focus_activity(pred: &str, bin: i64, origin: i64) -> String {
        count(*) FILTER (WHERE rcode_name = 'NXDOMAIN') AS nxdomain,
        count(*) FILTER (WHERE status = 'unanswered') AS unanswered
 FROM dns
-WHERE {pred}
+WHERE {pred} AND {nr}
 GROUP BY 1
 ORDER BY 1",
-        b = bucket_expr(bin, origin)
+        b = bucket_expr(bin, origin),
+        nr = crate::recipes::NOT_RELAYED,
     )
 }
 
@@ -211,10 +214,11 @@ pub fn focus_names(pred: &str, limit: usize) -> String {
        max(ts) AS last_seen,
        array_sort(array_distinct(flatten(array_agg(answer_strings(answers))))) AS answers
 FROM dns
-WHERE {pred}
+WHERE {pred} AND {nr}
 GROUP BY qname
 ORDER BY queries DESC, qname
-LIMIT {limit}"
+LIMIT {limit}",
+        nr = crate::recipes::NOT_RELAYED,
     )
 }
 
