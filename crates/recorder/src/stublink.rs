@@ -168,6 +168,10 @@ impl<S: SocketOwners> StubLinker<S> {
         let (Some(qname), Some(qtype)) = (q.qname, q.qtype) else {
             return SideLink::default();
         };
+        // A host without a local stub pays these compares per query, nothing more.
+        if self.cands.is_empty() && !self.stubs.contains(&q.pid) && !is_loopback(q.flow.server_ip) {
+            return SideLink::default();
+        }
         let key: Question = (Arc::from(qname), qtype);
         let mut link = SideLink::default();
 
