@@ -10,8 +10,6 @@
 # several segments for compaction): those two columns were filled in place by
 # crates/recorder/examples/add_names_as_sent.rs, with the values this script writes (checked
 # equal when added). Regenerating gives 30 files and needs the tests' counts updated.
-# Columns added later with nothing to fill in an import (requester_pids, requester_comms,
-# requester_exes, stub_cache) were added as NULL by crates/recorder/examples/add_missing_columns.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q -p dnsledger-recorder --bin dnsledger

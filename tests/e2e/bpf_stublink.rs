@@ -1,5 +1,5 @@
-//! The requester behind a local stub (BPF): a caching dnsmasq on 127.0.0.71 forwarding to a
-//! second dnsmasq on 127.0.0.72 (and `hole.test` to 127.0.0.73, where a socket of this test
+//! The requester behind a local stub (BPF): a caching dnsmasq on 127.0.0.81 forwarding to a
+//! second dnsmasq on 127.0.0.82 (and `hole.test` to 127.0.0.83, where a socket of this test
 //! never answers). The stub's upstream rows name the clients (dig, getent under `unshare -m`
 //! with resolv.conf bind-mounted to the stub, python), the client rows say `stub_cache`
 //! miss, then hit for a second query within the TTL; coalesced queries are all named; an
@@ -15,9 +15,9 @@ use serde_json::Value;
 
 use dnsledger_tests::harness::*;
 
-const STUB: &str = "127.0.0.71";
-const UPSTREAM: &str = "127.0.0.72";
-const HOLE: &str = "127.0.0.73";
+const STUB: &str = "127.0.0.81";
+const UPSTREAM: &str = "127.0.0.82";
+const HOLE: &str = "127.0.0.83";
 
 /// A dnsmasq in the foreground with a query log, stopped by pid on drop.
 struct Server {
@@ -93,7 +93,7 @@ fn rows(data: &Path) -> Vec<Value> {
              CAST(server_ip AS VARCHAR) AS server, CAST(status AS VARCHAR) AS status, \
              requester_pids, requester_comms, requester_exes, \
              CAST(stub_cache AS VARCHAR) AS stub_cache \
-             FROM dns WHERE server_ip IN ('127.0.0.71', '127.0.0.72', '127.0.0.73') \
+             FROM dns WHERE server_ip IN ('127.0.0.81', '127.0.0.82', '127.0.0.83') \
              ORDER BY ts",
         ],
     )
@@ -134,7 +134,7 @@ fn bpf_stub_upstream_rows_name_the_clients() {
         ],
     );
     // The black hole: bound, never read.
-    let _hole = std::net::UdpSocket::bind((HOLE, 53)).expect("bind 127.0.0.73:53");
+    let _hole = std::net::UdpSocket::bind((HOLE, 53)).expect("bind 127.0.0.83:53");
     let stub = Server::start(
         dir.path(),
         "stub",

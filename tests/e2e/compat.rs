@@ -8,7 +8,15 @@ use dnsledger_tests::harness::*;
 use dnsledger_tests::segments::*;
 
 /// The columns added since schema version 1's first segments (absent from the old files).
-const ADDED: [&str; 3] = ["qname_case", "questions_case", "side"];
+const ADDED: [&str; 7] = [
+    "qname_case",
+    "questions_case",
+    "side",
+    "requester_pids",
+    "requester_comms",
+    "requester_exes",
+    "stub_cache",
+];
 
 /// Rows in a fixed order, every stored column but the added ones and `boot_id` (the boot of the
 /// machine that imported).

@@ -219,6 +219,19 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
                     _ if f.name() == dnsledger_schema::col::SIDE => {
                         format!("CAST(NULL AS STRING) AS {}", f.name())
                     }
+                    // Requester behind a local stub: the same, so Spark's recipes count a
+                    // stub's relayed upstream queries too (DuckDB and dnsql leave them out).
+                    _ if f.name() == dnsledger_schema::col::STUB_CACHE => {
+                        format!("CAST(NULL AS STRING) AS {}", f.name())
+                    }
+                    _ if f.name() == dnsledger_schema::col::REQUESTER_PIDS => {
+                        format!("CAST(NULL AS ARRAY<BIGINT>) AS {}", f.name())
+                    }
+                    _ if f.name() == dnsledger_schema::col::REQUESTER_COMMS
+                        || f.name() == dnsledger_schema::col::REQUESTER_EXES =>
+                    {
+                        format!("CAST(NULL AS ARRAY<STRING>) AS {}", f.name())
+                    }
                     _ => f.name().clone(),
                 })
                 .chain(["host", "date", "hour"].map(String::from))

@@ -1247,7 +1247,7 @@ fn segments_lists_every_file_with_its_footer_numbers() {
         "host,ts_min,ts_max,rows,dropped_kernel,dropped_user,rows_lost,cut_by_cap,pair_evicted,bytes,source,"
     ));
     assert!(
-        b.contains("\nhost-b,2010-08-21T02:10:40.051082Z,2010-08-21T02:10:53.540213Z,68,0,0,0,0,0,53237,import,"),
+        b.contains("\nhost-b,2010-08-21T02:10:40.051082Z,2010-08-21T02:10:53.540213Z,68,0,0,0,0,0,51708,import,"),
         "{b}"
     );
 }
