@@ -190,7 +190,7 @@ pub struct Overrides {
 }
 
 /// The keys only `record` uses (flag ids).
-pub const RECORD_ONLY: [&str; 12] = [
+pub const RECORD_ONLY: [&str; 13] = [
     "ring_size",
     "spool_sync",
     "user",

@@ -512,6 +512,7 @@ mod tests {
             server_ip: IpAddr::V4(Ipv4Addr::from(server)),
             server_port: port,
             sock_cookie: 1,
+            side: crate::capture::Side::Client,
         }
     }
 
