@@ -120,6 +120,12 @@ pub struct Transaction {
     pub requesters: Option<Vec<Requester>>,
     /// On a query to a local stub: [`crate::stub_cache`] `miss` or `hit`.
     pub stub_cache: Option<&'static str>,
+    // libc-level lookups (see the `lookup_*` columns).
+    pub lookup_fn: Option<&'static str>,
+    pub lookup_family: Option<u8>,
+    pub lookup_error: Option<String>,
+    pub lookup_local: Option<bool>,
+    pub lookup_id: Option<u64>,
 }
 
 type Dict = StringDictionaryBuilder<Int32Type>;
@@ -197,6 +203,12 @@ pub struct TransactionBatchBuilder {
     requester_comms: ListBuilder<StringBuilder>,
     requester_exes: ListBuilder<StringBuilder>,
     stub_cache: Dict,
+    // libc-level lookups.
+    lookup_fn: Dict,
+    lookup_family: UInt8Builder,
+    lookup_error: Dict,
+    lookup_local: BooleanBuilder,
+    lookup_id: UInt64Builder,
 }
 
 impl Default for TransactionBatchBuilder {
@@ -297,6 +309,11 @@ impl TransactionBatchBuilder {
             requester_comms: ListBuilder::new(StringBuilder::new()),
             requester_exes: ListBuilder::new(StringBuilder::new()),
             stub_cache: Dict::new(),
+            lookup_fn: Dict::new(),
+            lookup_family: UInt8Builder::new(),
+            lookup_error: Dict::new(),
+            lookup_local: BooleanBuilder::new(),
+            lookup_id: UInt64Builder::new(),
         }
     }
 
@@ -446,6 +463,11 @@ impl TransactionBatchBuilder {
             }
         }
         self.stub_cache.append_option(t.stub_cache);
+        self.lookup_fn.append_option(t.lookup_fn);
+        self.lookup_family.append_option(t.lookup_family);
+        self.lookup_error.append_option(t.lookup_error.as_deref());
+        self.lookup_local.append_option(t.lookup_local);
+        self.lookup_id.append_option(t.lookup_id);
     }
 
     /// Builds the batch and resets the builder.
@@ -519,6 +541,11 @@ impl TransactionBatchBuilder {
             Arc::new(self.requester_comms.finish()),
             Arc::new(self.requester_exes.finish()),
             Arc::new(self.stub_cache.finish()),
+            Arc::new(self.lookup_fn.finish()),
+            Arc::new(self.lookup_family.finish()),
+            Arc::new(self.lookup_error.finish()),
+            Arc::new(self.lookup_local.finish()),
+            Arc::new(self.lookup_id.finish()),
         ];
         RecordBatch::try_new(schema(), columns)
     }
@@ -644,6 +671,7 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
                 crate::status::ANSWERED,
                 crate::status::UNANSWERED,
                 crate::status::UNSOLICITED,
+                crate::status::LOOKUP,
             ],
         ),
         hostname: arc(c::HOSTNAME).unwrap_or_else(|| Arc::from("")),
@@ -660,7 +688,7 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
         cgroup_path: arc(c::CGROUP_PATH),
         container_id: arc(c::CONTAINER_ID),
         netns: prim::<UInt32Type>(get(c::NETNS), i),
-        transport: statik(string(c::TRANSPORT), &["udp", "tcp"]),
+        transport: statik(string(c::TRANSPORT), &["udp", "tcp", crate::transport::LIBC]),
         ip_version: prim::<UInt8Type>(get(c::IP_VERSION), i).unwrap_or_default(),
         client_ip: string(c::CLIENT_IP).unwrap_or_default(),
         client_port: prim::<UInt16Type>(get(c::CLIENT_PORT), i).unwrap_or_default(),
@@ -714,6 +742,21 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
             &[crate::stub_cache::MISS, crate::stub_cache::HIT],
         ))
         .filter(|v| !v.is_empty()),
+        lookup_fn: string(c::LOOKUP_FN).map(|f| {
+            statik(
+                Some(f),
+                &[
+                    crate::lookup_fn::GETADDRINFO,
+                    crate::lookup_fn::GETHOSTBYNAME,
+                    crate::lookup_fn::GETHOSTBYNAME2,
+                    crate::lookup_fn::GETNAMEINFO,
+                ],
+            )
+        }),
+        lookup_family: prim::<UInt8Type>(get(c::LOOKUP_FAMILY), i),
+        lookup_error: string(c::LOOKUP_ERROR),
+        lookup_local: boolean(c::LOOKUP_LOCAL),
+        lookup_id: prim::<UInt64Type>(get(c::LOOKUP_ID), i),
     }
 }
 
@@ -779,6 +822,16 @@ mod tests {
             "send_query (client.c:12)".to_string(),
             "/usr/bin/client+0x1234".to_string(),
         ]));
+        let lookup = Transaction {
+            status: crate::status::LOOKUP,
+            transport: crate::transport::LIBC,
+            lookup_fn: Some(crate::lookup_fn::GETADDRINFO),
+            lookup_family: Some(6),
+            lookup_error: Some("EAI_NONAME".into()),
+            lookup_local: Some(true),
+            lookup_id: Some(u64::MAX - 1),
+            ..row(9)
+        };
         let sparse = Transaction {
             answers: None,
             answer_ips: None,
@@ -790,9 +843,11 @@ mod tests {
         let mut b = TransactionBatchBuilder::new();
         b.append(&full);
         b.append(&sparse);
+        b.append(&lookup);
         let batch = b.finish().expect("batch");
         assert_eq!(transaction_at(&batch, 0), full);
         assert_eq!(transaction_at(&batch, 1), sparse);
+        assert_eq!(transaction_at(&batch, 2), lookup);
     }
 
     #[test]

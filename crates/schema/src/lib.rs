@@ -96,6 +96,12 @@ pub mod col {
     pub const REQUESTER_COMMS: &str = "requester_comms";
     pub const REQUESTER_EXES: &str = "requester_exes";
     pub const STUB_CACHE: &str = "stub_cache";
+    // libc-level lookups (status `lookup`, transport `libc`) and the link of wire rows to them.
+    pub const LOOKUP_FN: &str = "lookup_fn";
+    pub const LOOKUP_FAMILY: &str = "lookup_family";
+    pub const LOOKUP_ERROR: &str = "lookup_error";
+    pub const LOOKUP_LOCAL: &str = "lookup_local";
+    pub const LOOKUP_ID: &str = "lookup_id";
 }
 
 /// Name of the column `dnsql` computes over every segment (not stored): the first question's
@@ -118,8 +124,9 @@ pub fn column_doc(name: &str) -> &'static str {
         col::LATENCY_NS => "response_ts - query_ts in nanoseconds; NULL unless both were seen",
         col::STATUS => {
             "answered, unanswered (no response within the pair timeout), unsolicited (response \
-             without query), or bypass (a connection to an encrypted-DNS endpoint: no DNS \
-             message seen, transport says which)"
+             without query), bypass (a connection to an encrypted-DNS endpoint: no DNS \
+             message seen, transport says which), or lookup (a libc name lookup, transport \
+             libc: not a DNS transaction)"
         }
         col::HOSTNAME => "host that recorded the transaction (the recorder's --host)",
         col::BOOT_ID => {
@@ -141,9 +148,9 @@ pub fn column_doc(name: &str) -> &'static str {
         col::NETNS => "network namespace inode of the process",
         col::TRANSPORT => {
             "udp or tcp; for status bypass: dot (TCP to port 853), doq (UDP to port 853) or \
-             doh-likely (port 443 of an address on the DoH list)"
+             doh-likely (port 443 of an address on the DoH list); for status lookup: libc"
         }
-        col::IP_VERSION => "4 or 6",
+        col::IP_VERSION => "4 or 6 (status lookup: 0, no packet; client/server columns empty)",
         col::CLIENT_IP => "address of the client (the local process's side)",
         col::CLIENT_PORT => "port of the client",
         col::SERVER_IP => "address of the DNS server queried (bypass: the encrypted-DNS endpoint)",
@@ -227,6 +234,29 @@ pub fn column_doc(name: &str) -> &'static str {
              while it was pending, see requester_pids) or hit (answered with no upstream query \
              of the stub: its cache or local data); NULL on other rows and when not linked"
         }
+        // libc-level lookups.
+        col::LOOKUP_FN => {
+            "status lookup: the libc function called (getaddrinfo, gethostbyname, \
+             gethostbyname2, getnameinfo); else NULL"
+        }
+        col::LOOKUP_FAMILY => {
+            "status lookup: address family asked for (getaddrinfo's hints, gethostbyname2's af; \
+             getnameinfo: the address given): 4, 6, or 0 for any; else NULL"
+        }
+        col::LOOKUP_ERROR => {
+            "status lookup: NULL on success, else the error (EAI_NONAME, EAI_AGAIN, ...; \
+             gethostbyname*: NULL_RESULT, h_errno is not read)"
+        }
+        col::LOOKUP_LOCAL => {
+            "status lookup: true when the calling thread sent no DNS query between the call \
+             and its return (hosts file, nscd or systemd-resolved over a local socket, a \
+             cache); else NULL"
+        }
+        col::LOOKUP_ID => {
+            "the lookup a row belongs to: on lookup rows their id, on DNS rows the lookup of \
+             the same thread in progress when the query was sent (join on hostname and \
+             lookup_id); NULL when there is none"
+        }
         QNAME_SENT => {
             "computed by dnsql, not stored: coalesce(qname_case, qname), the first question's \
              name exactly as sent"
@@ -248,6 +278,10 @@ pub mod status {
     /// A connection to an encrypted-DNS endpoint (DoT, DoQ, likely DoH): no DNS message was
     /// seen; `transport` says which (see [`crate::transport`]).
     pub const BYPASS: &str = "bypass";
+    /// A libc-level name lookup (getaddrinfo, gethostbyname, gethostbyname2, getnameinfo) seen
+    /// by uprobes; transport `libc`, the `lookup_*` columns say more. Not a DNS transaction:
+    /// its wire queries, if any, are rows of their own with the same `lookup_id`.
+    pub const LOOKUP: &str = "lookup";
 }
 
 /// Values of the `side` column (`--serve-side`).
@@ -284,6 +318,16 @@ pub mod transport {
     /// Status `bypass`: TCP or UDP to port 443 of an address on the DoH list. DoH endpoints
     /// share addresses with CDNs and plain DNS, hence "likely".
     pub const DOH_LIKELY: &str = "doh-likely";
+    /// Status `lookup`: a call into the C library's resolver, no packet.
+    pub const LIBC: &str = "libc";
+}
+
+/// Values of the `lookup_fn` column (status `lookup`).
+pub mod lookup_fn {
+    pub const GETADDRINFO: &str = "getaddrinfo";
+    pub const GETHOSTBYNAME: &str = "gethostbyname";
+    pub const GETHOSTBYNAME2: &str = "gethostbyname2";
+    pub const GETNAMEINFO: &str = "getnameinfo";
 }
 
 /// Parquet key-value metadata keys written into every sealed segment.
@@ -458,6 +502,12 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
             true,
         ),
         f(col::STUB_CACHE, dict_utf8(), true),
+        // libc-level lookups.
+        f(col::LOOKUP_FN, dict_utf8(), true),
+        f(col::LOOKUP_FAMILY, UInt8, true),
+        f(col::LOOKUP_ERROR, dict_utf8(), true),
+        f(col::LOOKUP_LOCAL, Boolean, true),
+        f(col::LOOKUP_ID, UInt64, true),
     ]))
 });
 
