@@ -32,6 +32,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "dnsledger.h"
+#include "owner.h"
 
 /*
  * The kernel only asks whether the program is GPL-compatible: the tp_btf programs read
@@ -256,23 +257,6 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct l4 *out)
 	out->proto = proto;
 	out->payload_len = skb->len > off ? skb->len - off : 0;
 	return 0;
-}
-
-static __always_inline void owner_from_current(struct sock_owner *o)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-	struct task_struct *task = bpf_get_current_task_btf();
-
-	o->pid = pid_tgid >> 32;
-	o->tid = (__u32)pid_tgid;
-	o->uid = (__u32)uid_gid;
-	o->gid = uid_gid >> 32;
-	o->cgroup_id = bpf_get_current_cgroup_id();
-	o->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
-	/* The process's name (its main thread's comm), not the name of the sending thread. */
-	if (BPF_CORE_READ_STR_INTO(&o->comm, task, group_leader, comm) < 0)
-		bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
 
 /* Emits one packet event of at most TIER bytes of packet data. */

@@ -1,4 +1,5 @@
-//! Compiles `bpf/dnsledger.bpf.c` with clang and generates the libbpf-rs skeleton.
+//! Compiles `bpf/dnsledger.bpf.c` and `bpf/lookups.bpf.c` with clang and generates their
+//! libbpf-rs skeletons.
 
 use std::path::PathBuf;
 
@@ -9,19 +10,33 @@ fn main() {
         std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
     );
     let bpf_dir = manifest.join("../../bpf");
-    let src = bpf_dir.join("dnsledger.bpf.c");
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
-        .join("dnsledger.skel.rs");
-    SkeletonBuilder::new()
-        .source(&src)
-        .clang_args([
-            "-Wall".to_string(),
-            "-Werror".to_string(),
-            format!("-I{}", bpf_dir.display()),
-        ])
-        .build_and_generate(&out)
-        .expect("compile bpf/dnsledger.bpf.c (is clang installed?) and generate its skeleton");
-    for f in ["dnsledger.bpf.c", "dnsledger.h", "vmlinux.h"] {
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // The capture programs, and the libc lookup probes (a separate object: loaded only when
+    // lookups are recorded; it shares the capture programs' ring buffer by fd).
+    for (src, skel) in [
+        ("dnsledger.bpf.c", "dnsledger.skel.rs"),
+        ("lookups.bpf.c", "lookups.skel.rs"),
+    ] {
+        SkeletonBuilder::new()
+            .source(bpf_dir.join(src))
+            .clang_args([
+                "-Wall".to_string(),
+                "-Werror".to_string(),
+                format!("-I{}", bpf_dir.display()),
+            ])
+            .build_and_generate(out_dir.join(skel))
+            .unwrap_or_else(|e| {
+                panic!("compile bpf/{src} (is clang installed?) and generate its skeleton: {e}")
+            });
+    }
+    for f in [
+        "dnsledger.bpf.c",
+        "dnsledger.h",
+        "lookups.bpf.c",
+        "lookups.h",
+        "owner.h",
+        "vmlinux.h",
+    ] {
         println!("cargo:rerun-if-changed={}", bpf_dir.join(f).display());
     }
 }

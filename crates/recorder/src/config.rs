@@ -158,6 +158,11 @@ pub struct Overrides {
     /// for (`requester_*` and `stub_cache` columns stay NULL). [default: linked] Record only.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub no_stub_link: Option<bool>,
+    /// Do not record libc-level lookups (uprobes on getaddrinfo, gethostbyname,
+    /// gethostbyname2 and getnameinfo of every glibc and musl mapped). [default: recorded]
+    /// Record only.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub no_lookups: Option<bool>,
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9422, DNSWatch's
     /// port): DNSWatch's counters by process plus dnsledger_* series. [default: off]
     /// Record only.
@@ -190,7 +195,7 @@ pub struct Overrides {
 }
 
 /// The keys only `record` uses (flag ids).
-pub const RECORD_ONLY: [&str; 13] = [
+pub const RECORD_ONLY: [&str; 14] = [
     "ring_size",
     "spool_sync",
     "user",
@@ -200,6 +205,7 @@ pub const RECORD_ONLY: [&str; 13] = [
     "no_bypass",
     "doh_list",
     "no_stub_link",
+    "no_lookups",
     "metrics_listen",
     "metrics_max_processes",
     "ship_to",
@@ -245,6 +251,7 @@ impl Overrides {
             self.no_bypass.is_some(),
             self.doh_list.is_some(),
             self.no_stub_link.is_some(),
+            self.no_lookups.is_some(),
             self.metrics_listen.is_some(),
             self.metrics_max_processes.is_some(),
             self.ship_to.is_some(),
@@ -294,6 +301,8 @@ pub struct Settings {
     pub doh_list: Option<PathBuf>,
     /// `record`: link a local stub's upstream queries to the processes it asks for.
     pub stub_link: bool,
+    /// `record`: record libc-level lookups (uprobes).
+    pub lookups: bool,
     /// `record`: serve Prometheus metrics on this address.
     pub metrics_listen: Option<SocketAddr>,
     /// `record`: distinct `process` label values of the DNSWatch counters.
@@ -325,6 +334,7 @@ impl Settings {
             bypass: true,
             doh_list: None,
             stub_link: true,
+            lookups: true,
             metrics_listen: None,
             metrics_max_processes: crate::live::metrics::DEFAULT_MAX_PROCESSES,
             ship_to: None,
@@ -369,6 +379,7 @@ impl Settings {
             no_bypass,
             doh_list,
             no_stub_link,
+            no_lookups,
             metrics_listen,
             metrics_max_processes,
             ship_to,
@@ -393,6 +404,7 @@ impl Settings {
         set(&mut self.bypass, no_bypass.map(|b| !b));
         set(&mut self.doh_list, doh_list.map(Some));
         set(&mut self.stub_link, no_stub_link.map(|b| !b));
+        set(&mut self.lookups, no_lookups.map(|b| !b));
         set(&mut self.metrics_listen, metrics_listen.map(Some));
         set(&mut self.metrics_max_processes, metrics_max_processes);
         set(&mut self.ship_to, ship_to.map(Some));
@@ -839,6 +851,9 @@ mod tests {
             default: "None", from_file: "Some(\"/file.txt\")", from_env: "Some(\"/file.txt\")", from_flag: "Some(\"/flag.txt\")" },
         Case { key: "no-stub-link", file: "true", file_under_flag: "false", env: None,
             flag: &["--no-stub-link"], get: |s| dbg(!s.stub_link),
+            default: "false", from_file: "true", from_env: "true", from_flag: "true" },
+        Case { key: "no-lookups", file: "true", file_under_flag: "false", env: None,
+            flag: &["--no-lookups"], get: |s| dbg(!s.lookups),
             default: "false", from_file: "true", from_env: "true", from_flag: "true" },
         Case { key: "metrics-listen", file: "\"127.0.0.1:9422\"", file_under_flag: "\"127.0.0.1:9422\"", env: None,
             flag: &["--metrics-listen", "127.0.0.1:9423"], get: |s| dbg(s.metrics_listen),

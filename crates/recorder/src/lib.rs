@@ -23,6 +23,7 @@
 //! Everything after `capture` is pure and unit-tested; only [`capture::bpf`] touches libbpf-rs.
 
 pub mod bypass;
+pub mod lookups;
 pub mod capture;
 pub mod config;
 pub mod decode;

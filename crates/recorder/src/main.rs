@@ -416,6 +416,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         bypass: true,
         doh_endpoints: Vec::new(),
         serve_side: false,
+        lookups: true,
     };
     let mut probes = bpf::check(&cfg);
     probes.push(doh_list_probe());

@@ -511,6 +511,8 @@ impl Pairer {
             side: flow.side.column(),
             requesters,
             stub_cache,
+            // Set by the pipeline's lookup linker (crate::lookups), not from the messages.
+            ..Transaction::default()
         }
     }
 }

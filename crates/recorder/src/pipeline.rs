@@ -220,6 +220,8 @@ pub struct Pipeline<A: Attributor> {
     stats: PipelineStats,
     sealed: Vec<PathBuf>,
     max_payload: usize,
+    /// Links DNS rows to the libc lookup that caused them (empty unless lookups are recorded).
+    linker: crate::lookups::Linker,
 }
 
 impl<A: Attributor> Pipeline<A> {
@@ -292,6 +294,7 @@ impl<A: Attributor> Pipeline<A> {
             stats: PipelineStats::default(),
             sealed: Vec::new(),
             max_payload: settings.max_payload as usize,
+            linker: crate::lookups::Linker::default(),
         })
     }
 
@@ -365,6 +368,11 @@ impl<A: Attributor> Pipeline<A> {
             return;
         }
         self.stats.transactions += self.rows.len() as u64;
+        if self.linker.tracking() {
+            for row in &mut self.rows {
+                self.linker.link(row);
+            }
+        }
         if let Some(tap) = &mut self.tap {
             tap(&self.rows);
         }
@@ -382,6 +390,11 @@ impl<A: Attributor> Pipeline<A> {
     /// the queries this packet completes.
     pub fn packet_with_stack(&mut self, pkt: &RawPacket<'_>, stack: Option<Arc<[String]>>) {
         self.stats.packets += 1;
+        if pkt.direction == crate::capture::Direction::Egress
+            && let Some(o) = pkt.owner
+        {
+            self.linker.query_sent(o.tid);
+        }
         self.decoder.push(pkt, &mut self.msgs);
         if let Some(stack) = stack {
             let tid = pkt.owner.map(|o| o.tid);
@@ -410,6 +423,30 @@ impl<A: Attributor> Pipeline<A> {
         w.push(std::iter::once(row));
     }
 
+    /// A thread entered a libc lookup: the DNS queries it sends until the lookup returns are
+    /// linked to it (see [`crate::lookups`]).
+    pub fn lookup_start(&mut self, tid: u32, ts_ns: i64) {
+        self.linker.start(tid, ts_ns);
+    }
+
+    /// A libc lookup returned: a `lookup` row for the segments. Like bypass rows, the tap
+    /// (snoop, top, the DNSWatch metrics) does not see it: those count DNS transactions.
+    pub fn lookup(&mut self, l: &crate::lookups::LookupInfo) {
+        let local = self.linker.finish(l.owner.tid, l.start_ns, l.end_ns);
+        let Some(w) = &mut self.writer else {
+            return;
+        };
+        let attrs = self.attr.attrs(&l.owner);
+        let (hostname, boot_id) = self.pairer.host();
+        let mut row = crate::lookups::lookup_row(l, attrs, hostname, boot_id, local.unwrap_or(false));
+        // Without its start event (lost in the kernel) whether it went to the wire is unknown.
+        if local.is_none() {
+            row.lookup_local = None;
+        }
+        self.stats.transactions += 1;
+        w.push(std::iter::once(row));
+    }
+
     pub fn set_drop_totals(&mut self, kernel: u64, user: u64) {
         if let Some(w) = &mut self.writer {
             w.set_drop_totals(kernel, user);
@@ -423,6 +460,7 @@ impl<A: Attributor> Pipeline<A> {
         self.pair_messages();
         self.pairer.expire(now_ns, &mut self.rows);
         self.flush_rows();
+        self.linker.expire(now_ns);
         let horizon = now_ns.saturating_sub(REORDER_SLACK_NS);
         let pending_floor = now_ns.saturating_sub(PENDING_WAIT_NS);
         let watermark = self.pairer.low_watermark().map_or(horizon, |w| {

@@ -301,6 +301,7 @@ pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, Reco
         bypass: s.bypass,
         doh_endpoints,
         serve_side: s.serve_side,
+        lookups: s.lookups,
     };
     if s.serve_side {
         info!("--serve-side: local DNS servers' side recorded too (rows with side = server)");

@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -140,6 +140,8 @@ pub struct BpfConfig {
     pub doh_endpoints: Vec<IpAddr>,
     /// Also record a local DNS server's side (`--serve-side`).
     pub serve_side: bool,
+    /// Probe the C libraries' resolver functions (off with `--no-lookups`).
+    pub lookups: bool,
 }
 
 /// In-kernel counters, summed over CPUs, as last read.
@@ -149,10 +151,13 @@ pub struct KernelCounters {
     pub ring_used: AtomicU64,
     pub ring_size: AtomicU64,
     pub values: [AtomicU64; COUNTERS],
+    /// The libc lookup programs' counters (indexes `uprobes::LCNT_*`; zero without them).
+    pub lookup_values: [AtomicU64; super::uprobes::LOOKUP_COUNTERS],
 }
 
 impl KernelCounters {
-    /// Events lost in the kernel: ring buffer full (packets, execs, exits, bypass events) and
+    /// Events lost in the kernel: ring buffer full (packets, execs, exits, bypass events,
+    /// lookup events) and
     /// packets whose bytes could not be copied. A socket-storage failure loses no event (the
     /// packet is still sent, with the current task as owner) and is not counted here.
     pub fn dropped(&self) -> u64 {
@@ -165,7 +170,8 @@ impl KernelCounters {
         ]
         .iter()
         .map(|&i| self.get(i))
-        .sum()
+        .sum::<u64>()
+            + self.lookup_values[super::uprobes::LCNT_RB_FULL].load(Ordering::Relaxed)
     }
     pub fn get(&self, i: usize) -> u64 {
         self.values[i].load(Ordering::Relaxed)
@@ -520,10 +526,41 @@ pub fn capture(
     fill_doh_map(&skel, cfg)?;
     let cgroup = open_cgroup(cgroup_root)?;
     let _links = attach_all(&skel, &cgroup, cfg.stacks)?;
+    // libc lookups: a failure here is a warning, the wire capture goes on.
+    let mut lookup_storage = MaybeUninit::uninit();
+    let mut lookups = if cfg.lookups {
+        match super::uprobes::load(
+            &mut lookup_storage,
+            Some(skel.maps.events.as_fd()),
+            cfg.self_tgid,
+        ) {
+            Ok(l) => {
+                let mut probes = super::uprobes::LookupProbes::new(l);
+                probes.scan_all();
+                Some(probes)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "libc lookups are not recorded: {e}\nhint: `dnsledger check` probes the \
+                     lookup programs; --no-lookups silences this"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // Processes that exec'd, for the lookup probes to scan.
+    let execs = std::cell::RefCell::new(Vec::<u32>::new());
 
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&skel.maps.events, |data: &[u8]| {
+            if cfg.lookups
+                && let Some(pid) = super::events::exec_pid(data)
+            {
+                execs.borrow_mut().push(pid);
+            }
             on_event(data);
             0
         })
@@ -542,9 +579,18 @@ pub fn capture(
         if let Err(e) = ring.consume() {
             return Err(BpfError::Poll(e));
         }
+        if let Some(l) = &mut lookups {
+            for pid in execs.borrow_mut().drain(..) {
+                l.exec(pid);
+            }
+            l.tick();
+        }
         if last_counters.elapsed() >= Duration::from_millis(500) {
             read_counters(&skel, counters);
             read_ring_fill(&ring, counters);
+            if let Some(l) = &lookups {
+                read_lookup_counters(l, counters);
+            }
             last_counters = Instant::now();
         }
         on_idle();
@@ -552,8 +598,17 @@ pub fn capture(
     // Drain what is already in the ring, then read the final counters.
     let _ = ring.consume();
     read_counters(&skel, counters);
+    if let Some(l) = &lookups {
+        read_lookup_counters(l, counters);
+    }
     on_idle();
     Ok(())
+}
+
+fn read_lookup_counters(l: &super::uprobes::LookupProbes<'_>, out: &KernelCounters) {
+    for (slot, v) in out.lookup_values.iter().zip(l.counters()) {
+        slot.store(v, Ordering::Relaxed);
+    }
 }
 
 /// One line of `dnsledger check`.
@@ -638,6 +693,20 @@ pub fn check(cfg: &BpfConfig) -> Vec<Probe> {
         p.optional = true;
     }
     probes.extend(serve_side_probes(cfg, root.as_ref().ok()));
+    // The libc lookup programs (uprobes): a failure leaves lookups unrecorded, not the rest.
+    for (name, ok, detail) in super::uprobes::check(cfg.self_tgid) {
+        let detail = if ok {
+            detail
+        } else {
+            format!("{detail} (libc lookups are not recorded without it; --no-lookups)")
+        };
+        probes.push(Probe {
+            what: format!("program {name}"),
+            ok,
+            optional: true,
+            detail,
+        });
+    }
     probes
 }
 

@@ -11,6 +11,17 @@ use super::skel::types::{
 };
 use super::{Direction, KernelOwner, RawPacket, Side};
 use crate::bypass::{BypassInfo, BypassKind, from_kernel_addr};
+use crate::lookups::{LookupFn, LookupInfo, addr_of, family_of_af};
+
+use super::lookup_skel::types::{
+    lookup_abi, lookup_event, lookup_event_kind, lookup_fn, lookup_start_event,
+};
+
+/// Kinds of the lookup probes' events (`bpf/lookups.h`, from its skeleton).
+pub const EVENT_LOOKUP_START: u8 = lookup_event_kind::EVENT_LOOKUP_START.0 as u8;
+pub const EVENT_LOOKUP: u8 = lookup_event_kind::EVENT_LOOKUP.0 as u8;
+/// Result entries a lookup event holds at most (`LOOKUP_MAX_ADDRS`).
+pub const LOOKUP_MAX_ADDRS: usize = lookup_abi::LOOKUP_MAX_ADDRS.0 as usize;
 
 /// A process that called execve, as seen by the kernel at that moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +58,10 @@ pub enum Event<'a> {
     Exit { pid: u32, ts_ns: i64 },
     Stack(StackInfo),
     Bypass(BypassInfo),
+    /// A thread entered a libc lookup (UTC ns).
+    LookupStart { tid: u32, ts_ns: i64 },
+    /// It returned.
+    Lookup(LookupInfo),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -140,6 +155,17 @@ pub fn join_args(args: &[u8]) -> String {
     String::from_utf8_lossy(&joined).into_owned()
 }
 
+/// The pid of an exec event, without parsing the rest (the lookup probes scan the maps of new
+/// processes); `None` for other records.
+pub fn exec_pid(data: &[u8]) -> Option<u32> {
+    if data.first() != Some(&EVENT_EXEC) {
+        return None;
+    }
+    let at = std::mem::offset_of!(exec_event, pid);
+    let bytes = data.get(at..at + 4)?;
+    Some(u32::from_ne_bytes(bytes.try_into().ok()?))
+}
+
 /// Parses one ring-buffer record.
 pub fn parse<'a>(data: &'a [u8], clock: &Clock) -> Result<Event<'a>, EventError> {
     let (kind, version) = match data {
@@ -222,6 +248,46 @@ pub fn parse<'a>(data: &'a [u8], clock: &Clock) -> Result<Event<'a>, EventError>
                 client: from_kernel_addr(e.saddr),
                 client_port: e.sport,
                 owner: owner(&e.owner),
+            }))
+        }
+        EVENT_LOOKUP_START => {
+            let e: lookup_start_event = read(data).ok_or(EventError::Short(data.len()))?;
+            Ok(Event::LookupStart {
+                tid: e.tid,
+                ts_ns: clock.to_utc(e.ts_boot_ns),
+            })
+        }
+        EVENT_LOOKUP => {
+            let e: lookup_event = read(data).ok_or(EventError::Short(data.len()))?;
+            let func = match u32::from(e.r#fn) {
+                f if f == lookup_fn::LOOKUP_GETADDRINFO.0 => LookupFn::GetAddrInfo,
+                f if f == lookup_fn::LOOKUP_GETHOSTBYNAME.0 => LookupFn::GetHostByName,
+                f if f == lookup_fn::LOOKUP_GETHOSTBYNAME2.0 => LookupFn::GetHostByName2,
+                f if f == lookup_fn::LOOKUP_GETNAMEINFO.0 => LookupFn::GetNameInfo,
+                _ => return Err(EventError::Unknown { kind, version }),
+            };
+            // The owner has the capture programs' layout (both include dnsledger.h).
+            let o: sock_owner = read(&data[std::mem::offset_of!(lookup_event, owner)..])
+                .ok_or(EventError::Short(data.len()))?;
+            let n = usize::from(e.naddrs).min(LOOKUP_MAX_ADDRS);
+            let mut addrs: Vec<std::net::IpAddr> = Vec::with_capacity(n);
+            for i in 0..n {
+                // getaddrinfo lists each address once per socket type: keep the first.
+                if let Some(ip) = addr_of(e.addr_family[i], e.addrs[i])
+                    && !addrs.contains(&ip)
+                {
+                    addrs.push(ip);
+                }
+            }
+            Ok(Event::Lookup(LookupInfo {
+                func,
+                start_ns: clock.to_utc(e.start_boot_ns),
+                end_ns: clock.to_utc(e.end_boot_ns),
+                name: c_str(&e.name),
+                family: family_of_af(e.family),
+                error: e.error,
+                addrs,
+                owner: owner(&o),
             }))
         }
         _ => Err(EventError::Unknown { kind, version }),
@@ -315,6 +381,73 @@ mod tests {
         assert_eq!(x.ppid, 1);
         assert_eq!(x.filename, "/usr/bin/dig");
         assert_eq!(x.cmdline, "dig +short example.com");
+    }
+
+    #[test]
+    fn exec_pid_without_parsing() {
+        let e = exec_event {
+            kind: EVENT_EXEC,
+            version: EVENT_VERSION,
+            pid: 4242,
+            ..Default::default()
+        };
+        assert_eq!(exec_pid(&bytes_of(&e)), Some(4242));
+        assert_eq!(exec_pid(&[EVENT_PACKET, EVENT_VERSION, 0, 0]), None);
+        assert_eq!(exec_pid(&[EVENT_EXEC, EVENT_VERSION]), None);
+    }
+
+    #[test]
+    fn parses_lookup_events() {
+        let s = lookup_start_event {
+            kind: EVENT_LOOKUP_START,
+            version: EVENT_VERSION,
+            tid: 77,
+            ts_boot_ns: 100,
+            ..Default::default()
+        };
+        let Event::LookupStart { tid, ts_ns } =
+            parse(&bytes_of(&s), &Clock::with_offset(1)).expect("start")
+        else {
+            panic!("not a lookup start")
+        };
+        assert_eq!((tid, ts_ns), (77, 101));
+        let mut e = lookup_event {
+            kind: EVENT_LOOKUP,
+            version: EVENT_VERSION,
+            r#fn: lookup_fn::LOOKUP_GETADDRINFO.0 as u8,
+            naddrs: 4,
+            error: 0,
+            start_boot_ns: 100,
+            end_boot_ns: 300,
+            family: 10,
+            ..Default::default()
+        };
+        e.owner.pid = 5;
+        e.owner.tid = 77;
+        for (d, c) in e.name.iter_mut().zip(b"host.example\0") {
+            *d = *c as i8;
+        }
+        // Two addresses, each listed twice (one per socket type).
+        e.addr_family[..4].copy_from_slice(&[4, 4, 6, 6]);
+        e.addrs[0][..4].copy_from_slice(&[192, 0, 2, 1]);
+        e.addrs[1][..4].copy_from_slice(&[192, 0, 2, 1]);
+        e.addrs[2] = "2001:db8::1".parse::<std::net::Ipv6Addr>().expect("ip").octets();
+        e.addrs[3] = e.addrs[2];
+        let Event::Lookup(l) = parse(&bytes_of(&e), &Clock::with_offset(0)).expect("lookup")
+        else {
+            panic!("not a lookup")
+        };
+        assert_eq!(l.func, LookupFn::GetAddrInfo);
+        assert_eq!(l.name, "host.example");
+        assert_eq!((l.start_ns, l.end_ns, l.family), (100, 300, 6));
+        assert_eq!((l.owner.pid, l.owner.tid), (5, 77));
+        let want: Vec<std::net::IpAddr> = ["192.0.2.1", "2001:db8::1"]
+            .iter()
+            .map(|a| a.parse().expect("ip"))
+            .collect();
+        assert_eq!(l.addrs, want);
+        e.r#fn = 9;
+        assert!(parse(&bytes_of(&e), &Clock::with_offset(0)).is_err());
     }
 
     #[test]

@@ -22,8 +22,10 @@ pub mod pcap;
 pub mod privs;
 pub mod procs;
 pub mod ring;
+pub mod lookup_skel;
 pub mod skel;
 pub mod stacks;
+pub mod uprobes;
 
 /// Process context captured in the kernel together with a packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -99,6 +99,11 @@ impl RingFeed {
                 pipeline.attr_mut().now_ns = b.ts_ns;
                 pipeline.bypass(&b);
             }
+            Ok(Event::LookupStart { tid, ts_ns }) => pipeline.lookup_start(tid, ts_ns),
+            Ok(Event::Lookup(l)) => {
+                pipeline.attr_mut().now_ns = l.end_ns;
+                pipeline.lookup(&l);
+            }
             Ok(Event::Exec(e)) => pipeline.attr_mut().table.exec(&e),
             Ok(Event::Exit { pid, ts_ns }) => {
                 if let Some(s) = &mut self.symbolizer {

@@ -470,6 +470,8 @@ pub fn standalone(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Feed, St
         bypass: false,
         doh_endpoints: Vec::new(),
         serve_side: settings.serve_side,
+        // Lookup rows are the recorder's too (snoop and top show DNS transactions).
+        lookups: false,
     };
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
