@@ -106,7 +106,8 @@ pub fn attach_library(skel: &LookupsSkel<'_>, path: &Path) -> Attached {
             match prog.attach_uprobe_with_opts(-1, path, 0, opts) {
                 Ok(link) => pair.push(link),
                 Err(e) => {
-                    out.missing.push((f, e.to_string()));
+                    // NotFound: no such symbol (stripped, or not in this C library).
+                    out.missing.push((f, format!("{e} ({:?})", e.kind())));
                     break;
                 }
             }
@@ -150,7 +151,11 @@ impl<'obj> LookupProbes<'obj> {
             return;
         };
         for entry in dir.flatten() {
-            if let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+            if let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 self.scan_pid(pid);
             }
         }
@@ -207,17 +212,23 @@ impl<'obj> LookupProbes<'obj> {
         self.links.extend(got.links);
         if n > 0 {
             self.libraries.push(PathBuf::from(path));
-            debug!(pid, library = path, ?kind, probes = n, "libc lookups: attached");
+            debug!(
+                pid,
+                library = path,
+                ?kind,
+                probes = n,
+                "libc lookups: attached"
+            );
         }
         if !got.missing.is_empty() {
             let names: Vec<&str> = got.missing.iter().map(|(f, _)| f.as_str()).collect();
             let first = got.missing.first().map(|(_, e)| e.as_str()).unwrap_or("");
             warn!(
-                "libc lookups: {} (of process {pid}, {kind:?}) has no usable {}: {first}; \
-                 lookups through {} are not recorded there (stripped library?), wire capture \
-                 goes on",
-                path,
+                "libc lookups: cannot probe {} in {} (of process {pid}, {kind:?}): {first} \
+                 (NotFound: the symbol is missing, a stripped library?); lookups through {} \
+                 are not recorded there, wire capture goes on",
                 names.join(", "),
+                path,
                 if n == 0 { "it" } else { "those functions" },
             );
         }
@@ -276,11 +287,19 @@ pub fn check(self_tgid: u32) -> Vec<(&'static str, bool, String)> {
     let mut out = Vec::new();
     for (f, prog) in PROBED.iter().zip(LOOKUP_PROGRAMS) {
         match got.missing.iter().find(|(m, _)| m == f) {
-            Some((_, e)) => out.push((prog, false, format!("{} in {}: {e}", f.as_str(), libc.display()))),
+            Some((_, e)) => out.push((
+                prog,
+                false,
+                format!("{} in {}: {e}", f.as_str(), libc.display()),
+            )),
             None => out.push((
                 prog,
                 true,
-                format!("uprobe on {} in {}: loads and attaches", f.as_str(), libc.display()),
+                format!(
+                    "uprobe on {} in {}: loads and attaches",
+                    f.as_str(),
+                    libc.display()
+                ),
             )),
         }
     }
