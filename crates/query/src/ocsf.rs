@@ -73,7 +73,7 @@ pub const SQL: &str = "SELECT ts, query_ts, response_ts, latency_ns, status, hos
 pid, tid, ppid, uid, comm, exe, cmdline, container_id, transport, ip_version, client_ip, \
 client_port, server_ip, server_port, dns_id, opcode, rcode, rcode_name, aa, tc, rd, ra, ad, cd, \
 qname_sent, qtype_name, qclass, answers, query_size, response_size, parse_error\nFROM dns\n\
-WHERE status <> 'bypass'";
+WHERE status NOT IN ('bypass', 'lookup')";
 
 /// One OCSF DNS Activity event. Field names are OCSF's; `None` fields are left out.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -31,7 +31,7 @@ WITH k AS (
          CAST(coalesce(response_size, 0) AS BIGINT) AS rbytes,
          answers
   FROM dns
-  WHERE qname IS NOT NULL AND status <> 'unsolicited'
+  WHERE qname IS NOT NULL AND status NOT IN ('unsolicited', 'lookup')
     AND registered_domain IS NOT NULL AND {not_relayed}
 ),
 per_name AS (
@@ -144,7 +144,7 @@ pids AS (
                coalesce(CAST(container_id AS VARCHAR), '') AS container_id,
                pid
         FROM dns
-        WHERE qname IS NOT NULL AND status <> 'unsolicited'
+        WHERE qname IS NOT NULL AND status NOT IN ('unsolicited', 'lookup')
           AND registered_domain IS NOT NULL AND pid IS NOT NULL AND {not_relayed}) AS d
   GROUP BY {key}
 ),

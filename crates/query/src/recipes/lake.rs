@@ -176,6 +176,19 @@ fn scope_conditions(dialect: Dialect, scope: &Scope) -> Vec<String> {
     c
 }
 
+/// The libc lookup columns (segments written before them lack them).
+const LOOKUP_COLUMNS: [&str; 5] = [
+    dnsledger_schema::col::LOOKUP_FN,
+    dnsledger_schema::col::LOOKUP_FAMILY,
+    dnsledger_schema::col::LOOKUP_ERROR,
+    dnsledger_schema::col::LOOKUP_LOCAL,
+    dnsledger_schema::col::LOOKUP_ID,
+];
+/// DuckDB's typed NULLs of [`LOOKUP_COLUMNS`] for the empty `UNION ALL BY NAME`.
+const LOOKUP_NULLS: &str = ", NULL::VARCHAR AS lookup_fn, NULL::UTINYINT AS lookup_family, \
+                            NULL::VARCHAR AS lookup_error, NULL::BOOLEAN AS lookup_local, \
+                            NULL::UBIGINT AS lookup_id";
+
 fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
     let cond = scope_conditions(dialect, scope);
     let filter = if cond.is_empty() {
@@ -193,7 +206,7 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
              read_parquet({}, hive_partitioning = true,\n  hive_types = {{'host': VARCHAR, \
              'date': DATE, 'hour': INTEGER}}, union_by_name = true){filter}\n  UNION ALL BY NAME \
              SELECT NULL::VARCHAR AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {}, \
-             NULL::UINTEGER[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {} \
+             NULL::UINTEGER[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {}{} \
              WHERE false);\n",
             dnsledger_schema::QNAME_SENT_SQL,
             dnsledger_schema::QNAME_SENT,
@@ -205,11 +218,15 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
             dnsledger_schema::col::REQUESTER_COMMS,
             dnsledger_schema::col::REQUESTER_EXES,
             dnsledger_schema::col::STUB_CACHE,
+            LOOKUP_NULLS,
         ),
         Dialect::Spark => {
+            // The libc lookup columns stay in dns_all: Spark's merged schema lacks a column no
+            // segment has, and the recipes need only `status` of lookup rows.
             let columns: Vec<String> = dnsledger_schema::schema()
                 .fields()
                 .iter()
+                .filter(|f| !LOOKUP_COLUMNS.contains(&f.name().as_str()))
                 .map(|f| match f.data_type() {
                     DataType::Timestamp(..) => {
                         format!("timestamp_micros(div({0}, 1000)) AS {0}", f.name())

@@ -32,6 +32,7 @@ pub enum TopBy {
 /// server side only. A local stub's upstream
 /// queries made for local clients are left out ([`super::NOT_RELAYED`]): each lookup counts
 /// once, for its client.
+/// libc `lookup` rows neither: their wire queries are rows of their own.
 pub fn top(by: TopBy, n: usize) -> String {
     // (expressions selected in the inner query, key columns, extra aggregates)
     let (inner, keys, extra) = match by {
@@ -112,7 +113,7 @@ FROM (SELECT {inner},
              CAST(status AS VARCHAR) AS m_status,
              latency_ns AS m_latency
       FROM dns
-      WHERE status <> 'bypass' AND {side} AND {not_relayed}) AS t
+      WHERE status NOT IN ('bypass', 'lookup') AND {side} AND {not_relayed}) AS t
 GROUP BY {keys}
 ORDER BY queries DESC, {order_keys}{limit}"
     )

@@ -22,11 +22,13 @@ pub fn under_name_predicate(name: &str) -> String {
 /// `dnsql who NAME`: which hosts and processes resolved `name` or any name under it, with
 /// first/last seen, counts and the answers they received. One row per (host, comm, exe, pid,
 /// uid, container), earliest first. A local stub's upstream queries made for local clients are
-/// left out ([`super::NOT_RELAYED`]): the clients are named, each lookup counted once.
+/// left out ([`super::NOT_RELAYED`]): the clients are named, each lookup counted once. libc
+/// lookups (status `lookup`) are counted apart, in `lookups`: a name answered from /etc/hosts
+/// or a cache has lookups and no queries.
 pub fn who(name: &str) -> String {
     format!(
         "SELECT hostname, comm, exe, pid, uid, container_id,
-       count(*) AS queries,
+       count(*) FILTER (WHERE status <> 'lookup') AS queries,
        count(DISTINCT qname) AS names,
        count(*) FILTER (WHERE status = 'answered') AS answered,
        count(*) FILTER (WHERE status = 'unanswered') AS unanswered,
@@ -35,7 +37,8 @@ pub fn who(name: &str) -> String {
        max(ts) AS last_seen,
        array_sort(array_agg(DISTINCT qname)) AS queried_names,
        array_sort(array_agg(DISTINCT CAST(qtype_name AS VARCHAR))) AS qtypes,
-       array_sort(array_distinct(flatten(array_agg(answer_strings(answers))))) AS answers_received
+       array_sort(array_distinct(flatten(array_agg(answer_strings(answers))))) AS answers_received,
+       count(*) FILTER (WHERE status = 'lookup') AS lookups
 FROM dns
 WHERE {pred} AND {not_relayed}
 GROUP BY hostname, comm, exe, pid, uid, container_id

@@ -144,7 +144,7 @@ FROM (SELECT {b} AS bucket,
              CAST(rcode_name AS VARCHAR) AS rcode,
              CAST(status AS VARCHAR) AS st
       FROM dns
-      WHERE {side} AND {nr}) AS t
+      WHERE {side} AND {nr} AND status <> 'lookup') AS t
 GROUP BY GROUPING SETS ((bucket, hostname), (bucket, comm))
 ORDER BY bucket, hostname, comm",
         b = bucket_expr(bin, origin),
@@ -166,7 +166,7 @@ pub fn first_seen(before_since: i64, before_until: i64, hosts: &[String], limit:
          count(DISTINCT hostname) AS hosts,
          count(*) FILTER (WHERE rcode_name = 'NXDOMAIN') AS nxdomain
   FROM dns
-  WHERE registered_domain IS NOT NULL AND {nr}
+  WHERE registered_domain IS NOT NULL AND {nr} AND status <> 'lookup'
   GROUP BY registered_domain
 ),
 earlier AS (
@@ -194,7 +194,7 @@ pub fn focus_activity(pred: &str, bin: i64, origin: i64) -> String {
        count(*) FILTER (WHERE rcode_name = 'NXDOMAIN') AS nxdomain,
        count(*) FILTER (WHERE status = 'unanswered') AS unanswered
 FROM dns
-WHERE {pred} AND {nr}
+WHERE {pred} AND {nr} AND status <> 'lookup'
 GROUP BY 1
 ORDER BY 1",
         b = bucket_expr(bin, origin),
@@ -214,7 +214,7 @@ pub fn focus_names(pred: &str, limit: usize) -> String {
        max(ts) AS last_seen,
        array_sort(array_distinct(flatten(array_agg(answer_strings(answers))))) AS answers
 FROM dns
-WHERE {pred} AND {nr}
+WHERE {pred} AND {nr} AND status <> 'lookup'
 GROUP BY qname
 ORDER BY queries DESC, qname
 LIMIT {limit}",
