@@ -34,6 +34,8 @@ packages=(
   dnsmasq-base bind9-dnsutils knot-dnsutils ldnsutils python3 util-linux iproute2 tmux
   # the encrypted-DNS bypass test: a TLS server and client (DoT), curl --doh-url (DoH)
   openssl curl
+  # the libc lookups test: a client linked against musl (musl-gcc), readelf to check it
+  musl-tools binutils
   # independent oracle for the pcap import test
   tshark
 )

@@ -7,6 +7,7 @@ mod bpf_crash;
 mod bpf_disk;
 mod bpf_live;
 mod bpf_live_views;
+mod bpf_lookups;
 mod bpf_names;
 mod bpf_replay;
 mod bpf_report;

@@ -74,6 +74,14 @@ pub struct Row {
     /// `side` (client, server); None when NULL or when the segment has no such column.
     pub side: Option<String>,
     pub client_port: u16,
+    // libc-level lookups.
+    /// `lookup_fn`, `lookup_error`, `lookup_local`, `lookup_id`; None when NULL.
+    pub lookup_fn: Option<String>,
+    pub lookup_error: Option<String>,
+    pub lookup_local: Option<bool>,
+    pub lookup_id: Option<u64>,
+    /// `latency_ns`.
+    pub latency_ns: Option<i64>,
 }
 
 fn col<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn arrow_array::Array {
@@ -154,6 +162,19 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
                 server_port: prim::<UInt16Type>(col(b, "server_port"), i).expect("server_port"),
                 qname: string_at(col(b, "qname"), i),
                 qname_case: string_at(col(b, "qname_case"), i),
+                // Segments written before the lookup columns lack them.
+                lookup_fn: b.column_by_name("lookup_fn").and_then(|a| string_at(a, i)),
+                lookup_error: b
+                    .column_by_name("lookup_error")
+                    .and_then(|a| string_at(a, i)),
+                lookup_local: b
+                    .column_by_name("lookup_local")
+                    .map(|a| a.as_boolean())
+                    .and_then(|a| (!arrow_array::Array::is_null(a, i)).then(|| a.value(i))),
+                lookup_id: b
+                    .column_by_name("lookup_id")
+                    .and_then(|a| prim::<UInt64Type>(a.as_ref(), i)),
+                latency_ns: prim::<Int64Type>(col(b, "latency_ns"), i),
                 qtype_name: string_at(col(b, "qtype_name"), i),
                 rcode_name: string_at(col(b, "rcode_name"), i),
                 answer_ips,
