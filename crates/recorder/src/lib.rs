@@ -23,12 +23,12 @@
 //! Everything after `capture` is pure and unit-tested; only [`capture::bpf`] touches libbpf-rs.
 
 pub mod bypass;
-pub mod lookups;
 pub mod capture;
 pub mod config;
 pub mod decode;
 pub mod dns;
 pub mod live;
+pub mod lookups;
 pub mod pair;
 pub mod pipeline;
 pub mod recorder;

@@ -448,9 +448,15 @@ mod tests {
             t.answer_ips,
             Some(vec!["192.0.2.1".to_string(), "2001:db8::1".to_string()])
         );
-        assert_eq!((t.ts, t.query_ts, t.response_ts), (1_000, Some(1_000), Some(4_000)));
+        assert_eq!(
+            (t.ts, t.query_ts, t.response_ts),
+            (1_000, Some(1_000), Some(4_000))
+        );
         assert_eq!(t.latency_ns, Some(3_000));
-        assert_eq!((t.pid, t.tid, t.comm.as_deref()), (Some(10), Some(11), Some("getent")));
+        assert_eq!(
+            (t.pid, t.tid, t.comm.as_deref()),
+            (Some(10), Some(11), Some("getent"))
+        );
         assert_eq!(t.lookup_fn, Some("getaddrinfo"));
         assert_eq!(t.lookup_error, None);
         assert_eq!(t.lookup_local, Some(false));
@@ -468,8 +474,14 @@ mod tests {
             error_text(LookupFn::GetHostByName2, 1).as_deref(),
             Some("NULL_RESULT")
         );
-        assert_eq!(error_text(LookupFn::GetNameInfo, -3).as_deref(), Some("EAI_AGAIN"));
-        assert_eq!(error_text(LookupFn::GetNameInfo, -99).as_deref(), Some("EAI_-99"));
+        assert_eq!(
+            error_text(LookupFn::GetNameInfo, -3).as_deref(),
+            Some("EAI_AGAIN")
+        );
+        assert_eq!(
+            error_text(LookupFn::GetNameInfo, -99).as_deref(),
+            Some("EAI_-99")
+        );
     }
 
     #[test]

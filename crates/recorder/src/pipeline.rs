@@ -438,7 +438,8 @@ impl<A: Attributor> Pipeline<A> {
         };
         let attrs = self.attr.attrs(&l.owner);
         let (hostname, boot_id) = self.pairer.host();
-        let mut row = crate::lookups::lookup_row(l, attrs, hostname, boot_id, local.unwrap_or(false));
+        let mut row =
+            crate::lookups::lookup_row(l, attrs, hostname, boot_id, local.unwrap_or(false));
         // Without its start event (lost in the kernel) whether it went to the wire is unknown.
         if local.is_none() {
             row.lookup_local = None;

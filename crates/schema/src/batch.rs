@@ -688,7 +688,10 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
         cgroup_path: arc(c::CGROUP_PATH),
         container_id: arc(c::CONTAINER_ID),
         netns: prim::<UInt32Type>(get(c::NETNS), i),
-        transport: statik(string(c::TRANSPORT), &["udp", "tcp", crate::transport::LIBC]),
+        transport: statik(
+            string(c::TRANSPORT),
+            &["udp", "tcp", crate::transport::LIBC],
+        ),
         ip_version: prim::<UInt8Type>(get(c::IP_VERSION), i).unwrap_or_default(),
         client_ip: string(c::CLIENT_IP).unwrap_or_default(),
         client_port: prim::<UInt16Type>(get(c::CLIENT_PORT), i).unwrap_or_default(),

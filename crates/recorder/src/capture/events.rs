@@ -55,11 +55,17 @@ pub struct StackInfo {
 pub enum Event<'a> {
     Packet(RawPacket<'a>),
     Exec(ExecInfo),
-    Exit { pid: u32, ts_ns: i64 },
+    Exit {
+        pid: u32,
+        ts_ns: i64,
+    },
     Stack(StackInfo),
     Bypass(BypassInfo),
     /// A thread entered a libc lookup (UTC ns).
-    LookupStart { tid: u32, ts_ns: i64 },
+    LookupStart {
+        tid: u32,
+        ts_ns: i64,
+    },
     /// It returned.
     Lookup(LookupInfo),
 }
@@ -431,10 +437,12 @@ mod tests {
         e.addr_family[..4].copy_from_slice(&[4, 4, 6, 6]);
         e.addrs[0][..4].copy_from_slice(&[192, 0, 2, 1]);
         e.addrs[1][..4].copy_from_slice(&[192, 0, 2, 1]);
-        e.addrs[2] = "2001:db8::1".parse::<std::net::Ipv6Addr>().expect("ip").octets();
+        e.addrs[2] = "2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .expect("ip")
+            .octets();
         e.addrs[3] = e.addrs[2];
-        let Event::Lookup(l) = parse(&bytes_of(&e), &Clock::with_offset(0)).expect("lookup")
-        else {
+        let Event::Lookup(l) = parse(&bytes_of(&e), &Clock::with_offset(0)).expect("lookup") else {
             panic!("not a lookup")
         };
         assert_eq!(l.func, LookupFn::GetAddrInfo);

@@ -18,11 +18,11 @@
 pub mod abi;
 pub mod bpf;
 pub mod events;
+pub mod lookup_skel;
 pub mod pcap;
 pub mod privs;
 pub mod procs;
 pub mod ring;
-pub mod lookup_skel;
 pub mod skel;
 pub mod stacks;
 pub mod uprobes;
