@@ -45,19 +45,17 @@ fn run_may_fail(cmd: &mut Command) -> u32 {
     pid
 }
 
-/// A getaddrinfo client linked against musl (dynamically: its libc is musl's libc.so). It
-/// waits before its lookup: the recorder attaches to a library it has not seen before when a
-/// process maps it, some 30-80 ms after that process's exec.
+/// A getaddrinfo client linked against musl (dynamically: its libc is musl's libc.so, which
+/// the recorder probed at start from the host's library directories: no process maps it then).
 fn musl_client(dir: &Path) -> std::path::PathBuf {
     let src = dir.join("gai.c");
     std::fs::write(
         &src,
-        "#include <netdb.h>\n#include <stdio.h>\n#include <string.h>\n#include <unistd.h>\n\
+        "#include <netdb.h>\n#include <stdio.h>\n#include <string.h>\n\
          int main(int argc, char **argv) {\n\
          \x20 struct addrinfo hints, *res;\n\
          \x20 memset(&hints, 0, sizeof(hints));\n\
          \x20 hints.ai_socktype = SOCK_STREAM;\n\
-         \x20 usleep(500000);\n\
          \x20 int rc = getaddrinfo(argv[1], \"80\", &hints, &res);\n\
          \x20 if (rc) { fprintf(stderr, \"%s\\n\", gai_strerror(rc)); return 1; }\n\
          \x20 freeaddrinfo(res);\n\

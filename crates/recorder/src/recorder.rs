@@ -331,20 +331,8 @@ pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, Reco
         &stop,
         &counters,
         || {
-            // Attached: from here on, only reading /proc and the held fds. Recording libc
-            // lookups, this thread also attaches uprobes to C libraries that processes started
-            // later bring (a container's musl): the kernel refuses that perf event with EACCES
-            // to CAP_PERFMON alone here (6.18, measured), so CAP_SYS_ADMIN stays too, on this
-            // thread only (the writer thread drops to the minimum); --no-lookups keeps neither.
-            let extra: &[caps::Capability] = if s.lookups {
-                &[
-                    caps::Capability::CAP_PERFMON,
-                    caps::Capability::CAP_SYS_ADMIN,
-                ]
-            } else {
-                &[]
-            };
-            if let Err(e) = privs::drop_to_minimum_keeping(run_as.as_ref(), extra) {
+            // Attached: from here on, only reading /proc and the held fds.
+            if let Err(e) = privs::drop_to_minimum(run_as.as_ref()) {
                 error!("{e}; stopping");
                 stop.store(true, Ordering::Relaxed);
                 return;

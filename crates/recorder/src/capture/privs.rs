@@ -279,18 +279,8 @@ fn switch_thread_user(who: &RunAs) -> Result<(), PrivsError> {
 /// Reduces the calling thread's capabilities to the [`Phase::Kept`] ones, switches it to `run_as` when given,
 /// and sets `no_new_privs`.
 pub fn drop_to_minimum(run_as: Option<&RunAs>) -> Result<(), PrivsError> {
-    drop_to_minimum_keeping(run_as, &[])
-}
-
-/// [`drop_to_minimum`], keeping `extra` as well (when held): the capture thread keeps
-/// CAP_PERFMON and CAP_SYS_ADMIN while libc lookups are recorded, to attach uprobes to C
-/// libraries that processes started later bring (a uprobe is a perf event).
-pub fn drop_to_minimum_keeping(
-    run_as: Option<&RunAs>,
-    extra: &[Capability],
-) -> Result<(), PrivsError> {
     let err = |e: caps::errors::CapsError| PrivsError(e.to_string());
-    let kept: CapsHashSet = needed(Phase::Kept).chain(extra.iter().copied()).collect();
+    let kept: CapsHashSet = needed(Phase::Kept).collect();
     // The bounding set needs CAP_SETPCAP, so it goes first, while that is still held.
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).map_err(err)? {
         for cap in caps::read(None, CapSet::Bounding).map_err(err)? {

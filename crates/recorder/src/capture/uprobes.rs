@@ -27,6 +27,17 @@ use super::lookup_skel::types::lookup_counter;
 use super::lookup_skel::{LookupsSkel, LookupsSkelBuilder};
 use crate::lookups::{Libc, LookupFn, PROBED, in_root_of, libcs_in_maps};
 
+/// Where C libraries are installed on a Debian-like host (glibc's multiarch directories,
+/// musl's dynamic linker in /lib and Debian's musl libc.so).
+const HOST_LIBRARY_DIRS: [&str; 6] = [
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-musl",
+];
+
 /// The lookup programs: one entry probe per function, one return probe for all.
 pub const LOOKUP_PROGRAMS: [&str; 5] = [
     "lookup_getaddrinfo",
@@ -85,8 +96,9 @@ fn entry_program<'a>(skel: &'a LookupsSkel<'_>, f: LookupFn) -> &'a libbpf_rs::P
 #[derive(Debug, Default)]
 pub struct Attached {
     pub links: Vec<Link>,
-    /// Functions whose symbol the library lacks (or that would not attach), with the error.
-    pub missing: Vec<(LookupFn, String)>,
+    /// Functions whose symbol the library lacks (or that would not attach), with the error
+    /// and whether it was a permission error.
+    pub missing: Vec<(LookupFn, String, bool)>,
 }
 
 /// Attaches the entry and return probes of every function to the library at `path`.
@@ -107,7 +119,9 @@ pub fn attach_library(skel: &LookupsSkel<'_>, path: &Path) -> Attached {
                 Ok(link) => pair.push(link),
                 Err(e) => {
                     // NotFound: no such symbol (stripped, or not in this C library).
-                    out.missing.push((f, format!("{e} ({:?})", e.kind())));
+                    let denied = e.kind() == libbpf_rs::ErrorKind::PermissionDenied;
+                    out.missing
+                        .push((f, format!("{e} ({:?})", e.kind()), denied));
                     break;
                 }
             }
@@ -144,8 +158,35 @@ impl<'obj> LookupProbes<'obj> {
         }
     }
 
+    /// Attaches to the C libraries installed on the host at the usual places, mapped or not
+    /// (at start, while privileged: a process started later with one of them is covered).
+    pub fn scan_host_libraries(&mut self) {
+        for dir in HOST_LIBRARY_DIRS {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Some(text) = path.to_str() else {
+                    continue;
+                };
+                let Some(kind) = crate::lookups::libc_kind(text) else {
+                    continue;
+                };
+                // Symlinks (ld-musl-*.so.1 -> libc.so) resolve to the file they name.
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                if self.seen.insert((meta.dev(), meta.ino())) {
+                    self.attach(std::process::id(), text, &path, kind);
+                }
+            }
+        }
+    }
+
     /// Scans every process's maps (at start).
     pub fn scan_all(&mut self) {
+        self.scan_host_libraries();
         let Ok(dir) = std::fs::read_dir("/proc") else {
             warn!("cannot list /proc: libc lookups are recorded for no library");
             return;
@@ -221,8 +262,22 @@ impl<'obj> LookupProbes<'obj> {
             );
         }
         if !got.missing.is_empty() {
-            let names: Vec<&str> = got.missing.iter().map(|(f, _)| f.as_str()).collect();
-            let first = got.missing.first().map(|(_, e)| e.as_str()).unwrap_or("");
+            let names: Vec<&str> = got.missing.iter().map(|(f, _, _)| f.as_str()).collect();
+            if got.missing.iter().all(|(_, _, denied)| *denied) {
+                warn!(
+                    "libc lookups: cannot probe {} (of process {pid}, {kind:?}): permission \
+                     denied (a uprobe needs CAP_SYS_ADMIN, which the recorder gives up once \
+                     attached; a C library first seen after start is not probed until the \
+                     recorder restarts); wire capture goes on",
+                    path
+                );
+                return;
+            }
+            let first = got
+                .missing
+                .first()
+                .map(|(_, e, _)| e.as_str())
+                .unwrap_or("");
             warn!(
                 "libc lookups: cannot probe {} in {} (of process {pid}, {kind:?}): {first} \
                  (NotFound: the symbol is missing, a stripped library?); lookups through {} \
@@ -286,8 +341,8 @@ pub fn check(self_tgid: u32) -> Vec<(&'static str, bool, String)> {
     let got = attach_library(&skel, &libc);
     let mut out = Vec::new();
     for (f, prog) in PROBED.iter().zip(LOOKUP_PROGRAMS) {
-        match got.missing.iter().find(|(m, _)| m == f) {
-            Some((_, e)) => out.push((
+        match got.missing.iter().find(|(m, _, _)| m == f) {
+            Some((_, e, _)) => out.push((
                 prog,
                 false,
                 format!("{} in {}: {e}", f.as_str(), libc.display()),
