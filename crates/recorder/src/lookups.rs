@@ -547,7 +547,7 @@ mod tests {
         k.start(11, 5_000);
         assert_eq!(k.finish(11, 5_000, 6_000), Some(true));
         assert_eq!(k.finish(13, 7_000, 8_000), None);
-        k.expire(6_000 + LINK_KEEP_NS + 1);
+        k.expire(8_000 + LINK_KEEP_NS + 1);
         let mut gone = dns_row(13, 7_500);
         k.link(&mut gone);
         assert_eq!(gone.lookup_id, None);
