@@ -8,7 +8,7 @@ use dnsledger_tests::harness::*;
 use dnsledger_tests::segments::*;
 
 /// The columns added since schema version 1's first segments (absent from the old files).
-const ADDED: [&str; 7] = [
+const ADDED: [&str; 12] = [
     "qname_case",
     "questions_case",
     "side",
@@ -16,11 +16,18 @@ const ADDED: [&str; 7] = [
     "requester_comms",
     "requester_exes",
     "stub_cache",
+    // libc-level lookups.
+    "lookup_fn",
+    "lookup_family",
+    "lookup_error",
+    "lookup_local",
+    "lookup_id",
 ];
 
 /// Rows in a fixed order, every stored column but the added ones and `boot_id` (the boot of the
 /// machine that imported).
-const ROWS_SQL: &str = "SELECT * EXCLUDE (boot_id, qname_case, questions_case, qname_sent, side) \
+const ROWS_SQL: &str = "SELECT * EXCLUDE (boot_id, qname_case, questions_case, qname_sent, side, \
+lookup_fn, lookup_family, lookup_error, lookup_local, lookup_id) \
 FROM dns ORDER BY ts, status, dns_id, client_port, query_size, response_size";
 
 #[test]
