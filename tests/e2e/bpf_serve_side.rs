@@ -4,8 +4,8 @@
 //!   fd00:dd5e::1/::2; both namespaces made and removed by the test): UDP and TCP, IPv4 and
 //!   IPv6. Each query gives one server-side row (client address and port, dnsmasq as the
 //!   process, the server's namespace) and one client-side row (dig), on the same 5-tuple.
-//! - dig on loopback against a dnsmasq on 127.0.0.70: one row per end; `dnsql top` counts the
-//!   lookup once (dig's), `dnsql top --by client` shows the server side; without
+//! - dig on loopback against a dnsmasq on 127.0.0.70: one row per end; `dnsql top` and
+//!   `dnsql who` count the lookup once (dig's), `dnsql top --by client` shows the server side; without
 //!   `--serve-side` only the client side is recorded.
 
 use std::os::unix::fs::MetadataExt;
@@ -327,6 +327,11 @@ fn bpf_serve_side_on_loopback_counts_each_lookup_once() {
         !by_process.iter().any(|r| r["pid"] == dnsmasq_pid),
         "the server is no asker: {by_process:#?}"
     );
+    // who names the asking processes only, each lookup once (the served row is dnsmasq's).
+    let who = dnsql_json(&data, &["who", "lo-udp.a.test"]);
+    assert_eq!(who.len(), 1, "{who:#?}");
+    assert_eq!(who[0]["pid"], udp_dig, "{who:#?}");
+    assert_eq!(who[0]["queries"], 1, "{who:#?}");
     let by_client = dnsql_json(&data, &["top", "--by", "client", "-n", "0"]);
     let lo = by_client
         .iter()

@@ -396,7 +396,7 @@ pub fn exfil() -> String {
         ("score", score),
         ("reasons", reasons),
         ("flagged", flagged),
-        ("not_relayed", super::NOT_RELAYED.to_owned()),
+        ("not_relayed", super::asked_once()),
     ];
     vars.extend(THRESHOLDS.iter().map(|t| (t.name, t.value.sql())));
     fill(TEMPLATE, &vars)

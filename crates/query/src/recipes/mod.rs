@@ -60,6 +60,17 @@ pub fn normalize_name(name: &str) -> String {
 /// lookups or name processes keep only the rows where this holds.
 pub const NOT_RELAYED: &str = "requester_pids IS NULL";
 
+/// The rows that stand for one lookup each, as the recipes about who asked count them: the
+/// client side ([`dnsledger_schema::side::CLIENT_ROWS_SQL`]: a `--serve-side` row is a local
+/// server's view of a conversation whose client has its own row) and not a stub's relayed
+/// upstream query ([`NOT_RELAYED`]).
+pub fn asked_once() -> String {
+    format!(
+        "{NOT_RELAYED} AND {}",
+        dnsledger_schema::side::CLIENT_ROWS_SQL
+    )
+}
+
 const PROC_KEY: &str = "domain, hostname, comm, exe, container_id";
 
 /// `a.c1 = b.c1 AND a.c2 = b.c2 …` for the comma-separated columns `cols`.

@@ -26,7 +26,7 @@ pub const NAMES_SHOWN: usize = 20;
 /// `array_agg` over the raw rows.
 pub fn nxdomain() -> String {
     let k = PROC_KEY;
-    let not_relayed = super::NOT_RELAYED;
+    let not_relayed = super::asked_once();
     let p = "hostname, comm, exe, container_id";
     let on_b = join_on("d", "b", k);
     let on_n = join_on("d", "n", k);

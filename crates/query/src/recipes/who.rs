@@ -44,7 +44,7 @@ WHERE {pred} AND {not_relayed}
 GROUP BY hostname, comm, exe, pid, uid, container_id
 ORDER BY first_seen, hostname, pid",
         pred = under_name_predicate(name),
-        not_relayed = super::NOT_RELAYED,
+        not_relayed = super::asked_once(),
     )
 }
 

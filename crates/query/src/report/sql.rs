@@ -144,12 +144,11 @@ FROM (SELECT {b} AS bucket,
              CAST(rcode_name AS VARCHAR) AS rcode,
              CAST(status AS VARCHAR) AS st
       FROM dns
-      WHERE {side} AND {nr} AND status <> 'lookup') AS t
+      WHERE {nr} AND status <> 'lookup') AS t
 GROUP BY GROUPING SETS ((bucket, hostname), (bucket, comm))
 ORDER BY bucket, hostname, comm",
         b = bucket_expr(bin, origin),
-        side = dnsledger_schema::side::CLIENT_ROWS_SQL,
-        nr = crate::recipes::NOT_RELAYED,
+        nr = crate::recipes::asked_once(),
     )
 }
 
@@ -182,7 +181,7 @@ WHERE e.domain IS NULL
 ORDER BY w.first_seen, w.domain
 LIMIT {limit}",
         pred = window_predicate(before_since, before_until, hosts),
-        nr = crate::recipes::NOT_RELAYED,
+        nr = crate::recipes::asked_once(),
     )
 }
 
@@ -198,7 +197,7 @@ WHERE {pred} AND {nr} AND status <> 'lookup'
 GROUP BY 1
 ORDER BY 1",
         b = bucket_expr(bin, origin),
-        nr = crate::recipes::NOT_RELAYED,
+        nr = crate::recipes::asked_once(),
     )
 }
 
@@ -218,7 +217,7 @@ WHERE {pred} AND {nr} AND status <> 'lookup'
 GROUP BY qname
 ORDER BY queries DESC, qname
 LIMIT {limit}",
-        nr = crate::recipes::NOT_RELAYED,
+        nr = crate::recipes::asked_once(),
     )
 }
 
