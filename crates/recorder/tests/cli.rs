@@ -172,7 +172,8 @@ fn systemd_units_verify() {
 
 /// The capabilities are stated once (`capture::privs::CAPABILITIES`): the shipped unit's bounding
 /// set is exactly what loading and the run need, plus what `--user` needs when its ExecStart
-/// switches user (the package's unit does), and the README's Privileges section names each.
+/// switches user (the package's unit does) and what the libc lookup probes need, and the
+/// README's Privileges section names each.
 #[test]
 fn capabilities_are_stated_once() {
     use dnsledger::capture::privs::{Phase, needed};
@@ -193,6 +194,7 @@ fn capabilities_are_stated_once() {
     let run: std::collections::BTreeSet<String> = needed(Phase::Load)
         .chain(needed(Phase::Kept))
         .chain(needed(Phase::User).filter(|_| switches_user))
+        .chain(needed(Phase::Lookups))
         .map(|c| c.to_string())
         .collect();
     assert_eq!(bounding, run);
@@ -201,7 +203,7 @@ fn capabilities_are_stated_once() {
         .split("\n## ")
         .find(|s| s.starts_with("Privileges"))
         .expect("a Privileges section");
-    for phase in [Phase::Load, Phase::Kept, Phase::User] {
+    for phase in [Phase::Load, Phase::Kept, Phase::User, Phase::Lookups] {
         for cap in needed(phase) {
             let cap = cap.to_string();
             assert!(privileges.contains(&format!("`{cap}`")), "README: {cap}");

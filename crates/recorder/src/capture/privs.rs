@@ -26,6 +26,9 @@ pub enum Phase {
     Kept,
     /// Only with `--user`, once at start: switching user and handing the data directory over.
     User,
+    /// Optional, to attach the libc lookup uprobes at start (without it lookups are off, with
+    /// a warning per library, and the rest records); dropped once attached, like [`Phase::Load`].
+    Lookups,
 }
 
 /// One capability the recorder needs, when, and why.
@@ -38,7 +41,7 @@ pub struct CapNeed {
 
 /// Every capability `dnsledger record` needs: the one statement of them (the `record --help`
 /// text, the preflight check, `dnsledger check` and [`drop_to_minimum`] read it).
-pub const CAPABILITIES: [CapNeed; 8] = [
+pub const CAPABILITIES: [CapNeed; 9] = [
     CapNeed {
         cap: Capability::CAP_BPF,
         phase: Phase::Load,
@@ -78,6 +81,12 @@ pub const CAPABILITIES: [CapNeed; 8] = [
         cap: Capability::CAP_CHOWN,
         phase: Phase::User,
         why: "hand the data directory over to the user",
+    },
+    CapNeed {
+        cap: Capability::CAP_SYS_ADMIN,
+        phase: Phase::Lookups,
+        why: "the libc lookup uprobes (this kernel refuses a uprobe with CAP_PERFMON alone); \
+              optional: without it lookups are not recorded, the rest is",
     },
 ];
 
@@ -121,6 +130,7 @@ pub fn record_help() -> String {
             Phase::Load => "to attach",
             Phase::Kept => "kept",
             Phase::User => "--user",
+            Phase::Lookups => "lookups",
         };
         s.push_str(&format!("  {:<20} ({when}) {}\n", c.cap.to_string(), c.why));
     }
@@ -322,6 +332,7 @@ mod tests {
             names(needed(Phase::Kept)),
             "CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
         );
+        assert_eq!(names(needed(Phase::Lookups)), "CAP_SYS_ADMIN");
         let bit = |c: Capability| 1u64 << c.index();
         let load: u64 = needed(Phase::Load).map(bit).sum();
         assert!(may_load(load));
