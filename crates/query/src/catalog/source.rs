@@ -323,6 +323,9 @@ impl DirQueue {
         store: &Arc<dyn ObjectStore>,
         mut visited: HashSet<PathBuf>,
     ) -> Result<WalkPart, SourceError> {
+        // A walker that panics holding a directory would leave the others waiting for it:
+        // it marks the queue failed as it unwinds, so they stop and `walk_root` reports it.
+        let _unwinding = FailOnPanic(self);
         let mut part = WalkPart {
             found: Discovery::default(),
             dirs: Vec::new(),
@@ -371,6 +374,17 @@ impl DirQueue {
             drop(state);
             self.ready.notify_all();
             listed?;
+        }
+    }
+}
+
+/// Marks a [`DirQueue`] failed if dropped while its thread panics.
+struct FailOnPanic<'a>(&'a DirQueue);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail();
         }
     }
 }
