@@ -33,15 +33,20 @@ for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=p
 /// compaction rule reads them (no file skipped): one line per row, every column (times also
 /// as integer ns) plus the `host=` partition, sorted.
 const DUCK_ALL: &str = r#"
-import duckdb, os, sys
+import duckdb, json, os, sys
 root = sys.argv[1]
 files = sorted(os.path.join(dp, f) for dp, _, fn in os.walk(root) for f in fn
                if f.endswith(".parquet"))
-rows = duckdb.sql("SELECT host || ' ' || to_json(t)::VARCHAR || ' ' || epoch_ns(ts) || ' ' || "
-                  "coalesce(epoch_ns(query_ts), -1) || ' ' || coalesce(epoch_ns(response_ts), -1) "
+rows = duckdb.sql("SELECT host, to_json(t)::VARCHAR, epoch_ns(ts), "
+                  "coalesce(epoch_ns(query_ts), -1), coalesce(epoch_ns(response_ts), -1) "
                   "FROM read_parquet(?, union_by_name = true, hive_partitioning = true) t",
                   params=[files]).fetchall()
-for line in sorted(r[0] for r in rows):
+# A column a segment lacks (written before the column existed) reads as NULL: a NULL and a
+# missing column are the same row (compaction writes every column of the current schema).
+def row(host, doc, *ts):
+    kept = {k: v for k, v in json.loads(doc).items() if v is not None}
+    return " ".join([host, json.dumps(kept, sort_keys=True, separators=(",", ":"))] + [str(t) for t in ts])
+for line in sorted(row(*r) for r in rows):
     print(line)
 "#;
 
