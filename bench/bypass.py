@@ -18,44 +18,14 @@ BPF run-time statistics are on for the runs (benchlib.BpfStats: BPF_ENABLE_STATS
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from benchlib import BpfStats, prog_stats, stats_delta
+from benchlib import BpfStats, cpu_ticks, prog_stats, start_recorder, stats_delta, stop
 
 PROGS = ["dns_egress", "dns_ingress", "dns_sendmsg4", "dns_connect4"]
-
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
-
-
-def start_recorder(binary, data, extra):
-    rec = subprocess.Popen([binary, "record", "--data-dir", data, *extra], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "RUST_LOG": "info"})
-    deadline = time.time() + 60
-    for line in rec.stderr:
-        if "recording" in line:
-            return rec
-        if time.time() > deadline:
-            break
-    rec.kill()
-    sys.exit(f"the recorder did not start: {binary} {extra}")
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 CONNECTS = """

@@ -16,12 +16,13 @@ BPF run-time statistics are on for the runs (kernel.bpf_stats_enabled, restored 
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchlib import cpu_ticks, start_recorder, stop
 
 RESOLVER = "127.0.0.92"
 
@@ -33,12 +34,6 @@ for _ in range(n):
     socket.getaddrinfo(name, 80, proto=socket.IPPROTO_TCP)
 print((time.perf_counter() - t0) / n * 1e6)
 """
-
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def lookup_prog_stats(pid):
@@ -59,29 +54,6 @@ def lookup_prog_stats(pid):
             ns += p.get("run_time_ns", 0)
             cnt += p.get("run_cnt", 0)
     return ns, cnt
-
-
-def start_recorder(binary, data, extra):
-    rec = subprocess.Popen([binary, "record", "--data-dir", data, *extra], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "RUST_LOG": "info"})
-    deadline = time.time() + 60
-    for line in rec.stderr:
-        if "recording" in line:
-            return rec
-        if time.time() > deadline:
-            break
-    rec.kill()
-    sys.exit(f"the recorder did not start: {binary} {extra}")
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def client(work, name, calls):

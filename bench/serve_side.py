@@ -24,8 +24,7 @@ import subprocess
 import tempfile
 import time
 
-from benchlib import BpfStats, prog_stats, stats_delta
-from bypass import cpu_ticks, start_recorder, stop
+from benchlib import BpfStats, cpu_ticks, prog_stats, start_recorder, stats_delta, stop
 
 PROGS = ["dns_egress", "dns_ingress", "dns_sendmsg4", "dns_recvmsg4"]
 SERVER = "127.0.0.71"
