@@ -23,6 +23,8 @@ use dnsledger_tests::harness::{DNSLEDGER, dnsql, dnsql_json, repo_root, serial_l
 const CASES: &[(&str, &[&str])] = &[
     ("who_wikimedia", &["who", "wikimedia.org"]),
     ("who_tunnel", &["who", "tunnel.com"]),
+    // host-d's rows of the newer columns (see `newer_columns_segment`).
+    ("who_relayed", &["who", "example.net"]),
     ("top_process", &["top", "--by", "process", "-n", "0"]),
     ("top_exe", &["top", "--by", "exe", "-n", "0"]),
     ("top_domain", &["top", "--by", "domain", "-n", "0"]),
@@ -61,9 +63,111 @@ const CASES: &[(&str, &[&str])] = &[
 /// t-digest, DuckDB's t-digest, Spark's Greenwald-Khanna) may pick a different value.
 const APPROXIMATE: &[&str] = &["p50_ms", "p95_ms"];
 
-/// A copy of `testdata/segments` under a temp dir, in its hive layout, as `dnsledger compact`
-/// leaves it: partitions merged, and a date manifest (`_dnsledger.manifest`, not Parquet
-/// segments) in every date directory, which the engines must pass over.
+/// A segment of host-d with the rows the columns added after the fixture segments describe: an
+/// app's query to a local stub (a cache miss, then a hit), the stub's upstream query naming
+/// the app, the stub's own side of the conversation (`--serve-side`), and a libc lookup
+/// answered locally. dnsql counts the app once; an engine whose view read those columns as
+/// NULL would count the stub's and the server's rows too.
+fn newer_columns_segment(lake: &Path) {
+    use dnsledger_schema::{Requester, Transaction, meta, side, status, stub_cache};
+    use dnsledger_tests::fixture::{batch, tx, write_parquet};
+
+    let t0 = 1_704_103_200_000_000_000; // 2024-01-01T10:00:00Z
+    let name = "relayed.example.net";
+    let dig = |ts: i64, cache: &'static str| Transaction {
+        status: status::ANSWERED,
+        hostname: "host-d".into(),
+        pid: Some(100),
+        comm: Some("dig".into()),
+        exe: Some("/usr/bin/dig".into()),
+        client_ip: "127.0.0.1".into(),
+        client_port: 41000,
+        server_ip: "127.0.0.53".into(),
+        side: Some(side::CLIENT),
+        stub_cache: Some(cache),
+        response_ts: Some(ts + 2_000_000),
+        latency_ns: Some(2_000_000),
+        rcode: Some(0),
+        rcode_name: Some("NOERROR".into()),
+        qtype: Some(1),
+        qtype_name: Some("A".into()),
+        ..tx(ts, name)
+    };
+    let stub = |ts: i64| Transaction {
+        pid: Some(200),
+        comm: Some("systemd-resolve".into()),
+        exe: Some("/usr/lib/systemd/systemd-resolved".into()),
+        stub_cache: None,
+        ..dig(ts, stub_cache::MISS)
+    };
+    let rows = [
+        dig(t0, stub_cache::MISS),
+        Transaction {
+            client_ip: "192.0.2.1".into(),
+            client_port: 40000,
+            server_ip: "192.0.2.53".into(),
+            requesters: Some(vec![Requester {
+                pid: 100,
+                comm: "dig".into(),
+                exe: Some("/usr/bin/dig".into()),
+            }]),
+            ..stub(t0 + 100_000)
+        },
+        Transaction {
+            side: Some(side::SERVER),
+            ..stub(t0 + 10_000)
+        },
+        dig(t0 + 1_000_000_000, stub_cache::HIT),
+        Transaction {
+            status: status::LOOKUP,
+            transport: "libc",
+            pid: Some(300),
+            comm: Some("python3".into()),
+            exe: Some("/usr/bin/python3.11".into()),
+            side: None,
+            client_ip: String::new(),
+            client_port: 0,
+            server_ip: String::new(),
+            server_port: 0,
+            lookup_fn: Some("getaddrinfo"),
+            lookup_family: Some(0),
+            lookup_local: Some(true),
+            lookup_id: Some(7),
+            answer_ips: Some(vec!["192.0.2.7".into()]),
+            ..tx(t0 + 2_000_000_000, name)
+        },
+    ];
+    let rows: Vec<Transaction> = rows
+        .into_iter()
+        .map(|r| Transaction {
+            hostname: "host-d".into(),
+            ..r
+        })
+        .collect();
+    let kv = [
+        (
+            meta::SCHEMA_VERSION,
+            dnsledger_schema::SCHEMA_VERSION.to_string(),
+        ),
+        (meta::HOST, "host-d".to_owned()),
+        (meta::TS_MIN, "2024-01-01T10:00:00.000000000Z".to_owned()),
+        (meta::TS_MAX, "2024-01-01T10:00:02.000000000Z".to_owned()),
+    ];
+    let kv: Vec<(&str, &str)> = kv.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    write_parquet(
+        &lake.join(
+            "host=host-d/date=2024-01-01/hour=10/\
+             20240101T100000.000000000Z-host-d-0000000000000000p1-000001.parquet",
+        ),
+        &batch(&rows),
+        &kv,
+    );
+}
+
+/// A copy of `testdata/segments` under a temp dir, in its hive layout, with host-d's segment of
+/// the newer columns, as `dnsledger compact` leaves it: partitions merged, and a date manifest
+/// (`_dnsledger.manifest`, not Parquet segments) in every date directory, which the engines
+/// must pass over.
 fn lake() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let status = Command::new("cp")
@@ -73,6 +177,7 @@ fn lake() -> tempfile::TempDir {
         .status()
         .expect("cp");
     assert!(status.success());
+    newer_columns_segment(dir.path());
     let out = Command::new(&*DNSLEDGER)
         .args(["compact", "--data-dir"])
         .arg(dir.path())
@@ -80,7 +185,7 @@ fn lake() -> tempfile::TempDir {
         .expect("run compact");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && text.contains("date manifests: 25 written"),
+        out.status.success() && text.contains("date manifests: 26 written"),
         "{text}"
     );
     dir
@@ -286,7 +391,11 @@ fn lake_engines_read_the_lake_and_answer_the_recipes_like_dnsql() {
         )
     })
     .collect();
-    assert_eq!(hosts.len(), 3, "{hosts:?}");
+    assert_eq!(hosts.len(), 4, "{hosts:?}");
+    // host-d's app is named once, beside its lookup: the stub's relayed and served rows are
+    // not its own lookups.
+    let relayed = &expected["who_relayed"];
+    assert_eq!(relayed.len(), 2, "{relayed:?}");
     // Values per column and host, for the table the Athena DDL defines (every column but the
     // nanosecond timestamps, which Spark 3.5's Hive tables cannot read).
     let counted: Vec<String> = dnsledger_schema::schema()

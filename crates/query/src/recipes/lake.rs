@@ -176,15 +176,8 @@ fn scope_conditions(dialect: Dialect, scope: &Scope) -> Vec<String> {
     c
 }
 
-/// The libc lookup columns (segments written before them lack them).
-const LOOKUP_COLUMNS: [&str; 5] = [
-    dnsledger_schema::col::LOOKUP_FN,
-    dnsledger_schema::col::LOOKUP_FAMILY,
-    dnsledger_schema::col::LOOKUP_ERROR,
-    dnsledger_schema::col::LOOKUP_LOCAL,
-    dnsledger_schema::col::LOOKUP_ID,
-];
-/// DuckDB's typed NULLs of [`LOOKUP_COLUMNS`] for the empty `UNION ALL BY NAME`.
+/// DuckDB's typed NULLs of the libc lookup columns (segments written before them lack them) for
+/// the empty `UNION ALL BY NAME`.
 const LOOKUP_NULLS: &str = ", NULL::VARCHAR AS lookup_fn, NULL::UTINYINT AS lookup_family, \
                             NULL::VARCHAR AS lookup_error, NULL::BOOLEAN AS lookup_local, \
                             NULL::UBIGINT AS lookup_id";
@@ -221,33 +214,22 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
             LOOKUP_NULLS,
         ),
         Dialect::Spark => {
-            // The libc lookup columns stay in dns_all: Spark's merged schema lacks a column no
-            // segment has, and the recipes need only `status` of lookup rows.
+            // dns_all declares the whole segment schema: Spark reads a column that a segment
+            // lacks (older segments: `side`, the stub-link and lookup columns, ...) as NULL,
+            // which its SQL, without DuckDB's UNION BY NAME, could not say otherwise. It also
+            // spares Spark reading every footer to infer (merge) the schema.
+            let declared: Vec<String> = dnsledger_schema::schema()
+                .fields()
+                .iter()
+                .map(|f| format!("`{}` {}", f.name(), spark_type(f.data_type())))
+                .chain(["`host` string", "`date` date", "`hour` int"].map(String::from))
+                .collect();
             let columns: Vec<String> = dnsledger_schema::schema()
                 .fields()
                 .iter()
-                .filter(|f| !LOOKUP_COLUMNS.contains(&f.name().as_str()))
                 .map(|f| match f.data_type() {
                     DataType::Timestamp(..) => {
                         format!("timestamp_micros(div({0}, 1000)) AS {0}", f.name())
-                    }
-                    // --serve-side: Spark 3.5's SQL cannot name a column no segment of the
-                    // lake has (it has no UNION BY NAME): `side` reads as NULL (client) there.
-                    _ if f.name() == dnsledger_schema::col::SIDE => {
-                        format!("CAST(NULL AS STRING) AS {}", f.name())
-                    }
-                    // Requester behind a local stub: the same, so Spark's recipes count a
-                    // stub's relayed upstream queries too (DuckDB and dnsql leave them out).
-                    _ if f.name() == dnsledger_schema::col::STUB_CACHE => {
-                        format!("CAST(NULL AS STRING) AS {}", f.name())
-                    }
-                    _ if f.name() == dnsledger_schema::col::REQUESTER_PIDS => {
-                        format!("CAST(NULL AS ARRAY<BIGINT>) AS {}", f.name())
-                    }
-                    _ if f.name() == dnsledger_schema::col::REQUESTER_COMMS
-                        || f.name() == dnsledger_schema::col::REQUESTER_EXES =>
-                    {
-                        format!("CAST(NULL AS ARRAY<STRING>) AS {}", f.name())
                     }
                     _ => f.name().clone(),
                 })
@@ -261,9 +243,9 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
             format!(
                 "SET spark.sql.legacy.parquet.nanosAsLong = true;\n\
                  SET spark.sql.session.timeZone = UTC;\n\
-                 CREATE OR REPLACE TEMPORARY VIEW dns_all USING parquet OPTIONS (path {}, \
-                 mergeSchema 'true');\n\
+                 CREATE OR REPLACE TEMPORARY VIEW dns_all ({}) USING parquet OPTIONS (path {});\n\
                  CREATE OR REPLACE TEMPORARY VIEW dns AS\nSELECT {}\nFROM dns_all{filter};\n",
+                declared.join(", "),
                 sql_str(root),
                 columns.join(", ")
             )
@@ -573,6 +555,40 @@ fn rewrite(sql: &str, d: Dialect, notes: &mut Notes) -> String {
     out
 }
 
+/// The Spark SQL type a segment column reads as through Spark 3.5's Parquet source (with
+/// `nanosAsLong`): declared in the view, it must be exactly the type Spark would infer from
+/// the file, or Spark refuses the column.
+fn spark_type(dt: &DataType) -> String {
+    match dt {
+        DataType::Dictionary(_, v) => spark_type(v),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 => "tinyint".into(),
+        // Parquet's unsigned 8/16/32-bit integers read as the next wider signed type, the
+        // unsigned 64-bit one as decimal(20, 0).
+        DataType::UInt8 | DataType::Int16 => "smallint".into(),
+        DataType::UInt16 | DataType::Int32 => "int".into(),
+        DataType::UInt32 | DataType::Int64 => "bigint".into(),
+        DataType::UInt64 => "decimal(20,0)".into(),
+        DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        // nanosAsLong: nanoseconds since the epoch.
+        DataType::Timestamp(..) => "bigint".into(),
+        DataType::List(f) | DataType::LargeList(f) => {
+            format!("array<{}>", spark_type(f.data_type()))
+        }
+        DataType::Struct(fields) => {
+            let parts: Vec<String> = fields
+                .iter()
+                .map(|f| format!("`{}`:{}", f.name(), spark_type(f.data_type())))
+                .collect();
+            format!("struct<{}>", parts.join(","))
+        }
+        other => format!("{other}"),
+    }
+}
+
 /// The type of a segment column in the DDL of `ddl`.
 fn ddl_type(dt: &DataType, ddl: Ddl) -> String {
     let athena = ddl == Ddl::Athena;
@@ -589,7 +605,11 @@ fn ddl_type(dt: &DataType, ddl: Ddl) -> String {
         // does not fit an int.
         DataType::UInt8 | DataType::Int8 | DataType::Int16 => "smallint".into(),
         DataType::UInt16 | DataType::Int32 => "int".into(),
-        DataType::UInt32 | DataType::Int64 | DataType::UInt64 => "bigint".into(),
+        DataType::UInt32 | DataType::Int64 => "bigint".into(),
+        // Hive and Spark read Parquet's unsigned 64-bit integers as decimal(20, 0) (SPARK-34786):
+        // declared bigint, a dictionary-encoded page fails to decode there.
+        DataType::UInt64 if athena => "decimal(20,0)".into(),
+        DataType::UInt64 => "bigint".into(),
         DataType::Float32 | DataType::Float64 => "double".into(),
         DataType::Timestamp(TimeUnit::Nanosecond, _) | DataType::Timestamp(..) => {
             if athena { "timestamp" } else { "timestamp(3)" }.into()
@@ -773,10 +793,22 @@ mod tests {
             ),
             "{p}"
         );
-        assert!(
-            p.contains("USING parquet OPTIONS (path '/lake', mergeSchema 'true')"),
-            "{p}"
-        );
+        assert!(p.contains(") USING parquet OPTIONS (path '/lake');"), "{p}");
+        // The whole schema is declared, in the types Spark reads the files as.
+        for want in [
+            "`ts` bigint",
+            "`pid` bigint",
+            "`qtype` int",
+            "`ip_version` smallint",
+            "`cgroup_id` decimal(20,0)",
+            "`answers` array<struct<`name`:string,`type`:string,`ttl`:bigint,`data`:string>>",
+            "`side` string",
+            "`requester_pids` array<bigint>",
+            "`lookup_id` decimal(20,0)",
+            "`date` date",
+        ] {
+            assert!(p.contains(want), "{want}: {p}");
+        }
         assert!(p.contains("timestamp_micros(div(ts, 1000)) AS ts"), "{p}");
     }
 

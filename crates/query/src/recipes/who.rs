@@ -24,7 +24,7 @@ pub fn under_name_predicate(name: &str) -> String {
 /// uid, container), earliest first. A local stub's upstream queries made for local clients are
 /// left out ([`super::NOT_RELAYED`]): the clients are named, each lookup counted once. libc
 /// lookups (status `lookup`) are counted apart, in `lookups`: a name answered from /etc/hosts
-/// or a cache has lookups and no queries.
+/// or a cache has lookups and no queries (and no `qtypes`: a lookup row has no type).
 pub fn who(name: &str) -> String {
     format!(
         "SELECT hostname, comm, exe, pid, uid, container_id,
@@ -36,7 +36,7 @@ pub fn who(name: &str) -> String {
        min(ts) AS first_seen,
        max(ts) AS last_seen,
        array_sort(array_agg(DISTINCT qname)) AS queried_names,
-       array_sort(array_agg(DISTINCT CAST(qtype_name AS VARCHAR))) AS qtypes,
+       array_sort(array_agg(DISTINCT CAST(qtype_name AS VARCHAR)) FILTER (WHERE qtype_name IS NOT NULL)) AS qtypes,
        array_sort(array_distinct(flatten(array_agg(answer_strings(answers))))) AS answers_received,
        count(*) FILTER (WHERE status = 'lookup') AS lookups
 FROM dns
