@@ -1326,6 +1326,30 @@ def report(b, started, elapsed, path, versions):
     return summary
 
 
+FLEET_HEADING = "## Fleet scale (issue 12)"
+UNMET_HEADING = "## Targets not met: what costs, what was tried, what it would take"
+TRAILER = "Machine-readable raw data: the `.json` file next to this one"
+
+
+def splice(path):
+    """Replaces what a rendered results file took from bench/FLEET.md and bench/UNMET.md with their
+    current text (render appends them after its own sections, in this order)."""
+    text = path.read_text()
+    cut = [i for i in (text.find("\n" + FLEET_HEADING), text.find("\n" + UNMET_HEADING), text.find("\n" + TRAILER))
+           if i >= 0]
+    if not cut:
+        return f"error: {path} has none of the parts --splice replaces\nhint: render it with `bench/bench.py --render`"
+    head = text[:min(cut)].rstrip("\n")
+    parts = [head]
+    for f in (HERE / "FLEET.md", HERE / "UNMET.md"):
+        if f.exists():
+            parts.append(f.read_text().rstrip("\n"))
+    parts.append(TRAILER + " (`bench/bench.py --render` re-renders this file from it).")
+    path.write_text("\n\n".join(parts) + "\n")
+    log(f"spliced {', '.join(p.name for p in (HERE / 'FLEET.md', HERE / 'UNMET.md') if p.exists())} into {path}")
+    return 0
+
+
 def versions_of(b):
     cpu = "?"
     for line in open("/proc/cpuinfo"):
@@ -1386,7 +1410,12 @@ def main():
     ap.add_argument("--render", metavar="JSON", nargs="+", help="only re-render the results file from saved "
                     "results .json files (e.g. after editing bench/UNMET.md; several: runs of different arms "
                     "merged, each comparison still within one run); measures nothing")
+    ap.add_argument("--splice", metavar="MD", help="only replace the parts of the results file MD that come from "
+                    "other files (bench/FLEET.md, bench/UNMET.md), keeping its own measurements: after a fleet-only "
+                    "run, or when its .json is of an older method that --render refuses; measures nothing")
     a = ap.parse_args()
+    if a.splice:
+        sys.exit(splice(Path(a.splice)))
     if a.reps is None:
         a.reps = 1 if a.smoke else 5
     if a.duration is None:

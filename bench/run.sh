@@ -81,10 +81,11 @@ if [[ "${BENCH_FLEET:-1}" != 0 ]]; then
       bench/tunnels.sh "$tunnels" "$bin" || { echo "bench: recording the live tunnels failed" >&2; status=1; }
     fi
     "$py" bench/fleet.py --bin-dir "$bin" --tunnels "$tunnels" || status=$?
-    # RESULTS.md carries the fleet section (bench/FLEET.md): re-render it.
-    # (A RESULTS.json of an older method is not rendered: bench.py says so; the fleet part's
-    # own results are in bench/FLEET.md either way.)
-    if [[ -f bench/RESULTS.json ]]; then "$py" bench/bench.py --render bench/RESULTS.json || true; fi
+    # RESULTS.md carries the fleet section (bench/FLEET.md): re-render it, or, when its .json is
+    # of an older method that --render refuses, replace only the fleet and UNMET parts.
+    if [[ -f bench/RESULTS.json ]]; then
+      "$py" bench/bench.py --render bench/RESULTS.json || "$py" bench/bench.py --splice bench/RESULTS.md || status=1
+    fi
   fi
 fi
 exit "$status"
