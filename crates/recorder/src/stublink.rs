@@ -11,9 +11,16 @@
 //! - D went to a loopback address (127.0.0.0/8, ::1) and P owns the socket bound to D's server
 //!   address and port (UDP: any socket bound there, TCP: the listening one, which a server
 //!   that forks per TCP connection leaves open in the child; a wildcard bind 0.0.0.0 or ::
-//!   counts), read from `/proc/<D's pid>/net/{udp,tcp}{,6}` (D's network namespace) and `/proc/P/fd`, cached;
-//!   so an unrelated process that asks the same name at the same moment is never linked (its
-//!   parent's sockets do not count either: a child of a DNS server is not that server);
+//!   counts), read from D's network namespace's table (`/proc/<D's pid>/net/{udp,tcp}{,6}`,
+//!   or P's when D's process has gone and P is in that namespace; never another namespace's,
+//!   where the same address and port may be another server's: checked by `/proc/PID/ns/net`)
+//!   and `/proc/P/fd`, cached by (namespace, address). The recorder reads the ring buffer
+//!   every 50 ms, so P may have exited by then: a worker a server forks per TCP connection
+//!   (dnsmasq) lives as long as its connection. Then a live process with P's name (`comm`) in
+//!   that namespace that holds the socket (the server it was forked from) stands in for P.
+//!   So an unrelated process that asks the same name at the same moment is never linked (its
+//!   parent's sockets do not count either: a child of a DNS server that runs another program
+//!   is not that server);
 //! - D has U's first question name (case-insensitive: both are the lower-cased normal form) and
 //!   type;
 //! - D was pending at U's query time: `D.query_ts <= U.query_ts` and D not yet answered, given
@@ -32,13 +39,15 @@
 //! Not linked: names the stub asks that no pending D asked: a CNAME target it chases (the
 //! row of D carries the whole chain in its answers), DNSSEC lookups (DS, DNSKEY), prefetches
 //! and cache refreshes; those stay the stub's own rows. A stub on a non-loopback address of
-//! the host, or a D whose client process is in another network namespace and already gone, is
-//! looked up in the recorder's namespace, where its socket is not found: no link.
+//! the host is not linked; nor is a D whose client and stub are both gone (or have both moved
+//! to other namespaces), with no namesake of the stub left there, before U is seen: no process
+//! shows D's namespace's table.
 //!
 //! Memory: one candidate per pending loopback query (bounded by `--max-pending`), removed when
 //! the query leaves the pairer; socket lookups are cached per (namespace, address) and per pid
 //! for [`LOOKUP_TTL`] (a found owner for [`OWNER_TTL`]), so a busy stub costs a `/proc` read at
-//! most every few seconds per listening address.
+//! most every few seconds per listening address; the scan of `/proc/*/comm` for an exited P's
+//! namesakes is cached per (name, namespace) for [`LOOKUP_TTL`].
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -66,11 +75,12 @@ pub struct ServerAddr {
     pub port: u16,
 }
 
-/// Does process `pid` own the socket bound to `server`? `view_pid` is a
+/// Does process `pid` (named `comm`) own the socket bound to `server`? `view_pid` is a
 /// process in the network namespace the address was used in (the downstream client), `netns`
 /// that namespace's inode (a cache key). The seam between the linking rule and `/proc`.
 pub trait SocketOwners {
-    fn owns(&mut self, pid: u32, server: ServerAddr, view_pid: u32, netns: u32) -> bool;
+    fn owns(&mut self, pid: u32, comm: &str, server: ServerAddr, view_pid: u32, netns: u32)
+    -> bool;
 }
 
 /// A downstream query to a loopback address, waiting in the pairer.
@@ -90,6 +100,7 @@ struct Candidate {
 struct Upstream {
     seq: u64,
     pid: u32,
+    comm: String,
     requesters: Vec<Requester>,
 }
 
@@ -164,7 +175,7 @@ impl<S: SocketOwners> StubLinker<S> {
     /// A query entered the pairer: links it to the pending downstream queries it serves
     /// (it is their upstream query), and, when it went to a loopback address, to the pending
     /// queries of the stub listening there (it is their downstream query).
-    pub fn on_query(&mut self, q: QueryFacts<'_>) -> SideLink {
+    pub fn on_query(&mut self, mut q: QueryFacts<'_>) -> SideLink {
         let (Some(qname), Some(qtype)) = (q.qname, q.qtype) else {
             return SideLink::default();
         };
@@ -180,7 +191,9 @@ impl<S: SocketOwners> StubLinker<S> {
         if let Some(cands) = self.cands.get_mut(&key) {
             for c in cands.iter_mut() {
                 if c.requester.pid != q.pid
-                    && self.owners.owns(q.pid, c.server, c.requester.pid, c.netns)
+                    && self
+                        .owners
+                        .owns(q.pid, &q.comm, c.server, c.requester.pid, c.netns)
                 {
                     c.linked = true;
                     add_requester(&mut reqs, &c.requester);
@@ -197,6 +210,12 @@ impl<S: SocketOwners> StubLinker<S> {
             self.ups.entry(key.clone()).or_default().push(Upstream {
                 seq: q.seq,
                 pid: q.pid,
+                // The name is needed below only for a query to a loopback address.
+                comm: if is_loopback(q.flow.server_ip) {
+                    q.comm.clone()
+                } else {
+                    std::mem::take(&mut q.comm)
+                },
                 requesters: reqs,
             });
             link.upstream = Some(q.seq);
@@ -219,7 +238,7 @@ impl<S: SocketOwners> StubLinker<S> {
                 for u in ups.iter_mut() {
                     if u.pid != q.pid
                         && u.seq != q.seq
-                        && self.owners.owns(u.pid, server, q.pid, q.netns)
+                        && self.owners.owns(u.pid, &u.comm, server, q.pid, q.netns)
                     {
                         linked = true;
                         add_requester(&mut u.requesters, &requester);
@@ -306,6 +325,8 @@ pub struct ProcSockets {
     fds: HashMap<u32, (HashSet<u64>, Instant)>,
     /// (pid, netns, server) -> owns, when decided.
     decided: HashMap<(u32, u32, ServerAddr), (bool, Instant)>,
+    /// (comm, netns) -> live processes of that name in that namespace, when listed.
+    namesakes: HashMap<(String, u32), (Vec<u32>, Instant)>,
 }
 
 impl Default for ProcSockets {
@@ -321,30 +342,84 @@ impl ProcSockets {
             bound: HashMap::new(),
             fds: HashMap::new(),
             decided: HashMap::new(),
+            namesakes: HashMap::new(),
         }
     }
 
-    /// Inodes of the sockets bound to `server` as seen from `view_pid`'s network namespace
-    /// (the recorder's own when that process is gone).
-    fn bound_inodes(&mut self, server: ServerAddr, view_pid: u32, netns: u32) -> Vec<u64> {
+    /// Live processes named `comm` in network namespace `netns` (a scan of `/proc`, cached
+    /// [`LOOKUP_TTL`]).
+    fn namesakes(&mut self, comm: &str, netns: u32) -> Vec<u32> {
+        let now = Instant::now();
+        let key = (comm.to_string(), netns);
+        if let Some((pids, at)) = self.namesakes.get(&key)
+            && now.duration_since(*at) < LOOKUP_TTL
+        {
+            return pids.clone();
+        }
+        let mut pids = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(&self.proc_root) {
+            for entry in dir.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let named = std::fs::read_to_string(entry.path().join("comm"))
+                    .is_ok_and(|c| c.trim_end_matches('\n') == comm);
+                if named && self.netns_of(pid) == Some(netns) {
+                    pids.push(pid);
+                }
+            }
+        }
+        if self.namesakes.len() >= CACHE_MAX {
+            self.namesakes.clear();
+        }
+        self.namesakes.insert(key, (pids.clone(), now));
+        pids
+    }
+
+    /// The inode of `pid`'s network namespace (the `netns` column: the kernel's 32-bit
+    /// `ns.inum`), read from `/proc/PID/ns/net` (`net:[4026531840]`); `None` when gone.
+    fn netns_of(&self, pid: u32) -> Option<u32> {
+        let link = std::fs::read_link(self.proc_root.join(format!("{pid}/ns/net"))).ok()?;
+        link.to_str()?
+            .strip_prefix("net:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    }
+
+    /// Inodes of the sockets bound to `server` in network namespace `netns`, read through the
+    /// first of `readers` that is in it now (the client, else the stub: the client may have
+    /// exited). `None` when none is (gone, or in other namespaces): another namespace's table
+    /// may have a socket on the same address and port, so no table is read.
+    fn bound_inodes(
+        &mut self,
+        server: ServerAddr,
+        readers: &[u32],
+        netns: u32,
+    ) -> Option<Vec<u64>> {
         let now = Instant::now();
         if let Some((inodes, at)) = self.bound.get(&(netns, server))
             && now.duration_since(*at) < LOOKUP_TTL
         {
-            return inodes.clone();
+            return Some(inodes.clone());
         }
         let (v4, v6, listen_only) = match server.transport {
             Transport::Udp => ("udp", "udp6", false),
             Transport::Tcp => ("tcp", "tcp6", true),
         };
+        let reader = readers
+            .iter()
+            .copied()
+            .find(|&p| self.netns_of(p) == Some(netns))?;
         let mut inodes = Vec::new();
         for table in [v4, v6] {
-            let text =
-                std::fs::read_to_string(self.proc_root.join(format!("{view_pid}/net/{table}")))
-                    .or_else(|_| {
-                        std::fs::read_to_string(self.proc_root.join(format!("self/net/{table}")))
-                    });
-            if let Ok(text) = text {
+            if let Ok(text) =
+                std::fs::read_to_string(self.proc_root.join(format!("{reader}/net/{table}")))
+            {
                 inodes.extend(parse_socket_table(
                     &text,
                     server.ip,
@@ -357,7 +432,7 @@ impl ProcSockets {
             self.bound.clear();
         }
         self.bound.insert((netns, server), (inodes.clone(), now));
-        inodes
+        Some(inodes)
     }
 
     /// Does `pid` hold one of `inodes` open?
@@ -381,7 +456,14 @@ impl ProcSockets {
 }
 
 impl SocketOwners for ProcSockets {
-    fn owns(&mut self, pid: u32, server: ServerAddr, view_pid: u32, netns: u32) -> bool {
+    fn owns(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        server: ServerAddr,
+        view_pid: u32,
+        netns: u32,
+    ) -> bool {
         let now = Instant::now();
         if let Some((owns, at)) = self.decided.get(&(pid, netns, server)) {
             let ttl = if *owns { OWNER_TTL } else { LOOKUP_TTL };
@@ -389,8 +471,22 @@ impl SocketOwners for ProcSockets {
                 return *owns;
             }
         }
-        let inodes = self.bound_inodes(server, view_pid, netns);
-        let owns = !inodes.is_empty() && self.holds(pid, &inodes);
+        let owns = if self.proc_root.join(pid.to_string()).exists() {
+            self.bound_inodes(server, &[view_pid, pid], netns)
+                .is_some_and(|inodes| !inodes.is_empty() && self.holds(pid, &inodes))
+        } else {
+            // P has exited before the recorder looked (it reads the ring buffer every 50 ms):
+            // a worker a server forks per connection (dnsmasq's TCP children) holds the
+            // listening socket it inherited only while it serves. Its namesake in the same
+            // namespace that holds the socket now (the server it was forked from) stands in.
+            let peers = self.namesakes(comm, netns);
+            let mut readers = vec![view_pid];
+            readers.extend(&peers);
+            self.bound_inodes(server, &readers, netns)
+                .is_some_and(|inodes| {
+                    !inodes.is_empty() && peers.iter().any(|&q| self.holds(q, &inodes))
+                })
+        };
         if self.decided.len() >= CACHE_MAX {
             self.decided.clear();
         }
@@ -499,7 +595,7 @@ mod tests {
     struct Table(Vec<(u32, ServerAddr)>);
 
     impl SocketOwners for Table {
-        fn owns(&mut self, pid: u32, s: ServerAddr, _: u32, _: u32) -> bool {
+        fn owns(&mut self, pid: u32, _: &str, s: ServerAddr, _: u32, _: u32) -> bool {
             self.0.contains(&(pid, s))
         }
     }
@@ -651,8 +747,22 @@ mod tests {
         };
         let me = std::process::id();
         let mut p = ProcSockets::default();
-        assert!(p.owns(me, server, me, 1));
+        let netns = p.netns_of(me).expect("this process's network namespace");
+        let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
+        let comm = comm.trim_end();
+        assert!(p.owns(me, comm, server, me, netns));
         // Pid 1 does not hold this socket.
-        assert!(!ProcSockets::default().owns(1, server, me, 1));
+        assert!(!ProcSockets::default().owns(1, "init", server, me, netns));
+        // Asked about another namespace (the same address and port may be bound there), no
+        // process in it to read its table through: not this socket.
+        let other = netns.wrapping_add(1);
+        assert!(!ProcSockets::default().owns(me, comm, server, me, other));
+        // A client gone: the table is read through the stub, when it is in that namespace.
+        let gone = u32::MAX;
+        assert!(ProcSockets::default().owns(me, comm, server, gone, netns));
+        // The asking process gone too (a server's per-connection worker): a live process of
+        // its name in that namespace that holds the socket stands in; another name does not.
+        assert!(ProcSockets::default().owns(gone - 1, comm, server, gone, netns));
+        assert!(!ProcSockets::default().owns(gone - 1, "no-such-comm", server, gone, netns));
     }
 }
