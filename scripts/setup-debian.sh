@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages dnsledger needs to build, record and run its tests.
 # Idempotent: packages already present are left alone.
 # --test also sets up what only the test suite needs: systemd (`systemd-analyze verify` checks the
-# shipped units) and DuckDB from PyPI in <repo>/.venv, an independent Parquet reader the tests and
+# shipped units), systemd-resolved unpacked (not installed) under <repo>/.cache for the stub test
+# (scripts/fetch-resolved.sh), and DuckDB from PyPI in <repo>/.venv, an independent Parquet reader the tests and
 # the benchmarks check segments with, and what --deb installs plus lintian and man-db (the
 # package test, scripts/test-deb.sh). --venv sets up only that .venv (bench/run.sh).
 # --deb: what building the Debian package needs (scripts/build-deb.sh): dpkg-dev and cargo-deb
@@ -86,6 +87,12 @@ if [ "$test_extras" -eq 1 ] || [ "$venv_only" -eq 1 ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$venv/.requirements-installed"
   fi
+fi
+
+if [ "$test_extras" -eq 1 ]; then
+  # systemd-resolved for the stub-link test, unpacked under <repo>/.cache, never installed
+  # (installing it would repoint this host's /etc/resolv.conf)
+  "$(dirname "$0")/fetch-resolved.sh"
 fi
 
 if [ "$deb" -eq 1 ] && ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $cargo_deb_version"; then
