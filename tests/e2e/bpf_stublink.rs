@@ -1,7 +1,8 @@
 //! The requester behind a local stub (BPF): a caching dnsmasq on 127.0.0.81 forwarding to a
 //! second dnsmasq on 127.0.0.82 (and `hole.test` to 127.0.0.83, where a socket of this test
 //! never answers). The stub's upstream rows name the clients (dig, getent under `unshare -m`
-//! with resolv.conf bind-mounted to the stub, python), the client rows say `stub_cache`
+//! with resolv.conf bind-mounted to the stub, python; dig +tcp and kdig +tcp, whose upstream
+//! query the child dnsmasq forks per connection sends), the client rows say `stub_cache`
 //! miss, then hit for a second query within the TTL; coalesced queries are all named; an
 //! unrelated process asking the same name at the same moment is not linked; `dnsql who` names
 //! the clients, not the stub; `--no-stub-link` leaves the columns empty.
@@ -91,6 +92,7 @@ fn rows(data: &Path) -> Vec<Value> {
             "sql",
             "SELECT pid, comm, qname, CAST(qtype_name AS VARCHAR) AS qtype, \
              CAST(server_ip AS VARCHAR) AS server, CAST(status AS VARCHAR) AS status, \
+             CAST(transport AS VARCHAR) AS transport, \
              requester_pids, requester_comms, requester_exes, \
              CAST(stub_cache AS VARCHAR) AS stub_cache \
              FROM dns WHERE server_ip IN ('127.0.0.81', '127.0.0.82', '127.0.0.83') \
@@ -173,6 +175,18 @@ fn bpf_stub_upstream_rows_name_the_clients() {
     let (get2, _) = run_client(&mut getent_cmd());
     let (py1, _) = run_client(&mut python_query("p1.a.test", STUB, "5"));
     let (py2, _) = run_client(&mut python_query("p1.a.test", STUB, "5"));
+    // TCP clients: dnsmasq answers each connection in a child it forks, which asks upstream
+    // (over TCP) holding the listening socket.
+    let (tcp1, out) = run_client(dig("t1.a.test").arg("+tcp"));
+    assert!(out.contains("192.0.2.1"), "{out}");
+    let (kdig1, out) = run_client(Command::new("kdig").args([
+        "+tcp",
+        "+retry=0",
+        "+time=5",
+        &format!("@{STUB}"),
+        "k1.a.test",
+    ]));
+    assert!(out.contains("192.0.2.1"), "{out}");
 
     // Coalesced: two clients wait for the same name the stub cannot get; meanwhile an
     // unrelated process asks the same name of the upstream server directly.
@@ -226,6 +240,29 @@ fn bpf_stub_upstream_rows_name_the_clients() {
                 assert!(exe.starts_with('/') && file.starts_with(comm), "{u}");
                 // The upstream server answered from its own data.
                 assert_eq!(s(u, "stub_cache"), "hit", "{u}");
+            }
+        }
+    }
+    // TCP clients: the upstream rows, of the stub's child serving the connection, name them.
+    for (pid, comm) in [(tcp1, "dig"), (kdig1, "kdig")] {
+        let rows = clients(pid);
+        assert!(!rows.is_empty(), "no row of {comm} {pid}: {}", ctx());
+        for r in rows {
+            assert_eq!(s(r, "transport"), "tcp", "{r}");
+            assert_eq!(s(r, "stub_cache"), "miss", "{r}: {}", ctx());
+            let ups: Vec<&Value> = all
+                .iter()
+                .filter(|u| {
+                    s(u, "comm") == "dnsmasq"
+                        && s(u, "server") == UPSTREAM
+                        && s(u, "qname") == s(r, "qname")
+                        && s(u, "qtype") == s(r, "qtype")
+                })
+                .collect();
+            assert!(!ups.is_empty(), "no upstream row for {r}: {}", ctx());
+            for u in ups {
+                assert_eq!(requesters(u), [pid], "{u}: {}", ctx());
+                assert_eq!(u["requester_comms"][0].as_str(), Some(comm), "{u}");
             }
         }
     }

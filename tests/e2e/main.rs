@@ -11,6 +11,7 @@ mod bpf_lookups;
 mod bpf_names;
 mod bpf_replay;
 mod bpf_report;
+mod bpf_resolved;
 mod bpf_serve_side;
 mod bpf_stacks;
 mod bpf_stublink;
