@@ -46,6 +46,7 @@ pub async fn session_over(dir: &str, hive: bool, declared: bool) -> SessionConte
             )
             .expect("side column");
     }
+    let view = crate::catalog::derived::with_derived_columns(view).expect("derived columns");
     let view = crate::catalog::session::with_computed_columns(view).expect("computed columns");
     ctx.register_table("dns", view.into_view())
         .expect("register the dns view");

@@ -11,7 +11,7 @@ use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::ArrowError;
 
-use crate::schema;
+use crate::{derived, schema};
 
 /// One question of a DNS message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -329,9 +329,16 @@ impl TransactionBatchBuilder {
     pub fn append(&mut self, t: &Transaction) {
         self.rows += 1;
         self.ts.append_value(t.ts);
-        self.query_ts.append_option(t.query_ts);
+        // Schema version 2: what the rules of [`crate::derived`] give is left NULL.
+        let query_ts = t
+            .query_ts
+            .filter(|&q| Some(q) != derived::query_ts(t.ts, t.status));
+        self.query_ts.append_option(query_ts);
         self.response_ts.append_option(t.response_ts);
-        self.latency_ns.append_option(t.latency_ns);
+        let latency_ns = t
+            .latency_ns
+            .filter(|&l| Some(l) != derived::latency_ns(t.query_ts, t.response_ts));
+        self.latency_ns.append_option(latency_ns);
         self.status.append_value(t.status);
         self.hostname.append_value(&*t.hostname);
         opt_dict(&mut self.boot_id, t.boot_id.as_deref());
@@ -367,7 +374,10 @@ impl TransactionBatchBuilder {
         self.qtype.append_option(t.qtype);
         opt_dict(&mut self.qtype_name, t.qtype_name.as_deref());
         self.qclass.append_option(t.qclass);
-        match &t.questions {
+        let questions = t.questions.as_ref().filter(|qs| {
+            !derived::questions_derivable(t.status, t.qname.as_deref(), t.qtype, t.qclass, Some(qs))
+        });
+        match questions {
             Some(qs) => {
                 let s = self.questions.values();
                 for q in qs {
@@ -404,7 +414,10 @@ impl TransactionBatchBuilder {
             }
             None => self.answers.append(false),
         }
-        match &t.answer_ips {
+        let answer_ips = t.answer_ips.as_ref().filter(|ips| {
+            !derived::answer_ips_derivable(t.status, t.answers.as_deref(), Some(ips))
+        });
+        match answer_ips {
             Some(ips) => {
                 for ip in ips {
                     self.answer_ips.values().append_value(ip);
@@ -638,6 +651,29 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
         Some((0..s.len()).map(|j| s.value(j).to_string()).collect())
     };
     let answer_ips = strings(c::ANSWER_IPS);
+    let status = statik(
+        string(c::STATUS),
+        &[
+            crate::status::ANSWERED,
+            crate::status::UNANSWERED,
+            crate::status::UNSOLICITED,
+            crate::status::BYPASS,
+            crate::status::LOOKUP,
+        ],
+    );
+    let ts = prim::<TimestampNanosecondType>(get(c::TS), i).unwrap_or_default();
+    let qname = string(c::QNAME);
+    let qtype = prim::<UInt16Type>(get(c::QTYPE), i);
+    let qclass = prim::<UInt16Type>(get(c::QCLASS), i);
+    // Schema version 2: a NULL of a derived column is its rule's value ([`crate::derived`]).
+    let query_ts = prim::<TimestampNanosecondType>(get(c::QUERY_TS), i)
+        .or_else(|| derived::query_ts(ts, status));
+    let response_ts = prim::<TimestampNanosecondType>(get(c::RESPONSE_TS), i);
+    let latency_ns = prim::<Int64Type>(get(c::LATENCY_NS), i)
+        .or_else(|| derived::latency_ns(query_ts, response_ts));
+    let answer_ips = answer_ips.or_else(|| derived::answer_ips(status, answers.as_deref()));
+    let questions =
+        questions.or_else(|| derived::questions(status, qname.as_deref(), qtype, qclass));
     let stack = strings(c::STACK).map(Arc::from);
     // Requester behind a local stub (`stub-link`): three parallel lists.
     let requesters = get(c::REQUESTER_PIDS)
@@ -661,19 +697,11 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
                 .collect()
         });
     Transaction {
-        ts: prim::<TimestampNanosecondType>(get(c::TS), i).unwrap_or_default(),
-        query_ts: prim::<TimestampNanosecondType>(get(c::QUERY_TS), i),
-        response_ts: prim::<TimestampNanosecondType>(get(c::RESPONSE_TS), i),
-        latency_ns: prim::<Int64Type>(get(c::LATENCY_NS), i),
-        status: statik(
-            string(c::STATUS),
-            &[
-                crate::status::ANSWERED,
-                crate::status::UNANSWERED,
-                crate::status::UNSOLICITED,
-                crate::status::LOOKUP,
-            ],
-        ),
+        ts,
+        query_ts,
+        response_ts,
+        latency_ns,
+        status,
         hostname: arc(c::HOSTNAME).unwrap_or_else(|| Arc::from("")),
         boot_id: arc(c::BOOT_ID),
         pid: prim::<UInt32Type>(get(c::PID), i),
@@ -690,7 +718,14 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
         netns: prim::<UInt32Type>(get(c::NETNS), i),
         transport: statik(
             string(c::TRANSPORT),
-            &["udp", "tcp", crate::transport::LIBC],
+            &[
+                crate::transport::UDP,
+                crate::transport::TCP,
+                crate::transport::DOT,
+                crate::transport::DOQ,
+                crate::transport::DOH_LIKELY,
+                crate::transport::LIBC,
+            ],
         ),
         ip_version: prim::<UInt8Type>(get(c::IP_VERSION), i).unwrap_or_default(),
         client_ip: string(c::CLIENT_IP).unwrap_or_default(),
@@ -707,10 +742,10 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
         ra: boolean(c::RA),
         ad: boolean(c::AD),
         cd: boolean(c::CD),
-        qname: string(c::QNAME),
-        qtype: prim::<UInt16Type>(get(c::QTYPE), i),
+        qname,
+        qtype,
         qtype_name: string(c::QTYPE_NAME),
-        qclass: prim::<UInt16Type>(get(c::QCLASS), i),
+        qclass,
         questions,
         qdcount: prim::<UInt16Type>(get(c::QDCOUNT), i),
         ancount: prim::<UInt16Type>(get(c::ANCOUNT), i),
@@ -771,6 +806,7 @@ mod tests {
     fn row(i: i64) -> Transaction {
         Transaction {
             ts: i,
+            query_ts: Some(i),
             status: crate::status::ANSWERED,
             hostname: "h".into(),
             transport: "udp",
@@ -779,6 +815,8 @@ mod tests {
             server_ip: "127.0.0.1".into(),
             server_port: 53,
             qname: Some("example.com".into()),
+            qtype: Some(1),
+            qclass: Some(1),
             questions: Some(vec![Question {
                 name: "example.com".into(),
                 qtype: 1,
@@ -838,6 +876,9 @@ mod tests {
         let sparse = Transaction {
             answers: None,
             answer_ips: None,
+            qname: None,
+            qtype: None,
+            qclass: None,
             questions: None,
             status: crate::status::UNANSWERED,
             transport: "tcp",
@@ -851,6 +892,75 @@ mod tests {
         assert_eq!(transaction_at(&batch, 0), full);
         assert_eq!(transaction_at(&batch, 1), sparse);
         assert_eq!(transaction_at(&batch, 2), lookup);
+    }
+
+    #[test]
+    fn derivable_values_are_not_stored() {
+        use crate::col as c;
+        let plain = Transaction {
+            response_ts: Some(20),
+            latency_ns: Some(10),
+            ..row(10)
+        };
+        // Every derived column differs from its rule.
+        let mut odd = Transaction {
+            query_ts: Some(9),
+            response_ts: Some(20),
+            latency_ns: Some(3),
+            questions: Some(vec![
+                Question {
+                    name: "example.com".into(),
+                    qtype: 1,
+                    qclass: 1,
+                },
+                Question {
+                    name: "b.example".into(),
+                    qtype: 28,
+                    qclass: 1,
+                },
+            ]),
+            ..row(11)
+        };
+        odd.answers.as_mut().expect("answers").push(Answer {
+            name: "example.com".into(),
+            rtype: "A".into(),
+            ttl: 1,
+            data: r"\# 3 010203".into(),
+        });
+        let unsolicited = Transaction {
+            status: crate::status::UNSOLICITED,
+            query_ts: None,
+            response_ts: Some(12),
+            ..row(12)
+        };
+        let lookup = Transaction {
+            status: crate::status::LOOKUP,
+            transport: crate::transport::LIBC,
+            answers: None,
+            questions: None,
+            answer_ips: Some(vec!["192.0.2.9".into()]),
+            ..row(13)
+        };
+        let mut b = TransactionBatchBuilder::new();
+        for t in [&plain, &odd, &unsolicited, &lookup] {
+            b.append(t);
+        }
+        let batch = b.finish().expect("batch");
+        let nulls = |name: &str| -> Vec<bool> {
+            let a = batch.column_by_name(name).expect("column");
+            (0..batch.num_rows()).map(|i| a.is_null(i)).collect()
+        };
+        assert_eq!(nulls(c::QUERY_TS), [true, false, true, true]);
+        assert_eq!(nulls(c::LATENCY_NS), [true, false, true, true]);
+        assert_eq!(nulls(c::QUESTIONS), [true, false, true, true]);
+        assert_eq!(nulls(c::ANSWER_IPS), [true, false, true, false]);
+        // Read back, every value is there again.
+        for (i, t) in [&plain, &odd, &unsolicited, &lookup]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(&transaction_at(&batch, i), t, "row {i}");
+        }
     }
 
     #[test]

@@ -7,9 +7,14 @@
 //! Compatibility rule: new columns are added as nullable at the end of the schema and do not
 //! change [`SCHEMA_VERSION`]; renaming, retyping or removing a column bumps it, and readers
 //! refuse versions newer than they know with a clear message.
+//!
+//! Version 2 stores `query_ts`, `latency_ns`, `answer_ips` and `questions` only where they
+//! cannot be derived from the other columns of the row ([`derived`]); readers compute
+//! `coalesce(stored, derived)`, which reads version 1's fully stored values unchanged.
 
 mod batch;
 pub mod compaction;
+pub mod derived;
 pub mod dnstext;
 pub mod names;
 pub mod partition;
@@ -23,7 +28,10 @@ use std::sync::{Arc, LazyLock};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// Version of the segment schema, stored in every segment under [`meta::SCHEMA_VERSION`].
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: the derivable values of `query_ts`, `latency_ns`, `answer_ips` and `questions` are NULL
+/// in the file and computed by readers ([`derived`]).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Column names. Later tools (dnsql recipes, tests, users' SQL) depend on these spellings.
 pub mod col {
@@ -119,9 +127,15 @@ pub fn column_doc(name: &str) -> &'static str {
         col::TS => {
             "when the transaction started: the query's capture time, else the response's (UTC, ns)"
         }
-        col::QUERY_TS => "capture time of the query; NULL if only a response was seen",
+        col::QUERY_TS => {
+            "capture time of the query; NULL if only a response was seen (segments since \
+             schema version 2 store it only where it is not ts: readers compute it)"
+        }
         col::RESPONSE_TS => "capture time of the response; NULL if unanswered",
-        col::LATENCY_NS => "response_ts - query_ts in nanoseconds; NULL unless both were seen",
+        col::LATENCY_NS => {
+            "response_ts - query_ts in nanoseconds; NULL unless both were seen (computed by \
+             readers since schema version 2)"
+        }
         col::STATUS => {
             "answered, unanswered (no response within the pair timeout), unsolicited (response \
              without query), bypass (a connection to an encrypted-DNS endpoint: no DNS \
@@ -171,7 +185,10 @@ pub fn column_doc(name: &str) -> &'static str {
         col::QTYPE => "first question's type number",
         col::QTYPE_NAME => "first question's type mnemonic (A, AAAA, PTR, TXT, TYPE65534, ...)",
         col::QCLASS => "first question's class (1 IN, 255 ANY, ...)",
-        col::QUESTIONS => "every question: list of {name, type, class}",
+        col::QUESTIONS => {
+            "every question: list of {name, type, class} (since schema version 2 stored only \
+             when it is not the one question (qname, qtype, qclass): readers compute it)"
+        }
         col::QDCOUNT => "question count of the header",
         col::ANCOUNT => "answer count of the header",
         col::NSCOUNT => "authority count of the header",
@@ -182,7 +199,11 @@ pub fn column_doc(name: &str) -> &'static str {
         col::ANSWERS => {
             "answer section: list of {name, type, ttl, data} with presentation-format data"
         }
-        col::ANSWER_IPS => "addresses of the A and AAAA answers",
+        col::ANSWER_IPS => {
+            "addresses of the A and AAAA answers (lookup rows: the addresses the C library \
+             returned; since schema version 2 stored only where it is not the A/AAAA data of \
+             answers: readers compute it)"
+        }
         col::EDNS_UDP_SIZE => "EDNS UDP payload size advertised by the query (else the response)",
         col::EDNS_VERSION => "EDNS version",
         col::EDNS_DO => "EDNS DNSSEC OK bit",
@@ -519,7 +540,10 @@ pub fn schema() -> SchemaRef {
 /// A stable, human-readable rendering of the schema, one column per line; pinned by a golden
 /// test so that any change to the schema is a deliberate one.
 pub fn describe() -> String {
-    let mut out = format!("schema_version {SCHEMA_VERSION}\n");
+    let mut out = format!(
+        "schema_version {SCHEMA_VERSION}\nstored only where not derivable: {}\n",
+        derived::DERIVED.join(", ")
+    );
     for field in schema().fields() {
         out.push_str(&format!(
             "{} {} {}\n",

@@ -135,7 +135,10 @@ pub async fn context_with_memory(
     // The SQL functions the recipes use are there for every query.
     crate::udf::register_all(&ctx);
     let table = SegmentTable::new(files, problems.clone(), progress.clone(), footers);
-    ctx.register_table(RAW_TABLE, Arc::new(table))?;
+    // `dns_all`: the segments' columns, those stored only where not derivable (schema
+    // version 2) computed back, so old and new segments read alike.
+    let all = crate::catalog::derived::with_derived_columns(ctx.read_table(Arc::new(table))?)?;
+    ctx.register_table(RAW_TABLE, all.into_view())?;
     let mut view = ctx.table(RAW_TABLE).await?;
     if let Some(filter) = scope_filter(scope) {
         view = view.filter(filter)?;
