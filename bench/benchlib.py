@@ -154,3 +154,25 @@ def stop(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# Segments since schema version 2 store query_ts, latency_ns, answer_ips and questions only where
+# the other columns of the row do not give them (crates/schema/src/derived.rs); DuckDB's view
+# computes them as dnsql does. The expressions are dnsledger_schema::derived::sql(Duckdb), word
+# for word (crates/query's `bench_duckdb_view_derives_like_dnsql` test checks this text).
+DUCK_DERIVED = [
+    ("query_ts", "coalesce(query_ts, CASE WHEN status <> 'unsolicited' THEN ts END)"),
+    ("latency_ns", "coalesce(latency_ns, epoch_ns(response_ts) - epoch_ns(coalesce(query_ts, "
+                   "CASE WHEN status <> 'unsolicited' THEN ts END)))"),
+    ("answer_ips", "coalesce(answer_ips, CASE WHEN status <> 'lookup' THEN "
+                   "list_transform(list_filter(answers, x -> x.type IN ('A', 'AAAA')), x -> x.data) END)"),
+    ("questions", "coalesce(questions, CASE WHEN status <> 'lookup' AND qname IS NOT NULL AND "
+                  "qtype IS NOT NULL AND qclass IS NOT NULL THEN "
+                  "[{'name': qname, 'type': qtype, 'class': qclass}] END)"),
+]
+
+
+def duck_dns_view(source):
+    """`CREATE VIEW dns AS ...` over `source` (a read_parquet(...) call) with the derived columns."""
+    replace = ", ".join(f"{expr} AS {col}" for col, expr in DUCK_DERIVED)
+    return f"CREATE VIEW dns AS SELECT * REPLACE ({replace}) FROM {source}"

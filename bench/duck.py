@@ -12,13 +12,13 @@ import time
 
 import duckdb
 
+from benchlib import duck_dns_view  # bench/ is on sys.path: the script's directory
+
 data, sql = sys.argv[1], sys.argv[2]
 values = "--values" in sys.argv[3:]
 t0 = time.time()
 con = duckdb.connect()
-con.execute(
-    f"CREATE VIEW dns AS SELECT * FROM read_parquet('{data}/segments/**/*.parquet', hive_partitioning = true)"
-)
+con.execute(duck_dns_view(f"read_parquet('{data}/segments/**/*.parquet', hive_partitioning = true)"))
 sql = sql.format(t="dns", ts_lo="TIMESTAMPTZ '2026-10-29 12:00:00+00'", ts_hi="TIMESTAMPTZ '2026-10-29 14:00:00+00'")
 rows = con.execute(sql).fetchall()
 out = {"rows": len(rows), "query_seconds": time.time() - t0}

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import timed  # noqa: E402 (bench/ is on sys.path: the script's directory)
+from benchlib import duck_dns_view, timed  # noqa: E402 (bench/ is on sys.path: the script's directory)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -224,8 +224,8 @@ class Fleet:
     def run_duck(self, data, sql, src=None):
         glob = f"{src['url']}/**/*.parquet" if src else f"{data}/segments/**/*.parquet"
         script = ((src["duck"] if src else "") +
-                  f"CREATE VIEW dns AS SELECT * FROM read_parquet('{glob}', "
-                  f"hive_partitioning = true, union_by_name = true); {sql};")
+                  duck_dns_view(f"read_parquet('{glob}', hive_partitioning = true, union_by_name = true)")
+                  + f"; {sql};")
         # NULL written as dnsql's CSV writes it (empty), so that full results compare.
         wall, rc, out, err, rss = timed([str(DUCKDB), "-csv", "-nullvalue", "", "-c", script])
         if rc != 0:

@@ -31,7 +31,8 @@ for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=p
 
 /// Every row of every `*.parquet` below a directory, as an engine that does not know the
 /// compaction rule reads them (no file skipped): one line per row, every column (times also
-/// as integer ns) plus the `host=` partition, sorted.
+/// as integer ns; the columns schema version 2 stores only where not derivable computed as
+/// dnsql's view does, `{DERIVED}`) plus the `host=` partition, sorted.
 const DUCK_ALL: &str = r#"
 import duckdb, json, os, sys
 root = sys.argv[1]
@@ -39,7 +40,8 @@ files = sorted(os.path.join(dp, f) for dp, _, fn in os.walk(root) for f in fn
                if f.endswith(".parquet"))
 rows = duckdb.sql("SELECT host, to_json(t)::VARCHAR, epoch_ns(ts), "
                   "coalesce(epoch_ns(query_ts), -1), coalesce(epoch_ns(response_ts), -1) "
-                  "FROM read_parquet(?, union_by_name = true, hive_partitioning = true) t",
+                  "FROM (SELECT * REPLACE ({DERIVED}) FROM read_parquet(?, union_by_name = true, "
+                  "hive_partitioning = true)) t",
                   params=[files]).fetchall()
 # A column a segment lacks (written before the column existed) reads as NULL: a NULL and a
 # missing column are the same row (compaction writes every column of the current schema).
@@ -51,7 +53,12 @@ for line in sorted(row(*r) for r in rows):
 "#;
 
 fn duck_all(root: &Path) -> Vec<String> {
-    duckdb_lines(DUCK_ALL, root)
+    let derived: Vec<String> =
+        dnsledger_schema::derived::sql(dnsledger_schema::derived::Dialect::Duckdb)
+            .into_iter()
+            .map(|(c, e)| format!("{e} AS {c}"))
+            .collect();
+    duckdb_lines(&DUCK_ALL.replace("{DERIVED}", &derived.join(", ")), root)
 }
 
 /// The lake's rows as DuckDB reads a plain copy of every object under the prefix.

@@ -890,9 +890,13 @@ mod tests {
             Err(SegmentError::MissingColumn("ts".into()))
         );
         assert_eq!(
-            inspect(&footer_of(&segment_batch(), &[(meta::SCHEMA_VERSION, "2")])),
-            Err(SegmentError::NewerVersion { found: 2, known: 1 })
+            inspect(&footer_of(&segment_batch(), &[(meta::SCHEMA_VERSION, "3")])),
+            Err(SegmentError::NewerVersion { found: 3, known: 2 })
         );
+        // Both versions this dnsql knows read.
+        for v in ["1", "2"] {
+            assert!(inspect(&footer_of(&segment_batch(), &[(meta::SCHEMA_VERSION, v)])).is_ok());
+        }
         assert!(matches!(
             inspect(&footer_of(&segment_batch(), &[(meta::SCHEMA_VERSION, "x")])),
             Err(SegmentError::BadVersion(_))

@@ -98,6 +98,12 @@ pub fn print_sql(sql: &str, dialect: Dialect, root: &str, scope: &Scope, recipe:
              them microsecond timestamps.\n",
         );
     }
+    let _ = writeln!(
+        out,
+        "-- Segments since schema version 2 leave {} NULL where other columns of the row give \
+         them; the view computes them (older segments keep their stored values).",
+        dnsledger_schema::derived::DERIVED.join(", ")
+    );
     for r in &notes.replaced {
         let _ = writeln!(out, "-- Portable replacement: {r}.");
     }
@@ -195,12 +201,17 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
         // `side`) that column (NULL), so `qname_sent` and the side filters are defined over
         // any lake.
         Dialect::Duckdb => format!(
-            "CREATE OR REPLACE TEMP VIEW dns AS\nSELECT *, {} AS {}\nFROM (SELECT * FROM \
+            "CREATE OR REPLACE TEMP VIEW dns AS\nSELECT * REPLACE ({}), {} AS {}\nFROM (SELECT * FROM \
              read_parquet({}, hive_partitioning = true,\n  hive_types = {{'host': VARCHAR, \
              'date': DATE, 'hour': INTEGER}}, union_by_name = true){filter}\n  UNION ALL BY NAME \
              SELECT NULL::VARCHAR AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {}, \
              NULL::UINTEGER[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {}{} \
              WHERE false);\n",
+            derived_sql(dnsledger_schema::derived::Dialect::Duckdb)
+                .iter()
+                .map(|(c, e)| format!("{e} AS {c}"))
+                .collect::<Vec<_>>()
+                .join(",\n  "),
             dnsledger_schema::QNAME_SENT_SQL,
             dnsledger_schema::QNAME_SENT,
             sql_str(&format!("{root}/**/*.parquet")),
@@ -224,12 +235,28 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
                 .map(|f| format!("`{}` {}", f.name(), spark_type(f.data_type())))
                 .chain(["`host` string", "`date` date", "`hour` int"].map(String::from))
                 .collect();
+            // Schema version 2: the derived columns computed over the stored ones (over the
+            // timestamps as nanosecond longs, before they become timestamps).
+            let derived = derived_sql(dnsledger_schema::derived::Dialect::Spark);
+            let value = |name: &str| -> String {
+                derived
+                    .iter()
+                    .find(|(c, _)| *c == name)
+                    .map_or_else(|| name.to_owned(), |(_, e)| e.clone())
+            };
             let columns: Vec<String> = dnsledger_schema::schema()
                 .fields()
                 .iter()
                 .map(|f| match f.data_type() {
                     DataType::Timestamp(..) => {
-                        format!("timestamp_micros(div({0}, 1000)) AS {0}", f.name())
+                        format!(
+                            "timestamp_micros(div({}, 1000)) AS {}",
+                            value(f.name()),
+                            f.name()
+                        )
+                    }
+                    _ if dnsledger_schema::derived::DERIVED.contains(&f.name().as_str()) => {
+                        format!("{} AS {}", value(f.name()), f.name())
                     }
                     _ => f.name().clone(),
                 })
@@ -251,6 +278,11 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
             )
         }
     }
+}
+
+/// The derived columns' SQL (`dnsledger_schema::derived`) in `dialect`.
+fn derived_sql(dialect: dnsledger_schema::derived::Dialect) -> Vec<(&'static str, String)> {
+    dnsledger_schema::derived::sql(dialect)
 }
 
 /// A function call found in SQL text: its arguments' text and where it ends.
@@ -703,7 +735,37 @@ pub fn ddl(ddl: Ddl, table: &str, location: &str) -> String {
             );
         }
     }
+    out.push_str(&ddl_view(ddl, table));
     out
+}
+
+/// The view over the table of [`ddl`] that computes the columns segments store only where
+/// they are not derivable (schema version 2): `{table}_view`, the one to query.
+fn ddl_view(ddl: Ddl, table: &str) -> String {
+    let derived = dnsledger_schema::derived::sql(dnsledger_schema::derived::Dialect::Trino);
+    let columns: Vec<String> = dnsledger_schema::schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let name = f.name().as_str();
+            match derived.iter().find(|(c, _)| *c == name) {
+                Some((_, e)) => format!("  {e} AS \"{name}\""),
+                None => format!("  \"{name}\""),
+            }
+        })
+        .chain(["host", "date", "hour"].map(|p| format!("  \"{p}\"")))
+        .collect();
+    let engine = match ddl {
+        Ddl::Athena => "Athena",
+        Ddl::Trino => "Trino",
+    };
+    format!(
+        "-- Segments since schema version 2 leave {} NULL where other columns of the row give \
+         them:\n-- query this view ({engine} SQL), which computes them (older segments keep their \
+         stored values).\nCREATE OR REPLACE VIEW {table}_view AS\nSELECT\n{}\nFROM {table};\n",
+        dnsledger_schema::derived::DERIVED.join(", "),
+        columns.join(",\n")
+    )
 }
 
 #[cfg(test)]
@@ -714,6 +776,23 @@ mod tests {
     fn body(sql: &str, d: Dialect) -> (String, Notes) {
         let mut n = Notes::default();
         (rewrite(sql, d, &mut n), n)
+    }
+
+    /// bench/benchlib.py's DuckDB view computes the derived columns with the same text.
+    #[test]
+    fn bench_duckdb_view_derives_like_dnsql() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/benchlib.py");
+        let text = std::fs::read_to_string(path).expect("read bench/benchlib.py");
+        // Python's adjacent string literals, joined.
+        let squeeze = |t: &str| t.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+        let joined = squeeze(&text).replace("\"\"", "");
+        for (c, e) in dnsledger_schema::derived::sql(dnsledger_schema::derived::Dialect::Duckdb) {
+            let e = squeeze(&e);
+            assert!(
+                joined.contains(&format!("(\"{c}\",\"{e}\")")),
+                "bench/benchlib.py's {c} differs from {e}"
+            );
+        }
     }
 
     #[test]

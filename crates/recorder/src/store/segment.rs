@@ -1216,7 +1216,7 @@ mod tests {
 
         let kv = &seg.kv;
         let get = |k: &str| kv.get(k).map(String::as_str);
-        assert_eq!(get(meta::SCHEMA_VERSION), Some("1"));
+        assert_eq!(get(meta::SCHEMA_VERSION), Some("2"));
         assert_eq!(get(meta::HOST), Some("h1"));
         assert_eq!(get(meta::BOOT_ID), Some("b00t"));
         assert_eq!(get(meta::KERNEL), Some("6.18.0-test"));
