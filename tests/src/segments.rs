@@ -126,15 +126,10 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
     let mut out = Vec::new();
     for b in batches {
         for i in 0..b.num_rows() {
-            let ips = col(b, "answer_ips");
-            let answer_ips = if ips.is_null(i) {
-                Vec::new()
-            } else {
-                let list = ips.as_list::<i32>().value(i);
-                (0..list.len())
-                    .filter_map(|j| string_at(list.as_ref(), j))
-                    .collect()
-            };
+            // Schema version 2 stores latency_ns and answer_ips only where the rest of the row
+            // does not give them: read them as dnsql does (the stored value, else the rule's).
+            let derived = dnsledger_schema::transaction_at(b, i);
+            let answer_ips = derived.answer_ips.unwrap_or_default();
             let stack_col = col(b, "stack");
             let stack = (!stack_col.is_null(i)).then(|| {
                 let list = stack_col.as_list::<i32>().value(i);
@@ -174,7 +169,7 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
                 lookup_id: b
                     .column_by_name("lookup_id")
                     .and_then(|a| prim::<UInt64Type>(a.as_ref(), i)),
-                latency_ns: prim::<Int64Type>(col(b, "latency_ns"), i),
+                latency_ns: derived.latency_ns,
                 qtype_name: string_at(col(b, "qtype_name"), i),
                 rcode_name: string_at(col(b, "rcode_name"), i),
                 answer_ips,
