@@ -1641,7 +1641,7 @@ fn print_sql_is_for_recipes_and_reads_no_data() {
     assert_eq!(sql.code, 0, "{sql:?}");
     assert!(
         sql.stdout
-            .contains("USING parquet OPTIONS (path 's3a://b/lake', mergeSchema 'true')")
+            .contains(") USING parquet OPTIONS (path 's3a://b/lake');")
     );
     assert!(sql.stdout.trim_end().ends_with(';'), "{sql:?}");
     let not_recipe = run(&["--data", "/nonexistent", "--print-sql", "sql", "SELECT 1"]);
