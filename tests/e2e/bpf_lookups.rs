@@ -9,16 +9,31 @@
 //!  - a musl-linked client (musl-gcc, dynamically linked): its getaddrinfo is a row linked to
 //!    its queries, through musl's own libc.so;
 //!  - `dnsql who` counts lookups apart from queries, `top` leaves them out;
-//!  - `--no-lookups` records none.
+//!  - `--no-lookups` records none (and starts no attach helper);
+//!  - a C library first seen after start (a copy of the host's libc, a new inode, bind-mounted
+//!    over libc.so.6 in a private mount namespace; resolver dnsmasq on 127.0.0.94) is probed
+//!    through the attach helper: python's and getent's lookups in it are rows, linked to their
+//!    queries; the recorder's threads keep only the kept capabilities, the helper only
+//!    CAP_SYS_ADMIN, and it exits with the recorder.
 
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use dnsledger::capture::attach_helper::HELPER_ARG;
+use dnsledger::capture::privs::{Phase, needed};
 
 use dnsledger_tests::harness::*;
 use dnsledger_tests::segments::*;
 
 const RESOLVER: &str = "127.0.0.90";
+/// The resolver of the late-library test.
+const LATE_RESOLVER: &str = "127.0.0.94";
+/// Where Debian's glibc is (a merged /usr: /lib is /usr/lib).
+const HOST_LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
 
 /// A shell command run with the test's /etc/hosts and /etc/resolv.conf, in a mount namespace
 /// of its own: `exec` keeps the pid, so the pid returned is the client's.
@@ -88,6 +103,10 @@ fn musl_client(dir: &Path) -> std::path::PathBuf {
 }
 
 fn setup(dir: &Path) {
+    setup_with(dir, RESOLVER);
+}
+
+fn setup_with(dir: &Path, resolver: &str) {
     std::fs::write(
         dir.join("hosts"),
         "127.0.0.1 localhost\n192.0.2.77 local.lookup.test\n",
@@ -95,7 +114,7 @@ fn setup(dir: &Path) {
     .expect("write hosts");
     std::fs::write(
         dir.join("resolv.conf"),
-        format!("nameserver {RESOLVER}\noptions attempts:1 timeout:3\n"),
+        format!("nameserver {resolver}\noptions attempts:1 timeout:3\n"),
     )
     .expect("write resolv.conf");
 }
@@ -114,6 +133,11 @@ fn wire_of(rows: &[Row], pid: u32) -> Vec<&Row> {
 
 /// The one getaddrinfo row of `pid` for `name`, not local, and its A and AAAA rows linked.
 fn assert_linked(rows: &[Row], pid: u32, name: &str, func: &str) {
+    assert_linked_via(rows, pid, name, func, RESOLVER);
+}
+
+/// [`assert_linked`], the queries sent to `server`.
+fn assert_linked_via(rows: &[Row], pid: u32, name: &str, func: &str, server: &str) {
     let lookups: Vec<&Row> = lookups_of(rows, pid)
         .into_iter()
         .filter(|r| r.qname.as_deref() == Some(name))
@@ -133,7 +157,7 @@ fn assert_linked(rows: &[Row], pid: u32, name: &str, func: &str) {
         assert_eq!(w.qname.as_deref(), Some(name), "{w:?}");
         assert_eq!(w.lookup_id, Some(id), "linked to its lookup: {w:?}");
         assert_eq!(w.tid, l.tid, "sent by the lookup's thread: {w:?}");
-        assert_eq!(w.server_ip, RESOLVER);
+        assert_eq!(w.server_ip, server);
         qtypes.push(w.qtype_name.as_deref().unwrap_or("-"));
     }
     qtypes.sort();
@@ -282,6 +306,7 @@ fn bpf_libc_lookups_are_rows_linked_to_their_queries() {
     // --no-lookups: none.
     let data2 = dir.path().join("data2");
     let rec = Recorder::start(&data2, &["--no-lookups"]);
+    assert_eq!(attach_helpers_of(rec.pid()), Vec::<u32>::new(), "no helper");
     let (pid2, _) = run_client(&mut isolated(dir.path(), "getent ahosts www.a.test"));
     rec.stop();
     let rows2 = all_rows(&data2);
@@ -291,4 +316,198 @@ fn bpf_libc_lookups_are_rows_linked_to_their_queries() {
         rows2.iter().all(|r| r.status != "lookup"),
         "no lookup rows with --no-lookups"
     );
+}
+
+/// The `Key:\tvalue` lines of /proc/PID[/task/TID]/status.
+fn status_of(path: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path.join("status"))
+        .unwrap_or_else(|e| panic!("{}/status: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn cap_mask(status: &BTreeMap<String, String>, key: &str) -> u64 {
+    u64::from_str_radix(&status[key], 16).unwrap_or_else(|e| panic!("{key}: {e}"))
+}
+
+fn mask(phase: Phase) -> u64 {
+    needed(phase).map(|c| 1u64 << c.index()).sum()
+}
+
+/// The attach helpers the recorder `pid` started (its children running [`HELPER_ARG`]).
+fn attach_helpers_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("recorder tasks");
+    for t in tasks.flatten() {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
+            if cmdline
+                .split(|b| *b == 0)
+                .any(|a| a == HELPER_ARG.as_bytes())
+            {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// `client` in a mount namespace of its own with the test's hosts and resolv.conf, and `libc`
+/// (a copy) bind-mounted over the host's C library.
+fn isolated_with_libc(dir: &Path, libc: &Path, client: &str) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "sh", "-c"]).arg(format!(
+        "mount --bind {d}/hosts /etc/hosts && mount --bind {d}/resolv.conf /etc/resolv.conf \
+         && mount --bind {l} {HOST_LIBC} && exec {client}",
+        d = dir.display(),
+        l = libc.display(),
+    ));
+    cmd
+}
+
+#[test]
+fn bpf_late_libc_is_probed_through_the_attach_helper() {
+    let _g = bpf_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup_with(dir.path(), LATE_RESOLVER);
+    let dns = Dnsmasq::start_on(dir.path(), &[LATE_RESOLVER]);
+    let data = dir.path().join("data");
+    let mut rec = Recorder::start(&data, &[]);
+
+    // The recorder kept only the kept capabilities, in every thread; its one helper only
+    // CAP_SYS_ADMIN, in every set, with no_new_privs.
+    let kept = mask(Phase::Kept);
+    let helper_caps = mask(Phase::Lookups);
+    assert_eq!(helper_caps, 1 << 21, "CAP_SYS_ADMIN");
+    let check_recorder = |pid: u32| {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+        for t in tasks.flatten() {
+            let st = status_of(&t.path());
+            for key in ["CapEff", "CapPrm"] {
+                assert_eq!(
+                    cap_mask(&st, key),
+                    kept,
+                    "recorder task {:?} {key}",
+                    t.path()
+                );
+            }
+            assert_eq!(cap_mask(&st, "CapAmb"), 0);
+        }
+    };
+    check_recorder(rec.pid());
+    let helpers = attach_helpers_of(rec.pid());
+    assert_eq!(helpers.len(), 1, "one attach helper: {helpers:?}");
+    let helper = helpers[0];
+    let hs = status_of(Path::new(&format!("/proc/{helper}")));
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(cap_mask(&hs, key), helper_caps, "helper {key}: {hs:?}");
+    }
+    assert_eq!(cap_mask(&hs, "CapInh"), 0);
+    assert_eq!(cap_mask(&hs, "CapAmb"), 0);
+    assert_eq!(hs["NoNewPrivs"], "1");
+    assert_eq!(hs["Threads"], "1", "the helper is single-threaded");
+
+    // A C library the recorder has never seen: a copy of the host's (a new inode).
+    let late = dir.path().join("late-libc.so.6");
+    std::fs::copy(HOST_LIBC, &late).expect("copy libc");
+    let late_ino = std::fs::metadata(&late).expect("stat").ino();
+    assert_ne!(late_ino, std::fs::metadata(HOST_LIBC).expect("stat").ino());
+
+    // python, started with it, waits for a line on stdin before its lookups: the test first
+    // waits for the recorder to say it probed the copy through the helper.
+    let py = format!(
+        "{} -c \"import socket, sys; sys.stdin.readline(); \
+         print(socket.getaddrinfo('local.lookup.test', 80)[0][4][0]); \
+         socket.getaddrinfo('py.late.a.test', 80, proto=socket.IPPROTO_TCP)\"",
+        python().display()
+    );
+    let mut child = isolated_with_libc(dir.path(), &late, &py)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let py_pid = child.id();
+    let line = rec.wait_log(Duration::from_secs(30), |l| {
+        l.contains("probed through the attach helper") && l.contains(&format!("pid={py_pid}"))
+    });
+    let Some(line) = line else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the late C library was not probed through the helper:\n{}",
+            rec.log_so_far()
+        );
+    };
+    eprintln!("late attach: {line}");
+    // python maps the copy.
+    let maps = std::fs::read_to_string(format!("/proc/{py_pid}/maps")).expect("python maps");
+    assert!(
+        maps.lines().any(|l| l.contains("libc.so.6")
+            && l.split_whitespace().nth(4) == Some(late_ino.to_string().as_str())),
+        "{maps}"
+    );
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("write to python");
+    let out = child.wait_with_output().expect("python output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "192.0.2.77");
+    // getent with the same copy: probed already.
+    let (getent_pid, _) = run_client(&mut isolated_with_libc(
+        dir.path(),
+        &late,
+        "getent ahosts www.late.a.test",
+    ));
+
+    // Still dropped after the late attach.
+    check_recorder(rec.pid());
+    let logs = rec.stop().join("\n");
+    assert!(!logs.contains("until the recorder restarts"), "{logs}");
+    wait_for(
+        "the helper to exit with the recorder",
+        Duration::from_secs(10),
+        || !Path::new(&format!("/proc/{helper}")).exists(),
+    );
+
+    let rows = all_rows(&data);
+    let p = lookups_of(&rows, py_pid);
+    let local: Vec<&&Row> = p
+        .iter()
+        .filter(|r| r.qname.as_deref() == Some("local.lookup.test"))
+        .collect();
+    assert_eq!(local.len(), 1, "{p:#?}");
+    assert_eq!(local[0].lookup_fn.as_deref(), Some("getaddrinfo"));
+    assert_eq!(local[0].lookup_local, Some(true));
+    assert_eq!(local[0].answer_ips, vec!["192.0.2.77".to_string()]);
+    assert_linked_via(
+        &rows,
+        py_pid,
+        "py.late.a.test",
+        "getaddrinfo",
+        LATE_RESOLVER,
+    );
+    assert_linked_via(
+        &rows,
+        getent_pid,
+        "www.late.a.test",
+        "getaddrinfo",
+        LATE_RESOLVER,
+    );
+    let q = dns.queries();
+    assert!(q.iter().any(|(_, n)| n == "py.late.a.test"), "{q:?}");
+    assert!(!q.iter().any(|(_, n)| n.contains("lookup.test")), "{q:?}");
 }

@@ -151,6 +151,35 @@ impl Recorder {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Waits up to `timeout` for a log line that `pred` accepts, and returns it (None on
+    /// timeout or exit). Every line read is kept for [`Recorder::stop`].
+    pub fn wait_log(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        if let Some(l) = self.stderr.iter().find(|l| pred(l)) {
+            return Some(l.clone());
+        }
+        while Instant::now() < deadline {
+            match self.log.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    let hit = pred(&line);
+                    self.stderr.push(line.clone());
+                    if hit {
+                        return Some(line);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        None
+    }
+
+    /// The log lines read so far.
+    pub fn log_so_far(&mut self) -> String {
+        self.drain();
+        self.stderr.join("\n")
+    }
+
     fn drain(&mut self) {
         while let Ok(line) = self.log.try_recv() {
             self.stderr.push(line);

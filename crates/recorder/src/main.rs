@@ -417,6 +417,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         doh_endpoints: Vec::new(),
         serve_side: false,
         lookups: true,
+        run_as: None,
     };
     let mut probes = bpf::check(&cfg);
     probes.push(doh_list_probe());
@@ -483,6 +484,13 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 fn main() -> ExitCode {
+    // The lookup attach helper (started by `record` itself, never by hand): before anything
+    // else, so that it reduces its capabilities first.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(dnsledger::capture::attach_helper::HELPER_ARG.as_ref()) {
+        let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        return dnsledger::capture::attach_helper::serve(&rest);
+    }
     // The hidden `generate-docs DIR` writes the man pages and completions (for packaging).
     let matches = match dnsledger_clidoc::parse(Cli::command()) {
         Ok(m) => m,

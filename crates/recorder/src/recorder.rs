@@ -302,6 +302,7 @@ pub fn record(s: &Settings, stop: Arc<AtomicBool>) -> Result<RecordSummary, Reco
         doh_endpoints,
         serve_side: s.serve_side,
         lookups: s.lookups,
+        run_as: run_as.clone(),
     };
     if s.serve_side {
         info!("--serve-side: local DNS servers' side recorded too (rows with side = server)");

@@ -142,6 +142,9 @@ pub struct BpfConfig {
     pub serve_side: bool,
     /// Probe the C libraries' resolver functions (off with `--no-lookups`).
     pub lookups: bool,
+    /// The user the recorder switches to once attached (`--user`): the lookup attach helper
+    /// switches to it too.
+    pub run_as: Option<super::privs::RunAs>,
 }
 
 /// In-kernel counters, summed over CPUs, as last read.
@@ -537,6 +540,8 @@ pub fn capture(
             Ok(l) => {
                 let mut probes = super::uprobes::LookupProbes::new(l);
                 probes.scan_all();
+                // Before `ready` drops the privileges: the helper keeps CAP_SYS_ADMIN.
+                probes.start_helper(cfg.run_as.as_ref());
                 Some(probes)
             }
             Err(e) => {
@@ -567,6 +572,9 @@ pub fn capture(
         .map_err(BpfError::RingBuffer)?;
     let ring = builder.build().map_err(BpfError::RingBuffer)?;
     ready();
+    if let Some(l) = &mut lookups {
+        l.privileges_dropped();
+    }
     let mut last_counters = Instant::now() - Duration::from_secs(1);
     while !stop.load(Ordering::Relaxed) {
         match ring.poll(POLL_EVERY) {
@@ -700,8 +708,13 @@ pub fn check(cfg: &BpfConfig) -> Vec<Probe> {
         } else {
             format!("{detail} (libc lookups are not recorded without it; --no-lookups)")
         };
+        let what = if super::uprobes::LOOKUP_PROGRAMS.contains(&name) {
+            format!("program {name}")
+        } else {
+            name.to_string()
+        };
         probes.push(Probe {
-            what: format!("program {name}"),
+            what,
             ok,
             optional: true,
             detail,

@@ -10,12 +10,14 @@
 //!
 //! Beside the packets: [`procs`] (the process table that attributes a packet to a process),
 //! [`stacks`] (`--stacks` symbolization), [`privs`] (the capabilities needed, and dropping
-//! them once attached), [`abi`] (the kernel ABI numbers, from the skeleton).
+//! them once attached; [`attach_helper`], the process that keeps the one a late uprobe needs),
+//! [`abi`] (the kernel ABI numbers, from the skeleton).
 //!
 //! What leaves this step is a [`RawPacket`]: L3 bytes with capture metadata. [`crate::decode`]
 //! takes it from there.
 
 pub mod abi;
+pub mod attach_helper;
 pub mod bpf;
 pub mod events;
 pub mod lookup_skel;

@@ -289,8 +289,13 @@ fn switch_thread_user(who: &RunAs) -> Result<(), PrivsError> {
 /// Reduces the calling thread's capabilities to the [`Phase::Kept`] ones, switches it to `run_as` when given,
 /// and sets `no_new_privs`.
 pub fn drop_to_minimum(run_as: Option<&RunAs>) -> Result<(), PrivsError> {
+    drop_to(&needed(Phase::Kept).collect(), run_as)
+}
+
+/// Reduces the calling thread's capabilities to `kept` (those of them it holds) in every set,
+/// switches it to `run_as` when given, and sets `no_new_privs`.
+pub fn drop_to(kept: &CapsHashSet, run_as: Option<&RunAs>) -> Result<(), PrivsError> {
     let err = |e: caps::errors::CapsError| PrivsError(e.to_string());
-    let kept: CapsHashSet = needed(Phase::Kept).collect();
     // The bounding set needs CAP_SETPCAP, so it goes first, while that is still held.
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).map_err(err)? {
         for cap in caps::read(None, CapSet::Bounding).map_err(err)? {
@@ -307,7 +312,7 @@ pub fn drop_to_minimum(run_as: Option<&RunAs>) -> Result<(), PrivsError> {
     caps::clear(None, CapSet::Ambient).map_err(err)?;
     caps::clear(None, CapSet::Inheritable).map_err(err)?;
     let permitted = caps::read(None, CapSet::Permitted).map_err(err)?;
-    let keep: CapsHashSet = permitted.intersection(&kept).copied().collect();
+    let keep: CapsHashSet = permitted.intersection(kept).copied().collect();
     caps::set(None, CapSet::Effective, &keep).map_err(err)?;
     caps::set(None, CapSet::Permitted, &keep).map_err(err)?;
     // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) takes no pointers.

@@ -10,10 +10,18 @@
 //! dynamic linker maps the C library by then), at most [`SCANS_PER_ROUND`] per poll round. A
 //! library without the resolver symbols (stripped, or a libc that lacks them) is a warning
 //! naming it: wire capture goes on.
+//!
+//! A uprobe needs CAP_SYS_ADMIN on this kernel, which the recorder gives up once attached. The
+//! libraries present at start (installed in the host's library directories, or mapped) are
+//! attached directly, before the drop; one first seen afterwards (a container started later,
+//! a chroot, a new image) is attached by the [`attach_helper`](super::attach_helper) process,
+//! which keeps only that capability: the recorder opens the file (through /proc/PID/root) and
+//! the helper hands back the two BPF links per function, which the recorder holds like its own.
 
 use std::collections::{HashSet, VecDeque};
+use std::fs::File;
 use std::mem::MaybeUninit;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,9 +30,11 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
 use tracing::{debug, info, warn};
 
+use super::attach_helper::{Helper, HelperError, Status};
 use super::bpf::BpfError;
 use super::lookup_skel::types::lookup_counter;
 use super::lookup_skel::{LookupsSkel, LookupsSkelBuilder};
+use super::privs::RunAs;
 use crate::lookups::{Libc, LookupFn, PROBED, in_root_of, libcs_in_maps};
 
 /// Where C libraries are installed on a Debian-like host (glibc's multiarch directories,
@@ -92,10 +102,24 @@ fn entry_program<'a>(skel: &'a LookupsSkel<'_>, f: LookupFn) -> &'a libbpf_rs::P
     }
 }
 
+/// The programs' fds, in [`LOOKUP_PROGRAMS`] order (what the attach helper is given).
+fn program_fds<'a>(skel: &'a LookupsSkel<'_>) -> [BorrowedFd<'a>; 5] {
+    let p = &skel.progs;
+    [
+        p.lookup_getaddrinfo.as_fd(),
+        p.lookup_gethostbyname.as_fd(),
+        p.lookup_gethostbyname2.as_fd(),
+        p.lookup_getnameinfo.as_fd(),
+        p.lookup_return.as_fd(),
+    ]
+}
+
 /// What attaching to one library gave.
 #[derive(Debug, Default)]
 pub struct Attached {
     pub links: Vec<Link>,
+    /// The links the attach helper made (BPF link fds: the probe lives while one is open).
+    pub fds: Vec<OwnedFd>,
     /// Functions whose symbol the library lacks (or that would not attach), with the error
     /// and whether it was a permission error.
     pub missing: Vec<(LookupFn, String, bool)>,
@@ -139,6 +163,13 @@ pub fn attach_library(skel: &LookupsSkel<'_>, path: &Path) -> Attached {
 pub struct LookupProbes<'obj> {
     skel: LookupsSkel<'obj>,
     links: Vec<Link>,
+    /// Links made by the attach helper, after the privilege drop.
+    late_links: Vec<OwnedFd>,
+    /// Attach directly (privileged, at start), else through the helper.
+    direct: bool,
+    helper: Option<Helper>,
+    /// Why there is no helper (for the warnings).
+    no_helper: String,
     /// (device, inode) of every library looked at (attached or refused): each file once.
     seen: HashSet<(u64, u64)>,
     /// New processes to scan, with the time of their exec event.
@@ -152,10 +183,48 @@ impl<'obj> LookupProbes<'obj> {
         Self {
             skel,
             links: Vec::new(),
+            late_links: Vec::new(),
+            direct: true,
+            helper: None,
+            no_helper: "was not started".into(),
             seen: HashSet::new(),
             pending: VecDeque::new(),
             libraries: Vec::new(),
         }
+    }
+
+    /// Starts the attach helper (while the calling thread still holds its capabilities): C
+    /// libraries first seen after [`Self::privileges_dropped`] are attached through it. A
+    /// failure is a warning: those libraries are then not probed.
+    pub fn start_helper(&mut self, run_as: Option<&RunAs>) {
+        match Helper::start(&program_fds(&self.skel), run_as) {
+            Ok(h) => {
+                info!(
+                    helper_pid = h.pid(),
+                    "libc lookups: attach helper started (keeps CAP_SYS_ADMIN only, to probe C \
+                     libraries first seen after start)"
+                );
+                self.helper = Some(h);
+            }
+            Err(e) => {
+                warn!(
+                    "libc lookups: C libraries first seen after start will not be probed: {e}\n\
+                     hint: the helper needs CAP_SYS_ADMIN at start (run as root, or keep it in \
+                     the bounding set); `dnsledger check` says whether late attach works"
+                );
+                self.no_helper = format!("could not start ({e})");
+            }
+        }
+    }
+
+    /// The recorder gave up its capabilities: attach through the helper from now on.
+    pub fn privileges_dropped(&mut self) {
+        self.direct = false;
+    }
+
+    /// The attach helper's pid, when it runs.
+    pub fn helper_pid(&self) -> Option<u32> {
+        self.helper.as_ref().map(Helper::pid)
     }
 
     /// Attaches to the C libraries installed on the host at the usual places, mapped or not
@@ -178,7 +247,7 @@ impl<'obj> LookupProbes<'obj> {
                     continue;
                 };
                 if self.seen.insert((meta.dev(), meta.ino())) {
-                    self.attach(std::process::id(), text, &path, kind);
+                    self.attach(std::process::id(), text, &path, kind, None);
                 }
             }
         }
@@ -197,7 +266,7 @@ impl<'obj> LookupProbes<'obj> {
                 .to_str()
                 .and_then(|s| s.parse::<u32>().ok())
             {
-                self.scan_pid(pid);
+                self.scan_pid(pid, None);
             }
         }
         info!(
@@ -220,17 +289,18 @@ impl<'obj> LookupProbes<'obj> {
         for _ in 0..SCANS_PER_ROUND {
             match self.pending.front() {
                 Some((pid, at)) if now.duration_since(*at) >= EXEC_SCAN_DELAY => {
-                    let pid = *pid;
+                    let (pid, at) = (*pid, *at);
                     self.pending.pop_front();
-                    self.scan_pid(pid);
+                    self.scan_pid(pid, Some(at));
                 }
                 _ => break,
             }
         }
     }
 
-    /// Attaches to the C libraries process `pid` maps that are not attached yet.
-    fn scan_pid(&mut self, pid: u32) {
+    /// Attaches to the C libraries process `pid` maps that are not attached yet (`exec_at`:
+    /// when its exec was seen).
+    fn scan_pid(&mut self, pid: u32, exec_at: Option<Instant>) {
         // The process may be gone already: nothing to do then.
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             return;
@@ -243,34 +313,115 @@ impl<'obj> LookupProbes<'obj> {
             if !self.seen.insert((meta.dev(), meta.ino())) {
                 continue;
             }
-            self.attach(pid, &path, &full, kind);
+            self.attach(pid, &path, &full, kind, exec_at);
         }
     }
 
-    fn attach(&mut self, pid: u32, path: &str, full: &Path, kind: Libc) {
-        let got = attach_library(&self.skel, full);
-        let n = got.links.len();
+    /// Attaches through the helper (after the privilege drop).
+    fn attach_through_helper(&mut self, full: &Path) -> Attached {
+        let mut out = Attached::default();
+        let denied_all = |out: &mut Attached, why: &str| {
+            for f in PROBED {
+                out.missing.push((f, why.to_string(), true));
+            }
+        };
+        let Some(helper) = self.helper.as_mut() else {
+            denied_all(&mut out, "permission denied");
+            return out;
+        };
+        let file = match File::open(full) {
+            Ok(f) => f,
+            Err(e) => {
+                for f in PROBED {
+                    out.missing.push((f, format!("open: {e}"), false));
+                }
+                return out;
+            }
+        };
+        let mut gone = None;
+        for f in PROBED {
+            match helper.attach(&file, f) {
+                Ok(pair) => out.fds.extend(pair),
+                Err(HelperError::Refused { status, text }) => {
+                    let kind = match status {
+                        Status::NotFound => "NotFound",
+                        Status::Denied => "PermissionDenied",
+                        _ => "Other",
+                    };
+                    out.missing
+                        .push((f, format!("{text} ({kind})"), status == Status::Denied));
+                }
+                Err(e) => {
+                    gone = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(e) = gone {
+            warn!("libc lookups: {e}; C libraries first seen from now on are not probed");
+            self.no_helper = format!("stopped ({e})");
+            self.helper = None;
+            out.fds.clear();
+            out.missing.clear();
+            denied_all(&mut out, "permission denied");
+        }
+        out
+    }
+
+    fn attach(&mut self, pid: u32, path: &str, full: &Path, kind: Libc, exec_at: Option<Instant>) {
+        let started = Instant::now();
+        let got = if self.direct {
+            attach_library(&self.skel, full)
+        } else {
+            self.attach_through_helper(full)
+        };
+        let n = got.links.len() + got.fds.len();
         self.links.extend(got.links);
+        self.late_links.extend(got.fds);
         if n > 0 {
             self.libraries.push(PathBuf::from(path));
-            debug!(
-                pid,
-                library = path,
-                ?kind,
-                probes = n,
-                "libc lookups: attached"
-            );
+            if self.direct {
+                debug!(
+                    pid,
+                    library = path,
+                    ?kind,
+                    probes = n,
+                    "libc lookups: attached"
+                );
+            } else {
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                info!(
+                    pid,
+                    library = path,
+                    ?kind,
+                    probes = n,
+                    attach_ms = ms(started.elapsed()),
+                    since_exec_ms = exec_at.map(|t| ms(t.elapsed())),
+                    "libc lookups: a C library first seen after start, probed through the \
+                     attach helper"
+                );
+            }
         }
         if !got.missing.is_empty() {
             let names: Vec<&str> = got.missing.iter().map(|(f, _, _)| f.as_str()).collect();
             if got.missing.iter().all(|(_, _, denied)| *denied) {
-                warn!(
-                    "libc lookups: cannot probe {} (of process {pid}, {kind:?}): permission \
-                     denied (a uprobe needs CAP_SYS_ADMIN, which the recorder gives up once \
-                     attached; a C library first seen after start is not probed until the \
-                     recorder restarts); wire capture goes on",
-                    path
-                );
+                if self.direct {
+                    warn!(
+                        "libc lookups: cannot probe {path} (of process {pid}, {kind:?}): \
+                         permission denied (a uprobe needs CAP_SYS_ADMIN); lookups through it \
+                         are not recorded, wire capture goes on"
+                    );
+                } else {
+                    warn!(
+                        "libc lookups: cannot probe {path} (of process {pid}, {kind:?}), first \
+                         seen after start: permission denied (a uprobe needs CAP_SYS_ADMIN, \
+                         which the recorder gives up once attached, and the attach helper that \
+                         keeps it {}); it is not probed until the recorder restarts, wire \
+                         capture goes on\nhint: `dnsledger check` says whether late attach \
+                         works",
+                        self.no_helper
+                    );
+                }
                 return;
             }
             let first = got
@@ -368,5 +519,52 @@ pub fn check(self_tgid: u32) -> Vec<(&'static str, bool, String)> {
             libc.display()
         ),
     ));
+    out.push(check_helper(&skel, &libc));
     out
+}
+
+/// The name of `dnsledger check`'s line for late attach.
+pub const HELPER_CHECK: &str = "lookup attach helper";
+
+/// `dnsledger check`: starts the attach helper (which reduces itself to CAP_SYS_ADMIN, as in a
+/// recording) and has it attach every function to `libc`: whether a C library first seen
+/// after start gets probed.
+fn check_helper(skel: &LookupsSkel<'_>, libc: &Path) -> (&'static str, bool, String) {
+    let fail = |detail: String| {
+        (
+            HELPER_CHECK,
+            false,
+            format!("{detail}: C libraries first seen after start are not probed"),
+        )
+    };
+    let mut helper = match Helper::start(&program_fds(skel), None) {
+        Ok(h) => h,
+        Err(e) => return fail(e.to_string()),
+    };
+    let file = match File::open(libc) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("open {}: {e}", libc.display())),
+    };
+    let started = Instant::now();
+    // Held until measured: detaching (closing them) takes longer than attaching.
+    let mut links = Vec::new();
+    for f in PROBED {
+        match helper.attach(&file, f) {
+            Ok(pair) => links.extend(pair),
+            Err(e) => return fail(format!("{} in {}: {e}", f.as_str(), libc.display())),
+        }
+    }
+    let took = started.elapsed();
+    drop(links);
+    (
+        HELPER_CHECK,
+        true,
+        format!(
+            "late attach works: the helper (CAP_SYS_ADMIN only) probed {} functions in {} in \
+             {:.1} ms",
+            PROBED.len(),
+            libc.display(),
+            took.as_secs_f64() * 1e3
+        ),
+    )
 }

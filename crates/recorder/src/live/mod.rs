@@ -472,6 +472,7 @@ pub fn standalone(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Feed, St
         serve_side: settings.serve_side,
         // Lookup rows are the recorder's too (snoop and top show DNS transactions).
         lookups: false,
+        run_as: None,
     };
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
