@@ -13,8 +13,8 @@
 //!  - a C library first seen after start (a copy of the host's libc, a new inode, bind-mounted
 //!    over libc.so.6 in a private mount namespace; resolver dnsmasq on 127.0.0.94) is probed
 //!    through the attach helper: python's and getent's lookups in it are rows, linked to their
-//!    queries; the recorder's threads keep only the kept capabilities, the helper only
-//!    CAP_SYS_ADMIN, and it exits with the recorder.
+//!    queries; with `--user nobody`, the recorder's threads keep only the kept capabilities,
+//!    the helper only CAP_SYS_ADMIN (both as nobody), and it exits with the recorder.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -378,10 +378,18 @@ fn bpf_late_libc_is_probed_through_the_attach_helper() {
     setup_with(dir.path(), LATE_RESOLVER);
     let dns = Dnsmasq::start_on(dir.path(), &[LATE_RESOLVER]);
     let data = dir.path().join("data");
-    let mut rec = Recorder::start(&data, &[]);
+    // As the packaged service runs: leaving root (Debian's nobody stands for its user).
+    let mut rec = Recorder::start(&data, &["--user", "nobody"]);
+    let nobody = |st: &BTreeMap<String, String>, key: &str| {
+        assert!(
+            st[key].split_whitespace().all(|id| id == "65534"),
+            "{key}: {}",
+            st[key]
+        )
+    };
 
     // The recorder kept only the kept capabilities, in every thread; its one helper only
-    // CAP_SYS_ADMIN, in every set, with no_new_privs.
+    // CAP_SYS_ADMIN, in every set, with no_new_privs; both are the user.
     let kept = mask(Phase::Kept);
     let helper_caps = mask(Phase::Lookups);
     assert_eq!(helper_caps, 1 << 21, "CAP_SYS_ADMIN");
@@ -398,6 +406,7 @@ fn bpf_late_libc_is_probed_through_the_attach_helper() {
                 );
             }
             assert_eq!(cap_mask(&st, "CapAmb"), 0);
+            nobody(&st, "Uid");
         }
     };
     check_recorder(rec.pid());
@@ -412,6 +421,8 @@ fn bpf_late_libc_is_probed_through_the_attach_helper() {
     assert_eq!(cap_mask(&hs, "CapAmb"), 0);
     assert_eq!(hs["NoNewPrivs"], "1");
     assert_eq!(hs["Threads"], "1", "the helper is single-threaded");
+    nobody(&hs, "Uid");
+    nobody(&hs, "Gid");
 
     // A C library the recorder has never seen: a copy of the host's (a new inode).
     let late = dir.path().join("late-libc.so.6");

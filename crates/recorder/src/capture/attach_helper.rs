@@ -187,7 +187,9 @@ impl Helper {
         .map_err(|e| start(format!("socketpair: {e}")))?;
         let theirs_raw = theirs.as_raw_fd();
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg(HELPER_ARG)
+        // `ps` shows `dnsledger __lookup-attach-helper PPID`.
+        cmd.arg0("dnsledger")
+            .arg(HELPER_ARG)
             .arg(std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null());

@@ -7,6 +7,9 @@
 //!
 //! Everything else leaves the effective, permitted, inheritable, ambient and bounding sets,
 //! and `no_new_privs` is set. Capabilities are per thread: every thread calls [`drop_to_minimum`].
+//! The one exception is a separate process, the lookup attach helper
+//! ([`super::attach_helper`]): started before the drop, it reduces itself ([`drop_to`]) to the
+//! [`Phase::Lookups`] capability, to probe C libraries first seen after start.
 //!
 //! With `--user` the recorder also leaves root: each thread switches its own credentials
 //! (raw `setresuid`/`setresgid`/`setgroups` system calls, which act on the calling thread only,
@@ -26,8 +29,10 @@ pub enum Phase {
     Kept,
     /// Only with `--user`, once at start: switching user and handing the data directory over.
     User,
-    /// Optional, to attach the libc lookup uprobes at start (without it lookups are off, with
-    /// a warning per library, and the rest records); dropped once attached, like [`Phase::Load`].
+    /// Optional, to attach the libc lookup uprobes (without it lookups are off, with a warning
+    /// per library, and the rest records): the recorder drops it once attached, like
+    /// [`Phase::Load`]; only the lookup attach helper process keeps it, for C libraries first
+    /// seen after start.
     Lookups,
 }
 
@@ -85,8 +90,10 @@ pub const CAPABILITIES: [CapNeed; 9] = [
     CapNeed {
         cap: Capability::CAP_SYS_ADMIN,
         phase: Phase::Lookups,
-        why: "the libc lookup uprobes (this kernel refuses a uprobe with CAP_PERFMON alone); \
-              optional: without it lookups are not recorded, the rest is",
+        why: "the libc lookup uprobes (this kernel refuses a uprobe without it, CAP_PERFMON and \
+              CAP_BPF too); the recorder drops it once attached, only its lookup attach helper \
+              process keeps it (C libraries first seen after start); optional: without it \
+              lookups are not recorded, the rest is",
     },
 ];
 
