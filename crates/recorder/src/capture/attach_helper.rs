@@ -589,3 +589,83 @@ fn serve_inner(args: &[String]) -> Result<(), String> {
         // The request's fds and the links (now the recorder's too) close here.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The checks before any system call that needs a capability: they run unprivileged.
+    fn refused(request: &[u8], fds: &[OwnedFd]) -> (Status, String) {
+        let pmu = UprobePmu {
+            kind: 0,
+            retprobe_bit: 0,
+        };
+        match attach_request(&pmu, &[], request, fds) {
+            Ok(_) => panic!("{} was accepted", String::from_utf8_lossy(request)),
+            Err(e) => e,
+        }
+    }
+
+    fn library() -> OwnedFd {
+        OwnedFd::from(File::open("/proc/self/exe").expect("open own binary"))
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        let (s, t) = refused(b"attach system", &[library()]);
+        assert_eq!(s, Status::Failed);
+        assert!(t.contains("not a resolver function"), "{t}");
+        let (_, t) = refused(b"detach getaddrinfo", &[library()]);
+        assert!(t.contains("unknown request"), "{t}");
+        let (_, t) = refused(b"attach \xff", &[library()]);
+        assert!(t.contains("UTF-8"), "{t}");
+        let (_, t) = refused(b"attach getaddrinfo", &[]);
+        assert!(t.contains("0 fds"), "{t}");
+        let (_, t) = refused(b"attach getaddrinfo", &[library(), library()]);
+        assert!(t.contains("2 fds"), "{t}");
+        // A directory, a pipe: not a regular file.
+        let dir = OwnedFd::from(File::open("/").expect("open /"));
+        let (_, t) = refused(b"attach getaddrinfo", &[dir]);
+        assert!(t.contains("not a regular file"), "{t}");
+        let (r, _w) = nix::unistd::pipe().expect("pipe");
+        let (_, t) = refused(b"attach getaddrinfo", &[r]);
+        assert!(t.contains("not a regular file"), "{t}");
+        // A regular file without the function (this binary does not define getaddrinfo).
+        let (s, t) = refused(b"attach getnameinfo", &[library()]);
+        assert_eq!(s, Status::NotFound, "{t}");
+    }
+
+    #[test]
+    fn symbol_offsets_match_the_c_library() {
+        // The host's glibc defines all four; each offset lies inside the file.
+        let libc = std::path::Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+        let len = std::fs::metadata(libc).expect("glibc").len();
+        for f in PROBED {
+            let off = function_offset(libc, f.as_str()).expect(f.as_str());
+            assert!(off > 0 && off < len, "{}: {off}", f.as_str());
+        }
+    }
+
+    #[test]
+    fn messages_are_bounded_and_carry_fds() {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let file = File::open("/proc/self/exe").expect("open");
+        send(a.as_fd(), b"attach getaddrinfo", &[file.as_raw_fd()]).expect("send");
+        let got = receive(b.as_fd()).expect("receive");
+        assert_eq!(got.bytes, b"attach getaddrinfo");
+        assert_eq!(got.fds.len(), 1);
+        assert!(!got.truncated);
+        let long = vec![b'x'; MAX_MESSAGE + 1];
+        send(a.as_fd(), &long, &[]).expect("send");
+        assert!(receive(b.as_fd()).expect("receive").truncated);
+        drop(a);
+        let end = receive(b.as_fd()).expect("receive");
+        assert!(end.bytes.is_empty() && end.fds.is_empty(), "end of stream");
+    }
+}
