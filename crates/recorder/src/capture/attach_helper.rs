@@ -641,7 +641,8 @@ mod tests {
         let libc = std::path::Path::new("/lib/x86_64-linux-gnu/libc.so.6");
         let len = std::fs::metadata(libc).expect("glibc").len();
         for f in PROBED {
-            let off = function_offset(libc, f.as_str()).expect(f.as_str());
+            let off = function_offset(libc, f.as_str())
+                .unwrap_or_else(|e| panic!("{}: {e:?}", f.as_str()));
             assert!(off > 0 && off < len, "{}: {off}", f.as_str());
         }
     }
