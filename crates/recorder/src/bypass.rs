@@ -98,18 +98,6 @@ pub fn bypass_row(
         status: status::BYPASS,
         hostname: Arc::clone(hostname),
         boot_id: boot_id.cloned(),
-        pid: Some(o.pid),
-        tid: Some(o.tid),
-        ppid: attrs.ppid,
-        uid: Some(o.uid),
-        gid: Some(o.gid),
-        comm: Some(o.comm_str()),
-        exe: attrs.exe,
-        cmdline: attrs.cmdline,
-        cgroup_id: Some(o.cgroup_id),
-        cgroup_path: attrs.cgroup_path,
-        container_id: attrs.container_id,
-        netns: Some(o.netns),
         transport: b.kind.as_str(),
         ip_version: if b.server.is_ipv4() { 4 } else { 6 },
         client_ip: ip_text(client),
@@ -117,7 +105,7 @@ pub fn bypass_row(
         server_ip: ip_text(b.server),
         server_port: b.server_port,
         side: Some(dnsledger_schema::side::CLIENT),
-        ..Transaction::default()
+        ..attrs.row(Some(o))
     }
 }
 

@@ -205,18 +205,6 @@ pub fn lookup_row(
         status: status::LOOKUP,
         hostname: Arc::clone(hostname),
         boot_id: boot_id.cloned(),
-        pid: Some(o.pid),
-        tid: Some(o.tid),
-        ppid: attrs.ppid,
-        uid: Some(o.uid),
-        gid: Some(o.gid),
-        comm: Some(o.comm_str()),
-        exe: attrs.exe,
-        cmdline: attrs.cmdline,
-        cgroup_id: Some(o.cgroup_id),
-        cgroup_path: attrs.cgroup_path,
-        container_id: attrs.container_id,
-        netns: Some(o.netns),
         transport: transport::LIBC,
         ip_version: 0,
         qname,
@@ -229,7 +217,7 @@ pub fn lookup_row(
         lookup_error: error_text(l.func, l.error),
         lookup_local: Some(local),
         lookup_id: Some(lookup_id(o.tid, l.start_ns)),
-        ..Transaction::default()
+        ..attrs.row(Some(o))
     }
 }
 

@@ -46,6 +46,30 @@ pub struct ProcessAttrs {
     pub container_id: Option<Arc<str>>,
 }
 
+impl ProcessAttrs {
+    /// A row with only its process columns filled, from the process that owns the socket (or
+    /// made the call) and these facts: pid, tid, uid, gid, comm, cgroup_id and netns from the
+    /// kernel; ppid, exe, cmdline, cgroup_path and container_id from here. Every kind of row
+    /// (DNS, lookup, bypass) is built on it.
+    pub fn row(self, owner: Option<&KernelOwner>) -> Transaction {
+        Transaction {
+            pid: owner.map(|o| o.pid),
+            tid: owner.map(|o| o.tid),
+            ppid: self.ppid,
+            uid: owner.map(|o| o.uid),
+            gid: owner.map(|o| o.gid),
+            comm: owner.map(|o| o.comm_str()),
+            exe: self.exe,
+            cmdline: self.cmdline,
+            cgroup_id: owner.map(|o| o.cgroup_id),
+            cgroup_path: self.cgroup_path,
+            container_id: self.container_id,
+            netns: owner.map(|o| o.netns),
+            ..Transaction::default()
+        }
+    }
+}
+
 /// Looks up [`ProcessAttrs`] for the process that owns a socket. Called when a query arrives,
 /// while the process most likely still exists.
 pub trait Attributor {
@@ -451,18 +475,6 @@ impl Pairer {
             status,
             hostname: Arc::clone(&self.cfg.hostname),
             boot_id: self.cfg.boot_id.clone(),
-            pid: owner.map(|o| o.pid),
-            tid: owner.map(|o| o.tid),
-            ppid: attrs.ppid,
-            uid: owner.map(|o| o.uid),
-            gid: owner.map(|o| o.gid),
-            comm: owner.map(|o| o.comm_str()),
-            exe: attrs.exe,
-            cmdline: attrs.cmdline,
-            cgroup_id: owner.map(|o| o.cgroup_id),
-            cgroup_path: attrs.cgroup_path,
-            container_id: attrs.container_id,
-            netns: owner.map(|o| o.netns),
             transport: flow.transport.as_str(),
             ip_version: flow.ip_version(),
             client_ip: dns::ip_text(flow.client_ip),
@@ -511,8 +523,9 @@ impl Pairer {
             side: flow.side.column(),
             requesters,
             stub_cache,
-            // Set by the pipeline's lookup linker (crate::lookups), not from the messages.
-            ..Transaction::default()
+            // The lookup columns are set by the pipeline's lookup linker (crate::lookups),
+            // not from the messages.
+            ..attrs.row(owner.as_ref())
         }
     }
 }
