@@ -114,6 +114,28 @@ fn bpf_programs_load_and_attach() {
         assert!(line.contains(" ok "), "{line}");
         assert!(line.contains("loads and attaches"), "{line}");
     }
+    // The libc lookup programs, and late attach through the helper (CAP_SYS_ADMIN only).
+    for program in [
+        "lookup_getaddrinfo",
+        "lookup_gethostbyname",
+        "lookup_gethostbyname2",
+        "lookup_getnameinfo",
+        "lookup_return",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("program {program} ")))
+            .unwrap_or_else(|| panic!("no line for {program}:\n{stdout}"));
+        assert!(line.contains(" ok "), "{line}");
+    }
+    let helper = stdout
+        .lines()
+        .find(|l| l.starts_with("lookup attach helper "))
+        .unwrap_or_else(|| panic!("no attach helper line:\n{stdout}"));
+    assert!(
+        helper.contains(" ok ") && helper.contains("late attach works"),
+        "{helper}"
+    );
     assert!(stdout.contains("recording can work"), "{stdout}");
 }
 

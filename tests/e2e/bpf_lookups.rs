@@ -14,7 +14,8 @@
 //!    over libc.so.6 in a private mount namespace; resolver dnsmasq on 127.0.0.94) is probed
 //!    through the attach helper: python's and getent's lookups in it are rows, linked to their
 //!    queries; with `--user nobody`, the recorder's threads keep only the kept capabilities,
-//!    the helper only CAP_SYS_ADMIN (both as nobody), and it exits with the recorder.
+//!    the helper only CAP_SYS_ADMIN (both as nobody), and it exits with the recorder (stopped,
+//!    or killed).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -521,4 +522,16 @@ fn bpf_late_libc_is_probed_through_the_attach_helper() {
     let q = dns.queries();
     assert!(q.iter().any(|(_, n)| n == "py.late.a.test"), "{q:?}");
     assert!(!q.iter().any(|(_, n)| n.contains("lookup.test")), "{q:?}");
+
+    // A recorder killed outright takes its helper along (PR_SET_PDEATHSIG).
+    let mut rec = Recorder::start(&dir.path().join("data3"), &[]);
+    let helpers = attach_helpers_of(rec.pid());
+    assert_eq!(helpers.len(), 1, "{helpers:?}");
+    signal(rec.pid(), libc::SIGKILL);
+    let _ = wait_child(&mut rec.child, Duration::from_secs(10));
+    wait_for(
+        "the helper to die with the recorder",
+        Duration::from_secs(10),
+        || !Path::new(&format!("/proc/{}", helpers[0])).exists(),
+    );
 }
