@@ -107,7 +107,7 @@ fn send(sock: BorrowedFd<'_>, payload: &[u8], fds: &[RawFd]) -> nix::Result<()> 
 }
 
 /// One received message: its bytes (empty at end of stream), the fds it carried (owned now),
-/// and whether it was cut (longer than [`MAX_MESSAGE`], or more fds than expected).
+/// and whether it was cut (longer than [`MAX_MESSAGE`]).
 struct Received {
     bytes: Vec<u8>,
     fds: Vec<OwnedFd>,
@@ -116,7 +116,9 @@ struct Received {
 
 fn receive(sock: BorrowedFd<'_>) -> nix::Result<Received> {
     let mut buf = [0u8; MAX_MESSAGE];
-    let mut space = nix::cmsg_space!([RawFd; 8]);
+    // Room for the most fds one message can carry (the kernel's SCM_MAX_FD, 253): control
+    // data is then never cut, so every fd that arrives is owned here and closed when unused.
+    let mut space = nix::cmsg_space!([RawFd; 253]);
     let mut iov = [IoSliceMut::new(&mut buf)];
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),
@@ -665,6 +667,11 @@ mod tests {
         let long = vec![b'x'; MAX_MESSAGE + 1];
         send(a.as_fd(), &long, &[]).expect("send");
         assert!(receive(b.as_fd()).expect("receive").truncated);
+        // Many fds: all arrive (owned, closed with the message), none is cut.
+        let many: Vec<RawFd> = vec![file.as_raw_fd(); 40];
+        send(a.as_fd(), b"attach getaddrinfo", &many).expect("send");
+        let got = receive(b.as_fd()).expect("receive");
+        assert_eq!((got.fds.len(), got.truncated), (40, false));
         drop(a);
         let end = receive(b.as_fd()).expect("receive");
         assert!(end.bytes.is_empty() && end.fds.is_empty(), "end of stream");
