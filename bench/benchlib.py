@@ -165,7 +165,7 @@ DUCK_DERIVED = [
     ("latency_ns", "coalesce(latency_ns, epoch_ns(response_ts) - epoch_ns(coalesce(query_ts, "
                    "CASE WHEN status <> 'unsolicited' THEN ts END)))"),
     ("answer_ips", "coalesce(answer_ips, CASE WHEN status <> 'lookup' THEN "
-                   "list_transform(list_filter(answers, x -> x.type IN ('A', 'AAAA')), x -> x.data) END)"),
+                   "[x.data FOR x IN answers IF x.type IN ('A', 'AAAA')] END)"),
     ("questions", "coalesce(questions, CASE WHEN status <> 'lookup' AND qname IS NOT NULL AND "
                   "qtype IS NOT NULL AND qclass IS NOT NULL THEN "
                   "[{'name': qname, 'type': qtype, 'class': qclass}] END)"),

@@ -580,6 +580,12 @@ def main():
     log(f"written {out} and {json_path}")
     if failed:
         sys.exit(f"error: sets failed: {', '.join(failed)}")
+    # A comparison is only a comparison when both engines gave the same rows.
+    differ = [f"{label}{arm} {name}" for label, st in f.raw["sets"].items()
+              for arm, qs in (("", st.get("queries")), (" s3", (st.get("s3") or {}).get("queries")))
+              for name, e in (qs or {}).items() if not e.get("same")]
+    if differ:
+        sys.exit(f"error: dnsql and DuckDB gave different rows: {', '.join(differ)}\nhint: the diffs are in {json_path}")
 
 
 if __name__ == "__main__":

@@ -156,16 +156,22 @@ pub fn sql(dialect: Dialect) -> Vec<(&'static str, String)> {
             r = col::RESPONSE_TS
         ),
     };
-    let (filter, transform) = match dialect {
-        Dialect::Duckdb => ("list_filter", "list_transform"),
-        Dialect::Spark | Dialect::Trino => ("filter", "transform"),
+    // DuckDB: a list comprehension, not `x -> ...` (the DuckDB 1.5 CLI prints a deprecation
+    // warning for the arrow lambda into its output, which then no longer is the result).
+    let ips_of_answers = match dialect {
+        Dialect::Duckdb => format!(
+            "[x.data FOR x IN {answers} IF x.type IN ('A', 'AAAA')]",
+            answers = col::ANSWERS
+        ),
+        Dialect::Spark | Dialect::Trino => format!(
+            "transform(filter({answers}, x -> x.type IN ('A', 'AAAA')), x -> x.data)",
+            answers = col::ANSWERS
+        ),
     };
     let answer_ips = format!(
-        "coalesce({ips}, CASE WHEN {s} <> '{lookup}' THEN {transform}({filter}({answers}, \
-         x -> x.type IN ('A', 'AAAA')), x -> x.data) END)",
+        "coalesce({ips}, CASE WHEN {s} <> '{lookup}' THEN {ips_of_answers} END)",
         ips = col::ANSWER_IPS,
         s = col::STATUS,
-        answers = col::ANSWERS,
     );
     let (n, t, c) = (col::QNAME, col::QTYPE, col::QCLASS);
     let list = match dialect {
