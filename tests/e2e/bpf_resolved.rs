@@ -34,6 +34,8 @@ use serde_json::Value;
 
 use dnsledger_tests::harness::*;
 
+use crate::bpf_stublink::{requesters, s};
+
 const STUB: &str = "127.0.0.53";
 /// The upstream dnsmasq, on the namespace's veth address: resolved does not cache what a
 /// loopback upstream answers (`CacheFromLocalhost=no`, its default), this one it does.
@@ -338,22 +340,6 @@ fn rows(data: &Path, netns: &[u32]) -> Vec<Value> {
 
 fn num(r: &Value, k: &str) -> u32 {
     r[k].as_u64().unwrap_or(0) as u32
-}
-
-fn s<'a>(r: &'a Value, k: &str) -> &'a str {
-    r[k].as_str().unwrap_or("")
-}
-
-fn requesters(r: &Value) -> Vec<u32> {
-    r["requester_pids"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_u64())
-                .map(|v| v as u32)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

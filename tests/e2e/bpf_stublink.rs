@@ -105,7 +105,8 @@ fn pid_of(r: &Value) -> u32 {
     r["pid"].as_u64().unwrap_or(0) as u32
 }
 
-fn requesters(r: &Value) -> Vec<u32> {
+/// A row's `requester_pids` (empty when NULL); also bpf_resolved's.
+pub(crate) fn requesters(r: &Value) -> Vec<u32> {
     r["requester_pids"]
         .as_array()
         .map(|a| {
@@ -117,7 +118,8 @@ fn requesters(r: &Value) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-fn s<'a>(r: &'a Value, k: &str) -> &'a str {
+/// A string column of a row ("" when NULL); also bpf_resolved's.
+pub(crate) fn s<'a>(r: &'a Value, k: &str) -> &'a str {
     r[k].as_str().unwrap_or("")
 }
 
