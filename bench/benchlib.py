@@ -169,10 +169,22 @@ DUCK_DERIVED = [
     ("questions", "coalesce(questions, CASE WHEN status <> 'lookup' AND qname IS NOT NULL AND "
                   "qtype IS NOT NULL AND qclass IS NOT NULL THEN "
                   "[{'name': qname, 'type': qtype, 'class': qclass}] END)"),
+    # Schema version 3: raw messages stored with the DNS ID XORed out, restored.
+    ("query_raw", "coalesce(query_raw, unhex(printf('%04x', xor(('0x' || hex(query_raw_x[1:2]))::INTEGER, "
+                  "dns_id))) || query_raw_x[3:])"),
+    ("response_raw", "coalesce(response_raw, unhex(printf('%04x', xor(('0x' || hex(response_raw_x[1:2]))"
+                     "::INTEGER, dns_id))) || response_raw_x[3:])"),
 ]
+# The columns in the files only (dnsledger_schema::derived::FILE_ONLY), with their DuckDB type for
+# segments older than them.
+DUCK_FILE_ONLY = [("query_raw_x", "BLOB"), ("response_raw_x", "BLOB")]
 
 
 def duck_dns_view(source):
-    """`CREATE VIEW dns AS ...` over `source` (a read_parquet(...) call) with the derived columns."""
+    """`CREATE VIEW dns AS ...` over `source` (a read_parquet(...) call) with the derived columns
+    (the empty UNION ALL BY NAME gives segments older than the file-only columns those, NULL)."""
     replace = ", ".join(f"{expr} AS {col}" for col, expr in DUCK_DERIVED)
-    return f"CREATE VIEW dns AS SELECT * REPLACE ({replace}) FROM {source}"
+    exclude = ", ".join(col for col, _ in DUCK_FILE_ONLY)
+    nulls = ", ".join(f"NULL::{t} AS {col}" for col, t in DUCK_FILE_ONLY)
+    return (f"CREATE VIEW dns AS SELECT * EXCLUDE ({exclude}) REPLACE ({replace}) FROM "
+            f"(SELECT * FROM {source} UNION ALL BY NAME SELECT {nulls} WHERE false)")

@@ -31,8 +31,9 @@ for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=p
 
 /// Every row of every `*.parquet` below a directory, as an engine that does not know the
 /// compaction rule reads them (no file skipped): one line per row, every column (times also
-/// as integer ns; the columns schema version 2 stores only where not derivable computed as
-/// dnsql's view does, `{DERIVED}`) plus the `host=` partition, sorted.
+/// as integer ns; the columns schema version 2 stores only where not derivable and the raw
+/// messages version 3 stores with the ID XORed out computed as dnsql's view does, `{DERIVED}`,
+/// the files-only `_x` columns left out) plus the `host=` partition, sorted.
 const DUCK_ALL: &str = r#"
 import duckdb, json, os, sys
 root = sys.argv[1]
@@ -40,8 +41,9 @@ files = sorted(os.path.join(dp, f) for dp, _, fn in os.walk(root) for f in fn
                if f.endswith(".parquet"))
 rows = duckdb.sql("SELECT host, to_json(t)::VARCHAR, epoch_ns(ts), "
                   "coalesce(epoch_ns(query_ts), -1), coalesce(epoch_ns(response_ts), -1) "
-                  "FROM (SELECT * REPLACE ({DERIVED}) FROM read_parquet(?, union_by_name = true, "
-                  "hive_partitioning = true)) t",
+                  "FROM (SELECT * EXCLUDE ({FILE_ONLY}) REPLACE ({DERIVED}) FROM (SELECT * FROM "
+                  "read_parquet(?, union_by_name = true, hive_partitioning = true) "
+                  "UNION ALL BY NAME SELECT {FILE_ONLY_NULLS} WHERE false)) t",
                   params=[files]).fetchall()
 # A column a segment lacks (written before the column existed) reads as NULL: a NULL and a
 # missing column are the same row (compaction writes every column of the current schema).
@@ -58,7 +60,18 @@ fn duck_all(root: &Path) -> Vec<String> {
             .into_iter()
             .map(|(c, e)| format!("{e} AS {c}"))
             .collect();
-    duckdb_lines(&DUCK_ALL.replace("{DERIVED}", &derived.join(", ")), root)
+    let file_only = dnsledger_schema::derived::FILE_ONLY;
+    let nulls: Vec<String> = file_only
+        .iter()
+        .map(|c| format!("NULL::BLOB AS {c}"))
+        .collect();
+    duckdb_lines(
+        &DUCK_ALL
+            .replace("{DERIVED}", &derived.join(", "))
+            .replace("{FILE_ONLY_NULLS}", &nulls.join(", "))
+            .replace("{FILE_ONLY}", &file_only.join(", ")),
+        root,
+    )
 }
 
 /// The lake's rows as DuckDB reads a plain copy of every object under the prefix.

@@ -115,11 +115,6 @@ fn prim<T: arrow_array::ArrowPrimitiveType>(
     (!a.is_null(i)).then(|| a.as_primitive::<T>().value(i))
 }
 
-fn binary_at(a: &dyn arrow_array::Array, i: usize) -> Option<Vec<u8>> {
-    use arrow_array::cast::AsArray;
-    (!a.is_null(i)).then(|| a.as_binary::<i32>().value(i).to_vec())
-}
-
 pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::*;
@@ -127,7 +122,8 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
     for b in batches {
         for i in 0..b.num_rows() {
             // Schema version 2 stores latency_ns and answer_ips only where the rest of the row
-            // does not give them: read them as dnsql does (the stored value, else the rule's).
+            // does not give them: read them as dnsql does (the stored value, else the rule's);
+            // version 3 the raw messages with the ID XORed out: read them restored.
             let derived = dnsledger_schema::transaction_at(b, i);
             let answer_ips = derived.answer_ips.unwrap_or_default();
             let stack_col = col(b, "stack");
@@ -173,8 +169,8 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
                 qtype_name: string_at(col(b, "qtype_name"), i),
                 rcode_name: string_at(col(b, "rcode_name"), i),
                 answer_ips,
-                query_raw: binary_at(col(b, "query_raw"), i),
-                response_raw: binary_at(col(b, "response_raw"), i),
+                query_raw: derived.query_raw,
+                response_raw: derived.response_raw,
                 query_size: prim::<UInt32Type>(col(b, "query_size"), i),
                 response_size: prim::<UInt32Type>(col(b, "response_size"), i),
                 parse_error: string_at(col(b, "parse_error"), i),

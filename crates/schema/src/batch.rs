@@ -209,6 +209,11 @@ pub struct TransactionBatchBuilder {
     lookup_error: Dict,
     lookup_local: BooleanBuilder,
     lookup_id: UInt64Builder,
+    // Raw messages with the DNS ID XORed out (schema version 3).
+    query_raw_x: BinaryBuilder,
+    response_raw_x: BinaryBuilder,
+    /// The bytes of the message being XORed (reused row to row).
+    scratch: Vec<u8>,
 }
 
 impl Default for TransactionBatchBuilder {
@@ -314,6 +319,9 @@ impl TransactionBatchBuilder {
             lookup_error: Dict::new(),
             lookup_local: BooleanBuilder::new(),
             lookup_id: UInt64Builder::new(),
+            query_raw_x: BinaryBuilder::new(),
+            response_raw_x: BinaryBuilder::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -435,8 +443,31 @@ impl TransactionBatchBuilder {
         self.ede_text.append_option(t.ede_text.as_deref());
         self.query_size.append_option(t.query_size);
         self.response_size.append_option(t.response_size);
-        self.query_raw.append_option(t.query_raw.as_deref());
-        self.response_raw.append_option(t.response_raw.as_deref());
+        // Schema version 3: a message whose ID can be XORed out goes to its `_x` column.
+        for (raw, stored, xored) in [
+            (&t.query_raw, &mut self.query_raw, &mut self.query_raw_x),
+            (&t.response_raw, &mut self.response_raw, &mut self.response_raw_x),
+        ] {
+            match raw.as_deref() {
+                Some(m) => match derived::raw_xor_key(m, t.dns_id) {
+                    Some(key) => {
+                        self.scratch.clear();
+                        self.scratch.extend_from_slice(m);
+                        derived::xor_id(&mut self.scratch, key);
+                        stored.append_null();
+                        xored.append_value(&self.scratch);
+                    }
+                    None => {
+                        stored.append_value(m);
+                        xored.append_null();
+                    }
+                },
+                None => {
+                    stored.append_null();
+                    xored.append_null();
+                }
+            }
+        }
         self.parse_error.append_option(t.parse_error.as_deref());
         match &t.stack {
             Some(frames) => {
@@ -559,6 +590,8 @@ impl TransactionBatchBuilder {
             Arc::new(self.lookup_error.finish()),
             Arc::new(self.lookup_local.finish()),
             Arc::new(self.lookup_id.finish()),
+            Arc::new(self.query_raw_x.finish()),
+            Arc::new(self.response_raw_x.finish()),
         ];
         RecordBatch::try_new(schema(), columns)
     }
@@ -675,6 +708,7 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
     let questions =
         questions.or_else(|| derived::questions(status, qname.as_deref(), qtype, qclass));
     let stack = strings(c::STACK).map(Arc::from);
+    let dns_id = prim::<UInt16Type>(get(c::DNS_ID), i);
     // Requester behind a local stub (`stub-link`): three parallel lists.
     let requesters = get(c::REQUESTER_PIDS)
         .and_then(|c| c.as_list_opt::<i32>())
@@ -732,7 +766,7 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
         client_port: prim::<UInt16Type>(get(c::CLIENT_PORT), i).unwrap_or_default(),
         server_ip: string(c::SERVER_IP).unwrap_or_default(),
         server_port: prim::<UInt16Type>(get(c::SERVER_PORT), i).unwrap_or_default(),
-        dns_id: prim::<UInt16Type>(get(c::DNS_ID), i),
+        dns_id,
         opcode: prim::<UInt8Type>(get(c::OPCODE), i),
         rcode: prim::<UInt16Type>(get(c::RCODE), i),
         rcode_name: string(c::RCODE_NAME),
@@ -763,8 +797,17 @@ pub fn transaction_at(batch: &RecordBatch, i: usize) -> Transaction {
         ede_text: string(c::EDE_TEXT),
         query_size: prim::<UInt32Type>(get(c::QUERY_SIZE), i),
         response_size: prim::<UInt32Type>(get(c::RESPONSE_SIZE), i),
-        query_raw: binary(c::QUERY_RAW),
-        response_raw: binary(c::RESPONSE_RAW),
+        // Schema version 3: the bytes of the `_x` column, the ID restored.
+        query_raw: derived::raw_restored(
+            binary(c::QUERY_RAW).as_deref(),
+            binary(c::QUERY_RAW_X).as_deref(),
+            dns_id,
+        ),
+        response_raw: derived::raw_restored(
+            binary(c::RESPONSE_RAW).as_deref(),
+            binary(c::RESPONSE_RAW_X).as_deref(),
+            dns_id,
+        ),
         parse_error: string(c::PARSE_ERROR),
         stack,
         qname_case: string(c::QNAME_CASE),
@@ -892,6 +935,77 @@ mod tests {
         assert_eq!(transaction_at(&batch, 0), full);
         assert_eq!(transaction_at(&batch, 1), sparse);
         assert_eq!(transaction_at(&batch, 2), lookup);
+    }
+
+    #[test]
+    fn raw_messages_are_stored_with_the_id_xored_out() {
+        use crate::col as c;
+        use arrow_array::cast::AsArray;
+        let query = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01];
+        let mut response = query.clone();
+        response[2] = 0x81;
+        let paired = Transaction {
+            dns_id: Some(0x1234),
+            query_raw: Some(query.clone()),
+            response_raw: Some(response.clone()),
+            ..row(1)
+        };
+        // The same messages under another ID: the same stored bytes.
+        let mut query2 = query.clone();
+        query2[..2].copy_from_slice(&[0xbe, 0xef]);
+        let mut response2 = response.clone();
+        response2[..2].copy_from_slice(&[0xbe, 0xef]);
+        let again = Transaction {
+            dns_id: Some(0xbeef),
+            query_raw: Some(query2),
+            response_raw: Some(response2),
+            ..row(2)
+        };
+        // A response whose ID is not dns_id, a one-byte message, a row without dns_id.
+        let mut other = response.clone();
+        other[..2].copy_from_slice(&[0xff, 0x00]);
+        let mismatched = Transaction {
+            dns_id: Some(0x1234),
+            query_raw: Some(vec![7]),
+            response_raw: Some(other),
+            ..row(3)
+        };
+        let no_id = Transaction {
+            dns_id: None,
+            query_raw: Some(vec![1, 2, 3]),
+            ..row(4)
+        };
+        let rows = [&paired, &again, &mismatched, &no_id];
+        let mut b = TransactionBatchBuilder::new();
+        for t in rows {
+            b.append(t);
+        }
+        let batch = b.finish().expect("batch");
+        let bytes = |name: &str| -> Vec<Option<Vec<u8>>> {
+            let a = batch.column_by_name(name).expect("column").as_binary::<i32>();
+            (0..a.len())
+                .map(|i| a.is_valid(i).then(|| a.value(i).to_vec()))
+                .collect()
+        };
+        let zeroed = |m: &[u8]| [&[0, 0][..], &m[2..]].concat();
+        assert_eq!(bytes(c::QUERY_RAW), [None, None, Some(vec![7]), Some(vec![1, 2, 3])]);
+        assert_eq!(
+            bytes(c::QUERY_RAW_X),
+            [Some(zeroed(&query)), Some(zeroed(&query)), None, None]
+        );
+        assert_eq!(bytes(c::RESPONSE_RAW), [None, None, None, None]);
+        assert_eq!(
+            bytes(c::RESPONSE_RAW_X),
+            [
+                Some(zeroed(&response)),
+                Some(zeroed(&response)),
+                Some([&[0xff ^ 0x12, 0x34][..], &response[2..]].concat()),
+                None
+            ]
+        );
+        for (i, t) in rows.into_iter().enumerate() {
+            assert_eq!(&transaction_at(&batch, i), t, "row {i}");
+        }
     }
 
     #[test]

@@ -26,8 +26,62 @@
 //! decode as an address, ...) is stored as it is. The one value a NULL cannot express is a
 //! NULL where the rule gives a value (a row not `unsolicited` without a query time, say):
 //! the recorder never builds such rows.
+//!
+//! # Raw messages (schema version 3)
+//!
+//! Nearly every raw message differs from every other only in its first two bytes, the DNS
+//! ID, which is also the `dns_id` column. Since schema version 3 the writer stores a message
+//! whose row has a `dns_id` and which has at least two bytes in the column named by
+//! [`RAW_XOR`] (`query_raw_x`, `response_raw_x`) with its first two bytes XORed with `dns_id`
+//! (big-endian): zero whenever the message's ID is `dns_id` (every query, and every response
+//! paired by its ID), and restorable always (a response whose ID differs keeps the difference).
+//! Equal messages are then equal bytes, which the segment writer's dictionary stores once.
+//! `query_raw` / `response_raw` are NULL for such a message; any other one (no `dns_id`:
+//! a message too short for a header, a row without a message; fewer than two bytes) is stored
+//! there as it is, and its `_x` column is NULL. Readers compute
+//! `coalesce(query_raw, restore(query_raw_x, dns_id))` and show it as `query_raw` (the `_x`
+//! columns are not in their tables): segments of versions 1 and 2, which have the bytes in
+//! `query_raw` and no `_x` column, read unchanged through the same expression, in every engine,
+//! without looking at a file's version.
 
 use crate::{Answer, Question, col, status};
+
+/// The raw message columns readers show and the column each is stored in with its ID XORed
+/// out since schema version 3: (shown, stored).
+pub const RAW_XOR: [(&str, &str); 2] = [
+    (col::QUERY_RAW, col::QUERY_RAW_X),
+    (col::RESPONSE_RAW, col::RESPONSE_RAW_X),
+];
+
+/// XORs the first two bytes of `bytes` with `id` (big-endian); its own inverse. Bytes past a
+/// message shorter than two bytes are not there to XOR.
+pub fn xor_id(bytes: &mut [u8], id: u16) {
+    for (b, k) in bytes.iter_mut().zip(id.to_be_bytes()) {
+        *b ^= k;
+    }
+}
+
+/// The `dns_id` to XOR a message's bytes with when it is stored in its `_x` column, `None`
+/// when it is stored as it is (no `dns_id`, fewer than two bytes).
+pub fn raw_xor_key(raw: &[u8], dns_id: Option<u16>) -> Option<u16> {
+    dns_id.filter(|_| raw.len() >= 2)
+}
+
+/// A raw message as readers see it: the stored bytes if there are any, else the XORed ones
+/// with the ID restored (`None` without a `dns_id`, which the writer never leaves).
+pub fn raw_restored(
+    stored: Option<&[u8]>,
+    xored: Option<&[u8]>,
+    dns_id: Option<u16>,
+) -> Option<Vec<u8>> {
+    if let Some(s) = stored {
+        return Some(s.to_vec());
+    }
+    let (x, id) = (xored?, dns_id?);
+    let mut out = x.to_vec();
+    xor_id(&mut out, id);
+    Some(out)
+}
 
 /// `query_ts` by the rule: `ts` unless the row is `unsolicited`.
 pub fn query_ts(ts: i64, row_status: &str) -> Option<i64> {
@@ -125,9 +179,32 @@ pub enum Dialect {
     Trino,
 }
 
-/// The SQL expression of each derived column over the stored columns of the same row, in
-/// `dialect`, in the order of [`DERIVED`]: (column, expression). dnsql builds the same
-/// expressions with DataFusion's API (`crates/query`).
+/// The SQL expression of a raw message column restored from the row's stored columns
+/// ([`RAW_XOR`]; `raw` is `query_raw` or `response_raw`, `x` its `_x` column):
+/// `coalesce(raw, bytes of x with the first two XORed with dns_id)`.
+pub fn raw_sql(dialect: Dialect, raw: &str, x: &str) -> String {
+    let id = col::DNS_ID;
+    let restored = match dialect {
+        // Blob slices are 1-based and inclusive; the ID goes through its hex text.
+        Dialect::Duckdb => format!(
+            "unhex(printf('%04x', xor(('0x' || hex({x}[1:2]))::INTEGER, {id}))) || {x}[3:]"
+        ),
+        Dialect::Spark => format!(
+            "concat(unhex(lpad(hex(CAST(conv(hex(substring({x}, 1, 2)), 16, 10) AS INT) ^ {id}), \
+             4, '0')), substring({x}, 3))"
+        ),
+        Dialect::Trino => format!(
+            "substr(to_big_endian_32(CAST(bitwise_xor(from_big_endian_32(X'0000' || \
+             substr({x}, 1, 2)), {id}) AS integer)), 3, 2) || substr({x}, 3)"
+        ),
+    };
+    format!("coalesce({raw}, {restored})")
+}
+
+/// The SQL expression of each column readers compute, over the stored columns of the same
+/// row, in `dialect`, in the order of [`COMPUTED`] (the [`DERIVED`] columns, then the raw
+/// messages of [`RAW_XOR`]): (column, expression). dnsql builds the same expressions with
+/// DataFusion's API (`crates/query`).
 pub fn sql(dialect: Dialect) -> Vec<(&'static str, String)> {
     let unsolicited = status::UNSOLICITED;
     let lookup = status::LOOKUP;
@@ -195,6 +272,8 @@ pub fn sql(dialect: Dialect) -> Vec<(&'static str, String)> {
         (col::LATENCY_NS, latency),
         (col::ANSWER_IPS, answer_ips),
         (col::QUESTIONS, questions),
+        (col::QUERY_RAW, raw_sql(dialect, col::QUERY_RAW, col::QUERY_RAW_X)),
+        (col::RESPONSE_RAW, raw_sql(dialect, col::RESPONSE_RAW, col::RESPONSE_RAW_X)),
     ]
 }
 
@@ -205,6 +284,21 @@ pub const DERIVED: [&str; 4] = [
     col::ANSWER_IPS,
     col::QUESTIONS,
 ];
+
+/// Every column a reader computes over the stored ones, in the order of [`sql`]: the
+/// [`DERIVED`] ones and the raw messages of [`RAW_XOR`].
+pub const COMPUTED: [&str; 6] = [
+    col::QUERY_TS,
+    col::LATENCY_NS,
+    col::ANSWER_IPS,
+    col::QUESTIONS,
+    col::QUERY_RAW,
+    col::RESPONSE_RAW,
+];
+
+/// The columns that are in the files but not in a reader's table (the `_x` columns of
+/// [`RAW_XOR`], shown restored under their raw column's name).
+pub const FILE_ONLY: [&str; 2] = [col::QUERY_RAW_X, col::RESPONSE_RAW_X];
 
 #[cfg(test)]
 mod tests {
@@ -323,7 +417,49 @@ mod tests {
     fn sql_names_every_derived_column() {
         for d in [Dialect::Duckdb, Dialect::Spark, Dialect::Trino] {
             let names: Vec<&str> = sql(d).iter().map(|(c, _)| *c).collect();
-            assert_eq!(names, DERIVED);
+            assert_eq!(names, COMPUTED);
         }
+        assert_eq!(COMPUTED[..4], DERIVED);
+        for (i, (raw, x)) in RAW_XOR.iter().enumerate() {
+            assert_eq!(COMPUTED[4 + i], *raw);
+            assert_eq!(FILE_ONLY[i], *x);
+        }
+    }
+
+    #[test]
+    fn raw_bytes_round_trip() {
+        // A query, a response with the same ID, one with another ID, short and empty messages.
+        let q = [0xab, 0xcd, 0x01, 0x00, 0x00, 0x01];
+        let other = [0x12, 0x34, 0x81, 0x80];
+        for (raw, id) in [
+            (&q[..], Some(0xabcd)),
+            (&q[..], Some(0x1234)),
+            (&other[..], Some(0xabcd)),
+            (&q[..2], Some(0xabcd)),
+            (&q[..1], Some(0xabcd)),
+            (&[][..], Some(0xabcd)),
+            (&q[..], None),
+        ] {
+            let (stored, xored) = match raw_xor_key(raw, id) {
+                Some(key) => {
+                    let mut x = raw.to_vec();
+                    xor_id(&mut x, key);
+                    (None, Some(x))
+                }
+                None => (Some(raw.to_vec()), None),
+            };
+            assert_eq!(
+                raw_restored(stored.as_deref(), xored.as_deref(), id).as_deref(),
+                Some(raw),
+                "{raw:02x?} {id:?}"
+            );
+            assert_eq!(stored.is_none(), id.is_some() && raw.len() >= 2);
+        }
+        // The ID is zero where it is dns_id: equal messages, equal bytes.
+        let mut x = q.to_vec();
+        xor_id(&mut x, 0xabcd);
+        assert_eq!(x, [0, 0, 0x01, 0x00, 0x00, 0x01]);
+        assert_eq!(raw_restored(None, None, Some(1)), None);
+        assert_eq!(raw_restored(None, Some(&x), None), None);
     }
 }

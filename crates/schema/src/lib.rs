@@ -11,6 +11,12 @@
 //! Version 2 stores `query_ts`, `latency_ns`, `answer_ips` and `questions` only where they
 //! cannot be derived from the other columns of the row ([`derived`]); readers compute
 //! `coalesce(stored, derived)`, which reads version 1's fully stored values unchanged.
+//!
+//! Version 3 stores the raw messages with their 2-byte ID XORed with `dns_id`, in the columns
+//! `query_raw_x` and `response_raw_x` ([`derived::RAW_XOR`]), so that equal messages are equal
+//! bytes (and one dictionary entry); `query_raw` and `response_raw` stay NULL for them, and
+//! readers restore `coalesce(query_raw, unxor(query_raw_x, dns_id))`, which reads the raw
+//! bytes of versions 1 and 2 (in `query_raw`, no `query_raw_x`) unchanged.
 
 mod batch;
 pub mod compaction;
@@ -31,7 +37,10 @@ use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 ///
 /// 2: the derivable values of `query_ts`, `latency_ns`, `answer_ips` and `questions` are NULL
 /// in the file and computed by readers ([`derived`]).
-pub const SCHEMA_VERSION: u32 = 2;
+///
+/// 3: raw messages whose ID can be XORed out are stored in `query_raw_x`/`response_raw_x`
+/// (first two bytes XOR `dns_id`), `query_raw`/`response_raw` NULL ([`derived::RAW_XOR`]).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Column names. Later tools (dnsql recipes, tests, users' SQL) depend on these spellings.
 pub mod col {
@@ -110,6 +119,10 @@ pub mod col {
     pub const LOOKUP_ERROR: &str = "lookup_error";
     pub const LOOKUP_LOCAL: &str = "lookup_local";
     pub const LOOKUP_ID: &str = "lookup_id";
+    // Raw messages with the DNS ID XORed out (schema version 3, `derived::RAW_XOR`): in files
+    // only; readers show them restored as `query_raw` / `response_raw`.
+    pub const QUERY_RAW_X: &str = "query_raw_x";
+    pub const RESPONSE_RAW_X: &str = "response_raw_x";
 }
 
 /// Name of the column `dnsql` computes over every segment (not stored): the first question's
@@ -216,9 +229,13 @@ pub fn column_doc(name: &str) -> &'static str {
         }
         col::RESPONSE_SIZE => "length of the response message in bytes (as received)",
         col::QUERY_RAW => {
-            "query message bytes (up to the recorder's --max-payload; NULL with --no-raw)"
+            "query message bytes (up to the recorder's --max-payload; NULL with --no-raw; since \
+             schema version 3 stored in query_raw_x with the ID XORed out: readers restore it)"
         }
-        col::RESPONSE_RAW => "response message bytes (up to --max-payload; NULL with --no-raw)",
+        col::RESPONSE_RAW => {
+            "response message bytes (up to --max-payload; NULL with --no-raw; since schema \
+             version 3 stored in response_raw_x with the ID XORed out: readers restore it)"
+        }
         col::PARSE_ERROR => {
             "what could not be decoded in the query or response; NULL if both parsed"
         }
@@ -277,6 +294,15 @@ pub fn column_doc(name: &str) -> &'static str {
             "the lookup a row belongs to: on lookup rows their id, on DNS rows the lookup of \
              the same thread in progress when the query was sent (join on hostname and \
              lookup_id); NULL when there is none"
+        }
+        col::QUERY_RAW_X => {
+            "in the files only (schema version 3): the query's bytes with their first two (the \
+             ID) XORed with dns_id, zero where the ID is dns_id; readers show coalesce(query_raw, \
+             these bytes with the ID restored) as query_raw"
+        }
+        col::RESPONSE_RAW_X => {
+            "in the files only (schema version 3): the response's bytes with their first two \
+             XORed with dns_id; readers show them restored as response_raw"
         }
         QNAME_SENT => {
             "computed by dnsql, not stored: coalesce(qname_case, qname), the first question's \
@@ -529,6 +555,9 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         f(col::LOOKUP_ERROR, dict_utf8(), true),
         f(col::LOOKUP_LOCAL, Boolean, true),
         f(col::LOOKUP_ID, UInt64, true),
+        // Raw messages with the DNS ID XORed out (schema version 3).
+        f(col::QUERY_RAW_X, Binary, true),
+        f(col::RESPONSE_RAW_X, Binary, true),
     ]))
 });
 
@@ -541,8 +570,14 @@ pub fn schema() -> SchemaRef {
 /// test so that any change to the schema is a deliberate one.
 pub fn describe() -> String {
     let mut out = format!(
-        "schema_version {SCHEMA_VERSION}\nstored only where not derivable: {}\n",
-        derived::DERIVED.join(", ")
+        "schema_version {SCHEMA_VERSION}\nstored only where not derivable: {}\nstored with \
+         the id XORed out: {}\n",
+        derived::DERIVED.join(", "),
+        derived::RAW_XOR
+            .iter()
+            .map(|(raw, x)| format!("{raw} in {x}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for field in schema().fields() {
         out.push_str(&format!(

@@ -6,11 +6,17 @@
 //! `query_ts` and `latency_ns` are plain expressions; `answer_ips` and `questions` are two
 //! internal functions (not registered: DataFusion has no list lambdas to write them in SQL)
 //! that apply the same rules as the recorder's writer, from `dnsledger_schema::derived`.
+//!
+//! Schema version 3 stores raw messages with their ID XORed out in `query_raw_x` and
+//! `response_raw_x` (`dnsledger_schema::derived::RAW_XOR`): `query_raw` and `response_raw`
+//! are computed as `coalesce(stored, restored)` by a third internal function, and the `_x`
+//! columns are not in the table (`derived::FILE_ONLY`).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, ListBuilder, StringBuilder, StructBuilder, UInt16Builder,
+    Array, ArrayRef, AsArray, BinaryBuilder, ListBuilder, StringBuilder, StructBuilder,
+    UInt16Builder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Fields};
@@ -46,10 +52,25 @@ pub fn with_derived_columns(view: DataFrame) -> Result<DataFrame> {
         col(c::QCLASS),
     ]);
     // `latency_ns` reads `query_ts` as stored: computed before `query_ts` is replaced.
-    view.with_column(c::LATENCY_NS, latency)?
+    let mut view = view
+        .with_column(c::LATENCY_NS, latency)?
         .with_column(c::QUERY_TS, query_ts)?
         .with_column(c::ANSWER_IPS, answer_ips)?
-        .with_column(c::QUESTIONS, questions)
+        .with_column(c::QUESTIONS, questions)?;
+    for (raw, x) in derived::RAW_XOR {
+        // A table over files read with their own (inferred) schema lacks the column when no
+        // file has it: the raw bytes are all in `raw` then.
+        if view.schema().index_of_column_by_name(None, x).is_none() {
+            continue;
+        }
+        let restored = ScalarUDF::new_from_impl(Derive::new(Column::Raw)).call(vec![
+            col(raw),
+            col(x),
+            col(c::DNS_ID),
+        ]);
+        view = view.with_column(raw, restored)?;
+    }
+    view.drop_columns(&derived::FILE_ONLY)
 }
 
 /// Which derived list column a [`Derive`] computes.
@@ -59,6 +80,8 @@ enum Column {
     AnswerIps,
     /// `(questions, status, qname, qtype, qclass)`.
     Questions,
+    /// `(query_raw, query_raw_x, dns_id)` (or the response's columns).
+    Raw,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -70,7 +93,7 @@ struct Derive {
 impl Derive {
     fn new(column: Column) -> Self {
         let n = match column {
-            Column::AnswerIps => 3,
+            Column::AnswerIps | Column::Raw => 3,
             Column::Questions => 5,
         };
         Derive {
@@ -83,6 +106,7 @@ impl Derive {
         let name = match self.column {
             Column::AnswerIps => c::ANSWER_IPS,
             Column::Questions => c::QUESTIONS,
+            Column::Raw => c::QUERY_RAW,
         };
         Ok(dnsledger_schema::schema()
             .field_with_name(name)?
@@ -96,6 +120,7 @@ impl ScalarUDFImpl for Derive {
         match self.column {
             Column::AnswerIps => "dnsledger_derived_answer_ips",
             Column::Questions => "dnsledger_derived_questions",
+            Column::Raw => "dnsledger_restored_raw",
         }
     }
 
@@ -113,6 +138,7 @@ impl ScalarUDFImpl for Derive {
         let out = match self.column {
             Column::AnswerIps => answer_ips(&arrays, rows)?,
             Column::Questions => questions(&arrays, rows, &self.output_type()?)?,
+            Column::Raw => raw(&arrays, rows)?,
         };
         Ok(ColumnarValue::Array(out))
     }
@@ -172,6 +198,35 @@ fn answer_ips(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
                 }
                 b.append(true);
             }
+        }
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+/// `coalesce(stored, x with its first two bytes XORed with dns_id)` (a file without the `_x`
+/// column reads it as NULL).
+fn raw(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let [stored, xored, dns_id] = args else {
+        return exec_err!("raw: three arguments expected");
+    };
+    let stored = cast(stored, &DataType::Binary)?;
+    let stored = stored.as_binary::<i32>();
+    let xored = cast(xored, &DataType::Binary)?;
+    let xored = xored.as_binary::<i32>();
+    let dns_id = cast(dns_id, &DataType::UInt16)?;
+    let dns_id = dns_id.as_primitive::<datafusion::arrow::datatypes::UInt16Type>();
+    let mut b = BinaryBuilder::with_capacity(rows, 0);
+    let mut scratch = Vec::new();
+    for i in 0..rows {
+        if stored.is_valid(i) {
+            b.append_value(stored.value(i));
+        } else if xored.is_valid(i) && dns_id.is_valid(i) {
+            scratch.clear();
+            scratch.extend_from_slice(xored.value(i));
+            derived::xor_id(&mut scratch, dns_id.value(i));
+            b.append_value(&scratch);
+        } else {
+            b.append_null();
         }
     }
     Ok(Arc::new(b.finish()))
@@ -292,10 +347,19 @@ mod tests {
             questions: Some(vec![q("a.example", 1)]),
             answers: Some(vec![a("CNAME", "b.example"), a("A", "192.0.2.1")]),
             answer_ips: Some(vec!["192.0.2.1".into()]),
+            dns_id: Some(0x1234),
+            query_raw: Some(vec![0x12, 0x34, 1, 0, 0, 1]),
+            response_raw: Some(vec![0x12, 0x35, 0x81, 0x80]),
             ..Default::default()
         };
         let rows = [
             base.clone(),
+            // Raw bytes stored as they are: no dns_id, a one-byte message.
+            Transaction {
+                dns_id: None,
+                response_raw: Some(vec![9]),
+                ..base.clone()
+            },
             Transaction {
                 questions: Some(vec![q("a.example", 1), q("b.example", 28)]),
                 answer_ips: Some(vec![]),
@@ -352,8 +416,11 @@ mod tests {
         .expect("concat");
         assert_eq!(
             out.schema().fields().len(),
-            dnsledger_schema::schema().fields().len()
+            dnsledger_schema::schema().fields().len() - derived::FILE_ONLY.len()
         );
+        for x in derived::FILE_ONLY {
+            assert!(out.column_by_name(x).is_none(), "{x} is in the table");
+        }
         for (i, r) in rows.iter().enumerate() {
             // Valid exactly where the row has a value (transaction_at alone would derive a
             // NULL again), and then the row's value.

@@ -239,6 +239,7 @@ pub fn hint(ctx: &SessionContext, statement: &Statement, err: &DataFusionError) 
             .fields()
             .iter()
             .map(|f| f.name().as_str())
+            .filter(|n| !dnsledger_schema::derived::FILE_ONLY.contains(n))
             .chain([dnsledger_schema::QNAME_SENT])
             .collect::<Vec<_>>()
             .join(", ");

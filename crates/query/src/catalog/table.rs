@@ -709,12 +709,19 @@ impl AsyncFileReader for SegmentReader {
 }
 
 /// `dnsql schema`: every column of `dns` with its type, nullability, whether it is a partition
-/// column, and its meaning (the stored columns, the partition keys, then the computed
-/// `qname_sent`).
+/// column, and its meaning (the stored columns but the files-only ones, the partition keys,
+/// then the computed `qname_sent`).
 pub fn schema_listing() -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
     let schema = table_schema();
     let partitions = [partition::HOST, partition::DATE, partition::HOUR];
-    let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+    // The files' `_x` raw columns (schema version 3) are in `dns` as `query_raw` and
+    // `response_raw`, restored.
+    let mut fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .filter(|f| !dnsledger_schema::derived::FILE_ONLY.contains(&f.name().as_str()))
+        .cloned()
+        .collect();
     fields.push(Arc::new(Field::new(
         dnsledger_schema::QNAME_SENT,
         DataType::Utf8,

@@ -101,8 +101,10 @@ pub fn print_sql(sql: &str, dialect: Dialect, root: &str, scope: &Scope, recipe:
     let _ = writeln!(
         out,
         "-- Segments since schema version 2 leave {} NULL where other columns of the row give \
-         them; the view computes them (older segments keep their stored values).",
-        dnsledger_schema::derived::DERIVED.join(", ")
+         them, and since version 3 store the raw messages with the DNS ID XORed out ({}); the \
+         view computes them (older segments keep their stored values).",
+        dnsledger_schema::derived::DERIVED.join(", "),
+        dnsledger_schema::derived::FILE_ONLY.join(", ")
     );
     for r in &notes.replaced {
         let _ = writeln!(out, "-- Portable replacement: {r}.");
@@ -188,6 +190,10 @@ const LOOKUP_NULLS: &str = ", NULL::VARCHAR AS lookup_fn, NULL::UTINYINT AS look
                             NULL::VARCHAR AS lookup_error, NULL::BOOLEAN AS lookup_local, \
                             NULL::UBIGINT AS lookup_id";
 
+/// DuckDB's typed NULLs of the raw columns with the DNS ID XORed out (schema version 3; older
+/// segments lack them).
+const RAW_X_NULLS: &str = ", NULL::BLOB AS query_raw_x, NULL::BLOB AS response_raw_x";
+
 fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
     let cond = scope_conditions(dialect, scope);
     let filter = if cond.is_empty() {
@@ -201,12 +207,13 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
         // `side`) that column (NULL), so `qname_sent` and the side filters are defined over
         // any lake.
         Dialect::Duckdb => format!(
-            "CREATE OR REPLACE TEMP VIEW dns AS\nSELECT * REPLACE ({}), {} AS {}\nFROM (SELECT * FROM \
-             read_parquet({}, hive_partitioning = true,\n  hive_types = {{'host': VARCHAR, \
-             'date': DATE, 'hour': INTEGER}}, union_by_name = true){filter}\n  UNION ALL BY NAME \
-             SELECT NULL::VARCHAR AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {}, \
-             NULL::UINTEGER[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {}{} \
+            "CREATE OR REPLACE TEMP VIEW dns AS\nSELECT * EXCLUDE ({}) REPLACE ({}), {} AS {}\nFROM \
+             (SELECT * FROM read_parquet({}, hive_partitioning = true,\n  hive_types = {{'host': \
+             VARCHAR, 'date': DATE, 'hour': INTEGER}}, union_by_name = true){filter}\n  UNION ALL \
+             BY NAME SELECT NULL::VARCHAR AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {}, \
+             NULL::UINTEGER[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR[] AS {}, NULL::VARCHAR AS {}{}{} \
              WHERE false);\n",
+            dnsledger_schema::derived::FILE_ONLY.join(", "),
             derived_sql(dnsledger_schema::derived::Dialect::Duckdb)
                 .iter()
                 .map(|(c, e)| format!("{e} AS {c}"))
@@ -223,6 +230,7 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
             dnsledger_schema::col::REQUESTER_EXES,
             dnsledger_schema::col::STUB_CACHE,
             LOOKUP_NULLS,
+            RAW_X_NULLS,
         ),
         Dialect::Spark => {
             // dns_all declares the whole segment schema: Spark reads a column that a segment
@@ -236,7 +244,8 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
                 .chain(["`host` string", "`date` date", "`hour` int"].map(String::from))
                 .collect();
             // Schema version 2: the derived columns computed over the stored ones (over the
-            // timestamps as nanosecond longs, before they become timestamps).
+            // timestamps as nanosecond longs, before they become timestamps); version 3: the
+            // raw messages restored from their `_x` columns, which the view leaves out.
             let derived = derived_sql(dnsledger_schema::derived::Dialect::Spark);
             let value = |name: &str| -> String {
                 derived
@@ -247,6 +256,7 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
             let columns: Vec<String> = dnsledger_schema::schema()
                 .fields()
                 .iter()
+                .filter(|f| !dnsledger_schema::derived::FILE_ONLY.contains(&f.name().as_str()))
                 .map(|f| match f.data_type() {
                     DataType::Timestamp(..) => {
                         format!(
@@ -255,7 +265,7 @@ fn prelude(dialect: Dialect, root: &str, scope: &Scope) -> String {
                             f.name()
                         )
                     }
-                    _ if dnsledger_schema::derived::DERIVED.contains(&f.name().as_str()) => {
+                    _ if dnsledger_schema::derived::COMPUTED.contains(&f.name().as_str()) => {
                         format!("{} AS {}", value(f.name()), f.name())
                     }
                     _ => f.name().clone(),
@@ -746,6 +756,7 @@ fn ddl_view(ddl: Ddl, table: &str) -> String {
     let columns: Vec<String> = dnsledger_schema::schema()
         .fields()
         .iter()
+        .filter(|f| !dnsledger_schema::derived::FILE_ONLY.contains(&f.name().as_str()))
         .map(|f| {
             let name = f.name().as_str();
             match derived.iter().find(|(c, _)| *c == name) {
@@ -761,9 +772,11 @@ fn ddl_view(ddl: Ddl, table: &str) -> String {
     };
     format!(
         "-- Segments since schema version 2 leave {} NULL where other columns of the row give \
-         them:\n-- query this view ({engine} SQL), which computes them (older segments keep their \
+         them,\n-- and since version 3 store the raw messages with the DNS ID XORed out ({}):\n\
+         -- query this view ({engine} SQL), which computes them (older segments keep their \
          stored values).\nCREATE OR REPLACE VIEW {table}_view AS\nSELECT\n{}\nFROM {table};\n",
         dnsledger_schema::derived::DERIVED.join(", "),
+        dnsledger_schema::derived::FILE_ONLY.join(", "),
         columns.join(",\n")
     )
 }
@@ -792,6 +805,13 @@ mod tests {
                 joined.contains(&format!("(\"{c}\",\"{e}\")")),
                 "bench/benchlib.py's {c} differs from {e}"
             );
+        }
+    }
+
+    #[test]
+    fn duckdb_types_every_file_only_column() {
+        for x in dnsledger_schema::derived::FILE_ONLY {
+            assert!(RAW_X_NULLS.contains(&format!("NULL::BLOB AS {x}")), "{x}");
         }
     }
 

@@ -855,6 +855,16 @@ impl Drop for SegmentWriter {
     }
 }
 
+/// Largest dictionary page of a raw message column with the ID XORed out (bytes, before
+/// compression), per row group; past it the rest of the column chunk is written PLAIN.
+/// Measured (`measure_raw_dictionary`) on bench P4's segment (dnsperf over 5,000 names at 10k
+/// q/s, 149,992 rows, two row groups), query_raw_x + response_raw_x in B per row: no
+/// dictionary 5.58 + 12.70 (file 37.2); 1 MiB (parquet's default) 2.86 + 10.27 (32.1: the
+/// responses' dictionary falls back to PLAIN); 2 MiB 2.86 + 5.56 (27.4); 4 MiB and 8 MiB
+/// 2.86 + 5.02 (26.8). 4 MiB bounds what a column of distinct messages holds before its
+/// fallback.
+pub const RAW_DICTIONARY_PAGE_LIMIT: usize = 4 * 1024 * 1024;
+
 /// Random-valued integer columns, written DELTA_BINARY_PACKED without a dictionary.
 const SPARK_SAFE_INT_COLUMNS: [&str; 3] = [col::DNS_ID, col::CLIENT_PORT, col::LATENCY_NS];
 
@@ -885,9 +895,18 @@ pub(crate) fn writer_properties_builder()
             .set_column_bloom_filter_enabled(path.clone(), true)
             .set_column_bloom_filter_fpp(path, BLOOM_FILTER_FPP);
     }
-    // Raw DNS messages rarely repeat: a dictionary would only cost memory and a fallback.
+    // Raw DNS messages as they are rarely repeat (since schema version 3 only the few without
+    // a DNS ID are stored so): a dictionary would only cost memory and a fallback.
     for c in [col::QUERY_RAW, col::RESPONSE_RAW] {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    // With the ID XORed out (schema version 3) equal messages are equal bytes: a dictionary
+    // stores each once. Its page may grow to RAW_DICTIONARY_PAGE_LIMIT before the column
+    // chunk falls back to PLAIN for the rest of the row group.
+    for (_, c) in dnsledger_schema::derived::RAW_XOR {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(c), true)
+            .set_column_dictionary_page_size_limit(ColumnPath::from(c), RAW_DICTIONARY_PAGE_LIMIT);
     }
     // Nanosecond times are nearly all distinct, so a dictionary only costs; rows are sorted by
     // `ts` and the query/response times follow it closely, so deltas take a few bits each.
@@ -1016,6 +1035,7 @@ mod tests {
         Transaction {
             hostname: Arc::from("h1"),
             registered_domain: Some("example.com".into()),
+            dns_id: Some(0x0102),
             query_raw: Some(ts.to_le_bytes().to_vec()),
             ..dnsledger_tests::fixture::tx(ts, qname)
         }
@@ -1149,6 +1169,13 @@ mod tests {
         assert!(props.dictionary_enabled(&path(col::QNAME)));
         assert!(!props.dictionary_enabled(&path(col::QUERY_RAW)));
         assert!(!props.dictionary_enabled(&path(col::RESPONSE_RAW)));
+        for (_, x) in dnsledger_schema::derived::RAW_XOR {
+            assert!(props.dictionary_enabled(&path(x)));
+            assert_eq!(
+                props.column_dictionary_page_size_limit(&path(x)),
+                RAW_DICTIONARY_PAGE_LIMIT
+            );
+        }
         for c in BLOOM_FILTER_COLUMNS {
             let bloom = props
                 .bloom_filter_properties(&path(c))
@@ -1216,7 +1243,7 @@ mod tests {
 
         let kv = &seg.kv;
         let get = |k: &str| kv.get(k).map(String::as_str);
-        assert_eq!(get(meta::SCHEMA_VERSION), Some("2"));
+        assert_eq!(get(meta::SCHEMA_VERSION), Some("3"));
         assert_eq!(get(meta::HOST), Some("h1"));
         assert_eq!(get(meta::BOOT_ID), Some("b00t"));
         assert_eq!(get(meta::KERNEL), Some("6.18.0-test"));
@@ -1261,6 +1288,9 @@ mod tests {
                 "{raw} is dictionary-encoded"
             );
         }
+        // Schema version 3: the queries are in query_raw_x (ID XORed out), with a dictionary.
+        let x = rg.column(column_index(md, col::QUERY_RAW_X));
+        assert!(x.encodings().any(|e| is_dict(&e)), "query_raw_x: no dictionary");
         // Random integers: DELTA_BINARY_PACKED (Spark 3.5 reads it), never BYTE_STREAM_SPLIT
         // (it does not) nor a dictionary.
         for name in SPARK_SAFE_INT_COLUMNS {
@@ -1757,6 +1787,78 @@ mod measure {
             println!(
                 "{enc:?} rows={rows} {cols:?} = {sizes:?} total={}",
                 sizes.iter().sum::<i64>()
+            );
+        }
+    }
+    /// Raw message columns of segments under DNSLEDGER_MEASURE_DIR (any schema version)
+    /// re-written as this version writes them (ID XORed out), with a dictionary page limit of
+    /// 0 (no dictionary), 1, 2, 4 and 8 MiB: compressed bytes per column and of the whole file.
+    #[test]
+    #[ignore = "measurement; needs DNSLEDGER_MEASURE_DIR"]
+    fn measure_raw_dictionary() {
+        let dir = std::env::var("DNSLEDGER_MEASURE_DIR").expect("DNSLEDGER_MEASURE_DIR");
+        let files = dnsledger_tests::fixture::files_under(Path::new(&dir));
+        let cols = [
+            col::QUERY_RAW,
+            col::RESPONSE_RAW,
+            col::QUERY_RAW_X,
+            col::RESPONSE_RAW_X,
+        ];
+        for mib in [0, 1, 2, 4, 8] {
+            let (mut sizes, mut rows, mut total) = ([0i64; 4], 0usize, 0usize);
+            for f in files
+                .iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+            {
+                let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap())
+                    .unwrap()
+                    .with_batch_size(8192)
+                    .build()
+                    .unwrap();
+                let mut props = writer_properties_builder().unwrap();
+                for (_, x) in dnsledger_schema::derived::RAW_XOR {
+                    props = if mib == 0 {
+                        props.set_column_dictionary_enabled(ColumnPath::from(x), false)
+                    } else {
+                        props.set_column_dictionary_page_size_limit(
+                            ColumnPath::from(x),
+                            mib * 1024 * 1024,
+                        )
+                    };
+                }
+                let mut buf = Vec::new();
+                let mut w = ArrowWriter::try_new(&mut buf, schema(), Some(props.build())).unwrap();
+                for b in reader {
+                    let b = b.unwrap();
+                    rows += b.num_rows();
+                    let mut t = TransactionBatchBuilder::new();
+                    for i in 0..b.num_rows() {
+                        t.append(&dnsledger_schema::transaction_at(&b, i));
+                    }
+                    w.write(&t.finish().unwrap()).unwrap();
+                }
+                let md = w.close().unwrap();
+                total += buf.len();
+                for rg in md.row_groups() {
+                    for (i, c) in cols.iter().enumerate() {
+                        let cc = rg
+                            .columns()
+                            .iter()
+                            .find(|cc| cc.column_path().string() == *c)
+                            .unwrap();
+                        sizes[i] += cc.compressed_size();
+                    }
+                }
+            }
+            let per = |b: i64| b as f64 / rows as f64;
+            println!(
+                "dictionary limit {mib} MiB: rows={rows} {cols:?} = {sizes:?} B ({:.2} {:.2} {:.2} \
+                 {:.2} B per row); file {:.2} B per row",
+                per(sizes[0]),
+                per(sizes[1]),
+                per(sizes[2]),
+                per(sizes[3]),
+                total as f64 / rows as f64
             );
         }
     }
