@@ -460,12 +460,14 @@ pub fn duckdb_python() -> PathBuf {
 }
 
 /// Reads every sealed segment under `data_dir` with DuckDB (all columns, so every page is
-/// decoded) and returns (rows, rows with a qname, total bytes of query_raw).
+/// decoded) and returns (rows, rows with a qname, total bytes of the raw queries: `query_raw`,
+/// or since schema version 3 `query_raw_x`, of the same length).
 pub fn duckdb_totals(data_dir: &Path) -> (u64, u64, u64) {
     let glob = data_dir.join("segments/**/*.parquet");
     let script = "import duckdb, sys\n\
         rel = duckdb.sql(\"SELECT * FROM read_parquet(?, union_by_name = true)\", params=[sys.argv[1]])\n\
-        print(*duckdb.sql(\"SELECT count(*), count(qname), coalesce(sum(octet_length(query_raw)), 0), \
+        raw = 'coalesce(query_raw, query_raw_x)' if 'query_raw_x' in rel.columns else 'query_raw'\n\
+        print(*duckdb.sql(f\"SELECT count(*), count(qname), coalesce(sum(octet_length({raw})), 0), \
         count(answers), count(cmdline) FROM rel\").fetchall()[0])\n";
     let out = Command::new(duckdb_python())
         .args(["-c", script])
