@@ -286,7 +286,7 @@ fn schema2_segments_read_like_new_ones() {
         &[
             "sql",
             "SELECT ts, dns_id, encode(query_raw, 'hex') AS q, encode(response_raw, 'hex') AS r, \
-             question_name(query_raw) AS qn, octet_length(response_raw) AS rlen FROM dns \
+             question_name(query_raw) AS qn FROM dns \
              ORDER BY ts, status, dns_id, client_port, query_size, response_size",
         ],
         &[
