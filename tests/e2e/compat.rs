@@ -253,7 +253,10 @@ fn schema2_segments_read_like_new_ones() {
         old_raw += non_null(&batches, "query_raw") + non_null(&batches, "response_raw");
         old_rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
     }
-    assert!(old_raw > old_rows, "{old_raw} raw messages in {old_rows} rows");
+    assert!(
+        old_raw > old_rows,
+        "{old_raw} raw messages in {old_rows} rows"
+    );
 
     // The same captures through this build: nearly every message in the _x columns, with
     // its ID XORed out (zero where the ID is dns_id).
@@ -277,8 +280,14 @@ fn schema2_segments_read_like_new_ones() {
         }
     }
     assert_eq!(plain + xored, old_raw, "every message is kept once");
-    assert!(plain * 50 < xored, "{plain} stored as they are, {xored} XORed");
-    assert!(zero_id * 10 > xored * 9, "{zero_id} of {xored} with a zero ID");
+    assert!(
+        plain * 50 < xored,
+        "{plain} stored as they are, {xored} XORed"
+    );
+    assert!(
+        zero_id * 10 > xored * 9,
+        "{zero_id} of {xored} with a zero ID"
+    );
 
     let statements: &[&[&str]] = &[
         &["sql", ROWS2_SQL],

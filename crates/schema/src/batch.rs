@@ -446,7 +446,11 @@ impl TransactionBatchBuilder {
         // Schema version 3: a message whose ID can be XORed out goes to its `_x` column.
         for (raw, stored, xored) in [
             (&t.query_raw, &mut self.query_raw, &mut self.query_raw_x),
-            (&t.response_raw, &mut self.response_raw, &mut self.response_raw_x),
+            (
+                &t.response_raw,
+                &mut self.response_raw,
+                &mut self.response_raw_x,
+            ),
         ] {
             match raw.as_deref() {
                 Some(m) => match derived::raw_xor_key(m, t.dns_id) {
@@ -982,13 +986,19 @@ mod tests {
         }
         let batch = b.finish().expect("batch");
         let bytes = |name: &str| -> Vec<Option<Vec<u8>>> {
-            let a = batch.column_by_name(name).expect("column").as_binary::<i32>();
+            let a = batch
+                .column_by_name(name)
+                .expect("column")
+                .as_binary::<i32>();
             (0..a.len())
                 .map(|i| a.is_valid(i).then(|| a.value(i).to_vec()))
                 .collect()
         };
         let zeroed = |m: &[u8]| [&[0, 0][..], &m[2..]].concat();
-        assert_eq!(bytes(c::QUERY_RAW), [None, None, Some(vec![7]), Some(vec![1, 2, 3])]);
+        assert_eq!(
+            bytes(c::QUERY_RAW),
+            [None, None, Some(vec![7]), Some(vec![1, 2, 3])]
+        );
         assert_eq!(
             bytes(c::QUERY_RAW_X),
             [Some(zeroed(&query)), Some(zeroed(&query)), None, None]

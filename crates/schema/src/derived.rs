@@ -186,9 +186,9 @@ pub fn raw_sql(dialect: Dialect, raw: &str, x: &str) -> String {
     let id = col::DNS_ID;
     let restored = match dialect {
         // Blob slices are 1-based and inclusive; the ID goes through its hex text.
-        Dialect::Duckdb => format!(
-            "unhex(printf('%04x', xor(('0x' || hex({x}[1:2]))::INTEGER, {id}))) || {x}[3:]"
-        ),
+        Dialect::Duckdb => {
+            format!("unhex(printf('%04x', xor(('0x' || hex({x}[1:2]))::INTEGER, {id}))) || {x}[3:]")
+        }
         Dialect::Spark => format!(
             "concat(unhex(lpad(hex(CAST(conv(hex(substring({x}, 1, 2)), 16, 10) AS INT) ^ {id}), \
              4, '0')), substring({x}, 3))"
@@ -272,8 +272,14 @@ pub fn sql(dialect: Dialect) -> Vec<(&'static str, String)> {
         (col::LATENCY_NS, latency),
         (col::ANSWER_IPS, answer_ips),
         (col::QUESTIONS, questions),
-        (col::QUERY_RAW, raw_sql(dialect, col::QUERY_RAW, col::QUERY_RAW_X)),
-        (col::RESPONSE_RAW, raw_sql(dialect, col::RESPONSE_RAW, col::RESPONSE_RAW_X)),
+        (
+            col::QUERY_RAW,
+            raw_sql(dialect, col::QUERY_RAW, col::QUERY_RAW_X),
+        ),
+        (
+            col::RESPONSE_RAW,
+            raw_sql(dialect, col::RESPONSE_RAW, col::RESPONSE_RAW_X),
+        ),
     ]
 }
 

@@ -1290,7 +1290,10 @@ mod tests {
         }
         // Schema version 3: the queries are in query_raw_x (ID XORed out), with a dictionary.
         let x = rg.column(column_index(md, col::QUERY_RAW_X));
-        assert!(x.encodings().any(|e| is_dict(&e)), "query_raw_x: no dictionary");
+        assert!(
+            x.encodings().any(|e| is_dict(&e)),
+            "query_raw_x: no dictionary"
+        );
         // Random integers: DELTA_BINARY_PACKED (Spark 3.5 reads it), never BYTE_STREAM_SPLIT
         // (it does not) nor a dictionary.
         for name in SPARK_SAFE_INT_COLUMNS {
