@@ -603,11 +603,13 @@ impl Footers {
     }
 
     /// The footers of `files`, several at a time (each decoded on a task of its own: decoding
-    /// a footer and its statistics is CPU work), in the order given.
+    /// a footer and its statistics is CPU work), in the order given. Footers fetched now are
+    /// kept decoded for the run if `keep` (within [`FOOTER_BUDGET`]).
     pub async fn get_all(
         self: &Arc<Self>,
         files: Vec<SegmentFile>,
         cache: Option<Arc<FileMetadataCache>>,
+        keep: bool,
     ) -> Vec<(SegmentFile, FooterResult)> {
         futures::stream::iter(files)
             .map(|f| {
@@ -615,7 +617,7 @@ impl Footers {
                 let cache = cache.clone();
                 let kept = f.clone();
                 let task = tokio::spawn(async move {
-                    let r = this.get(&f, cache).await;
+                    let r = this.cell_get(&f, cache, keep, &mut None).await;
                     (f, r)
                 });
                 async move {
@@ -792,7 +794,12 @@ pub async fn list(
         .filter(|f| scope.admits_key(&f.key))
         .cloned()
         .collect();
-    let results = footers.get_all(candidates, None).await;
+    // Decoded footers are kept only for as many files as a scan keeps them for
+    // (`table::STATISTICS_MAX_FILES`): over more, a scan decodes each again anyway, and the
+    // budget's worth kept here (256 MiB over a 100-host month) was held through every query
+    // of a `dnsql report` for nothing.
+    let keep = candidates.len() <= super::table::STATISTICS_MAX_FILES;
+    let results = footers.get_all(candidates, None, keep).await;
     let results = skip_covered(results, |r| {
         r.as_ref()
             .ok()

@@ -724,7 +724,7 @@ pub async fn discover_all(
             }
         }
         // Outside the layout: placed by their footers (read once, kept for the queries).
-        for (file, footer) in footers.get_all(loose, None).await {
+        for (file, footer) in footers.get_all(loose, None, true).await {
             match footer {
                 Ok(f) => match (&f.info.host, f.info.ts_min) {
                     (host, Some(ts)) => d.files.push(SegmentFile {

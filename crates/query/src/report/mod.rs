@@ -129,20 +129,56 @@ pub struct Report {
 /// Progress: called with the name of each step before it runs.
 pub type Step<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
-/// The result of one statement: its schema and batches.
+/// The result of one statement: its schema and batches (all, or the first rows of it: see
+/// [`query_head`]), how many rows it had, and how many were `true` in the column counted.
 struct Rows {
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
+    total: usize,
+    trues: usize,
 }
 
-/// A sink keeping the batches.
-struct Collect(Arc<Mutex<Vec<RecordBatch>>>);
+/// What [`Collect`] keeps of a result while it streams.
+#[derive(Default)]
+struct Collected {
+    batches: Vec<RecordBatch>,
+    kept: usize,
+    total: usize,
+    trues: usize,
+    failed: Option<String>,
+}
+
+/// A sink keeping the first `keep` rows (copied out of the result's buffers, so the rest is
+/// freed as it streams by), counting every row and the `true`s of column `count_true`.
+struct Collect {
+    state: Arc<Mutex<Collected>>,
+    keep: usize,
+    count_true: Option<&'static str>,
+}
 
 impl Sink for Collect {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), OutputError> {
-        if let Ok(mut v) = self.0.lock() {
-            v.push(batch.clone());
+        let Ok(mut st) = self.state.lock() else {
+            return Ok(());
+        };
+        st.total += batch.num_rows();
+        if let Some(name) = self.count_true {
+            match batch.column_by_name(name).map(|c| c.as_boolean_opt()) {
+                Some(Some(b)) => st.trues += b.true_count(),
+                _ => {
+                    st.failed = Some(format!("the result has no boolean column `{name}`"));
+                }
+            }
         }
+        let take = batch.num_rows().min(self.keep - st.kept);
+        if take == batch.num_rows() && self.keep == usize::MAX {
+            st.batches.push(batch.clone());
+        } else if take > 0 {
+            // A slice would keep the whole batch's buffers alive: copy the rows kept.
+            let head = arrow::compute::concat_batches(&batch.schema(), [&batch.slice(0, take)])?;
+            st.batches.push(head);
+        }
+        st.kept += take;
         Ok(())
     }
 
@@ -154,15 +190,44 @@ impl Sink for Collect {
 /// Runs one statement through the session like `dnsql sql` (corrupt segments found and
 /// skipped, writes refused) and keeps its result.
 async fn query(dnsql: &Dnsql, sql: &str) -> Result<Rows, RunError> {
-    let batches = Arc::new(Mutex::new(Vec::new()));
+    collect(dnsql, sql, usize::MAX, None).await
+}
+
+/// [`query`] keeping only the first `keep` rows of the result (a recipe's whole result over a
+/// fleet's month is ~200,000 rows, of which the page shows a few), with the number of rows
+/// and of `true`s in column `count_true` counted over all of them.
+async fn query_head(
+    dnsql: &Dnsql,
+    sql: &str,
+    keep: usize,
+    count_true: &'static str,
+) -> Result<Rows, RunError> {
+    collect(dnsql, sql, keep, Some(count_true)).await
+}
+
+async fn collect(
+    dnsql: &Dnsql,
+    sql: &str,
+    keep: usize,
+    count_true: Option<&'static str>,
+) -> Result<Rows, RunError> {
+    let state = Arc::new(Mutex::new(Collected::default()));
     let schema = Arc::new(Mutex::new(None));
     {
-        let (b, s) = (batches.clone(), schema.clone());
+        let (st, s) = (state.clone(), schema.clone());
         let mut open = move |sch: SchemaRef| -> Result<Box<dyn Sink>, OutputError> {
             if let Ok(mut slot) = s.lock() {
                 *slot = Some(sch);
             }
-            Ok(Box::new(Collect(b.clone())))
+            // A retry after corrupt segments were skipped starts from nothing.
+            if let Ok(mut c) = st.lock() {
+                *c = Collected::default();
+            }
+            Ok(Box::new(Collect {
+                state: st.clone(),
+                keep,
+                count_true,
+            }))
         };
         dnsql.run_sql(sql, None, &mut open).await?;
     }
@@ -171,16 +236,27 @@ async fn query(dnsql: &Dnsql, sql: &str) -> Result<Rows, RunError> {
         .ok()
         .and_then(|mut s| s.take())
         .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
-    let batches = batches
+    let c = state
         .lock()
-        .map(|mut b| std::mem::take(&mut *b))
+        .map(|mut c| std::mem::take(&mut *c))
         .unwrap_or_default();
-    Ok(Rows { schema, batches })
+    if let Some(reason) = c.failed {
+        return Err(RunError::Output(OutputError::Arrow(
+            arrow::error::ArrowError::InvalidArgumentError(reason),
+        )));
+    }
+    Ok(Rows {
+        schema,
+        batches: c.batches,
+        total: c.total,
+        trues: c.trues,
+    })
 }
 
 impl Rows {
+    /// Rows in the whole result (also those not kept).
     fn len(&self) -> usize {
-        self.batches.iter().map(RecordBatch::num_rows).sum()
+        self.total
     }
 
     /// The text of `columns` (all if empty) of the first `limit` rows.
@@ -244,14 +320,6 @@ impl Rows {
             }
         }
         out
-    }
-
-    /// Rows whose column `name` is `true`.
-    fn count_true(&self, name: &str) -> usize {
-        self.texts(name)
-            .iter()
-            .filter(|f| f.as_deref() == Some("true"))
-            .count()
     }
 
     /// Column `name` of every row as text (NULL as `None`).
@@ -587,8 +655,8 @@ pub async fn build(
 
     step("exfil");
     let exfil_sql = recipes::exfil();
-    let rows = query(dnsql, &exfil_sql).await?;
-    let flagged = rows.count_true("flagged");
+    let rows = query_head(dnsql, &exfil_sql, req.top, "flagged").await?;
+    let flagged = rows.trues;
     let mut exfil = Section {
         id: "exfil",
         title: "Exfiltration and tunnel candidates".into(),
@@ -648,8 +716,8 @@ pub async fn build(
 
     step("nxdomain");
     let nx_sql = recipes::nxdomain();
-    let rows = query(dnsql, &nx_sql).await?;
-    let excessive = rows.count_true("excessive");
+    let rows = query_head(dnsql, &nx_sql, req.top, "excessive").await?;
+    let excessive = rows.trues;
     let mut nxs = Section {
         id: "nxdomain",
         title: "NXDOMAIN bursts".into(),

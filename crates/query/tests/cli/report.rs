@@ -110,6 +110,43 @@ fn report_over_the_fixture_has_every_section_with_the_recipes_numbers() {
     );
     let (_, exfil) = table(&html, "t-exfil");
     assert_eq!(exfil[0][0], "tunnel.com", "the dns2tcp tunnel first");
+    // The notes count the recipes' whole results (the page keeps only the rows it shows).
+    let whole = |args: &[&str], flag: &str| {
+        let rows: Vec<serde_json::Value> = ok(args)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        let trues = rows.iter().filter(|r| r[flag] == true).count();
+        (rows.len(), trues)
+    };
+    let (pairs, flagged) = whole(&["--format", "json", "exfil"], "flagged");
+    assert!(pairs > 2 && flagged > 0, "{pairs} pairs, {flagged} flagged");
+    // With fewer rows shown than the results have.
+    let short = report(dir.path(), &[], &["--top", "2"]);
+    assert_eq!(table(&short, "t-exfil").1.len(), 2);
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    for note in [
+        format!(
+            "{flagged} (registered domain, process) pair{} flagged",
+            plural(flagged)
+        ),
+        format!(
+            "{pairs} pair{} with at least one signal in all",
+            plural(pairs)
+        ),
+    ] {
+        assert!(html.contains(&note), "no note `{note}`");
+    }
+    let shown = format!("The first 2 of {pairs} shown");
+    assert!(short.contains(&shown), "no note `{shown}`");
+    let (nx_rows, excessive) = whole(&["--format", "json", "nxdomain"], "excessive");
+    let note = format!(
+        "{nx_rows} (process, registered domain) row{} with failing answers, most failing names \
+         first; {excessive} row{} of processes past",
+        plural(nx_rows),
+        plural(excessive)
+    );
+    assert!(html.contains(&note), "no note `{note}`");
     // The coverage's rows per host are the footers' (dnsql segments), and sum to the table.
     let segments = ok(&["--format", "json", "segments"]);
     let (columns, hosts) = table(&html, "t-coverage");
