@@ -44,6 +44,7 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
 use crate::catalog::bloom;
+use crate::catalog::chunked;
 use crate::catalog::segments::{Footer, Footers, skip_covered, statistics_of};
 use crate::catalog::source::{SegmentFile, Skipped, StoredObject};
 use datafusion::common::Statistics;
@@ -168,6 +169,10 @@ pub struct SegmentTable {
     progress: Arc<ScanProgress>,
     /// The run's footers: each read and decoded once, whatever the number of scans.
     footers: Arc<Footers>,
+    /// A scan of more files than this (per store) is read in chunks of `chunk_files`
+    /// ([`chunked`]).
+    chunk_over: usize,
+    chunk_files: usize,
 }
 
 impl SegmentTable {
@@ -177,12 +182,16 @@ impl SegmentTable {
         progress: Arc<ScanProgress>,
         footers: Arc<Footers>,
     ) -> Self {
+        let (chunk_over, chunk_files) =
+            chunked::from_env().unwrap_or((STATISTICS_MAX_FILES, chunked::CHUNK_FILES));
         SegmentTable {
             files: Arc::new(files),
             schema: table_schema(),
             problems,
             progress,
             footers,
+            chunk_over,
+            chunk_files,
         }
     }
 
@@ -402,23 +411,22 @@ impl TableProvider for SegmentTable {
             entry.2.push(statistics);
         }
         let target = state.config().target_partitions().max(1);
+        // For a chunked scan: the filters as a predicate of its own (see [`chunked`]); any
+        // that cannot be planned here only prunes nothing.
+        let predicate = conjunction(filters.iter().cloned()).and_then(|e| {
+            let df_schema = DFSchema::try_from(self.schema.clone()).ok()?;
+            state.create_physical_expr(e, &df_schema).ok()
+        });
         let mut scans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         for (_, (object, files, statistics)) in by_store {
+            if files.len() > self.chunk_over {
+                scans
+                    .push(self.chunked_scan(state, &object, files, projection, limit, &predicate)?);
+                continue;
+            }
             let groups = FileGroup::new(files).split_files(target);
             let statistics = widen(&file_schema, &columns, &statistics)?;
-            let table_schema = TableSchema::builder(file_schema.clone())
-                .with_table_partition_cols(partition_fields())
-                .build();
-            let reader_factory = Arc::new(SegmentReaderFactory {
-                store: object.store.clone(),
-                metadata_cache: cache.clone(),
-                progress: self.progress.clone(),
-                footers: self.footers.clone(),
-                store_url: object.store_url.clone(),
-            });
-            let source = ParquetSource::new(table_schema)
-                .with_table_parquet_options(state.default_table_options().parquet)
-                .with_parquet_file_reader_factory(reader_factory);
+            let source = self.parquet_source(state, &object);
             let config = FileScanConfigBuilder::new(object.store_url.clone(), Arc::new(source))
                 .with_file_groups(groups)
                 .with_statistics(statistics)
@@ -428,6 +436,68 @@ impl TableProvider for SegmentTable {
             scans.push(DataSourceExec::from_data_source(config));
         }
         UnionExec::try_new(scans)
+    }
+}
+
+impl SegmentTable {
+    /// The Parquet source of a scan of `object`'s store: the segment schema with the
+    /// partition columns, the session's Parquet options, and readers that reuse this run's
+    /// footers.
+    fn parquet_source(&self, state: &dyn Session, object: &StoredObject) -> ParquetSource {
+        let table_schema = TableSchema::builder(dnsledger_schema::schema())
+            .with_table_partition_cols(partition_fields())
+            .build();
+        let reader_factory = Arc::new(SegmentReaderFactory {
+            store: object.store.clone(),
+            metadata_cache: state.runtime_env().cache_manager.get_file_metadata_cache(),
+            progress: self.progress.clone(),
+            footers: self.footers.clone(),
+            store_url: object.store_url.clone(),
+        });
+        ParquetSource::new(table_schema)
+            .with_table_parquet_options(state.default_table_options().parquet)
+            .with_parquet_file_reader_factory(reader_factory)
+    }
+
+    /// A scan of many `files` in chunks ([`chunked`]): no statistics (a scan of this many
+    /// files has none), the filters as the Parquet source's predicate.
+    fn chunked_scan(
+        &self,
+        state: &dyn Session,
+        object: &StoredObject,
+        files: Vec<PartitionedFile>,
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+        predicate: &Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut source = self.parquet_source(state, object);
+        if let Some(p) = predicate {
+            source = source.with_predicate(p.clone());
+        }
+        let source = Arc::new(source);
+        let store_url = object.store_url.clone();
+        let projection = projection.cloned();
+        let build: chunked::BuildChunk = Arc::new(move |files: Vec<PartitionedFile>| {
+            let config = FileScanConfigBuilder::new(store_url.clone(), source.clone())
+                .with_file_groups(vec![FileGroup::new(files)])
+                .with_projection_indices(projection.clone())?
+                .with_limit(limit)
+                .build();
+            Ok(DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>)
+        });
+        let schema = build(Vec::new())?.schema();
+        let target = state.config().target_partitions().max(1);
+        let groups = FileGroup::new(files)
+            .split_files(target)
+            .into_iter()
+            .map(FileGroup::into_inner)
+            .collect();
+        Ok(Arc::new(chunked::ChunkedScan::new(
+            groups,
+            self.chunk_files,
+            schema,
+            build,
+        )))
     }
 }
 

@@ -1679,3 +1679,94 @@ fn schema_ddl_names_every_column_and_the_partitions() {
     let bad = run(&["schema", "--ddl", "oracle"]);
     assert_eq!(bad.code, 2, "{bad:?}");
 }
+
+/// A scan of many files is read in chunks (`catalog::chunked`; by default over 4,096 files):
+/// forced on for every scan of the fixture in chunks of 3 files, every answer is the same as
+/// the one plan's, and the plan is the chunked one.
+#[test]
+fn chunked_scans_answer_like_one_scan() {
+    let data = fixture();
+    let data = data.to_str().expect("utf-8 path");
+    let queries: &[&[&str]] = &[
+        &["sql", "SELECT count(*) FROM dns"],
+        &[
+            "sql",
+            "SELECT host, qname, CAST(qtype_name AS VARCHAR) AS t, count(*) AS n FROM dns \
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        ],
+        &[
+            "sql",
+            "SELECT ts, qname, response_raw FROM dns WHERE qname = 'upload.wikimedia.org' \
+             ORDER BY ts",
+        ],
+        &[
+            "sql",
+            "SELECT host, count(*) FROM dns WHERE host = 'host-b' AND rcode_name = 'NXDOMAIN' \
+             GROUP BY host",
+        ],
+        &[
+            "sql",
+            "SELECT ts, qname FROM dns ORDER BY ts DESC, qname LIMIT 7",
+        ],
+        &["who", "wikimedia.org"],
+        &["top", "--by", "registered-domain", "-n", "0"],
+        &["exfil"],
+        &["nxdomain"],
+        &["show", "under=wikimedia.org"],
+    ];
+    for q in queries {
+        let mut args = vec!["--data", data, "--format", "csv"];
+        if q[0] == "show" {
+            args.truncate(2);
+        }
+        args.extend_from_slice(q);
+        let one = run(&args);
+        assert_eq!(one.code, 0, "{q:?}: {one:?}");
+        let chunked = command(&args)
+            .env("DNSQL_SCAN_CHUNKS", "0,3")
+            .output()
+            .expect("run dnsql");
+        assert_eq!(chunked.status.code(), Some(0), "{q:?}");
+        // `top`'s p50/p95 are approximate (t-digest: they depend on the order rows arrive
+        // in); every other column must be equal.
+        let exact = |out: &str| -> Vec<String> {
+            out.lines()
+                .map(|l| {
+                    if q[0] == "top" {
+                        let cells: Vec<&str> = l.split(',').collect();
+                        let n = cells.len();
+                        [&cells[..n - 3], &cells[n - 1..]].concat().join(",")
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect()
+        };
+        assert_eq!(
+            exact(&String::from_utf8_lossy(&chunked.stdout)),
+            exact(&one.stdout),
+            "{q:?}: chunked and one scan differ"
+        );
+        assert!(!one.stdout.trim().is_empty(), "{q:?}: no rows");
+    }
+    let explain = |env: Option<&str>| {
+        let mut c = command(&[
+            "--data",
+            data,
+            "--format",
+            "csv",
+            "sql",
+            "EXPLAIN SELECT count(*) FROM dns WHERE rcode_name = 'NXDOMAIN'",
+        ]);
+        if let Some(v) = env {
+            c.env("DNSQL_SCAN_CHUNKS", v);
+        }
+        String::from_utf8_lossy(&c.output().expect("run dnsql").stdout).into_owned()
+    };
+    let chunked = explain(Some("0,3"));
+    assert!(
+        chunked.contains(&format!("ChunkedSegmentScan: files={FILES}, chunks=")),
+        "{chunked}"
+    );
+    assert!(!explain(None).contains("ChunkedSegmentScan"));
+}
