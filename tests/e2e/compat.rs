@@ -144,23 +144,7 @@ fn schema1_segments_read_like_new_ones() {
         &["who", "pirate.sea"],
         &["who", "tunnel.com"],
     ];
-    for args in statements {
-        let a = dnsql_json(&old, args);
-        let b = dnsql_json(&new, args);
-        assert!(!a.is_empty(), "{args:?} gave no rows");
-        // `top`'s latency percentiles are approximate: compare what is exact.
-        let strip = |v: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
-            v.into_iter()
-                .map(|mut r| {
-                    if let Some(o) = r.as_object_mut() {
-                        o.retain(|k, _| !k.contains("p50") && !k.contains("p95"));
-                    }
-                    r
-                })
-                .collect()
-        };
-        assert_eq!(strip(a), strip(b), "dnsql {args:?}");
-    }
+    same_answers(&old, &new, statements);
 
     // The name as sent: in the old segments only the lower-cased qname is there, so that is
     // what qname_sent says; the new ones keep iodine's mixed case.
@@ -311,22 +295,7 @@ fn schema2_segments_read_like_new_ones() {
         &["top", "--by", "registered-domain"],
         &["who", "tunnel.com"],
     ];
-    for args in statements {
-        let a = dnsql_json(&old, args);
-        let b = dnsql_json(&new, args);
-        assert!(!a.is_empty(), "{args:?} gave no rows");
-        let strip = |v: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
-            v.into_iter()
-                .map(|mut r| {
-                    if let Some(o) = r.as_object_mut() {
-                        o.retain(|k, _| !k.contains("p50") && !k.contains("p95"));
-                    }
-                    r
-                })
-                .collect()
-        };
-        assert_eq!(strip(a), strip(b), "dnsql {args:?}");
-    }
+    same_answers(&old, &new, statements);
     // The _x columns are not in dnsql's tables.
     for t in ["dns", "dns_all"] {
         let run = dnsql(&new, &["sql", &format!("SELECT query_raw_x FROM {t}")]);
@@ -361,4 +330,25 @@ fn schema2_segments_read_like_new_ones() {
     assert_eq!(v["n"].as_u64(), one[0]["n"].as_u64().map(|n| 3 * n));
     assert_eq!(v["q"].as_u64(), one[0]["q"].as_u64().map(|n| 3 * n));
     assert_eq!(v["d"], one[0]["d"], "the same messages in every version");
+}
+
+/// Each of `statements` gives rows, the same over `old` as over `new` (`top`'s latency
+/// percentiles are approximate: what is exact is compared).
+fn same_answers(old: &Path, new: &Path, statements: &[&[&str]]) {
+    let strip = |v: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        v.into_iter()
+            .map(|mut r| {
+                if let Some(o) = r.as_object_mut() {
+                    o.retain(|k, _| !k.contains("p50") && !k.contains("p95"));
+                }
+                r
+            })
+            .collect()
+    };
+    for args in statements {
+        let a = dnsql_json(old, args);
+        let b = dnsql_json(new, args);
+        assert!(!a.is_empty(), "{args:?} gave no rows");
+        assert_eq!(strip(a), strip(b), "dnsql {args:?}");
+    }
 }
