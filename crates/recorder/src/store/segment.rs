@@ -26,14 +26,18 @@
 //! so that an hour ends in one segment, not a segment and a straggler of a few rows
 //! overlapping it; every row group is sorted by `ts`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampNanosecondType;
 use arrow_schema::ArrowError;
 use dnsledger_schema::{
     BLOOM_FILTER_COLUMNS, SCHEMA_VERSION, Transaction, TransactionBatchBuilder, col, meta,
@@ -168,6 +172,12 @@ pub struct SegmentWriter {
     host_escaped: String,
     run_id: String,
     next_seq: u64,
+    /// Rows pushed since the last [`advance`](Self::advance), appended to Arrow builders once:
+    /// the batch they make is what the spool writes and what the segments' batches are
+    /// gathered from.
+    staging: TransactionBatchBuilder,
+    /// When the first row in `staging` was pushed (the spool's sync deadline counts from it).
+    staged_since: Option<Instant>,
     /// Pushed rows not yet written, each with its spool epoch.
     buffer: Vec<Spooled>,
     /// Rows older than the open segment's last row: they go into the next segment.
@@ -195,16 +205,55 @@ type SpaceCheck = Result<(), (u64, u64)>;
 
 /// A pushed row and the spool epoch it was appended in (0 without a spool).
 ///
-/// The row is boxed: a `Transaction` is ~600 bytes, and the buffer is split by the watermark
-/// and sorted on every tick, which moved every waiting row into fresh vectors (copies and page
-/// faults, several times per row at high rates); moving 32-byte entries costs little.
+/// The row itself is row `row` of an Arrow batch built when it was pushed (shared with the
+/// spool): the buffer is split by the watermark and sorted on every tick, and moving 32-byte
+/// entries costs little; the segment's batches are gathered from the sources in one pass per
+/// column ([`gather`]).
 struct Spooled {
-    /// `row.ts`, kept beside the pointer so that sorting and splitting touch no row.
+    /// The row's `ts`, kept beside the reference so that sorting and splitting touch no row.
     ts: i64,
     epoch: u32,
+    /// Index of the row in `batch`.
+    row: u32,
     /// Spool sequence number (`u64::MAX` without a spool).
     seq: u64,
-    row: Box<Transaction>,
+    batch: Arc<RecordBatch>,
+}
+
+/// The rows `rows` refer to, in that order, as one batch.
+fn gather(rows: &[Spooled]) -> Result<RecordBatch, ArrowError> {
+    let Some(first) = rows.first() else {
+        return Ok(RecordBatch::new_empty(schema()));
+    };
+    // Every row of one source, in its order: the source itself (the common case at low rates).
+    if rows.len() == first.batch.num_rows()
+        && rows
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.row as usize == i && Arc::ptr_eq(&r.batch, &first.batch))
+    {
+        return Ok(first.batch.as_ref().clone());
+    }
+    let mut sources: Vec<&RecordBatch> = Vec::new();
+    let mut index: HashMap<*const RecordBatch, usize> = HashMap::new();
+    let mut last: Option<(*const RecordBatch, usize)> = None;
+    let mut indices = Vec::with_capacity(rows.len());
+    for r in rows {
+        let p = Arc::as_ptr(&r.batch);
+        let i = match last {
+            Some((q, i)) if q == p => i,
+            _ => {
+                let i = *index.entry(p).or_insert_with(|| {
+                    sources.push(&r.batch);
+                    sources.len() - 1
+                });
+                last = Some((p, i));
+                i
+            }
+        };
+        indices.push((i, r.row as usize));
+    }
+    arrow_select::interleave::interleave_record_batch(&sources, &indices)
 }
 
 /// Hours since the epoch (UTC) of a timestamp: the partition a row belongs to.
@@ -216,7 +265,8 @@ struct OpenSegment {
     name: String,
     path: PathBuf,
     writer: ArrowWriter<File>,
-    builder: TransactionBatchBuilder,
+    /// Rows for the next batch handed to the Parquet writer, in order.
+    pending: Vec<Spooled>,
     opened_at: Instant,
     ts_min: i64,
     ts_max: i64,
@@ -235,16 +285,15 @@ impl OpenSegment {
     }
 
     fn write_pending(&mut self) -> Result<(), SegmentError> {
-        if self.builder.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = self
-            .builder
-            .finish()
-            .map_err(|source| SegmentError::Batch {
-                path: self.path.clone(),
-                source,
-            })?;
+        let gathered = gather(&self.pending);
+        self.pending.clear();
+        let batch = gathered.map_err(|source| SegmentError::Batch {
+            path: self.path.clone(),
+            source,
+        })?;
         self.writer
             .write(&batch)
             .map_err(|source| SegmentError::Parquet {
@@ -283,6 +332,8 @@ impl SegmentWriter {
             segments_dir,
             inprogress_dir,
             next_seq: 0,
+            staging: TransactionBatchBuilder::new(),
+            staged_since: None,
             buffer: Vec::new(),
             late: Vec::new(),
             writing_floor: None,
@@ -302,16 +353,11 @@ impl SegmentWriter {
     /// [`close`](Self::close).
     pub fn push(&mut self, rows: impl IntoIterator<Item = Transaction>) {
         for row in rows {
-            let (epoch, seq) = match self.spool.as_mut() {
-                Some(spool) => spool.append(&row),
-                None => (0, u64::MAX),
-            };
-            self.buffer.push(Spooled {
-                ts: row.ts,
-                epoch,
-                seq,
-                row: Box::new(row),
-            });
+            self.staging.append(&row);
+            self.staged_since.get_or_insert_with(Instant::now);
+        }
+        if self.buffer.len() + self.staging.len() > self.cfg.max_buffered_rows {
+            self.stage();
         }
         if self.buffer.len() > self.cfg.max_buffered_rows {
             // Drop a tenth more than needed at once, so this does not run for every row.
@@ -326,6 +372,55 @@ impl SegmentWriter {
                 total = self.rows_lost,
                 "rows waiting to be written exceeded the memory bound; the oldest were dropped"
             );
+        }
+    }
+
+    /// Turns the rows pushed since the last call into one batch: handed to the spool (which
+    /// writes it at its next sync) and referenced by the buffer's entries.
+    fn stage(&mut self) {
+        if self.staging.is_empty() {
+            return;
+        }
+        let n = self.staging.len();
+        let since = self.staged_since.take().unwrap_or_else(Instant::now);
+        // `ts` is the schema's first column (pinned by the schema's golden test).
+        let built = self.staging.finish().and_then(|b| {
+            let ts = b
+                .column(0)
+                .as_primitive_opt::<TimestampNanosecondType>()
+                .ok_or_else(|| ArrowError::SchemaError("ts is not the first column".into()))?
+                .values()
+                .clone();
+            Ok((b, ts))
+        });
+        let (batch, ts) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                // Only a builder bug gets here (its columns are built to the schema).
+                self.rows_lost += n as u64;
+                self.set_counter(meta::ROWS_LOST, self.rows_lost);
+                tracing::error!(rows = n, error = %e, "cannot build a batch of pushed rows; they are lost");
+                return;
+            }
+        };
+        let (epoch, first_seq) = match self.spool.as_mut() {
+            Some(spool) => spool.append_batch(batch.clone(), since),
+            None => (0, u64::MAX),
+        };
+        let batch = Arc::new(batch);
+        self.buffer.reserve(ts.len());
+        for (i, &t) in ts.iter().enumerate() {
+            self.buffer.push(Spooled {
+                ts: t,
+                epoch,
+                row: i as u32,
+                seq: if first_seq == u64::MAX {
+                    u64::MAX
+                } else {
+                    first_seq + i as u64
+                },
+                batch: Arc::clone(&batch),
+            });
         }
     }
 
@@ -382,6 +477,7 @@ impl SegmentWriter {
         watermark: Option<i64>,
         now: Instant,
     ) -> Result<Vec<PathBuf>, SegmentError> {
+        self.stage();
         let mut sealed = Vec::new();
         self.seal_if_due(now, &mut sealed)?;
         if self.late.len() >= MAX_LATE_ROWS {
@@ -450,7 +546,7 @@ impl SegmentWriter {
 
     pub fn stats(&self) -> SegmentStats {
         SegmentStats {
-            rows_buffered: (self.buffer.len() + self.late.len()) as u64,
+            rows_buffered: (self.staging.len() + self.buffer.len() + self.late.len()) as u64,
             ..self.stats
         }
     }
@@ -495,9 +591,31 @@ impl SegmentWriter {
         rows.sort_by_key(|r| r.ts);
         // Until this call ends, rows of these epochs may be neither buffered nor sealed.
         self.writing_floor = rows.iter().map(|r| r.epoch).min();
+        let late_before = self.late.len();
         let result = self.write_sorted(rows, now, sealed);
         self.writing_floor = None;
+        self.compact_late(late_before);
         result
+    }
+
+    /// Copies the late rows from `from` on into one batch of their own, so that a few late
+    /// rows do not keep whole batches of pushed rows in memory while they wait for the next
+    /// segment (at most [`MAX_LATE_ROWS`] rows).
+    fn compact_late(&mut self, from: usize) {
+        let Some(tail) = self.late.get_mut(from..).filter(|t| !t.is_empty()) else {
+            return;
+        };
+        match gather(tail) {
+            Ok(batch) => {
+                let batch = Arc::new(batch);
+                for (i, r) in tail.iter_mut().enumerate() {
+                    r.batch = Arc::clone(&batch);
+                    r.row = i as u32;
+                }
+            }
+            // They stay where they are: correct, only larger in memory.
+            Err(e) => tracing::warn!(error = %e, "cannot compact late rows"),
+        }
     }
 
     fn write_sorted(
@@ -522,14 +640,14 @@ impl SegmentWriter {
                     return Err(e);
                 }
             };
-            open.builder.append(&item.row);
             open.ts_max = item.ts;
             open.min_epoch = open.min_epoch.min(item.epoch);
             if item.seq != u64::MAX {
                 open.seqs.push(item.seq);
             }
             open.rows += 1;
-            let full = open.builder.len() >= batch_rows;
+            open.pending.push(item);
+            let full = open.pending.len() >= batch_rows;
             self.stats.rows_written += 1;
             if full {
                 let result = self
@@ -612,7 +730,7 @@ impl SegmentWriter {
             name,
             path,
             writer,
-            builder: TransactionBatchBuilder::new(),
+            pending: Vec::new(),
             opened_at: now,
             ts_min: first_ts,
             ts_max: first_ts,
@@ -676,7 +794,6 @@ impl SegmentWriter {
             return Err(e);
         }
         for item in mine {
-            open.builder.append(&item.row);
             open.ts_min = open.ts_min.min(item.ts);
             open.min_epoch = open.min_epoch.min(item.epoch);
             if item.seq != u64::MAX {
@@ -684,6 +801,7 @@ impl SegmentWriter {
             }
             open.rows += 1;
             self.stats.rows_written += 1;
+            open.pending.push(item);
         }
         self.write_pending()
     }
@@ -846,9 +964,9 @@ impl Drop for SegmentWriter {
                 "segment writer dropped without close; the open segment is left unsealed"
             );
         }
-        if !self.buffer.is_empty() || !self.late.is_empty() {
+        if !self.staging.is_empty() || !self.buffer.is_empty() || !self.late.is_empty() {
             tracing::warn!(
-                rows = self.buffer.len() + self.late.len(),
+                rows = self.staging.len() + self.buffer.len() + self.late.len(),
                 "segment writer dropped without close; buffered rows are lost"
             );
         }

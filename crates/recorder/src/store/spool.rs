@@ -1,6 +1,9 @@
 //! Crash-safe spool: every transaction handed to the segment writer is also appended to an
 //! Arrow IPC stream in `<data_dir>/spool/` and synced at least once per sync interval, so that
 //! after `kill -9` or a power cut the next start can rebuild what no sealed segment holds yet.
+//! The spool writes the very batches the segment writer builds from the rows pushed to it
+//! ([`Spool::append_batch`]): each row is appended to Arrow builders once, not once for the
+//! spool and once more for the segment.
 //!
 //! Files are `<run id>-<epoch>.arrows`. The writer starts a new epoch whenever it seals a
 //! segment and deletes a spool file once every row appended to it is in a sealed segment.
@@ -20,7 +23,7 @@ use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::ArrowError;
-use dnsledger_schema::{Transaction, TransactionBatchBuilder, col, schema, transaction_at};
+use dnsledger_schema::{Transaction, col, schema, transaction_at};
 
 /// Directory under the data dir holding spool files.
 pub const SPOOL_DIR: &str = "spool";
@@ -60,7 +63,8 @@ pub struct Spool {
     /// Files started in the current epoch (a write error starts a new one).
     part: u32,
     current: Option<SpoolFile>,
-    builder: TransactionBatchBuilder,
+    /// Batches appended since the last sync (shared with the segment writer, not copies).
+    pending: Vec<RecordBatch>,
     /// When the oldest row not yet synced was appended.
     oldest_unsynced: Option<Instant>,
     /// Sequence number of the next row appended, and of the first row not yet synced.
@@ -96,7 +100,7 @@ impl Spool {
             older: BTreeMap::new(),
             part: 0,
             current: None,
-            builder: TransactionBatchBuilder::new(),
+            pending: Vec::new(),
             oldest_unsynced: None,
             next_seq: 0,
             unsynced_from: 0,
@@ -110,12 +114,18 @@ impl Spool {
         self.epoch
     }
 
-    /// Buffers a row for the next sync; returns its epoch and sequence number.
-    pub fn append(&mut self, row: &Transaction) -> (u32, u64) {
-        self.builder.append(row);
-        self.oldest_unsynced.get_or_insert_with(Instant::now);
+    /// Buffers a batch of rows for the next sync; `since` is when its first row was pushed
+    /// (the sync deadline counts from then). Returns the rows' epoch and the sequence number of
+    /// the first (the others follow in order).
+    pub fn append_batch(&mut self, batch: RecordBatch, since: Instant) -> (u32, u64) {
+        let rows = batch.num_rows() as u64;
         let seq = self.next_seq;
-        self.next_seq += 1;
+        if rows == 0 {
+            return (self.epoch, seq);
+        }
+        self.pending.push(batch);
+        self.oldest_unsynced = Some(self.oldest_unsynced.map_or(since, |t| t.min(since)));
+        self.next_seq += rows;
         (self.epoch, seq)
     }
 
@@ -142,17 +152,14 @@ impl Spool {
     /// the tear, and the next sync starts a new file.
     pub fn sync(&mut self, _now: Instant) -> Result<(), SpoolError> {
         self.oldest_unsynced = None;
-        if self.builder.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = self.builder.finish().map_err(|source| SpoolError::Arrow {
-            path: self.dir.clone(),
-            source,
-        })?;
-        let rows = batch.num_rows() as u64;
+        let batches = std::mem::take(&mut self.pending);
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         let range = (self.unsynced_from, self.next_seq);
         self.unsynced_from = self.next_seq;
-        match self.write_batch(&batch) {
+        match self.write_batches(&batches) {
             Ok(()) => {
                 self.synced_rows += rows;
                 Ok(())
@@ -167,7 +174,7 @@ impl Spool {
         }
     }
 
-    fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), SpoolError> {
+    fn write_batches(&mut self, batches: &[RecordBatch]) -> Result<(), SpoolError> {
         if self.current.is_none() {
             self.current = Some(self.create_file()?);
         }
@@ -178,7 +185,9 @@ impl Spool {
             let path = path.to_path_buf();
             move |source| SpoolError::Arrow { path, source }
         };
-        f.writer.write(batch).map_err(arrow(&f.path))?;
+        for batch in batches {
+            f.writer.write(batch).map_err(arrow(&f.path))?;
+        }
         f.writer.flush().map_err(arrow(&f.path))?;
         f.writer
             .get_ref()
