@@ -27,6 +27,35 @@
 //! (`compacted_from`) is applied from it exactly as from the footers. A stale manifest only
 //! costs the reads it would have saved, and the next `dnsledger compact` rewrites it.
 //!
+//! # Hour directories not listed again (local trees)
+//!
+//! Listing a fleet's tree is a `getdents` per hour directory and a `stat` per segment (75,000
+//! directories and 72,000 files for 100 hosts × 30 days). For a local tree `dnsledger compact`
+//! also records, in the footer key [`DIRS_KEY`], each hour directory's listing as it saw it:
+//! the directory's modification and change times (ns), taken *before* listing it, and every
+//! segment in it with its size and modification time ([`DirListing`]). A reader `stat`s the
+//! hour directory and, when both times are the recorded ones, takes the files from the
+//! manifest instead of listing the directory; otherwise it lists it as without a manifest.
+//! Creating, deleting or renaming an entry sets a directory's modification *and* change time
+//! to the current time; `touch` can set the modification time back but never the change time
+//! (setting it at all makes it now). So a segment added, removed or replaced after the listing
+//! was recorded is never missed nor counted twice.
+//!
+//! A listing is recorded only when the directory's change time is older than the clock by
+//! [`DIR_MARGIN`] (a change in the same tick of the file system's clock, just after the
+//! listing, would leave the time as recorded), only for a directory holding no subdirectory
+//! and no symbolic link (whose targets could change without the directory's times changing),
+//! and never for times of zero (a file system that does not keep them). What it relies on
+//! beyond that: segments are never rewritten in place (every writer of dnsledger writes a new
+//! name and renames it into place; an in-place copy over a segment by hand is not seen by this
+//! check, as the entries' size check does not see one of the same size), and the clock that
+//! stamps the directories does not go back by more than the margin (an NFS server whose clock
+//! is behind the writer's by more). Object stores have no directory times: lakes are listed.
+//!
+//! The listings are an addition to format version 1: a reader that does not know the key
+//! ignores it (lists, and still uses the entries), and a manifest without it is listed as
+//! before. The key's value starts with its own format line ([`DIRS_FORMAT`]).
+//!
 //! The name starts with `_` and does not end in `.parquet`: Spark, Hive, Trino and Athena
 //! ignore files whose names start with `_`, DuckDB's `**/*.parquet` glob does not match it, and
 //! dnsledger's own readers take only `*.parquet` files as segments.
@@ -42,7 +71,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use arrow_array::builder::{BinaryBuilder, StringBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::cast::AsArray;
@@ -73,6 +104,15 @@ pub const FILE_NAME: &str = "_dnsledger.manifest";
 pub const VERSION_KEY: &str = "dnsledger.manifest_version";
 /// The format version this code writes and reads.
 pub const VERSION: u32 = 1;
+
+/// The footer key holding the hour directories' listings ([`DirListing`]; local trees only).
+pub const DIRS_KEY: &str = "dnsledger.manifest_dirs";
+/// The first line of [`DIRS_KEY`]'s value: the format of the lines that follow.
+pub const DIRS_FORMAT: &str = "dirs 1";
+/// How much older than the clock a directory's change time must be for its listing to be
+/// recorded: more than any file system's timestamp granularity (ext4, XFS and btrfs stamp with
+/// the kernel's coarse clock, a few ms; FAT 2 s).
+pub const DIR_MARGIN: Duration = Duration::from_secs(2);
 
 /// False-positive rate of the manifest's bloom filters (per row group and column).
 pub const BLOOM_FPP: f64 = 0.0001;
@@ -357,8 +397,9 @@ fn manifest_schema() -> Arc<Schema> {
     Arc::new(Schema::new(fields))
 }
 
-/// The manifest of `entries`, as Parquet bytes.
-pub fn encode(entries: &[Entry]) -> Result<Vec<u8>, ManifestError> {
+/// The manifest of `entries` (and, for a local tree, its hour directories' listings `dirs`), as
+/// Parquet bytes.
+pub fn encode(entries: &[Entry], dirs: &[DirListing]) -> Result<Vec<u8>, ManifestError> {
     let mut file = StringBuilder::new();
     let mut size = UInt64Builder::new();
     let mut version = UInt32Builder::new();
@@ -418,12 +459,13 @@ pub fn encode(entries: &[Entry]) -> Result<Vec<u8>, ManifestError> {
     // Uncompressed: the filters are random bits, the rest is dictionary-encoded, and a reader
     // of thousands of manifests would pay a codec context for every column chunk (zstd's cost
     // ~1 MB of zeroed memory each; measured: 3,000 manifests took 4.3 s instead of 1.9 s).
+    let mut kvs = vec![KeyValue::new(VERSION_KEY.to_owned(), VERSION.to_string())];
+    if !dirs.is_empty() {
+        kvs.push(KeyValue::new(DIRS_KEY.to_owned(), encode_dirs(dirs)));
+    }
     let props = WriterProperties::builder()
         .set_compression(Compression::UNCOMPRESSED)
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            VERSION_KEY.to_owned(),
-            VERSION.to_string(),
-        )]))
+        .set_key_value_metadata(Some(kvs))
         .build();
     let mut out = Vec::new();
     let mut writer =
@@ -443,7 +485,13 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, M
 /// Reads a manifest. Another format version, or anything unreadable, is an error (readers then
 /// do without it).
 pub fn decode(bytes: Bytes) -> Result<Vec<Entry>, ManifestError> {
+    decode_with_dirs(bytes).map(|(entries, _)| entries)
+}
+
+/// [`decode`], with the hour directories' listings of the footer ([`dirs_of`]).
+pub fn decode_with_dirs(bytes: Bytes) -> Result<(Vec<Entry>, Vec<DirListing>), ManifestError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(format_err)?;
+    let dirs = dirs_of(builder.metadata());
     let version = builder
         .metadata()
         .file_metadata()
@@ -507,7 +555,215 @@ pub fn decode(bytes: Bytes) -> Result<Vec<Entry>, ManifestError> {
             }
         }
     }
-    Ok(entries)
+    Ok((entries, dirs))
+}
+
+/// An hour directory of a local date directory as `dnsledger compact` listed it (see "Hour
+/// directories not listed again" above).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirListing {
+    /// Its name in the date directory (`hour=07`).
+    pub name: String,
+    /// Its modification time (ns since the epoch), taken before listing it.
+    pub mtime_ns: i64,
+    /// Its change time (ns since the epoch), taken before listing it.
+    pub ctime_ns: i64,
+    /// Its segments (`*.parquet`, not hidden), in name order.
+    pub files: Vec<ListedFile>,
+}
+
+/// A segment of a [`DirListing`]: what listing the directory would tell a reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    pub name: String,
+    pub size: u64,
+    /// Modification time (ns since the epoch).
+    pub mtime_ns: i64,
+}
+
+/// Nanoseconds since the epoch from seconds and nanoseconds (`None` if out of range).
+fn ns_of(secs: i64, nsec: i64) -> Option<i64> {
+    secs.checked_mul(1_000_000_000)?.checked_add(nsec)
+}
+
+/// A directory's (or file's) modification and change times, in ns since the epoch.
+pub fn times_ns(md: &std::fs::Metadata) -> Option<(i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((
+        ns_of(md.mtime(), md.mtime_nsec())?,
+        ns_of(md.ctime(), md.ctime_nsec())?,
+    ))
+}
+
+impl DirListing {
+    /// Whether the directory, whose metadata (not following links) is `md` now, is unchanged
+    /// since it was listed: then [`DirListing::files`] is what listing it would find.
+    pub fn unchanged(&self, md: &std::fs::Metadata) -> bool {
+        md.is_dir() && times_ns(md) == Some((self.mtime_ns, self.ctime_ns))
+    }
+}
+
+/// Lists, for its manifest, the hour directories of local date directory `date_dir` whose
+/// change time is before `changed_before` (callers: now − [`DIR_MARGIN`]); a directory that
+/// changed since, or holds a subdirectory or a symbolic link, or cannot be read, is left out
+/// (readers list it). Entries readers never look at are skipped as they skip them: hidden
+/// names, `inprogress/`, files not ending in `.parquet`.
+pub fn list_local_dirs(date_dir: &Path, changed_before: SystemTime) -> Vec<DirListing> {
+    let Some(before) = changed_before
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+    else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(date_dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<DirListing> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            if name.starts_with('.') || name == "inprogress" {
+                return None;
+            }
+            list_local_dir(&e.path(), name, before)
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// One directory for [`list_local_dirs`]: its times first, then its entries.
+fn list_local_dir(dir: &Path, name: String, before_ns: i64) -> Option<DirListing> {
+    let md = std::fs::symlink_metadata(dir).ok()?;
+    let (mtime_ns, ctime_ns) = times_ns(&md)?;
+    if !md.is_dir() || mtime_ns <= 0 || ctime_ns <= 0 || ctime_ns >= before_ns {
+        return None;
+    }
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).ok()? {
+        let e = e.ok()?;
+        let file_name = e.file_name();
+        let lossy = file_name.to_string_lossy();
+        if lossy.starts_with('.') {
+            continue;
+        }
+        let t = e.file_type().ok()?;
+        if t.is_dir() {
+            if lossy == "inprogress" {
+                continue;
+            }
+            return None;
+        }
+        if t.is_symlink() {
+            return None;
+        }
+        if !t.is_file() || !lossy.ends_with(".parquet") {
+            continue;
+        }
+        let name = file_name.into_string().ok()?;
+        let fmd = e.metadata().ok()?;
+        files.push(ListedFile {
+            name,
+            size: fmd.len(),
+            mtime_ns: times_ns(&fmd)?.0,
+        });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(DirListing {
+        name,
+        mtime_ns,
+        ctime_ns,
+        files,
+    })
+}
+
+/// Bytes of a name escaped in [`DIRS_KEY`]'s lines (its separators, `%`, control bytes).
+const NAME_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ').add(b'%');
+
+/// [`DIRS_KEY`]'s value: [`DIRS_FORMAT`], then per directory a line `d <name> <mtime_ns>
+/// <ctime_ns>` followed by a line `f <name> <size> <mtime_ns>` per segment (names
+/// percent-escaped).
+pub fn encode_dirs(dirs: &[DirListing]) -> String {
+    let esc = |n: &str| percent_encoding::utf8_percent_encode(n, NAME_ESCAPES).to_string();
+    let mut out = String::from(DIRS_FORMAT);
+    for d in dirs {
+        out.push_str(&format!(
+            "\nd {} {} {}",
+            esc(&d.name),
+            d.mtime_ns,
+            d.ctime_ns
+        ));
+        for f in &d.files {
+            out.push_str(&format!("\nf {} {} {}", esc(&f.name), f.size, f.mtime_ns));
+        }
+    }
+    out
+}
+
+/// Parses [`encode_dirs`]'s text; `None` for another format or anything malformed (the
+/// listings are then not used).
+pub fn decode_dirs(text: &str) -> Option<Vec<DirListing>> {
+    let mut lines = text.lines();
+    if lines.next()? != DIRS_FORMAT {
+        return None;
+    }
+    let unesc = |n: &str| {
+        percent_encoding::percent_decode_str(n)
+            .decode_utf8()
+            .ok()
+            .map(|s| s.into_owned())
+    };
+    let mut dirs: Vec<DirListing> = Vec::new();
+    for line in lines {
+        let mut parts = line.split(' ');
+        let (kind, name, a, b) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        match kind {
+            "d" => dirs.push(DirListing {
+                name: unesc(name)?,
+                mtime_ns: a.parse().ok()?,
+                ctime_ns: b.parse().ok()?,
+                files: Vec::new(),
+            }),
+            "f" => dirs.last_mut()?.files.push(ListedFile {
+                name: unesc(name)?,
+                size: a.parse().ok()?,
+                mtime_ns: b.parse().ok()?,
+            }),
+            _ => return None,
+        }
+    }
+    Some(dirs)
+}
+
+/// The directory listings a manifest's footer holds (empty when it holds none, is of another
+/// format version, or they cannot be parsed).
+pub fn dirs_of(md: &ParquetMetaData) -> Vec<DirListing> {
+    let kvs = md.file_metadata().key_value_metadata();
+    let value = |key: &str| {
+        kvs.and_then(|kvs| kvs.iter().find(|kv| kv.key == key))
+            .and_then(|kv| kv.value.as_deref())
+    };
+    if value(VERSION_KEY).and_then(|v| v.trim().parse::<u32>().ok()) != Some(VERSION) {
+        return Vec::new();
+    }
+    value(DIRS_KEY).and_then(decode_dirs).unwrap_or_default()
+}
+
+/// The directory listings of the manifest at local `path`, from its footer only (what a
+/// reader needs before listing a date directory's hours).
+pub fn read_local_dirs(path: &Path) -> Vec<DirListing> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .map(|md| dirs_of(&md))
+        .unwrap_or_default()
 }
 
 /// What [`refresh`] did.
@@ -530,12 +786,16 @@ pub enum Refreshed {
 }
 
 /// Brings the manifest of date directory `dir` up to date with `segments` (the segment objects
-/// listed below `dir`, any hour). Entries of the current manifest whose segment is listed with
-/// the same size are kept; other segments are read. The manifest is replaced in one PUT.
+/// listed below `dir`, any hour) and, in a local tree, `dirs` (its hour directories' listings
+/// from [`list_local_dirs`]; empty for a lake: each is a listing of its own, so when it was
+/// taken does not matter). Entries of
+/// the current manifest whose segment is listed with the same size are kept; other segments
+/// are read. The manifest is replaced in one PUT.
 pub async fn refresh(
     store: &Arc<dyn ObjectStore>,
     dir: &ObjectPath,
     segments: &[ObjectMeta],
+    dirs: &[DirListing],
     url_of: &(dyn Fn(&ObjectPath) -> String + Sync),
 ) -> Result<Refreshed, ManifestError> {
     let at = location(dir);
@@ -543,13 +803,15 @@ pub async fn refresh(
         let path = url_of(&at);
         move |source| ManifestError::Store { op, path, source }
     };
-    let current: Option<Vec<Entry>> = match store.get(&at).await {
+    let (current, current_dirs): (Option<Vec<Entry>>, Vec<DirListing>) = match store.get(&at).await
+    {
         Ok(got) => {
             let bytes = got.bytes().await.map_err(store_err("cannot read"))?;
             // An unreadable manifest is replaced.
-            Some(decode(bytes).unwrap_or_default())
+            let (entries, dirs) = decode_with_dirs(bytes).unwrap_or_default();
+            (Some(entries), dirs)
         }
-        Err(object_store::Error::NotFound { .. }) => None,
+        Err(object_store::Error::NotFound { .. }) => (None, Vec::new()),
         Err(e) => return Err(store_err("cannot read")(e)),
     };
     let listed: BTreeMap<String, &ObjectMeta> = segments
@@ -573,12 +835,14 @@ pub async fn refresh(
         .flatten()
         .map(|e| ((e.file.as_str(), e.size), e))
         .collect();
-    if current.as_ref().is_some_and(|c| {
-        c.len() == listed.len()
-            && listed
-                .iter()
-                .all(|(f, m)| known.contains_key(&(f.as_str(), m.size)))
-    }) {
+    if current_dirs == dirs
+        && current.as_ref().is_some_and(|c| {
+            c.len() == listed.len()
+                && listed
+                    .iter()
+                    .all(|(f, m)| known.contains_key(&(f.as_str(), m.size)))
+        })
+    {
         return Ok(Refreshed::Unchanged);
     }
     let mut entries: Vec<Entry> = Vec::new();
@@ -607,7 +871,7 @@ pub async fn refresh(
     }
     entries.sort_by(|a, b| a.file.cmp(&b.file));
     left_out.sort();
-    let bytes = encode(&entries)?;
+    let bytes = encode(&entries, dirs)?;
     store
         .put(&at, PutPayload::from(bytes))
         .await
@@ -684,7 +948,7 @@ mod tests {
             entry("hour=00/b.parquet", 1),
             entry("hour=07/c.parquet", 3),
         ];
-        let bytes = encode(&entries).expect("encode");
+        let bytes = encode(&entries, &[]).expect("encode");
         assert_eq!(decode(Bytes::from(bytes)).expect("decode"), entries);
     }
 
@@ -738,7 +1002,7 @@ mod tests {
         let listed = list_dates(&store, &ObjectPath::from(""))
             .await
             .expect("list");
-        let got = refresh(&store, &dir, &listed[&dir], &|p| p.to_string())
+        let got = refresh(&store, &dir, &listed[&dir], &[], &|p| p.to_string())
             .await
             .expect("refresh");
         assert!(
@@ -780,7 +1044,7 @@ mod tests {
         );
         // The same listing again: nothing to do.
         assert_eq!(
-            refresh(&store, &dir, &listed[&dir], &|p| p.to_string())
+            refresh(&store, &dir, &listed[&dir], &[], &|p| p.to_string())
                 .await
                 .expect("refresh"),
             Refreshed::Unchanged
@@ -802,7 +1066,7 @@ mod tests {
             .await
             .expect("list");
         assert_eq!(listed.keys().collect::<Vec<_>>(), vec![&dir]);
-        let got = refresh(&store, &dir, &listed[&dir], &url_of)
+        let got = refresh(&store, &dir, &listed[&dir], &[], &url_of)
             .await
             .expect("refresh");
         let Refreshed::Written {
@@ -820,11 +1084,92 @@ mod tests {
             .await
             .expect("list");
         assert_eq!(
-            refresh(&store, &dir, &listed[&dir], &url_of)
+            refresh(&store, &dir, &listed[&dir], &[], &url_of)
                 .await
                 .expect("refresh"),
             Refreshed::Removed
         );
         assert!(store.head(&location(&dir)).await.is_err());
+    }
+
+    #[test]
+    fn local_dir_listings_leave_out_what_a_reader_could_not_trust() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let date = tmp.path().join("host=a%2Fb/date=2024-05-01");
+        let mk = |rel: &str, bytes: &[u8]| {
+            let p = date.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, bytes).expect("write");
+        };
+        mk("hour=00/a.parquet", b"12345");
+        mk("hour=00/.hidden.parquet", b"x");
+        mk("hour=00/notes.txt", b"x");
+        mk("hour=00/inprogress/b.parquet", b"x");
+        mk("hour=01/c.parquet", b"x");
+        mk("hour=01/sub/d.parquet", b"x");
+        mk("hour=02/e.parquet", b"x");
+        std::os::unix::fs::symlink(
+            date.join("hour=00/a.parquet"),
+            date.join("hour=02/f.parquet"),
+        )
+        .expect("symlink");
+        mk("hour=03/g h%.parquet", b"123");
+        std::fs::create_dir_all(date.join("inprogress")).expect("mkdir");
+        // Changed just now: nothing is recorded before the margin has passed.
+        let now = SystemTime::now();
+        assert_eq!(
+            list_local_dirs(&date, now - DIR_MARGIN),
+            Vec::<DirListing>::new()
+        );
+        let dirs = list_local_dirs(&date, now + Duration::from_secs(3600));
+        let names: Vec<(&str, Vec<(&str, u64)>)> = dirs
+            .iter()
+            .map(|d| {
+                let files = d.files.iter().map(|f| (f.name.as_str(), f.size)).collect();
+                (d.name.as_str(), files)
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("hour=00", vec![("a.parquet", 5)]),
+                ("hour=03", vec![("g h%.parquet", 3)]),
+            ]
+        );
+        for d in &dirs {
+            let md = std::fs::symlink_metadata(date.join(&d.name)).expect("stat");
+            assert!(d.unchanged(&md), "{d:?}");
+        }
+        // Through a manifest's footer, as readers find them.
+        let bytes = encode(&[entry("hour=00/a.parquet", 1)], &dirs).expect("encode");
+        let (entries, got) = decode_with_dirs(Bytes::from(bytes.clone())).expect("decode");
+        assert_eq!((entries.len(), &got), (1, &dirs));
+        let at = date.join(FILE_NAME);
+        std::fs::write(&at, &bytes).expect("write manifest");
+        assert_eq!(read_local_dirs(&at), dirs);
+        assert_eq!(decode_dirs("dirs 2\nd hour=00 1 2"), None);
+        assert_eq!(decode_dirs("dirs 1\nf a.parquet 1 2"), None);
+
+        // A segment added: the directory's times move on.
+        std::thread::sleep(Duration::from_millis(20));
+        mk("hour=00/late.parquet", b"x");
+        let hour0 = date.join("hour=00");
+        let md = std::fs::symlink_metadata(&hour0).expect("stat");
+        assert!(!dirs[0].unchanged(&md));
+        // Its modification time set back by hand: the change time still tells.
+        let old = SystemTime::UNIX_EPOCH
+            + Duration::from_nanos(u64::try_from(dirs[0].mtime_ns).expect("positive"));
+        std::fs::File::open(&hour0)
+            .expect("open dir")
+            .set_modified(old)
+            .expect("set mtime");
+        let md = std::fs::symlink_metadata(&hour0).expect("stat");
+        assert_eq!(times_ns(&md).map(|t| t.0), Some(dirs[0].mtime_ns));
+        assert!(!dirs[0].unchanged(&md));
+        // A segment removed.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::remove_file(date.join("hour=03/g h%.parquet")).expect("rm");
+        let md = std::fs::symlink_metadata(date.join("hour=03")).expect("stat");
+        assert!(!dirs[1].unchanged(&md));
     }
 }

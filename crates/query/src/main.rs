@@ -451,6 +451,10 @@ async fn find_segments(
                 ),
             ),
         })?;
+    log(format!(
+        "directories listed: {}, hour directories taken from date manifests unlisted: {}",
+        found.dirs_listed, found.dirs_from_manifests
+    ));
     for s in found.skipped {
         problems.record(s.path, s.reason);
     }

@@ -8,7 +8,7 @@
 //! its footer, whose host the recorder never escapes. Either way `--host` and the `host` column
 //! see the host name itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,6 +106,11 @@ pub struct Discovery {
     pub scoped: bool,
     /// Date manifests found beside the segments (`dnsledger_lake::manifest`).
     pub manifests: Vec<StoredObject>,
+    /// Hour directories whose files were taken from their date manifest's listing, unchanged
+    /// since it was recorded, instead of listing them (`manifest::DirListing`).
+    pub dirs_from_manifests: usize,
+    /// Directories listed.
+    pub dirs_listed: usize,
 }
 
 /// Why discovery failed outright.
@@ -271,6 +276,8 @@ fn walk_root(
         }
         d.skipped.extend(part.found.skipped);
         d.manifests.extend(part.found.manifests);
+        d.dirs_from_manifests += part.found.dirs_from_manifests;
+        d.dirs_listed += part.found.dirs_listed;
         visited.extend(part.dirs);
     }
     Ok(())
@@ -429,6 +436,21 @@ fn walk_canonical(
         .collect::<Result<_, _>>()
         .map_err(|e| SourceError::Io(dir.to_owned(), e))?;
     entries.sort_by_key(|e| e.file_name());
+    d.dirs_listed += 1;
+    // A date directory's manifest may hold its hour directories' listings (written by
+    // `dnsledger compact` for local trees): a subdirectory unchanged since its listing was
+    // recorded is not listed again (`manifest::DirListing`). Only its footer is read here.
+    let listings: HashMap<String, manifest::DirListing> = if entries
+        .iter()
+        .any(|e| e.file_name() == manifest::FILE_NAME && e.file_type().is_ok_and(|t| t.is_file()))
+    {
+        manifest::read_local_dirs(&canonical.join(manifest::FILE_NAME))
+            .into_iter()
+            .map(|l| (l.name.clone(), l))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     // What every plain file of this directory shares: its canonical directory and partition
     // (a directory of a fleet's tree holds one hour of one host; working these out once per
     // directory instead of once per file is much of a large tree's listing).
@@ -444,6 +466,10 @@ fn walk_canonical(
         if file_type.is_some_and(|t| t.is_dir()) {
             if name != "inprogress" {
                 let sub = canonical.join(&name);
+                let listing = name.to_str().and_then(|n| listings.get(n));
+                if listing.is_some_and(|l| add_listed(&path, &sub, l, d, seen)) {
+                    continue;
+                }
                 match &mut subdirs {
                     Subdirs::Recurse => {
                         walk_canonical(&path, sub, d, seen, visited, Subdirs::Recurse)?;
@@ -505,6 +531,58 @@ fn walk_canonical(
         }
     }
     Ok(())
+}
+
+/// Adds the files of directory `dir` (canonical path `canonical`) from its recorded listing,
+/// if the directory is unchanged since (same modification and change times, not following
+/// links); `false`, adding nothing, if it must be listed.
+fn add_listed(
+    dir: &Path,
+    canonical: &Path,
+    listing: &manifest::DirListing,
+    d: &mut Discovery,
+    seen: &mut Seen<'_>,
+) -> bool {
+    if !fs::symlink_metadata(canonical).is_ok_and(|md| listing.unchanged(&md)) {
+        return false;
+    }
+    let mut files = Vec::with_capacity(listing.files.len());
+    let mut key: Option<PartitionKey> = None;
+    for f in &listing.files {
+        let path = dir.join(&f.name);
+        if key.is_none() {
+            key = PartitionKey::from_path(&path);
+        }
+        let file = canonical.join(&f.name);
+        // Outside the layout, or not addressable: listed the ordinary way.
+        let (Some(key), Ok(location)) = (&key, ObjectPath::from_absolute_path(&file)) else {
+            return false;
+        };
+        files.push(SegmentFile {
+            path,
+            canonical: file,
+            size: f.size,
+            key: key.clone(),
+            object: StoredObject {
+                store_url: ObjectStoreUrl::local_filesystem(),
+                store: seen.store.clone(),
+                meta: ObjectMeta {
+                    location,
+                    last_modified: chrono::DateTime::from_timestamp_nanos(f.mtime_ns),
+                    size: f.size,
+                    e_tag: None,
+                    version: None,
+                },
+            },
+        });
+    }
+    for f in files {
+        if seen.files.insert(f.canonical.clone()) {
+            d.files.push(f);
+        }
+    }
+    d.dirs_from_manifests += 1;
+    true
 }
 
 /// A date manifest found while walking (one that cannot be addressed is simply not used).

@@ -416,6 +416,13 @@ fn verbose_count(r: &Run, label: &str) -> u64 {
 /// Writes a manifest in every date directory of `tree`, as `dnsledger compact` does (through
 /// the same library); returns how many.
 fn write_manifests(tree: &Path) -> usize {
+    write_manifests_with(tree, false)
+}
+
+/// [`write_manifests`]; with `listings`, recording the hour directories' listings as
+/// `dnsledger compact` does for a local tree, as if the margin had passed (the directories were
+/// just written), then waiting long enough for a later change to move their times on.
+fn write_manifests_with(tree: &Path, listings: bool) -> usize {
     let store: Arc<dyn ObjectStore> =
         Arc::new(LocalFileSystem::new_with_prefix(tree).expect("local store"));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -424,7 +431,13 @@ fn write_manifests(tree: &Path) -> usize {
             .await
             .expect("list");
         for (dir, segments) in &dates {
-            let r = manifest::refresh(&store, dir, segments, &|p| p.to_string())
+            let dirs = if listings {
+                let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+                manifest::list_local_dirs(&tree.join(dir.as_ref()), later)
+            } else {
+                Vec::new()
+            };
+            let r = manifest::refresh(&store, dir, segments, &dirs, &|p| p.to_string())
                 .await
                 .expect("write manifest");
             assert!(
@@ -432,8 +445,117 @@ fn write_manifests(tree: &Path) -> usize {
                 "{dir}: {r:?}"
             );
         }
+        if listings {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         dates.len()
     })
+}
+
+/// The hour directories below `tree` (each holds segments).
+fn hour_dirs(tree: &Path) -> BTreeSet<std::path::PathBuf> {
+    segment_files(tree)
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect()
+}
+
+#[test]
+fn hour_directories_unchanged_since_their_manifest_are_not_listed_and_answer_the_same() {
+    let tree = super::attributed_tree();
+    let plain = tree.path().to_str().unwrap().to_owned();
+    let with = tempfile::tempdir().unwrap();
+    copy_tree(tree.path(), with.path());
+    let hours = hour_dirs(with.path());
+    assert!(hours.len() > 20, "{hours:?}");
+    // Manifests of the format before the listings (or of a lake): every directory listed.
+    write_manifests_with(with.path(), false);
+    let with_s = with.path().to_str().unwrap().to_owned();
+    let count = [
+        "--verbose",
+        "--format",
+        "csv",
+        "sql",
+        "SELECT count(*) AS n FROM dns",
+    ];
+    let r = ok_on(&with_s, &count);
+    let unlisted = "hour directories taken from date manifests unlisted: ";
+    assert_eq!(verbose_count(&r, unlisted), 0, "{r:?}");
+    let all_listed = verbose_count(&r, "directories listed: ");
+
+    write_manifests_with(with.path(), true);
+    let r = ok_on(&with_s, &count);
+    assert_eq!(verbose_count(&r, unlisted), hours.len() as u64, "{r:?}");
+    assert_eq!(
+        verbose_count(&r, "directories listed: "),
+        all_listed - hours.len() as u64,
+        "{r:?}"
+    );
+    // Every command answers as over the tree without manifests; `segments` (paths, sizes,
+    // partitions, footer facts) too.
+    for args in COMMANDS.iter().copied().chain([&["segments"][..]]) {
+        // `segments` names the files by path: the trees differ only in their root.
+        let got = ok_on(&with_s, &[&["--format", "json"], args].concat()).stdout;
+        assert_same(
+            &got.replace(&with_s, &plain),
+            &ok_on(&plain, &[&["--format", "json"], args].concat()).stdout,
+            &format!("{args:?} from the manifests' listings"),
+        );
+    }
+
+    // After the manifests: a segment copied into one hour directory, one removed from another,
+    // and a third directory given a new segment and then its old modification time back by
+    // hand (its change time still moves). Each is listed again; the answers are those of the
+    // tree as it is now, without manifests.
+    let n_hours = hours.len() as u64;
+    let mut hours = hours.into_iter();
+    let (added, removed, touched) = (
+        hours.next().unwrap(),
+        hours.next().unwrap(),
+        hours.next().unwrap(),
+    );
+    let first = |dir: &Path| segment_files(dir).into_iter().next().unwrap();
+    let f = first(&added);
+    std::fs::copy(&f, added.join("late-copy.parquet")).unwrap();
+    std::fs::remove_file(first(&removed)).unwrap();
+    let old_mtime = std::fs::metadata(&touched).unwrap().modified().unwrap();
+    let f = first(&touched);
+    std::fs::copy(&f, touched.join("late-touched.parquet")).unwrap();
+    std::fs::File::open(&touched)
+        .unwrap()
+        .set_modified(old_mtime)
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&touched).unwrap().modified().unwrap(),
+        old_mtime
+    );
+    let r = ok_on(&with_s, &count);
+    assert_eq!(verbose_count(&r, unlisted), n_hours - 3, "{r:?}");
+    let oracle = tempfile::tempdir().unwrap();
+    copy_tree(with.path(), oracle.path());
+    for f in dnsledger_tests::fixture::files_under(oracle.path()) {
+        if f.file_name().is_some_and(|n| n == manifest::FILE_NAME) {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    let oracle_s = oracle.path().to_str().unwrap();
+    for args in [
+        &["sql", "SELECT count(*) AS n FROM dns"][..],
+        &[
+            "sql",
+            "SELECT host, date, hour, count(*) AS n FROM dns_all GROUP BY host, date, hour \
+             ORDER BY host, date, hour",
+        ],
+        &["who", "wikimedia.org"],
+        &["show", "meta.wikimedia.org"],
+        &["segments"],
+    ] {
+        let want = ok_on(oracle_s, &[&["--format", "json"], args].concat()).stdout;
+        let got = ok_on(&with_s, &[&["--format", "json"], args].concat()).stdout;
+        // `segments` names the files by path: the trees differ only in their root.
+        let got = got.replace(&with_s, oracle_s);
+        assert_same(&got, &want, &format!("{args:?} after the manifests"));
+    }
 }
 
 #[test]

@@ -219,9 +219,12 @@ pub struct ManifestReport {
 }
 
 /// Brings the date manifests below `prefix` of `store` up to date (see [`ManifestReport`]).
+/// `local_root`: the tree's directory when `store` is the local file system's over it (the
+/// manifests then also record the hour directories' listings: [`manifest::list_local_dirs`]).
 async fn refresh_manifests(
     store: &Arc<dyn ObjectStore>,
     prefix: &object_store::path::Path,
+    local_root: Option<&Path>,
     opts: &CompactOptions,
     url_of: &(dyn Fn(&object_store::path::Path) -> String + Sync),
 ) -> ManifestReport {
@@ -258,7 +261,18 @@ async fn refresh_manifests(
             continue;
         }
         let at = url_of(&dir);
-        match manifest::refresh(store, &dir, &segments, url_of).await {
+        let dirs = local_root
+            .map(|root| {
+                let date_dir: PathBuf = std::iter::once(root.to_owned())
+                    .chain(parts.iter().map(PathBuf::from))
+                    .collect();
+                let changed_before = std::time::SystemTime::now()
+                    .checked_sub(manifest::DIR_MARGIN)
+                    .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                manifest::list_local_dirs(&date_dir, changed_before)
+            })
+            .unwrap_or_default();
+        match manifest::refresh(store, &dir, &segments, &dirs, url_of).await {
             Ok(manifest::Refreshed::Written { left_out, .. }) => {
                 report.left_out.extend(
                     left_out
@@ -810,6 +824,7 @@ fn local_manifests(root: &Path, opts: &CompactOptions) -> ManifestReport {
     rt.block_on(refresh_manifests(
         &store,
         &object_store::path::Path::default(),
+        Some(root),
         opts,
         &url_of,
     ))
@@ -1064,7 +1079,7 @@ async fn compact_lake_async(
             report.untouched += 1;
         }
     }
-    report.manifests = refresh_manifests(&store, &prefix, opts, &|p| url.url_of(p)).await;
+    report.manifests = refresh_manifests(&store, &prefix, None, opts, &|p| url.url_of(p)).await;
     Ok(report)
 }
 
