@@ -48,7 +48,7 @@
 //! and never for times of zero (a file system that does not keep them). What it relies on
 //! beyond that: segments are never rewritten in place (every writer of dnsledger writes a new
 //! name and renames it into place; an in-place copy over a segment by hand is not seen by this
-//! check, as the entries' size check does not see one of the same size), and the clock that
+//! check, where listing saw it when its size changed), and the clock that
 //! stamps the directories does not go back by more than the margin (an NFS server whose clock
 //! is behind the writer's by more). Object stores have no directory times: lakes are listed.
 //!

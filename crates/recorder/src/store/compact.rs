@@ -1378,6 +1378,52 @@ mod tests {
     }
 
     #[test]
+    fn manifests_record_the_listings_of_hour_directories_unchanged_for_the_margin() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        // 2023-11-14, hour 22 (two segments: compacted) and hour 23 (one: left alone).
+        let inputs = segments(
+            &data,
+            &[
+                vec![row(T0 + 1, "a.yy.org")],
+                vec![row(T0 + 2, "b.yy.org")],
+                vec![row(T0 + HOUR_NS, "c.zz.com")],
+            ],
+        );
+        let hour22 = inputs[0].parent().expect("dir").to_path_buf();
+        let hour23 = inputs[2].parent().expect("dir").to_path_buf();
+        assert_ne!(hour22, hour23);
+        let date = hour22.parent().expect("date").to_path_buf();
+        let name = |p: &Path| p.file_name().expect("name").to_string_lossy().into_owned();
+        let recorded = || -> Vec<(String, Vec<String>)> {
+            manifest::read_local_dirs(&date.join(manifest::FILE_NAME))
+                .into_iter()
+                .map(|d| (d.name, d.files.into_iter().map(|f| f.name).collect()))
+                .collect()
+        };
+        std::thread::sleep(manifest::DIR_MARGIN + Duration::from_millis(100));
+        let r = compact_dir(&data, &opts(T0 + 3 * HOUR_NS)).expect("compact");
+        assert_eq!(r.partitions.len(), 1, "{r:?}");
+        assert_eq!(r.manifests.written.len(), 1, "{r:?}");
+        // The hour just compacted changed within the margin: not recorded; the other is.
+        assert_eq!(recorded(), vec![(name(&hour23), listing(&hour23))]);
+        // Once the margin has passed, the next run records it too (the entries unchanged).
+        std::thread::sleep(manifest::DIR_MARGIN + Duration::from_millis(100));
+        let r = compact_dir(&data, &opts(T0 + 3 * HOUR_NS)).expect("again");
+        assert_eq!(r.manifests.written.len(), 1, "{r:?}");
+        assert_eq!(
+            recorded(),
+            vec![
+                (name(&hour22), listing(&hour22)),
+                (name(&hour23), listing(&hour23)),
+            ]
+        );
+        // And a third run has nothing to write.
+        let r = compact_dir(&data, &opts(T0 + 3 * HOUR_NS)).expect("third");
+        assert_eq!((r.manifests.written.len(), r.manifests.unchanged), (0, 1));
+    }
+
+    #[test]
     fn open_and_current_hours_are_left_alone_and_dry_run_changes_nothing() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
