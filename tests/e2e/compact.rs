@@ -226,12 +226,37 @@ fn compaction_killed_at_any_step_loses_and_duplicates_nothing() {
         assert!(leftovers.is_empty(), "{leftovers:?}");
         assert_manifests_answer_as_duckdb(&data, &after, &duck0);
 
-        // A third run finds nothing to do.
+        // Once the hour directories have been unchanged for 2 s, a third run compacts nothing
+        // and records their listings in the manifests; dnsql then takes every hour's files
+        // from them instead of listing it, with the same answer. A fourth run finds nothing
+        // to do.
+        std::thread::sleep(std::time::Duration::from_millis(2_100));
+        let idle = compact(&["--data-dir", data_arg], None);
+        let text = String::from_utf8_lossy(&idle.stdout);
+        assert!(text.contains("compacted 0 segment(s)"), "{step}: {text}");
+        assert_eq!(segment_files(&data), after);
+        let run = dnsql(
+            &data,
+            &["--verbose", "--format", "csv", "sql", "SELECT 1 AS x"],
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "hour directories taken from date manifests unlisted: {partitions}\n"
+            )),
+            "{step}: {}",
+            run.stderr
+        );
+        assert_eq!(
+            dnsql_rows(&data),
+            dnsql0,
+            "{step}: dnsql rows, hours unlisted"
+        );
+        assert_manifests_answer_as_duckdb(&data, &after, &duck0);
         let idle = compact(&["--data-dir", data_arg], None);
         let text = String::from_utf8_lossy(&idle.stdout);
         assert!(text.contains("compacted 0 segment(s)"), "{step}: {text}");
         assert!(text.contains("date manifests: 0 written"), "{step}: {text}");
-        assert_eq!(segment_files(&data), after);
     }
 }
 
