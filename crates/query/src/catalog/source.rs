@@ -440,10 +440,10 @@ fn walk_canonical(
     // A date directory's manifest may hold its hour directories' listings (written by
     // `dnsledger compact` for local trees): a subdirectory unchanged since its listing was
     // recorded is not listed again (`manifest::DirListing`). Only its footer is read here.
-    let listings: HashMap<String, manifest::DirListing> = if entries
+    let has_manifest = entries
         .iter()
-        .any(|e| e.file_name() == manifest::FILE_NAME && e.file_type().is_ok_and(|t| t.is_file()))
-    {
+        .any(|e| e.file_name() == manifest::FILE_NAME && e.file_type().is_ok_and(|t| t.is_file()));
+    let listings: HashMap<String, manifest::DirListing> = if has_manifest && dir_listings_on() {
         manifest::read_local_dirs(&canonical.join(manifest::FILE_NAME))
             .into_iter()
             .map(|l| (l.name.clone(), l))
@@ -531,6 +531,13 @@ fn walk_canonical(
         }
     }
     Ok(())
+}
+
+/// Whether hour directories may be taken from their date manifest's listings:
+/// `DNSQL_DIR_LISTINGS=off` lists every directory (to compare, or to rule them out).
+fn dir_listings_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("DNSQL_DIR_LISTINGS").is_none_or(|v| v != "off"))
 }
 
 /// Adds the files of directory `dir` (canonical path `canonical`) from its recorded listing,

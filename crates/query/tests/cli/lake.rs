@@ -491,6 +491,23 @@ fn hour_directories_unchanged_since_their_manifest_are_not_listed_and_answer_the
         all_listed - hours.len() as u64,
         "{r:?}"
     );
+    // Switched off: every directory listed.
+    let mut c = command(&[]);
+    c.env("DNSQL_DIR_LISTINGS", "off")
+        .env("DNSQL_FOOTER_CACHE", "off")
+        .arg("--data")
+        .arg(&with_s)
+        .args(count);
+    let out = c.output().unwrap();
+    let off = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(off.code, 0, "{off:?}");
+    assert_eq!(off.stdout, r.stdout);
+    assert_eq!(verbose_count(&off, unlisted), 0, "{off:?}");
+    assert_eq!(verbose_count(&off, "directories listed: "), all_listed);
     // Every command answers as over the tree without manifests; `segments` (paths, sizes,
     // partitions, footer facts) too.
     for args in COMMANDS.iter().copied().chain([&["segments"][..]]) {
