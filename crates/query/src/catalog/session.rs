@@ -122,16 +122,7 @@ pub async fn context_with_memory(
     footers: Arc<Footers>,
     memory: &Memory,
 ) -> datafusion::error::Result<Dnsql> {
-    let mut config = SessionConfig::new().with_information_schema(true);
-    // DataFusion 55's new ("migration") hash aggregation fails a query instead of emitting
-    // early when a partial aggregate outgrows its share of the fair pool: after materialising
-    // its groups it still counts the table's retained capacity and cannot shrink its
-    // reservation (apache/datafusion#22164, #24852). A two-level GROUP BY over 5M rows (35,000
-    // segments) failed so at the default 1 GiB ("Resources exhausted ...
-    // PartialHashAggregateStream"). The streams before it emit early (partial) and spill
-    // (final) as documented; measured over 2,394 segments the same (top, NXDOMAIN, scan and
-    // the two-level ranking: within the run's spread, same results).
-    config.options_mut().execution.enable_migration_aggregate = false;
+    let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime(memory)?);
     ctx.add_optimizer_rule(Arc::new(crate::catalog::distinct::DistinctCountToGroupBy));
     let mut registered = std::collections::HashSet::new();
