@@ -260,19 +260,6 @@ async fn dispatch(cli: Cli, problems: Arc<Problems>, pb: ProgressBar) -> Result<
     let footers = Arc::new(Footers::with_disk_cache(FooterCache::from_env()));
     let files = find_segments(g, &scope, &problems, &footers).await?;
     let dnsql = open_session(g, files, &scope, problems, &footers).await?;
-    if matches!(cli.command, Command::Sql(_)) {
-        // Ad-hoc SQL aggregates on DataFusion's older streams, which emit partial groups early
-        // and spill final ones: DataFusion 55's newer partial hash aggregation fails ("Resources
-        // exhausted … PartialHashAggregateStream") once its table outgrows its share of the
-        // pool (apache/datafusion#22164, #24852; a two-level GROUP BY over 5M rows failed at
-        // 1 GiB). The recipes keep the newer streams, with which they were measured over a
-        // 100-host month: on the older ones `nxdomain` there failed its final sort.
-        dnsql
-            .ctx
-            .sql("SET datafusion.execution.enable_migration_aggregate = false")
-            .await
-            .map_err(|e| anyhow!("cannot configure the session: {e}"))?;
-    }
     let progress = dnsql.progress.clone();
     let ticker = show_progress(g).then(|| spawn_progress(pb, progress));
     let result = run_sql(&dnsql, &sql, g.limit, &mut out).await;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
-use dnsledger_schema::{SCHEMA_VERSION, Transaction, meta, status};
+use dnsledger_schema::{Transaction, meta, status};
 use dnsledger_tests::fixture::{self, files_under, write_parquet};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -411,57 +411,6 @@ fn older_segments_missing_nullable_columns_read_as_null() {
     ]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.stdout, "host,qname,missing\nold,old.example.org,true\n");
-}
-
-/// A two-level aggregation (names per domain and process, the shape of an exfil ranking) whose
-/// first level outgrows its share of a small memory pool answers, by emitting early and
-/// spilling, instead of failing with "Resources exhausted" (DataFusion 55's new partial hash
-/// aggregation failed so here at 64 MiB, and over 5M rows at the default 1 GiB).
-#[test]
-fn aggregations_past_their_memory_share_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let ts = instant("2023-03-01T10:00:00Z");
-    let (files, per_file) = (4, 50_000);
-    for f in 0..files {
-        let rows: Vec<Transaction> = (0..per_file)
-            .map(|i| Transaction {
-                hostname: "wide".into(),
-                comm: Some("w".into()),
-                ..fixture::tx(
-                    ts + i64::from(i),
-                    &format!("n{f}-{i}.d{}.example.com", i % 1000),
-                )
-            })
-            .collect();
-        write_parquet(
-            &dir.path()
-                .join(format!("host=wide/date=2023-03-01/hour=10/seg-{f}.parquet")),
-            &fixture::batch(&rows),
-            &[
-                (meta::SCHEMA_VERSION, &SCHEMA_VERSION.to_string()),
-                (meta::HOST, "wide"),
-            ],
-        );
-    }
-    let r = run(&[
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--memory-limit",
-        "64M",
-        "--format",
-        "csv",
-        "sql",
-        "SELECT registered_domain, host, comm, sum(n) AS q, count(qname) AS names \
-         FROM (SELECT registered_domain, host, comm, qname, count(*) AS n FROM dns \
-               GROUP BY registered_domain, host, comm, qname) AS per_name \
-         GROUP BY registered_domain, host, comm",
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
-    let total = files * per_file;
-    assert_eq!(
-        r.stdout,
-        format!("registered_domain,host,comm,q,names\nexample.com,wide,w,{total},{total}\n")
-    );
 }
 
 #[test]
