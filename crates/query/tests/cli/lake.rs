@@ -548,13 +548,7 @@ fn hour_directories_unchanged_since_their_manifest_are_not_listed_and_answer_the
     );
     let r = ok_on(&with_s, &count);
     assert_eq!(verbose_count(&r, unlisted), n_hours - 3, "{r:?}");
-    let oracle = tempfile::tempdir().unwrap();
-    copy_tree(with.path(), oracle.path());
-    for f in dnsledger_tests::fixture::files_under(oracle.path()) {
-        if f.file_name().is_some_and(|n| n == manifest::FILE_NAME) {
-            std::fs::remove_file(f).unwrap();
-        }
-    }
+    let oracle = without_manifests(with.path());
     let oracle_s = oracle.path().to_str().unwrap();
     for args in [
         &["sql", "SELECT count(*) AS n FROM dns"][..],
@@ -573,6 +567,19 @@ fn hour_directories_unchanged_since_their_manifest_are_not_listed_and_answer_the
         let got = got.replace(&with_s, oracle_s);
         assert_same(&got, &want, &format!("{args:?} after the manifests"));
     }
+}
+
+/// A copy of the tree at `from` without its date manifests: what a lake answers by its
+/// segments' own footers alone.
+fn without_manifests(from: &std::path::Path) -> tempfile::TempDir {
+    let oracle = tempfile::tempdir().unwrap();
+    copy_tree(from, oracle.path());
+    for f in dnsledger_tests::fixture::files_under(oracle.path()) {
+        if f.file_name().is_some_and(|n| n == manifest::FILE_NAME) {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    oracle
 }
 
 #[test]
@@ -623,13 +630,7 @@ fn date_manifests_rule_files_out_unopened_and_never_change_an_answer() {
     let big = files.iter().max_by_key(size).unwrap();
     assert_ne!(size(&small), size(&big));
     std::fs::copy(big, small).unwrap();
-    let oracle = tempfile::tempdir().unwrap();
-    copy_tree(with.path(), oracle.path());
-    for f in dnsledger_tests::fixture::files_under(oracle.path()) {
-        if f.file_name().is_some_and(|n| n == manifest::FILE_NAME) {
-            std::fs::remove_file(f).unwrap();
-        }
-    }
+    let oracle = without_manifests(with.path());
     let oracle_s = oracle.path().to_str().unwrap();
     for args in [
         &["sql", q][..],
